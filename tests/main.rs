@@ -1,1 +1,8 @@
-fn main(){}
+//! braid's integration tests: one binary, one module per area. They start real
+//! processes (the `braid` binary and its bundled sample API) on 127.0.0.1 and
+//! run the real guest components from `target/components/` (`make guests`).
+
+mod definitions;
+mod reference;
+mod sandbox;
+mod support;

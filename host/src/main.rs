@@ -1,1 +1,405 @@
-fn main() {}
+//! The `braid` command line. The only place that prints for humans.
+//!
+//! Exit codes: 0 ok, 1 the run failed, 2 bad input or definition.
+
+use anyhow::{Context, Result};
+use braid::report::RunReport;
+use braid::sample_api::{self, Latencies};
+use braid::sandbox::{Sandbox, SandboxConfig};
+use braid::scheduler::{RunRequest, Scheduler};
+use braid::store::{ClaimStore, SqliteClaimStore};
+use braid::trace::IncomingTrace;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "braid",
+    version,
+    about = "Run workflows whose steps are sandboxed WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct StateArgs {
+    /// Directory for the claim store and the compiled-component cache.
+    #[arg(long, env = "BRAID_STATE_DIR", default_value = ".braid")]
+    state_dir: PathBuf,
+    /// Do not read or write the compiled-component cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow once and print its step tree (or, with --json, its report).
+    Run {
+        /// The workflow definition (TOML).
+        workflow: PathBuf,
+        /// The run's input: a JSON object, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Continue this W3C trace (an invalid value starts a new trace).
+        #[arg(long)]
+        traceparent: Option<String>,
+        /// Vendor trace state to forward (ignored without a valid --traceparent).
+        #[arg(long)]
+        tracestate: Option<String>,
+        /// Print the run report as JSON instead of the tree.
+        #[arg(long)]
+        json: bool,
+        /// Most step attempts in flight at once.
+        #[arg(long, default_value_t = 64)]
+        max_concurrency: usize,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Validate workflow definitions and the components they name.
+    Check {
+        #[arg(required = true)]
+        workflows: Vec<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Serve the bundled sample API (token, profile, permissions).
+    SampleApi {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Latency of every endpoint in ms (overrides the seed-like defaults).
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        #[arg(long)]
+        auth_latency_ms: Option<u64>,
+        #[arg(long)]
+        profile_latency_ms: Option<u64>,
+        #[arg(long)]
+        permissions_latency_ms: Option<u64>,
+        /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// List coordination claims in the state directory.
+    Claims {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// A failure with the exit code it maps to.
+struct Exit(u8, anyhow::Error);
+
+fn bad_input(e: impl Into<anyhow::Error>) -> Exit {
+    Exit(2, e.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BRAID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit(code, e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<u8, Exit> {
+    match command {
+        Command::Run {
+            workflow,
+            input,
+            traceparent,
+            tracestate,
+            json,
+            max_concurrency,
+            state,
+        } => {
+            run(
+                &workflow,
+                &input,
+                traceparent,
+                tracestate,
+                json,
+                max_concurrency,
+                &state,
+            )
+            .await
+        }
+        Command::Check { workflows, state } => check(&workflows, &state),
+        Command::SampleApi {
+            listen,
+            latency_ms,
+            auth_latency_ms,
+            profile_latency_ms,
+            permissions_latency_ms,
+            addr_file,
+        } => {
+            let d = Latencies::default();
+            let pick = |specific: Option<u64>, default: Duration| {
+                specific
+                    .or(latency_ms)
+                    .map_or(default, Duration::from_millis)
+            };
+            let latencies = Latencies {
+                auth: pick(auth_latency_ms, d.auth),
+                profile: pick(profile_latency_ms, d.profile),
+                permissions: pick(permissions_latency_ms, d.permissions),
+            };
+            serve_sample_api(listen, latencies, addr_file)
+                .await
+                .map_err(|e| Exit(1, e))
+        }
+        Command::Claims { json, state } => claims(json, &state).await,
+    }
+}
+
+fn sandbox(state: &StateArgs) -> Result<(Arc<Sandbox>, Arc<SqliteClaimStore>), Exit> {
+    let claims = Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
+    let config = SandboxConfig {
+        cache_dir: (!state.no_cache).then(|| state.state_dir.join("cache")),
+        ..SandboxConfig::default()
+    };
+    let store: Arc<dyn ClaimStore> = claims.clone();
+    let sandbox = Sandbox::new(config, store).map_err(|e| Exit(2, e.into()))?;
+    Ok((Arc::new(sandbox), claims))
+}
+
+fn read_input(input: &str) -> Result<serde_json::Value> {
+    let text = match input.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--input: cannot read {path}"))?
+        }
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).context("--input is not valid JSON")
+}
+
+async fn run(
+    workflow: &Path,
+    input: &str,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    json: bool,
+    max_concurrency: usize,
+    state: &StateArgs,
+) -> Result<u8, Exit> {
+    let input = read_input(input).map_err(bad_input)?;
+    let (sandbox, _claims) = sandbox(state)?;
+    let (workflow, executor) =
+        braid::check::load_and_prepare(workflow, sandbox).map_err(bad_input)?;
+    let scheduler = Scheduler::new(Arc::new(executor), max_concurrency);
+    let trace = IncomingTrace::from_headers(traceparent.as_deref(), tracestate.as_deref());
+    let report = scheduler
+        .run(RunRequest {
+            workflow,
+            input,
+            trace,
+        })
+        .await
+        .map_err(|e| bad_input(anyhow::anyhow!("{e}")))?;
+    let mut out = std::io::stdout().lock();
+    let printed = if json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_tree(&mut out, &report)
+    };
+    printed.map_err(|e| Exit(1, e.into()))?;
+    if report.outcome == "succeeded" {
+        Ok(0)
+    } else {
+        if !json {
+            eprintln!(
+                "error: run {} failed (trace {}): {}",
+                report.run_id,
+                report.trace_id,
+                report.error.as_deref().unwrap_or("unknown reason")
+            );
+        }
+        Ok(1)
+    }
+}
+
+/// The human view of a run: one line per step, like the seed's.
+fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
+    let origin = if r.continued_trace {
+        "continued"
+    } else {
+        "new"
+    };
+    writeln!(out, "workflow {}  run {}", r.workflow, r.run_id)?;
+    writeln!(
+        out,
+        "trace {} ({origin} trace, run span {})",
+        r.trace_id, r.span_id
+    )?;
+    let width = r.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for (i, s) in r.steps.iter().enumerate() {
+        let branch = if i + 1 == r.steps.len() {
+            "└──"
+        } else {
+            "├──"
+        };
+        let mark = match s.outcome.as_str() {
+            "succeeded" => "ok",
+            "failed" => "FAILED",
+            other => other,
+        };
+        let span = s.attempts.last().map_or("-", |a| a.span_id.as_str());
+        let retries = if s.attempts.len() > 1 {
+            format!("  {} attempts", s.attempts.len())
+        } else {
+            String::new()
+        };
+        let parallel = if s.parallel_with.is_empty() {
+            String::new()
+        } else {
+            format!("  (parallel with {})", s.parallel_with.join(", "))
+        };
+        writeln!(
+            out,
+            "{branch} {:<width$}  {:>8.2} ms  {mark:<6}  span {span}{retries}{parallel}",
+            s.name, s.duration_ms
+        )?;
+        if let Some(e) = &s.error {
+            writeln!(
+                out,
+                "{}       {e}",
+                if i + 1 == r.steps.len() { " " } else { "│" }
+            )?;
+        }
+    }
+    let foreign = r.events.iter().filter(|e| e.trace_id != r.trace_id).count()
+        + r.http_calls
+            .iter()
+            .filter(|c| {
+                c.traceparent
+                    .as_ref()
+                    .is_some_and(|t| !t.contains(&r.trace_id))
+            })
+            .count();
+    let claims = r
+        .events
+        .iter()
+        .filter(|e| e.name == "claim.granted")
+        .count();
+    writeln!(
+        out,
+        "total {:.2} ms  {}  {} API calls, {} claim{}, {} events: {}",
+        r.duration_ms,
+        r.outcome,
+        r.http_calls.len(),
+        claims,
+        if claims == 1 { "" } else { "s" },
+        r.events.len(),
+        if foreign == 0 {
+            format!("all on trace {}", r.trace_id)
+        } else {
+            format!("{foreign} NOT on this trace")
+        }
+    )?;
+    if let Some(result) = &r.result {
+        writeln!(out, "result: {result}")?;
+    }
+    Ok(())
+}
+
+fn check(workflows: &[PathBuf], state: &StateArgs) -> Result<u8, Exit> {
+    let (sandbox, _claims) = sandbox(state)?;
+    let mut failed = false;
+    for path in workflows {
+        match braid::check::load_and_prepare(path, Arc::clone(&sandbox)) {
+            Ok((wf, _)) => println!(
+                "{}: ok (workflow `{}`, {} steps)",
+                path.display(),
+                wf.name,
+                wf.steps.len()
+            ),
+            Err(e) => {
+                failed = true;
+                eprint!("{e}");
+            }
+        }
+    }
+    Ok(if failed { 2 } else { 0 })
+}
+
+async fn serve_sample_api(
+    listen: SocketAddr,
+    latencies: Latencies,
+    addr_file: Option<PathBuf>,
+) -> Result<u8> {
+    let (addr, server) = sample_api::bind(listen, latencies)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    if let Some(file) = &addr_file {
+        // Write then rename, so a reader never sees a half-written address.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, addr.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    }
+    println!("sample API listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tokio::select! {
+        r = server => r.context("sample API server")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(0)
+}
+
+async fn claims(json: bool, state: &StateArgs) -> Result<u8, Exit> {
+    let store = SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?;
+    let list = store.list().await.map_err(|e| Exit(1, e.into()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| Exit(1, e.into()))?
+        );
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no claims in {}", store.path().display());
+    }
+    let now = braid::store::now_ms();
+    for c in list {
+        let state = if c.expires_at_ms > now {
+            "live"
+        } else {
+            "expired"
+        };
+        println!(
+            "{}  {state}  run {}  trace {}  step {}  claim {}  expires {}",
+            c.work_item, c.run_id, c.trace_id, c.step, c.claim_id, c.expires_at_ms
+        );
+    }
+    Ok(0)
+}

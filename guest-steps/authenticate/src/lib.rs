@@ -3,7 +3,7 @@
 //!
 //! Input: `{ "api_base": "...", "user_id": "..." }`.
 //! Output: `{ "access_token": "...", "expires_in": 3600, "user_id": "...", "api_ms": 33.1 }`.
-//! A 401/403 is fatal (bad credentials); a 5xx or a transport error is retryable.
+//! A 401/403 or a denied request is fatal; a 5xx or a transport error is retryable.
 
 use braid_step::{StepError, TraceContext, http, str_field};
 use serde_json::json;
@@ -23,7 +23,7 @@ impl braid_step::Step for Authenticate {
             &[],
             &json!({ "client_id": "braid", "user_id": user_id }),
         )
-        .map_err(|e| StepError::Retryable(format!("token request: {e}")))?;
+        .map_err(|e| e.into_step_error("token request"))?;
         let api_ms = started.elapsed().as_secs_f64() * 1000.0;
         if response.status != 200 {
             return Err(braid_step::status_error("authentication failed", response.status, &response.text()));

@@ -34,15 +34,28 @@ impl Response {
 pub enum HttpError {
     /// The URL could not be understood.
     InvalidUrl(String),
-    /// The host refused the request (e.g. the destination is not on the
-    /// step's allowlist: `HttpRequestDenied`) or the transport failed.
+    /// The host refused the request: the destination is not on the step's
+    /// allowlist (`HttpRequestDenied`). Retrying cannot help.
+    Denied(String),
+    /// The transport failed (connection refused, reset, timeout, ...).
     Transport(String),
+}
+
+impl HttpError {
+    /// As a step error: a transport failure may pass, anything else will not.
+    pub fn into_step_error(self, what: &str) -> crate::StepError {
+        match self {
+            HttpError::Transport(_) => crate::StepError::Retryable(format!("{what}: {self}")),
+            _ => crate::StepError::Fatal(format!("{what}: {self}")),
+        }
+    }
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::InvalidUrl(m) => write!(f, "invalid URL: {m}"),
+            HttpError::Denied(m) => write!(f, "request denied by the host: {m}"),
             HttpError::Transport(m) => write!(f, "request failed: {m}"),
         }
     }
@@ -98,19 +111,9 @@ pub fn request(
 
     let pending = outgoing_handler::handle(request, None).map_err(transport)?;
 
-    if let Some(bytes) = body {
-        let stream = outgoing_body
-            .write()
-            .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
-        // `blocking-write-and-flush` takes at most 4096 bytes a call.
-        for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
-        }
-        drop(stream);
-    }
-    OutgoingBody::finish(outgoing_body, None).map_err(transport)?;
+    // If sending the body fails, the response future usually says why (a
+    // denied request closes the body stream): prefer that error.
+    let sent = write_body(outgoing_body, body);
 
     let response = loop {
         match pending.get() {
@@ -121,6 +124,7 @@ pub fn request(
     let response = response
         .map_err(|_| HttpError::Transport("response already taken".into()))?
         .map_err(transport)?;
+    sent?;
     let status = response.status();
     let incoming = response
         .consume()
@@ -128,6 +132,21 @@ pub fn request(
     let body = read_all(&incoming)?;
     drop(incoming);
     Ok(Response { status, body })
+}
+
+fn write_body(outgoing_body: OutgoingBody, body: Option<&[u8]>) -> Result<(), HttpError> {
+    if let Some(bytes) = body {
+        let stream = outgoing_body
+            .write()
+            .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
+        // `blocking-write-and-flush` takes at most 4096 bytes a call.
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing_body, None).map_err(transport)
 }
 
 fn read_all(body: &IncomingBody) -> Result<Vec<u8>, HttpError> {
@@ -151,7 +170,10 @@ fn read_all(body: &IncomingBody) -> Result<Vec<u8>, HttpError> {
 }
 
 fn transport(code: ErrorCode) -> HttpError {
-    HttpError::Transport(format!("{code:?}"))
+    match code {
+        ErrorCode::HttpRequestDenied => HttpError::Denied("HttpRequestDenied".into()),
+        other => HttpError::Transport(format!("{other:?}")),
+    }
 }
 
 /// Splits `http://host:port/path?query` into its parts.

@@ -98,8 +98,7 @@ pub fn status_error(what: &str, status: u16, body: &str) -> StepError {
 pub fn get_json_with_token(what: &str, url: &str, token: &str) -> Result<(serde_json::Value, f64), StepError> {
     let started = std::time::Instant::now();
     let auth = format!("Bearer {token}");
-    let response = http::get(url, &[("authorization", &auth)])
-        .map_err(|e| StepError::Retryable(format!("{what}: {e}")))?;
+    let response = http::get(url, &[("authorization", &auth)]).map_err(|e| e.into_step_error(what))?;
     let api_ms = started.elapsed().as_secs_f64() * 1000.0;
     if response.status != 200 {
         return Err(status_error(what, response.status, &response.text()));

@@ -1,0 +1,178 @@
+//! `braid:workflow/coordination`: atomic work claims with leases, for the
+//! calling step, stamped with its run id, trace id and span id.
+
+use super::Caller;
+use crate::sandbox::bindings::braid::workflow::coordination::{ClaimError, Host, WorkClaim};
+use crate::sandbox::bindings::braid::workflow::types::TraceContext;
+use crate::store::{ClaimRecord, ClaimRequest, ClaimStore, ClaimStoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest lease a step may ask for.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+/// Longest work item name.
+const MAX_WORK_ITEM_LEN: usize = 256;
+/// Largest metadata document.
+const MAX_METADATA_LEN: usize = 16 * 1024;
+
+/// Per-attempt state of the coordination interface.
+pub struct CoordinationCtx {
+    pub caller: Arc<Caller>,
+    pub store: Arc<dyn ClaimStore>,
+}
+
+fn to_wit(c: ClaimRecord) -> WorkClaim {
+    WorkClaim {
+        claim_id: c.claim_id,
+        work_item: c.work_item,
+        run_id: c.run_id,
+        trace_id: c.trace_id,
+        span_id: c.span_id,
+        step: c.step,
+        owner: c.owner,
+        claimed_at_ms: c.claimed_at_ms,
+        expires_at_ms: c.expires_at_ms,
+        metadata: c.metadata,
+    }
+}
+
+fn store_error(e: ClaimStoreError) -> ClaimError {
+    match e {
+        ClaimStoreError::Conflict(holder) => ClaimError::Conflict(to_wit(*holder)),
+        ClaimStoreError::NotHeld(id) => {
+            ClaimError::NotHeld(format!("claim `{id}` is not held by this run"))
+        }
+        ClaimStoreError::Unavailable(why) => ClaimError::Unavailable(why),
+    }
+}
+
+fn lease(ms: u64) -> Result<Duration, ClaimError> {
+    let lease = Duration::from_millis(ms);
+    if lease.is_zero() || lease > MAX_LEASE {
+        return Err(ClaimError::InvalidArgument(format!(
+            "lease-ms must be between 1 and {}",
+            MAX_LEASE.as_millis()
+        )));
+    }
+    Ok(lease)
+}
+
+impl CoordinationCtx {
+    fn outcome_event(&self, name: &str, item: &str, detail: BTreeMap<String, String>) {
+        let mut metadata = detail;
+        metadata.insert("work_item".into(), item.into());
+        self.caller.host_event(name, "info", "", metadata);
+    }
+}
+
+impl Host for CoordinationCtx {
+    async fn claim(
+        &mut self,
+        ctx: TraceContext,
+        work_item: String,
+        lease_ms: u64,
+        metadata: String,
+    ) -> wasmtime::Result<Result<WorkClaim, ClaimError>> {
+        if let Err(why) = self.caller.verify("coordination.claim", &ctx) {
+            return Ok(Err(ClaimError::InvalidContext(why)));
+        }
+        if work_item.is_empty() || work_item.len() > MAX_WORK_ITEM_LEN {
+            return Ok(Err(ClaimError::InvalidArgument(format!(
+                "work-item must be 1 to {MAX_WORK_ITEM_LEN} bytes"
+            ))));
+        }
+        if metadata.len() > MAX_METADATA_LEN
+            || serde_json::from_str::<serde_json::Value>(&metadata).is_err()
+        {
+            return Ok(Err(ClaimError::InvalidArgument(format!(
+                "metadata must be a JSON document of at most {MAX_METADATA_LEN} bytes"
+            ))));
+        }
+        let lease = match lease(lease_ms) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        let c = &self.caller;
+        let request = ClaimRequest {
+            work_item: work_item.clone(),
+            lease,
+            run_id: c.run_id.clone(),
+            trace_id: c.trace.trace_id.to_string(),
+            span_id: c.trace.span_id.to_string(),
+            step: c.step.clone(),
+            owner: c.host_id.clone(),
+            metadata,
+        };
+        let result = self.store.claim(request).await;
+        match &result {
+            Ok(claim) => {
+                tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
+                    claim_id = %claim.claim_id, "work item claimed");
+                self.outcome_event(
+                    "claim.granted",
+                    &work_item,
+                    [("claim_id".to_string(), claim.claim_id.clone())].into(),
+                );
+            }
+            Err(ClaimStoreError::Conflict(holder)) => {
+                tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
+                    holder_trace_id = %holder.trace_id, holder_run_id = %holder.run_id, "claim conflict");
+                self.outcome_event(
+                    "claim.conflict",
+                    &work_item,
+                    [
+                        ("holder_trace_id".to_string(), holder.trace_id.clone()),
+                        ("holder_run_id".to_string(), holder.run_id.clone()),
+                    ]
+                    .into(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item, "claim failed: {e}");
+            }
+        }
+        Ok(result.map(to_wit).map_err(store_error))
+    }
+
+    async fn renew(
+        &mut self,
+        ctx: TraceContext,
+        claim_id: String,
+        lease_ms: u64,
+    ) -> wasmtime::Result<Result<WorkClaim, ClaimError>> {
+        if let Err(why) = self.caller.verify("coordination.renew", &ctx) {
+            return Ok(Err(ClaimError::InvalidContext(why)));
+        }
+        let lease = match lease(lease_ms) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .store
+            .renew(&claim_id, &self.caller.run_id, lease)
+            .await
+            .map(to_wit)
+            .map_err(store_error))
+    }
+
+    async fn release(
+        &mut self,
+        ctx: TraceContext,
+        claim_id: String,
+    ) -> wasmtime::Result<Result<(), ClaimError>> {
+        if let Err(why) = self.caller.verify("coordination.release", &ctx) {
+            return Ok(Err(ClaimError::InvalidContext(why)));
+        }
+        let result = self.store.release(&claim_id, &self.caller.run_id).await;
+        if result.is_ok() {
+            self.caller.host_event(
+                "claim.released",
+                "info",
+                "",
+                [("claim_id".to_string(), claim_id)].into(),
+            );
+        }
+        Ok(result.map_err(store_error))
+    }
+}

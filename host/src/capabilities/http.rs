@@ -1,0 +1,164 @@
+//! Outbound HTTP policy behind `wasi:http/outgoing-handler`.
+//!
+//! Every request a step sends passes through [`OutboundHttp::send_request`],
+//! the one place that (1) refuses destinations not on the step's allowlist
+//! (`HttpRequestDenied` to the guest, a warning in the log), (2) gives the
+//! request its own span id and sets `traceparent` (and `tracestate`),
+//! overwriting whatever the guest set, and (3) records the call in the run
+//! report.
+
+use super::Caller;
+use crate::report::HttpCallRecord;
+use crate::trace::SpanId;
+use http::header::{HOST, HeaderValue};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Whether `host[:port]` matches one allowlist entry: `host` (any port),
+/// `host:port`, or `*.domain` (any subdomain, any port).
+pub fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        if let Some(domain) = pattern.strip_prefix("*.") {
+            return host.ends_with(&format!(".{domain}"));
+        }
+        match pattern.rsplit_once(':') {
+            Some((h, p)) => h == host && p.parse::<u16>().ok() == port,
+            None => pattern == host,
+        }
+    })
+}
+
+/// The per-attempt outbound HTTP policy.
+pub struct OutboundHttp {
+    pub caller: Arc<Caller>,
+    pub allowed_hosts: Arc<[String]>,
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        let caller = Arc::clone(&self.caller);
+        let span = SpanId::random();
+        let method = request.method().to_string();
+        let url = request.uri().to_string();
+        let authority = request.uri().authority().cloned();
+        let started = Instant::now();
+        let mut record = HttpCallRecord {
+            step: caller.step.clone(),
+            attempt_span_id: caller.trace.span_id.to_string(),
+            span_id: span.to_string(),
+            method,
+            url,
+            traceparent: None,
+            status: None,
+            error: None,
+            start_ms: caller.recorder.offset_ms(started),
+            duration_ms: 0.0,
+        };
+
+        let allowed = authority
+            .as_ref()
+            .is_some_and(|a| host_allowed(&self.allowed_hosts, a.host(), a.port_u16()));
+        if !allowed {
+            let reason = format!(
+                "outbound request to `{}` denied: not in the step's allowed_hosts [{}]",
+                authority
+                    .as_ref()
+                    .map_or("(no host)".to_string(), ToString::to_string),
+                self.allowed_hosts.join(", ")
+            );
+            tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id,
+                run_id = %caller.run_id, step = %caller.step, "{reason}");
+            caller.host_event(
+                "http.denied",
+                "warn",
+                &reason,
+                [("url".to_string(), record.url.clone())].into(),
+            );
+            record.error = Some(reason);
+            caller.recorder.http_call(record);
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+
+        let traceparent = caller.trace.traceparent_for(span).to_string();
+        let headers = request.headers_mut();
+        // `insert` replaces anything the guest set: the host owns the trace.
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
+            headers.insert("traceparent", v);
+        }
+        headers.remove("tracestate");
+        if !caller.trace.state.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&caller.trace.state.to_string())
+        {
+            headers.insert("tracestate", v);
+        }
+        if let Some(a) = &authority
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            headers.insert(HOST, v);
+        }
+        record.traceparent = Some(traceparent);
+        tracing::debug!(trace_id = %caller.trace.trace_id, span_id = %span, url = %record.url, "outbound request");
+
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let result = wasmtime_wasi_http::default_send_request(request, options).await;
+            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &result {
+                Ok((response, _)) => record.status = Some(response.status().as_u16()),
+                Err(e) => record.error = Some(e.to_string()),
+            }
+            caller.recorder.http_call(record);
+            let (response, io) = result?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn allowlist_matching() {
+        let allowed = vec![
+            "127.0.0.1".to_string(),
+            "api.example.com:8443".to_string(),
+            "*.svc.local".to_string(),
+        ];
+        assert!(host_allowed(&allowed, "127.0.0.1", Some(8080)));
+        assert!(host_allowed(&allowed, "127.0.0.1", None));
+        assert!(host_allowed(&allowed, "api.example.com", Some(8443)));
+        assert!(!host_allowed(&allowed, "api.example.com", Some(443)));
+        assert!(host_allowed(&allowed, "users.svc.local", Some(80)));
+        assert!(!host_allowed(&allowed, "svc.local", Some(80)));
+        assert!(!host_allowed(&allowed, "127.0.0.2", Some(80)));
+        assert!(!host_allowed(&allowed, "evil.com", None));
+        assert!(!host_allowed(&[], "127.0.0.1", None));
+    }
+}

@@ -1,0 +1,536 @@
+//! The sandbox: wasmtime configuration, component loading and checking, and
+//! running one step attempt in a fresh store and instance.
+//!
+//! Owns: the one `Engine` (pooling allocator, epoch interruption), the
+//! `Linker` (WASI with nothing granted, wasi:http behind the outbound policy,
+//! the braid interfaces), the on-disk cache of compiled components, the
+//! per-attempt limits (timeout, memory), and the mapping of traps and timeouts
+//! to [`StepFailure`]s. A guest's misbehaviour ends its attempt, never the host.
+
+use crate::capabilities::Caller;
+use crate::capabilities::coordination::CoordinationCtx;
+use crate::capabilities::http::OutboundHttp;
+use crate::capabilities::telemetry::TelemetryCtx;
+use crate::scheduler::{AttemptContext, StepExecutor, StepFailure};
+use crate::store::ClaimStore;
+use crate::workflow::{StepSpec, Workflow};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Bindings generated from `wit/` for the `step-component` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "braid:workflow/step-component",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+use bindings::StepComponentPre;
+
+/// The interface every step exports (any 0.1.x version).
+pub const STEP_EXPORT: &str = "braid:workflow/step@0.1";
+
+/// Why the sandbox could not start or load a component.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("configuring wasmtime: {0}")]
+    Engine(String),
+    #[error("{path}: file not found (run `make guests` to build the components)")]
+    Missing { path: PathBuf },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid WebAssembly component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: does not implement the braid step world: {reason}")]
+    WrongWorld { path: PathBuf, reason: String },
+}
+
+/// Tunables of the sandbox; defaults suit a single host.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Most step instances alive at once (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// Cap on each linear memory of a step, in bytes.
+    pub memory_limit: usize,
+    /// Cap on what a step may write to stdout and to stderr per attempt.
+    pub max_stdio_bytes: usize,
+    /// Where compiled components are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Names this process as a claim owner.
+    pub host_id: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            max_instances: 1000,
+            memory_limit: 64 << 20,
+            max_stdio_bytes: 64 << 10,
+            cache_dir: None,
+            host_id: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "braid".into()),
+                std::process::id()
+            ),
+        }
+    }
+}
+
+/// How often the epoch advances; the granularity of step timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Advances the engine's epoch from a dedicated OS thread until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("braid-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot start the epoch thread, timeouts fall back to tokio: {e}")
+            });
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The store data of one step attempt.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: OutboundHttp,
+    coordination: CoordinationCtx,
+    telemetry: TelemetryCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl bindings::braid::workflow::types::Host for CoordinationCtx {}
+impl bindings::braid::workflow::types::Host for TelemetryCtx {}
+
+/// A component compiled, checked against the step world and pre-instantiated.
+pub struct PreparedComponent {
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Whether it came from the compiled-component cache.
+    pub from_cache: bool,
+    pre: StepComponentPre<StepState>,
+}
+
+/// The process-wide sandbox: one engine, one linker, shared by every run.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepState>,
+    claims: Arc<dyn ClaimStore>,
+    config: SandboxConfig,
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig, claims: Arc<dyn ClaimStore>) -> Result<Self, SandboxError> {
+        let engine_err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(config.memory_limit);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+
+        let mut linker: Linker<StepState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        use bindings::braid::workflow::{coordination, telemetry, types};
+        types::add_to_linker::<StepState, HasSelf<CoordinationCtx>>(&mut linker, |s| {
+            &mut s.coordination
+        })
+        .map_err(engine_err)?;
+        coordination::add_to_linker::<StepState, HasSelf<CoordinationCtx>>(&mut linker, |s| {
+            &mut s.coordination
+        })
+        .map_err(engine_err)?;
+        telemetry::add_to_linker::<StepState, HasSelf<TelemetryCtx>>(&mut linker, |s| {
+            &mut s.telemetry
+        })
+        .map_err(engine_err)?;
+
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Sandbox {
+            engine,
+            linker,
+            claims,
+            config,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Identifies this engine build and configuration, so cached compiled
+    /// code is never loaded into an engine that cannot run it.
+    fn engine_hash(&self) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Reads, compiles (or loads from the cache), checks and pre-instantiates
+    /// a step component.
+    pub fn load(&self, path: &Path) -> Result<PreparedComponent, SandboxError> {
+        if !path.exists() {
+            return Err(SandboxError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let (component, from_cache) = self.compile(path, &bytes, &sha256)?;
+        let pre = self.check(path, &component)?;
+        Ok(PreparedComponent {
+            path: path.to_path_buf(),
+            sha256,
+            from_cache,
+            pre,
+        })
+    }
+
+    fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, bool), SandboxError> {
+        let invalid = |e: wasmtime::Error| SandboxError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let Some(dir) = &self.config.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes).map_err(invalid)?, false));
+        };
+        let cached = dir.join(format!("{sha256}-{}.cwasm", self.engine_hash()));
+        if cached.exists() {
+            // SAFETY: files in the cache directory are written only by
+            // `Component::serialize` below (to a temporary name, then renamed
+            // into place, so never half-written), and their name carries the
+            // engine's compatibility hash; wasmtime also checks the header.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable cache entry {}: {e:#}", cached.display())
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        if let Err(e) = write_cache_entry(dir, &cached, &component) {
+            tracing::warn!("cannot cache compiled component {}: {e}", path.display());
+        }
+        Ok((component, false))
+    }
+
+    fn check(
+        &self,
+        path: &Path,
+        component: &Component,
+    ) -> Result<StepComponentPre<StepState>, SandboxError> {
+        let wrong_world = |reason: String| SandboxError::WrongWorld {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let has_step = ty.exports(&self.engine).any(|(name, item)| {
+            name.starts_with(STEP_EXPORT) && matches!(item.ty, ComponentItem::ComponentInstance(_))
+        });
+        if !has_step {
+            return Err(wrong_world(format!(
+                "it does not export `{STEP_EXPORT}.x` (its exports: {})",
+                if exports.is_empty() {
+                    "none".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let imports: Vec<String> = ty
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect();
+            wrong_world(format!(
+                "it imports something the host does not provide ({e:#}); its imports: {}",
+                imports.join(", ")
+            ))
+        })?;
+        StepComponentPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))
+    }
+
+    /// Runs one attempt of `step` in a fresh store and instance.
+    pub async fn run_attempt(
+        &self,
+        component: &PreparedComponent,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+    ) -> Result<String, StepFailure> {
+        let caller = Arc::new(Caller {
+            run_id: ctx.run_id,
+            step: ctx.step,
+            attempt: ctx.attempt,
+            trace: ctx.trace,
+            host_id: self.config.host_id.clone(),
+            recorder: ctx.recorder,
+        });
+        let stdout = MemoryOutputPipe::new(self.config.max_stdio_bytes);
+        let stderr = MemoryOutputPipe::new(self.config.max_stdio_bytes);
+        // Nothing is granted: no preopened directories, no environment, no
+        // arguments, empty stdin, no sockets or name lookups.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttp {
+                caller: Arc::clone(&caller),
+                allowed_hosts: step.allowed_hosts.clone().into(),
+            },
+            coordination: CoordinationCtx {
+                caller: Arc::clone(&caller),
+                store: Arc::clone(&self.claims),
+            },
+            telemetry: TelemetryCtx {
+                caller: Arc::clone(&caller),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.config.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline = Instant::now() + step.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                // Let other tasks run, then check again at the next tick.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+
+        let trace_context = caller.trace_context();
+        let call = async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            instance
+                .braid_workflow_step()
+                .call_run(&mut store, &trace_context, &input)
+                .await
+        };
+        // Epochs interrupt guest code only; a guest blocked in a host call
+        // (a slow HTTP response) is stopped by this timeout.
+        let result = tokio::time::timeout(step.timeout, call).await;
+        let telemetry = TelemetryCtx {
+            caller: Arc::clone(&caller),
+        };
+        forward_stdio(&telemetry, "stdout", &stdout);
+        forward_stdio(&telemetry, "stderr", &stderr);
+        drop(store);
+
+        use bindings::braid::workflow::types::StepError;
+        match result {
+            Err(_elapsed) => Err(StepFailure::Timeout(step.timeout)),
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(StepError::Retryable(m)))) => Err(StepFailure::Retryable(m)),
+            Ok(Ok(Err(StepError::Fatal(m)))) => Err(StepFailure::Fatal(m)),
+            Ok(Err(e)) => Err(match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
+                Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
+                None => StepFailure::Trap(root_cause(&e)),
+            }),
+        }
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn forward_stdio(telemetry: &TelemetryCtx, source: &str, pipe: &MemoryOutputPipe) {
+    let contents = pipe.contents();
+    if contents.is_empty() {
+        return;
+    }
+    let text = String::from_utf8_lossy(&contents);
+    let level = if source == "stderr" { "warn" } else { "info" };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        telemetry.guest_log(level, source, line);
+    }
+}
+
+fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, target)
+}
+
+/// Executes a workflow's steps in the sandbox: one prepared component per step.
+pub struct SandboxExecutor {
+    sandbox: Arc<Sandbox>,
+    components: HashMap<String, Arc<PreparedComponent>>,
+}
+
+impl SandboxExecutor {
+    /// Loads every step's component (each distinct file once). Reports every
+    /// component that fails, not just the first.
+    pub fn prepare(
+        sandbox: Arc<Sandbox>,
+        workflow: &Workflow,
+    ) -> Result<Self, Vec<(String, SandboxError)>> {
+        let mut by_path: HashMap<PathBuf, Arc<PreparedComponent>> = HashMap::new();
+        let mut components = HashMap::new();
+        let mut errors = Vec::new();
+        for step in &workflow.steps {
+            if let Some(c) = by_path.get(&step.component) {
+                components.insert(step.name.clone(), Arc::clone(c));
+                continue;
+            }
+            let started = Instant::now();
+            match sandbox.load(&step.component) {
+                Ok(c) => {
+                    tracing::debug!(step = %step.name, component = %c.path.display(), sha256 = %c.sha256,
+                        cached = c.from_cache, ms = started.elapsed().as_secs_f64() * 1000.0, "component loaded");
+                    let c = Arc::new(c);
+                    by_path.insert(step.component.clone(), Arc::clone(&c));
+                    components.insert(step.name.clone(), c);
+                }
+                Err(e) => errors.push((step.name.clone(), e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(SandboxExecutor {
+                sandbox,
+                components,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl StepExecutor for SandboxExecutor {
+    fn component_of(&self, step: &str) -> (String, String) {
+        self.components
+            .get(step)
+            .map(|c| (c.path.display().to_string(), c.sha256.clone()))
+            .unwrap_or_default()
+    }
+
+    async fn execute(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+    ) -> Result<String, StepFailure> {
+        let Some(component) = self.components.get(&step.name) else {
+            return Err(StepFailure::Host(format!(
+                "no component loaded for step `{}`",
+                step.name
+            )));
+        };
+        self.sandbox.run_attempt(component, step, ctx, input).await
+    }
+}

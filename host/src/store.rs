@@ -1,0 +1,397 @@
+//! Stores: coordination claims behind the [`ClaimStore`] trait, with the
+//! embedded SQLite implementation ([`SqliteClaimStore`]) as the default.
+//!
+//! Owns: claim atomicity and lease expiry. Knows nothing of wasmtime or the
+//! scheduler; the coordination capability is its only caller besides the CLI.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A granted claim, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClaimRecord {
+    pub claim_id: String,
+    pub work_item: String,
+    pub run_id: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub step: String,
+    pub owner: String,
+    pub claimed_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// JSON text the claimant attached.
+    pub metadata: String,
+}
+
+/// Who asks for a claim, and for how long.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub work_item: String,
+    pub lease: Duration,
+    pub run_id: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub step: String,
+    pub owner: String,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimStoreError {
+    #[error("work item `{}` is held by run {} (trace {}) until {}", .0.work_item, .0.run_id, .0.trace_id, .0.expires_at_ms)]
+    Conflict(Box<ClaimRecord>),
+    #[error("claim `{0}` is not held by this run")]
+    NotHeld(String),
+    #[error("claim store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Atomic work claims with leases. Implementations must grant an item to at
+/// most one live claim at a time; an expired lease may be taken over.
+#[async_trait::async_trait]
+pub trait ClaimStore: Send + Sync + 'static {
+    async fn claim(&self, request: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError>;
+    /// Extends a claim `run_id` holds to `lease` from now.
+    async fn renew(
+        &self,
+        claim_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<ClaimRecord, ClaimStoreError>;
+    /// Drops a claim `run_id` holds.
+    async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError>;
+    /// Every stored claim, live or expired, oldest first.
+    async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
+}
+
+/// Milliseconds since the Unix epoch by this host's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Claims in a SQLite file (WAL mode, so several processes on one machine can
+/// share it). Leases use this machine's clock.
+pub struct SqliteClaimStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS claims (
+    work_item     TEXT PRIMARY KEY,
+    claim_id      TEXT NOT NULL UNIQUE,
+    run_id        TEXT NOT NULL,
+    trace_id      TEXT NOT NULL,
+    span_id       TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    claimed_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    metadata      TEXT NOT NULL
+);
+";
+
+const COLUMNS: &str = "claim_id, work_item, run_id, trace_id, span_id, step, owner, claimed_at_ms, expires_at_ms, metadata";
+
+fn row_to_claim(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRecord> {
+    Ok(ClaimRecord {
+        claim_id: row.get(0)?,
+        work_item: row.get(1)?,
+        run_id: row.get(2)?,
+        trace_id: row.get(3)?,
+        span_id: row.get(4)?,
+        step: row.get(5)?,
+        owner: row.get(6)?,
+        claimed_at_ms: row.get::<_, i64>(7)?.max(0) as u64,
+        expires_at_ms: row.get::<_, i64>(8)?.max(0) as u64,
+        metadata: row.get(9)?,
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ClaimStoreError {
+    ClaimStoreError::Unavailable(e.to_string())
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqliteClaimStore {
+    /// Opens (creating if needed) `claims.sqlite3` in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, ClaimStoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            unavailable(format!(
+                "cannot create state directory {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let path = state_dir.join("claims.sqlite3");
+        let conn =
+            Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteClaimStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn with_conn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, ClaimStoreError> + Send + 'static,
+    ) -> Result<R, ClaimStoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| unavailable("claim store lock poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for SqliteClaimStore {
+    async fn claim(&self, r: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError> {
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let record = ClaimRecord {
+                claim_id: format!("c-{}", hex::encode(rand::random::<[u8; 8]>())),
+                work_item: r.work_item,
+                run_id: r.run_id,
+                trace_id: r.trace_id,
+                span_id: r.span_id,
+                step: r.step,
+                owner: r.owner,
+                claimed_at_ms: now,
+                expires_at_ms: now.saturating_add(u64::try_from(r.lease.as_millis()).unwrap_or(u64::MAX)),
+                metadata: r.metadata,
+            };
+            // One write transaction: take the item if it is free or its lease
+            // ran out; otherwise read the holder under the same lock.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let granted: Option<String> = tx
+                .query_row(
+                    &format!(
+                        "INSERT INTO claims ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         ON CONFLICT(work_item) DO UPDATE SET
+                           claim_id = excluded.claim_id, run_id = excluded.run_id,
+                           trace_id = excluded.trace_id, span_id = excluded.span_id,
+                           step = excluded.step, owner = excluded.owner,
+                           claimed_at_ms = excluded.claimed_at_ms,
+                           expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata
+                         WHERE claims.expires_at_ms <= ?8
+                         RETURNING claim_id"
+                    ),
+                    params![
+                        record.claim_id,
+                        record.work_item,
+                        record.run_id,
+                        record.trace_id,
+                        record.span_id,
+                        record.step,
+                        record.owner,
+                        ms(record.claimed_at_ms),
+                        ms(record.expires_at_ms),
+                        record.metadata
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let result = if granted.is_some() {
+                Ok(record)
+            } else {
+                let holder = tx
+                    .query_row(
+                        &format!("SELECT {COLUMNS} FROM claims WHERE work_item = ?1"),
+                        params![record.work_item],
+                        row_to_claim,
+                    )
+                    .map_err(unavailable)?;
+                Err(ClaimStoreError::Conflict(Box::new(holder)))
+            };
+            tx.commit().map_err(unavailable)?;
+            result
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        claim_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<ClaimRecord, ClaimStoreError> {
+        let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let until = now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            conn.query_row(
+                &format!(
+                    "UPDATE claims SET expires_at_ms = ?1
+                     WHERE claim_id = ?2 AND run_id = ?3 AND expires_at_ms > ?4
+                     RETURNING {COLUMNS}"
+                ),
+                params![ms(until), claim_id, run_id, ms(now)],
+                row_to_claim,
+            )
+            .optional()
+            .map_err(unavailable)?
+            .ok_or(ClaimStoreError::NotHeld(claim_id))
+        })
+        .await
+    }
+
+    async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError> {
+        let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
+        self.with_conn(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
+                    params![claim_id, run_id],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(ClaimStoreError::NotHeld(claim_id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM claims ORDER BY claimed_at_ms, work_item"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt.query_map([], row_to_claim).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(item: &str, run: &str, lease_ms: u64) -> ClaimRequest {
+        ClaimRequest {
+            work_item: item.into(),
+            lease: Duration::from_millis(lease_ms),
+            run_id: run.into(),
+            trace_id: format!("{run:0>32}"),
+            span_id: "00f067aa0ba902b7".into(),
+            step: "claim_work".into(),
+            owner: "test".into(),
+            metadata: "{}".into(),
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("braid-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn second_claim_conflicts_with_the_holder_until_released() {
+        let store = SqliteClaimStore::open(&temp_dir("conflict")).expect("open");
+        let first = store
+            .claim(request("item-1", "run1", 60_000))
+            .await
+            .expect("granted");
+        assert_eq!(first.run_id, "run1");
+        match store.claim(request("item-1", "run2", 60_000)).await {
+            Err(ClaimStoreError::Conflict(holder)) => {
+                assert_eq!(holder.claim_id, first.claim_id);
+                assert_eq!(holder.trace_id, first.trace_id);
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // only the holder may release
+        assert!(matches!(
+            store.release(&first.claim_id, "run2").await,
+            Err(ClaimStoreError::NotHeld(_))
+        ));
+        store
+            .release(&first.claim_id, "run1")
+            .await
+            .expect("released");
+        let second = store
+            .claim(request("item-1", "run2", 60_000))
+            .await
+            .expect("free again");
+        assert_eq!(second.run_id, "run2");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_cannot_be_renewed() {
+        let store = SqliteClaimStore::open(&temp_dir("expiry")).expect("open");
+        let first = store
+            .claim(request("item-2", "run1", 1))
+            .await
+            .expect("granted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = store
+            .claim(request("item-2", "run2", 60_000))
+            .await
+            .expect("taken over");
+        assert_ne!(second.claim_id, first.claim_id);
+        assert!(matches!(
+            store
+                .renew(&first.claim_id, "run1", Duration::from_secs(1))
+                .await,
+            Err(ClaimStoreError::NotHeld(_))
+        ));
+        let renewed = store
+            .renew(&second.claim_id, "run2", Duration::from_secs(120))
+            .await
+            .expect("renewed");
+        assert!(renewed.expires_at_ms > second.expires_at_ms);
+        assert_eq!(store.list().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_grant_exactly_one() {
+        let store = Arc::new(SqliteClaimStore::open(&temp_dir("race")).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim(request("contended", &format!("run{i}"), 60_000))
+                    .await
+            }));
+        }
+        let mut granted = 0;
+        for t in tasks {
+            if t.await.expect("join").is_ok() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 1);
+    }
+}

@@ -1,0 +1,755 @@
+//! Workflow definitions: the TOML model, loading and validation.
+//!
+//! Owns: what a workflow is (inputs, steps, arguments, dependencies, limits)
+//! and every structural rule (unknown steps or inputs, cycles, bad pointers,
+//! bad limits). Must not touch wasmtime; the only IO is reading the one file.
+//! Whether a component file exists and implements the step world is checked
+//! by [`crate::check`], which has a sandbox.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One problem found in a definition, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The definition file.
+    pub file: PathBuf,
+    /// The step the problem is in, if it is in one.
+    pub step: Option<String>,
+    /// The field (e.g. `args.token.step`), if one is at fault.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(step) = &self.step {
+            write!(f, ": step `{step}`")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a definition (never just the first).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct DefinitionError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{n} problem{} in the workflow definition:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a step argument's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgSource {
+    /// A workflow input, by name.
+    Input(String),
+    /// Another step's output, optionally narrowed by a JSON pointer (RFC 6901).
+    Step {
+        step: String,
+        pointer: Option<String>,
+    },
+    /// A constant.
+    Value(serde_json::Value),
+}
+
+/// A workflow input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub description: Option<String>,
+    /// Used when the run does not supply the input; an input without a
+    /// default is required.
+    pub default: Option<serde_json::Value>,
+}
+
+/// One step: which component runs it, what it receives, and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    pub name: String,
+    /// The component file (resolved against the components directory).
+    pub component: PathBuf,
+    /// The step's input object: argument name -> source.
+    pub args: BTreeMap<String, ArgSource>,
+    /// Steps this one waits for beyond those its arguments name.
+    pub wait_for: Vec<String>,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Attempts after the first, on a retryable error or a timeout.
+    pub max_retries: u32,
+    /// Hosts the step may send HTTP requests to (`host`, `host:port` or `*.suffix`).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl StepSpec {
+    /// The steps this one depends on: those its arguments read plus `wait_for`,
+    /// without duplicates, in a stable order.
+    pub fn dependencies(&self) -> Vec<&str> {
+        let mut deps: Vec<&str> = self
+            .args
+            .values()
+            .filter_map(|a| match a {
+                ArgSource::Step { step, .. } => Some(step.as_str()),
+                _ => None,
+            })
+            .chain(self.wait_for.iter().map(String::as_str))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+}
+
+/// A validated workflow: every reference resolves and the steps form a DAG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Steps in definition order.
+    pub steps: Vec<StepSpec>,
+    /// The step whose output is the run's result.
+    pub result: String,
+}
+
+/// Why a run's input does not fit the workflow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("run input must be a JSON object, got {0}")]
+    NotAnObject(String),
+    #[error("missing required input{}: {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
+    Missing(Vec<String>),
+    #[error("unknown input{}: {} (the workflow takes: {})", if .0.len() == 1 { "" } else { "s" }, .0.join(", "), .1)]
+    Unknown(Vec<String>, String),
+}
+
+impl Workflow {
+    /// Reads and validates a definition file.
+    pub fn load(path: &Path) -> Result<Workflow, DefinitionError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DefinitionError {
+            problems: vec![Problem {
+                file: path.to_path_buf(),
+                step: None,
+                field: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates a definition; `path` names it in errors and
+    /// anchors relative component paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Workflow, DefinitionError> {
+        let raw: RawWorkflow = toml::from_str(text).map_err(|e| DefinitionError {
+            problems: vec![Problem {
+                file: path.to_path_buf(),
+                step: None,
+                field: None,
+                message: format!("invalid TOML: {}", e.to_string().trim_end()),
+            }],
+        })?;
+        validate(raw, path)
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Checks a run's input against the declared inputs and fills in defaults.
+    pub fn bind_inputs(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, InputError> {
+        let obj = input
+            .as_object()
+            .ok_or_else(|| InputError::NotAnObject(json_kind(input).to_string()))?;
+        let unknown: Vec<String> = obj
+            .keys()
+            .filter(|k| !self.inputs.contains_key(*k))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let known = self.inputs.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(InputError::Unknown(unknown, known));
+        }
+        let mut bound = serde_json::Map::new();
+        let mut missing = Vec::new();
+        for (name, spec) in &self.inputs {
+            match (obj.get(name), &spec.default) {
+                (Some(v), _) => {
+                    bound.insert(name.clone(), v.clone());
+                }
+                (None, Some(d)) => {
+                    bound.insert(name.clone(), d.clone());
+                }
+                (None, None) => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(InputError::Missing(missing));
+        }
+        Ok(bound)
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+// ---- the file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    name: String,
+    description: Option<String>,
+    /// Directory of `<component>.wasm` files, relative to the definition file.
+    components_dir: Option<String>,
+    result: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, RawInput>,
+    #[serde(default)]
+    defaults: RawLimits,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    description: Option<String>,
+    default: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    max_retries: Option<u32>,
+    allowed_hosts: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    component: String,
+    #[serde(default)]
+    args: BTreeMap<String, RawArg>,
+    #[serde(default)]
+    wait_for: Vec<String>,
+    #[serde(flatten)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArg {
+    input: Option<String>,
+    step: Option<String>,
+    pointer: Option<String>,
+    value: Option<serde_json::Value>,
+}
+
+/// Default per-attempt timeout when neither the step nor `[defaults]` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest timeout a definition may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most retries a definition may ask for.
+const MAX_RETRIES: u32 = 100;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, step: Option<&str>, field: Option<String>, message: String) {
+        self.list.push(Problem {
+            file: self.file.to_path_buf(),
+            step: step.map(str::to_string),
+            field,
+            message,
+        });
+    }
+}
+
+fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> {
+    let mut p = Problems {
+        file: path,
+        list: Vec::new(),
+    };
+    if !valid_name(&raw.name) {
+        p.add(
+            None,
+            Some("name".into()),
+            format!(
+                "`{}` is not a valid name (use a-z, 0-9, '_' and '-')",
+                raw.name
+            ),
+        );
+    }
+    for name in raw.inputs.keys() {
+        if !valid_name(name) {
+            p.add(
+                None,
+                Some(format!("inputs.{name}")),
+                "not a valid input name (use a-z, 0-9, '_' and '-')".into(),
+            );
+        }
+    }
+    if raw.steps.is_empty() {
+        p.add(
+            None,
+            Some("steps".into()),
+            "the workflow has no steps".into(),
+        );
+    }
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let components_dir = base.join(raw.components_dir.as_deref().unwrap_or("."));
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in raw.steps.iter().enumerate() {
+        if !valid_name(&s.name) {
+            p.add(
+                Some(&s.name),
+                Some("name".into()),
+                "not a valid step name (use a-z, 0-9, '_' and '-')".into(),
+            );
+        }
+        if let Some(first) = seen.insert(&s.name, i) {
+            p.add(
+                Some(&s.name),
+                Some("name".into()),
+                format!("duplicate step name (also step #{})", first + 1),
+            );
+        }
+    }
+
+    let mut steps = Vec::new();
+    for s in &raw.steps {
+        let step = Some(s.name.as_str());
+        let limits = |f: fn(&RawLimits) -> Option<u64>| f(&s.limits).or(f(&raw.defaults));
+        let timeout = limits(|l| l.timeout_ms).map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            p.add(
+                step,
+                Some("timeout_ms".into()),
+                format!("must be between 1 and {} ms", MAX_TIMEOUT.as_millis()),
+            );
+        }
+        let max_retries = s
+            .limits
+            .max_retries
+            .or(raw.defaults.max_retries)
+            .unwrap_or(0);
+        if max_retries > MAX_RETRIES {
+            p.add(
+                step,
+                Some("max_retries".into()),
+                format!("must be at most {MAX_RETRIES}"),
+            );
+        }
+        let allowed_hosts = s
+            .limits
+            .allowed_hosts
+            .clone()
+            .or_else(|| raw.defaults.allowed_hosts.clone())
+            .unwrap_or_default();
+        for h in &allowed_hosts {
+            if !valid_host_pattern(h) {
+                p.add(
+                    step,
+                    Some("allowed_hosts".into()),
+                    format!("`{h}` is not `host`, `host:port` or `*.domain`"),
+                );
+            }
+        }
+        let component = if s.component.ends_with(".wasm") || s.component.contains('/') {
+            base.join(&s.component)
+        } else {
+            components_dir.join(format!("{}.wasm", s.component))
+        };
+
+        let mut args = BTreeMap::new();
+        for (arg, a) in &s.args {
+            let field = |sub: &str| Some(format!("args.{arg}{sub}"));
+            let sources = [a.input.is_some(), a.step.is_some(), a.value.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
+            if sources != 1 {
+                p.add(
+                    step,
+                    field(""),
+                    "set exactly one of `input`, `step` or `value`".into(),
+                );
+                continue;
+            }
+            if a.pointer.is_some() && a.step.is_none() {
+                p.add(
+                    step,
+                    field(".pointer"),
+                    "`pointer` only applies to a `step` argument".into(),
+                );
+            }
+            let source = if let Some(input) = &a.input {
+                if !raw.inputs.contains_key(input) {
+                    p.add(step, field(".input"), format!("unknown input `{input}`"));
+                }
+                ArgSource::Input(input.clone())
+            } else if let Some(dep) = &a.step {
+                if !seen.contains_key(dep.as_str()) {
+                    p.add(step, field(".step"), format!("unknown step `{dep}`"));
+                } else if dep == &s.name {
+                    p.add(
+                        step,
+                        field(".step"),
+                        "a step cannot read its own output".into(),
+                    );
+                }
+                if let Some(ptr) = &a.pointer
+                    && !ptr.is_empty()
+                    && !ptr.starts_with('/')
+                {
+                    p.add(
+                        step,
+                        field(".pointer"),
+                        format!("`{ptr}` is not a JSON pointer (it must start with '/')"),
+                    );
+                }
+                ArgSource::Step {
+                    step: dep.clone(),
+                    pointer: a.pointer.clone().filter(|p| !p.is_empty()),
+                }
+            } else {
+                ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))
+            };
+            args.insert(arg.clone(), source);
+        }
+        for (i, w) in s.wait_for.iter().enumerate() {
+            if !seen.contains_key(w.as_str()) {
+                p.add(
+                    step,
+                    Some(format!("wait_for[{i}]")),
+                    format!("unknown step `{w}`"),
+                );
+            } else if w == &s.name {
+                p.add(
+                    step,
+                    Some(format!("wait_for[{i}]")),
+                    "a step cannot wait for itself".into(),
+                );
+            }
+        }
+        steps.push(StepSpec {
+            name: s.name.clone(),
+            component,
+            args,
+            wait_for: s.wait_for.clone(),
+            timeout,
+            max_retries,
+            allowed_hosts,
+        });
+    }
+
+    if !seen.contains_key(raw.result.as_str()) {
+        p.add(
+            None,
+            Some("result".into()),
+            format!("unknown step `{}`", raw.result),
+        );
+    }
+    if let Some(cycle) = find_cycle(&steps) {
+        p.add(
+            Some(&cycle[0]),
+            None,
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+
+    if !p.list.is_empty() {
+        return Err(DefinitionError { problems: p.list });
+    }
+    let inputs = raw
+        .inputs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                InputSpec {
+                    description: v.description,
+                    default: v.default,
+                },
+            )
+        })
+        .collect();
+    Ok(Workflow {
+        name: raw.name,
+        description: raw.description,
+        source: path.to_path_buf(),
+        inputs,
+        steps,
+        result: raw.result,
+    })
+}
+
+/// Finds one dependency cycle, returned as the path `a -> b -> ... -> a`.
+/// Self-references and unknown steps are reported elsewhere and skipped here.
+fn find_cycle(steps: &[StepSpec]) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| {
+            s.dependencies()
+                .into_iter()
+                .filter(|d| *d != s.name)
+                .filter_map(|d| index.get(d).copied())
+                .collect()
+        })
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done
+    let mut state = vec![0u8; steps.len()];
+    let mut path: Vec<usize> = Vec::new();
+    fn visit(
+        n: usize,
+        deps: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[n] = 1;
+        path.push(n);
+        for &d in &deps[n] {
+            if state[d] == 1 {
+                let start = path.iter().position(|&x| x == d).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(d);
+                return Some(cycle);
+            }
+            if state[d] == 0
+                && let Some(c) = visit(d, deps, state, path)
+            {
+                return Some(c);
+            }
+        }
+        path.pop();
+        state[n] = 2;
+        None
+    }
+    for n in 0..steps.len() {
+        if state[n] == 0
+            && let Some(cycle) = visit(n, &deps, &mut state, &mut path)
+        {
+            // `visit` follows dependencies; print in execution order.
+            return Some(
+                cycle
+                    .into_iter()
+                    .rev()
+                    .map(|i| steps[i].name.clone())
+                    .collect(),
+            );
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Workflow, DefinitionError> {
+        Workflow::from_toml(text, Path::new("wf/test.toml"))
+    }
+
+    const GOOD: &str = r#"
+        name = "demo"
+        result = "b"
+        components_dir = "../components"
+        [inputs.user]
+        [inputs.n]
+        default = 3
+        [defaults]
+        timeout_ms = 500
+        max_retries = 2
+        allowed_hosts = ["127.0.0.1"]
+        [[steps]]
+        name = "a"
+        component = "step_a"
+        args.user = { input = "user" }
+        [[steps]]
+        name = "b"
+        component = "other/b.wasm"
+        timeout_ms = 100
+        args.token = { step = "a", pointer = "/token" }
+        args.fixed = { value = [1, 2] }
+    "#;
+
+    #[test]
+    fn loads_a_good_definition() {
+        let wf = load(GOOD).expect("valid");
+        assert_eq!(wf.steps.len(), 2);
+        let a = wf.step("a").expect("a");
+        assert_eq!(a.component, Path::new("wf/../components/step_a.wasm"));
+        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert_eq!(a.max_retries, 2);
+        let b = wf.step("b").expect("b");
+        assert_eq!(b.component, Path::new("wf/other/b.wasm"));
+        assert_eq!(b.timeout, Duration::from_millis(100));
+        assert_eq!(b.dependencies(), vec!["a"]);
+        assert_eq!(b.args["fixed"], ArgSource::Value(serde_json::json!([1, 2])));
+    }
+
+    #[test]
+    fn binds_inputs_with_defaults_and_rejects_missing_or_unknown() {
+        let wf = load(GOOD).expect("valid");
+        let bound = wf
+            .bind_inputs(&serde_json::json!({"user": "u1"}))
+            .expect("binds");
+        assert_eq!(bound["n"], 3);
+        assert_eq!(
+            wf.bind_inputs(&serde_json::json!({}))
+                .unwrap_err()
+                .to_string(),
+            "missing required input: user"
+        );
+        let unknown = wf
+            .bind_inputs(&serde_json::json!({"user": "u", "usr": 1}))
+            .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown input: usr"),
+            "{unknown}"
+        );
+        assert!(wf.bind_inputs(&serde_json::json!([1])).is_err());
+    }
+
+    fn messages(err: DefinitionError) -> Vec<String> {
+        err.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reports_a_cycle_with_its_path() {
+        let text = r#"
+            name = "c"
+            result = "a"
+            [[steps]]
+            name = "a"
+            component = "x"
+            args.v = { step = "c" }
+            [[steps]]
+            name = "b"
+            component = "x"
+            args.v = { step = "a" }
+            [[steps]]
+            name = "c"
+            component = "x"
+            wait_for = ["b"]
+        "#;
+        let msgs = messages(load(text).unwrap_err());
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("dependency cycle: a -> b -> c -> a"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_step_and_field() {
+        let text = r#"
+            name = "bad"
+            result = "nope"
+            [inputs.user]
+            [[steps]]
+            name = "a"
+            component = "x"
+            timeout_ms = 0
+            allowed_hosts = ["bad host"]
+            args.u = { input = "usr" }
+            args.t = { step = "ghost" }
+            args.both = { input = "user", value = 1 }
+            args.p = { step = "a", pointer = "token" }
+            wait_for = ["phantom"]
+            [[steps]]
+            name = "a"
+            component = "y"
+        "#;
+        let msgs = messages(load(text).unwrap_err());
+        let expect = [
+            "wf/test.toml: step `a`: field `name`: duplicate step name (also step #1)",
+            "wf/test.toml: step `a`: field `timeout_ms`: must be between 1 and 3600000 ms",
+            "wf/test.toml: step `a`: field `allowed_hosts`: `bad host` is not `host`, `host:port` or `*.domain`",
+            "wf/test.toml: step `a`: field `args.u.input`: unknown input `usr`",
+            "wf/test.toml: step `a`: field `args.t.step`: unknown step `ghost`",
+            "wf/test.toml: step `a`: field `args.both`: set exactly one of `input`, `step` or `value`",
+            "wf/test.toml: step `a`: field `args.p.step`: a step cannot read its own output",
+            "wf/test.toml: step `a`: field `args.p.pointer`: `token` is not a JSON pointer (it must start with '/')",
+            "wf/test.toml: step `a`: field `wait_for[0]`: unknown step `phantom`",
+            "wf/test.toml: field `result`: unknown step `nope`",
+        ];
+        for e in expect {
+            assert!(msgs.iter().any(|m| m == e), "missing {e:?} in {msgs:#?}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_toml() {
+        let msgs = messages(load("name = \"x\"\nresult = \"a\"\n[[steps]]\nname = \"a\"\ncomponent = \"x\"\ntimeout = 5\n").unwrap_err());
+        assert!(msgs[0].contains("unknown field `timeout`"), "{msgs:?}");
+        let msgs = messages(load("name = ").unwrap_err());
+        assert!(
+            msgs[0].starts_with("wf/test.toml: invalid TOML"),
+            "{msgs:?}"
+        );
+    }
+}
