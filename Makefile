@@ -29,21 +29,21 @@ test: guests
 ## Start the sample API, run the reference workflow once, print the step tree.
 demo: guests build
 	@set -euo pipefail; \
-	state=$$(mktemp -d); \
-	$(BRAID) sample-api --listen 127.0.0.1:0 --addr-file $$state/api.addr > /dev/null & api=$$!; \
+	mkdir -p .braid; rm -f .braid/api.addr; \
+	$(BRAID) sample-api --listen 127.0.0.1:0 --addr-file .braid/api.addr > /dev/null & api=$$!; \
 	trap 'kill $$api 2>/dev/null' EXIT; \
-	for i in $$(seq 100); do [ -s $$state/api.addr ] && break; sleep 0.05; done; \
-	addr=$$(cat $$state/api.addr); \
+	for i in $$(seq 100); do [ -s .braid/api.addr ] && break; sleep 0.05; done; \
+	addr=$$(cat .braid/api.addr); \
 	echo "sample API on http://$$addr"; \
-	$(BRAID) run workflows/api-orchestration.toml --state-dir $$state \
-	  --input "{\"api_base\": \"http://$$addr\", \"user_id\": \"u-100\", \"resource\": \"reports/q3\", \"action\": \"read\", \"work_item\": \"demo-$$RANDOM\"}"; \
+	$(BRAID) run workflows/api-orchestration.toml \
+	  --input "{\"api_base\": \"http://$$addr\", \"user_id\": \"u-100\", \"resource\": \"reports/q3\", \"action\": \"read\", \"work_item\": \"demo-$$(date +%s%N)\"}"; \
 	echo; echo "requests the sample API received (traceparent per call):"; \
 	python3 scripts/show-requests.py http://$$addr/_requests
 
 ## Formatting and lints, as CI wants them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -219,7 +219,7 @@ fn the_tree_output_shows_every_step_and_the_trace() {
         );
     }
     assert!(text.contains("(parallel with fetch_permissions)"), "{text}");
-    assert!(text.contains(&format!("3 API calls, 1 claim")), "{text}");
+    assert!(text.contains("3 API calls, 1 claim"), "{text}");
     assert!(text.contains(&format!("all on trace {trace}")), "{text}");
 }
 

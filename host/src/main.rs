@@ -327,7 +327,8 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
         }
     )?;
     if let Some(result) = &r.result {
-        writeln!(out, "result: {result}")?;
+        let pretty = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
+        writeln!(out, "result: {pretty}")?;
     }
     Ok(())
 }

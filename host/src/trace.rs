@@ -148,7 +148,7 @@ impl TraceParent {
         let bytes = value.as_bytes();
         let version = value
             .get(0..2)
-            .and_then(|v| parse_hex::<1>(v))
+            .and_then(parse_hex::<1>)
             .ok_or(TraceParentError::Version)?[0];
         if version == 0xff {
             return Err(TraceParentError::ForbiddenVersion);

@@ -47,13 +47,11 @@ fn store_error(e: ClaimStoreError) -> ClaimError {
     }
 }
 
-fn lease(ms: u64) -> Result<Duration, ClaimError> {
+/// A lease within bounds, or why not (the text of an `invalid-argument`).
+fn lease(ms: u64) -> Result<Duration, String> {
     let lease = Duration::from_millis(ms);
     if lease.is_zero() || lease > MAX_LEASE {
-        return Err(ClaimError::InvalidArgument(format!(
-            "lease-ms must be between 1 and {}",
-            MAX_LEASE.as_millis()
-        )));
+        return Err(format!("lease-ms must be between 1 and {}", MAX_LEASE.as_millis()));
     }
     Ok(lease)
 }
@@ -91,7 +89,7 @@ impl Host for CoordinationCtx {
         }
         let lease = match lease(lease_ms) {
             Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
+            Err(why) => return Ok(Err(ClaimError::InvalidArgument(why))),
         };
         let c = &self.caller;
         let request = ClaimRequest {
@@ -146,7 +144,7 @@ impl Host for CoordinationCtx {
         }
         let lease = match lease(lease_ms) {
             Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
+            Err(why) => return Ok(Err(ClaimError::InvalidArgument(why))),
         };
         Ok(self
             .store
