@@ -13,6 +13,8 @@
 
 pub mod capabilities;
 pub mod check;
+pub mod journal;
+pub mod recovery;
 pub mod report;
 pub mod sample_api;
 pub mod sandbox;

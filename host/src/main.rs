@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input or definition.
 
 use anyhow::{Context, Result};
+use braid::journal::SqliteJournal;
 use braid::report::RunReport;
 use braid::sample_api::{self, Latencies};
 use braid::sandbox::{Sandbox, SandboxConfig};
@@ -86,9 +87,27 @@ enum Command {
         /// Write the bound address (`127.0.0.1:PORT`) to this file once listening.
         #[arg(long)]
         addr_file: Option<PathBuf>,
+        /// Inject a fault: `ENDPOINT:key=value,...`, e.g. `profile:status=503,every=2`,
+        /// `permissions:delay_ms=2000,probability=0.1`, `token:drop` (repeatable).
+        #[arg(long = "fault", value_parser = sample_api::FaultRule::parse)]
+        faults: Vec<sample_api::FaultRule>,
     },
     /// List coordination claims in the state directory.
     Claims {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List journaled runs (running, succeeded, failed, aborted).
+    Runs {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Undo and abort runs whose host died (also done at the start of `braid run`).
+    Recover {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -160,6 +179,7 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
             profile_latency_ms,
             permissions_latency_ms,
             addr_file,
+            faults,
         } => {
             let d = Latencies::default();
             let pick = |specific: Option<u64>, default: Duration| {
@@ -172,23 +192,79 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
                 profile: pick(profile_latency_ms, d.profile),
                 permissions: pick(permissions_latency_ms, d.permissions),
             };
-            serve_sample_api(listen, latencies, addr_file)
+            serve_sample_api(listen, latencies, faults, addr_file)
                 .await
                 .map_err(|e| Exit(1, e))
         }
         Command::Claims { json, state } => claims(json, &state).await,
+        Command::Runs { json, state } => runs(json, &state).await,
+        Command::Recover { json, state } => {
+            let host = open_host(&state)?;
+            let recovered = recover(&host).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&recovered).map_err(|e| Exit(1, e.into()))?
+                );
+            } else if recovered.is_empty() {
+                println!("nothing to recover");
+            } else {
+                for r in &recovered {
+                    let undone: Vec<String> = r
+                        .undo
+                        .iter()
+                        .map(|u| format!("{} {}", u.step, u.outcome))
+                        .collect();
+                    println!(
+                        "aborted run {} (trace {}, host {}): undo [{}], released claims [{}]",
+                        r.run_id,
+                        r.trace_id,
+                        r.previous_owner,
+                        undone.join(", "),
+                        r.released_claims.join(", ")
+                    );
+                }
+            }
+            Ok(0)
+        }
     }
 }
 
-fn sandbox(state: &StateArgs) -> Result<(Arc<Sandbox>, Arc<SqliteClaimStore>), Exit> {
-    let claims = Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
+/// What a command that runs steps needs: the sandbox and the stores.
+struct Host {
+    sandbox: Arc<Sandbox>,
+    claims: Arc<dyn ClaimStore>,
+    journal: Arc<SqliteJournal>,
+    owner: String,
+}
+
+fn open_host(state: &StateArgs) -> Result<Host, Exit> {
+    let claims: Arc<dyn ClaimStore> =
+        Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
+    let journal = Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
     let config = SandboxConfig {
         cache_dir: (!state.no_cache).then(|| state.state_dir.join("cache")),
         ..SandboxConfig::default()
     };
-    let store: Arc<dyn ClaimStore> = claims.clone();
-    let sandbox = Sandbox::new(config, store).map_err(|e| Exit(2, e.into()))?;
-    Ok((Arc::new(sandbox), claims))
+    let owner = config.host_id.clone();
+    let sandbox = Sandbox::new(config, Arc::clone(&claims)).map_err(|e| Exit(2, e.into()))?;
+    Ok(Host {
+        sandbox: Arc::new(sandbox),
+        claims,
+        journal,
+        owner,
+    })
+}
+
+async fn recover(host: &Host) -> Result<Vec<braid::recovery::RecoveredRun>, Exit> {
+    braid::recovery::recover(
+        Arc::clone(&host.sandbox),
+        Arc::clone(&host.journal),
+        Arc::clone(&host.claims),
+        &host.owner,
+    )
+    .await
+    .map_err(|e| Exit(1, e.into()))
 }
 
 fn read_input(input: &str) -> Result<serde_json::Value> {
@@ -211,10 +287,19 @@ async fn run(
     state: &StateArgs,
 ) -> Result<u8, Exit> {
     let input = read_input(input).map_err(bad_input)?;
-    let (sandbox, _claims) = sandbox(state)?;
+    let host = open_host(state)?;
     let (workflow, executor) =
-        braid::check::load_and_prepare(workflow, sandbox).map_err(bad_input)?;
-    let scheduler = Scheduler::new(Arc::new(executor), max_concurrency);
+        braid::check::load_and_prepare(workflow, Arc::clone(&host.sandbox)).map_err(bad_input)?;
+    // Runs left behind by a host that died are undone before new work starts.
+    for r in recover(&host).await? {
+        eprintln!(
+            "recovered run {} (trace {}) left by {}: aborted",
+            r.run_id, r.trace_id, r.previous_owner
+        );
+    }
+    let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
+        .with_journal(Arc::clone(&host.journal), host.owner.clone())
+        .with_claims(Arc::clone(&host.claims));
     let trace = IncomingTrace::from_headers(traceparent.as_deref(), tracestate.as_deref());
     let report = scheduler
         .run(RunRequest {
@@ -271,6 +356,8 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
         let mark = match s.outcome.as_str() {
             "succeeded" => "ok",
             "failed" => "FAILED",
+            "compensated" => "COMPENSATED",
+            "cancelled" => "CANCELLED",
             other => other,
         };
         let span = s.attempts.last().map_or("-", |a| a.span_id.as_str());
@@ -286,7 +373,7 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "{branch} {:<width$}  {:>8.2} ms  {mark:<6}  span {span}{retries}{parallel}",
+            "{branch} {:<width$}  {:>8.2} ms  {mark:<11}  span {span}{retries}{parallel}",
             s.name, s.duration_ms
         )?;
         if let Some(e) = &s.error {
@@ -313,9 +400,10 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
         .count();
     writeln!(
         out,
-        "total {:.2} ms  {}  {} API calls, {} claim{}, {} events: {}",
+        "total {:.2} ms  {}{}  {} API calls, {} claim{}, {} events: {}",
         r.duration_ms,
         r.outcome,
+        if r.degraded { " (degraded)" } else { "" },
         r.http_calls.len(),
         claims,
         if claims == 1 { "" } else { "s" },
@@ -334,10 +422,10 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
 }
 
 fn check(workflows: &[PathBuf], state: &StateArgs) -> Result<u8, Exit> {
-    let (sandbox, _claims) = sandbox(state)?;
+    let host = open_host(state)?;
     let mut failed = false;
     for path in workflows {
-        match braid::check::load_and_prepare(path, Arc::clone(&sandbox)) {
+        match braid::check::load_and_prepare(path, Arc::clone(&host.sandbox)) {
             Ok((wf, _)) => println!(
                 "{}: ok (workflow `{}`, {} steps)",
                 path.display(),
@@ -356,9 +444,10 @@ fn check(workflows: &[PathBuf], state: &StateArgs) -> Result<u8, Exit> {
 async fn serve_sample_api(
     listen: SocketAddr,
     latencies: Latencies,
+    faults: Vec<sample_api::FaultRule>,
     addr_file: Option<PathBuf>,
 ) -> Result<u8> {
-    let (addr, server) = sample_api::bind(listen, latencies)
+    let (addr, server) = sample_api::bind(listen, latencies, faults)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(file) = &addr_file {
@@ -373,6 +462,31 @@ async fn serve_sample_api(
     tokio::select! {
         r = server => r.context("sample API server")?,
         _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(0)
+}
+
+async fn runs(json: bool, state: &StateArgs) -> Result<u8, Exit> {
+    let journal = SqliteJournal::open(&state.state_dir).map_err(bad_input)?;
+    let list = journal.runs().await.map_err(|e| Exit(1, e.into()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| Exit(1, e.into()))?
+        );
+        return Ok(0);
+    }
+    for r in list {
+        println!(
+            "{}  {:<9}{}  workflow {}  trace {}  {} journal entries{}",
+            r.run_id,
+            r.status,
+            if r.degraded { " (degraded)" } else { "" },
+            r.workflow,
+            r.trace_id,
+            r.entries,
+            r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+        );
     }
     Ok(0)
 }

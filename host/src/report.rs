@@ -27,8 +27,11 @@ pub struct RunReport {
     pub continued_trace: bool,
     pub started_at_ms: u64,
     pub duration_ms: f64,
-    /// `succeeded` or `failed`.
+    /// `succeeded` or `failed` (`aborted` is a journal state of runs whose
+    /// host died; see `braid recover`).
     pub outcome: String,
+    /// True when a step's compensation substituted its output (`continue-with`).
+    pub degraded: bool,
     pub error: Option<String>,
     pub result: Option<serde_json::Value>,
     /// In the order the steps started.
@@ -37,6 +40,34 @@ pub struct RunReport {
     pub events: Vec<EventRecord>,
     /// Every outbound HTTP request a step made (or tried to make).
     pub http_calls: Vec<HttpCallRecord>,
+    /// After a failure: each completed reversible step's undo, in the order
+    /// they ran (reverse completion order). Failed undos stay listed.
+    pub undo: Vec<UndoReport>,
+    /// Claims the host released for the failed run after its undo.
+    pub released_claims: Vec<String>,
+}
+
+/// One `compensate` call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompensationReport {
+    pub span_id: String,
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    /// The failure being compensated.
+    pub failure: String,
+    /// `retry`, `continue-with`, `give-up`, or `error` (compensate itself failed).
+    pub decision: String,
+    pub error: Option<String>,
+}
+
+/// The undo of one completed step.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub step: String,
+    /// `undone` or `failed`.
+    pub outcome: String,
+    pub attempts: Vec<AttemptReport>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +75,9 @@ pub struct StepReport {
     pub name: String,
     pub component: String,
     pub component_sha256: String,
-    /// `succeeded`, `failed` or `skipped` (not started because the run failed).
+    /// `succeeded`, `compensated` (continued with a substitute output),
+    /// `failed`, `cancelled` (stopped because another step failed) or
+    /// `skipped` (not started because the run failed).
     pub outcome: String,
     /// Milliseconds from the run's start.
     pub start_ms: f64,
@@ -52,6 +85,7 @@ pub struct StepReport {
     /// Steps whose execution overlapped this one's.
     pub parallel_with: Vec<String>,
     pub attempts: Vec<AttemptReport>,
+    pub compensations: Vec<CompensationReport>,
     pub error: Option<String>,
 }
 
@@ -62,7 +96,8 @@ pub struct AttemptReport {
     pub span_id: String,
     pub start_ms: f64,
     pub duration_ms: f64,
-    /// `succeeded`, `retryable`, `fatal`, `timeout`, `trap` or `invalid-output`.
+    /// `succeeded`, `retryable`, `fatal`, `timeout`, `trap`, `invalid-output`,
+    /// `host-error`, or `cancelled` (still running when the run failed).
     pub outcome: String,
     pub error: Option<String>,
 }
@@ -113,6 +148,17 @@ pub struct RunRecorder {
 struct Recorded {
     events: Vec<EventRecord>,
     http_calls: Vec<HttpCallRecord>,
+    steps: BTreeMap<String, StepTimeline>,
+}
+
+/// What happened to one step, as it happens (so a cancelled step keeps its history).
+#[derive(Default, Clone)]
+pub struct StepTimeline {
+    pub started: Option<Instant>,
+    pub finished: Option<Instant>,
+    /// Attempts; `None` duration while one is still running.
+    pub attempts: Vec<(AttemptReport, bool)>,
+    pub compensations: Vec<CompensationReport>,
 }
 
 impl Default for RunRecorder {
@@ -149,6 +195,66 @@ impl RunRecorder {
         if let Ok(mut r) = self.inner.lock() {
             r.http_calls.push(call);
         }
+    }
+
+    fn with_step(&self, step: &str, f: impl FnOnce(&mut StepTimeline)) {
+        if let Ok(mut r) = self.inner.lock() {
+            f(r.steps.entry(step.to_string()).or_default());
+        }
+    }
+
+    pub fn step_started(&self, step: &str, at: Instant) {
+        self.with_step(step, |t| t.started = Some(at));
+    }
+
+    pub fn step_finished(&self, step: &str, at: Instant) {
+        self.with_step(step, |t| t.finished = Some(at));
+    }
+
+    /// Records an attempt that has started; returns its index for `attempt_finished`.
+    pub fn attempt_started(&self, step: &str, attempt: u32, span_id: String, at: Instant) -> usize {
+        let start_ms = self.offset_ms(at);
+        let mut index = 0;
+        self.with_step(step, |t| {
+            index = t.attempts.len();
+            t.attempts.push((
+                AttemptReport {
+                    attempt,
+                    span_id,
+                    start_ms,
+                    duration_ms: 0.0,
+                    outcome: "cancelled".into(),
+                    error: None,
+                },
+                false,
+            ));
+        });
+        index
+    }
+
+    pub fn attempt_finished(&self, step: &str, index: usize, outcome: &str, error: Option<String>) {
+        let now = self.now_ms();
+        self.with_step(step, |t| {
+            if let Some((a, done)) = t.attempts.get_mut(index) {
+                a.duration_ms = now - a.start_ms;
+                a.outcome = outcome.to_string();
+                a.error = error;
+                *done = true;
+            }
+        });
+    }
+
+    pub fn compensation(&self, step: &str, report: CompensationReport) {
+        self.with_step(step, |t| t.compensations.push(report));
+    }
+
+    /// A step's timeline so far (attempts still running read as `cancelled`).
+    pub fn timeline(&self, step: &str) -> StepTimeline {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|r| r.steps.get(step).cloned())
+            .unwrap_or_default()
     }
 
     /// Takes what was recorded (events and calls, in order).

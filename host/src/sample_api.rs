@@ -6,8 +6,18 @@
 //! - `POST /oauth/token` `{ "client_id": "braid", "user_id": "u-100" }` -> `{ "access_token", "token_type", "expires_in" }`
 //! - `GET /users/{id}/profile` (bearer token for that user) -> profile
 //! - `GET /users/{id}/permissions` (bearer token for that user) -> roles and grants
+//! - `POST /oauth/revoke` `{ "token": "..." }` -> 200 (revoked) or 404 (unknown token)
 //! - `GET /_requests[?trace_id=...]` -> every request received, with its trace headers
 //! - `DELETE /_requests` -> forget them; `GET /healthz` -> `ok`
+//! - `POST /_faults` (a [`FaultRule`] as JSON), `GET /_faults`, `DELETE /_faults`
+//!
+//! Fault injection: a rule picks requests by endpoint (`token`, `revoke`,
+//! `profile`, `permissions` or `*`), optionally only those on one trace id, and
+//! answers them with a status code, a delay (then the normal answer), or a
+//! dropped connection; on every request, every Nth one, or with a probability;
+//! after letting the first `skip` through and at most `times` times. Rules come
+//! from `--fault` at start or `POST /_faults` at run time; a client can also
+//! fault one request itself with an `x-braid-fault: status=503` header.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -57,9 +67,111 @@ pub struct RecordedRequest {
     pub finished_at_ms: u64,
 }
 
+/// One fault-injection rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// `token`, `revoke`, `profile`, `permissions` or `*`.
+    pub endpoint: String,
+    /// Answer with this status code.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Wait this long, then answer (normally, or with `status`).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Drop the connection mid-response instead of answering.
+    #[serde(default)]
+    pub drop: bool,
+    /// Fault every Nth matching request (default: every one).
+    #[serde(default)]
+    pub every: Option<u64>,
+    /// Fault a matching request with this probability.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Only requests whose `traceparent` carries this trace id.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// Let this many matching requests through first.
+    #[serde(default)]
+    pub skip: u64,
+    /// Fault at most this many requests.
+    #[serde(default)]
+    pub times: Option<u64>,
+    /// Matching requests seen so far.
+    #[serde(default, skip_deserializing)]
+    pub seen: u64,
+    /// Requests faulted so far.
+    #[serde(default, skip_deserializing)]
+    pub applied: u64,
+}
+
+impl FaultRule {
+    /// Parses `ENDPOINT:key=value,key=value` (keys: status, delay_ms, drop,
+    /// every, probability, trace_id, skip, times), e.g. `profile:status=503,every=2`.
+    pub fn parse(spec: &str) -> Result<FaultRule, String> {
+        let (endpoint, params) = spec.split_once(':').unwrap_or((spec, ""));
+        let mut rule = Self::parse_params(params)?;
+        rule.endpoint = endpoint.to_string();
+        if !ENDPOINTS.contains(&endpoint) {
+            return Err(format!(
+                "fault `{spec}`: unknown endpoint `{endpoint}` (token, revoke, profile, permissions, *)"
+            ));
+        }
+        Ok(rule)
+    }
+
+    fn parse_params(params: &str) -> Result<FaultRule, String> {
+        let mut rule = FaultRule::default();
+        for kv in params.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+            let bad = |e: &dyn std::fmt::Display| format!("fault parameter `{kv}`: {e}");
+            match k {
+                "status" => rule.status = Some(v.parse().map_err(|e| bad(&e))?),
+                "delay_ms" => rule.delay_ms = Some(v.parse().map_err(|e| bad(&e))?),
+                "drop" => rule.drop = v.parse().map_err(|e| bad(&e))?,
+                "every" => rule.every = Some(v.parse().map_err(|e| bad(&e))?),
+                "probability" => rule.probability = Some(v.parse().map_err(|e| bad(&e))?),
+                "trace_id" => rule.trace_id = Some(v.to_string()),
+                "skip" => rule.skip = v.parse().map_err(|e| bad(&e))?,
+                "times" => rule.times = Some(v.parse().map_err(|e| bad(&e))?),
+                other => return Err(format!("unknown fault parameter `{other}`")),
+            }
+        }
+        if rule.status.is_none() && rule.delay_ms.is_none() && !rule.drop {
+            return Err("a fault needs `status`, `delay_ms` or `drop`".into());
+        }
+        Ok(rule)
+    }
+
+    /// Counts a matching request and says whether to fault it.
+    fn fires(&mut self) -> bool {
+        self.seen += 1;
+        if self.seen <= self.skip || self.times.is_some_and(|t| self.applied >= t) {
+            return false;
+        }
+        let nth = self
+            .every
+            .is_none_or(|n| n <= 1 || (self.seen - self.skip).is_multiple_of(n));
+        let lucky = self.probability.is_none_or(|p| rand::random::<f64>() < p);
+        let fire = nth && lucky;
+        if fire {
+            self.applied += 1;
+        }
+        fire
+    }
+}
+
+/// What a fired fault does to a request.
+struct FaultAction {
+    status: Option<u16>,
+    delay: Option<Duration>,
+    drop: bool,
+}
+
 #[derive(Clone)]
 struct AppState {
     latencies: Latencies,
+    faults: Arc<Mutex<Vec<FaultRule>>>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     /// Issued token -> user id.
     tokens: Arc<Mutex<HashMap<String, String>>>,
@@ -153,6 +265,107 @@ async fn token(State(state): State<AppState>, Json(body): Json<Value>) -> Respon
         .into_response()
 }
 
+#[derive(Deserialize)]
+struct RevokeBody {
+    token: String,
+}
+
+async fn revoke(State(state): State<AppState>, Json(body): Json<RevokeBody>) -> Response {
+    let removed = state
+        .tokens
+        .lock()
+        .map(|mut t| t.remove(&body.token).is_some())
+        .unwrap_or(false);
+    if removed {
+        Json(json!({ "revoked": true })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "unknown token")
+    }
+}
+
+const ENDPOINTS: [&str; 5] = ["token", "revoke", "profile", "permissions", "*"];
+
+async fn add_fault(State(state): State<AppState>, Json(rule): Json<FaultRule>) -> Response {
+    if !ENDPOINTS.contains(&rule.endpoint.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "unknown endpoint (token, revoke, profile, permissions, *)",
+        );
+    }
+    if rule.status.is_none() && rule.delay_ms.is_none() && !rule.drop {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a fault needs `status`, `delay_ms` or `drop`",
+        );
+    }
+    if let Ok(mut f) = state.faults.lock() {
+        f.push(rule);
+    }
+    StatusCode::CREATED.into_response()
+}
+
+async fn list_faults(State(state): State<AppState>) -> Response {
+    Json(state.faults.lock().map(|f| f.clone()).unwrap_or_default()).into_response()
+}
+
+async fn clear_faults(State(state): State<AppState>) -> StatusCode {
+    if let Ok(mut f) = state.faults.lock() {
+        f.clear();
+    }
+    StatusCode::NO_CONTENT
+}
+
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/oauth/token" => "token",
+        "/oauth/revoke" => "revoke",
+        p if p.ends_with("/profile") => "profile",
+        p if p.ends_with("/permissions") => "permissions",
+        _ => "other",
+    }
+}
+
+/// The first rule that fires for this request, if any (a request's own
+/// `x-braid-fault` header comes first).
+fn pick_fault(
+    state: &AppState,
+    endpoint: &str,
+    trace_id: Option<&str>,
+    header: Option<&str>,
+) -> Option<FaultAction> {
+    if let Some(spec) = header
+        && let Ok(rule) = FaultRule::parse_params(spec)
+    {
+        return Some(FaultAction {
+            status: rule.status,
+            delay: rule.delay_ms.map(Duration::from_millis),
+            drop: rule.drop,
+        });
+    }
+    let mut faults = state.faults.lock().ok()?;
+    faults
+        .iter_mut()
+        .filter(|r| r.endpoint == endpoint || r.endpoint == "*")
+        .filter(|r| r.trace_id.as_deref().is_none_or(|t| Some(t) == trace_id))
+        .find_map(|r| {
+            r.fires().then(|| FaultAction {
+                status: r.status,
+                delay: r.delay_ms.map(Duration::from_millis),
+                drop: r.drop,
+            })
+        })
+}
+
+/// A 200 whose body fails after the headers: the client sees the connection die.
+fn dropped_connection() -> Response {
+    let failing = futures_util::stream::once(async {
+        Err::<bytes::Bytes, std::io::Error>(std::io::Error::other(
+            "injected fault: connection dropped",
+        ))
+    });
+    Response::new(axum::body::Body::from_stream(failing))
+}
+
 async fn profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -219,7 +432,7 @@ async fn clear_requests(State(state): State<AppState>) -> StatusCode {
 /// Records every API request (not the `/_requests` inspection calls).
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if path.starts_with("/_requests") || path == "/healthz" {
+    if path.starts_with("/_") || path == "/healthz" {
         return next.run(request).await;
     }
     let method = request.method().to_string();
@@ -237,13 +450,40 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .as_deref()
         .and_then(|t| crate::trace::TraceParent::parse(t).ok());
     let received_at_ms = crate::store::now_ms();
-    let response = next.run(request).await;
+    let fault_header = request
+        .headers()
+        .get("x-braid-fault")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let trace_id = parsed.map(|p| p.trace_id.to_string());
+    let fault = pick_fault(
+        &state,
+        endpoint_of(&path),
+        trace_id.as_deref(),
+        fault_header.as_deref(),
+    );
+    let response = match fault {
+        None => next.run(request).await,
+        Some(f) => {
+            if let Some(d) = f.delay {
+                tokio::time::sleep(d).await;
+            }
+            if f.drop {
+                dropped_connection()
+            } else if let Some(code) = f.status {
+                let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                error(code, "injected fault")
+            } else {
+                next.run(request).await
+            }
+        }
+    };
     let entry = RecordedRequest {
         method,
         path,
         traceparent,
         tracestate,
-        trace_id: parsed.map(|p| p.trace_id.to_string()),
+        trace_id,
         parent_id: parsed.map(|p| p.parent_id.to_string()),
         status: response.status().as_u16(),
         received_at_ms,
@@ -255,15 +495,21 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     response
 }
 
-/// The sample API's routes.
-pub fn router(latencies: Latencies) -> Router {
+/// The sample API's routes, with fault rules to start with.
+pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> Router {
     let state = AppState {
         latencies,
+        faults: Arc::new(Mutex::new(faults)),
         requests: Arc::new(Mutex::new(Vec::new())),
         tokens: Arc::new(Mutex::new(HashMap::new())),
     };
     Router::new()
         .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route(
+            "/_faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/users/{id}/profile", get(profile))
         .route("/users/{id}/permissions", get(permissions))
         .route("/_requests", get(list_requests).delete(clear_requests))
@@ -277,9 +523,42 @@ pub fn router(latencies: Latencies) -> Router {
 pub async fn bind(
     listen: SocketAddr,
     latencies: Latencies,
+    faults: Vec<FaultRule>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(latencies);
+    let app = router(latencies, faults);
     Ok((addr, async move { axum::serve(listener, app).await }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultRule;
+
+    #[test]
+    fn parses_fault_specs() {
+        let r = FaultRule::parse("profile:status=503,every=2,skip=1").expect("valid");
+        assert_eq!(
+            (r.endpoint.as_str(), r.status, r.every, r.skip),
+            ("profile", Some(503), Some(2), 1)
+        );
+        assert!(FaultRule::parse("token:drop").expect("valid").drop);
+        assert!(FaultRule::parse("nope:status=500").is_err());
+        assert!(
+            FaultRule::parse("profile:every=2").is_err(),
+            "a fault must do something"
+        );
+        assert!(FaultRule::parse("profile:colour=red").is_err());
+    }
+
+    #[test]
+    fn every_skip_and_times_select_requests() {
+        let mut r = FaultRule::parse("profile:status=503,every=2,skip=1,times=2").expect("valid");
+        let fired: Vec<bool> = (0..8).map(|_| r.fires()).collect();
+        // skip the 1st; then every 2nd of the rest; at most twice
+        assert_eq!(
+            fired,
+            [false, false, true, false, true, false, false, false]
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::capabilities::Caller;
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http::OutboundHttp;
 use crate::capabilities::telemetry::TelemetryCtx;
-use crate::scheduler::{AttemptContext, StepExecutor, StepFailure};
+use crate::scheduler::{AttemptContext, Compensation, StepExecutor, StepFailure};
 use crate::store::ClaimStore;
 use crate::workflow::{StepSpec, Workflow};
 use sha2::{Digest, Sha256};
@@ -30,11 +30,12 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Bindings generated from `wit/` for the `step-component` world.
+/// Bindings generated from `wit/`. The `reversible-step-component` world
+/// includes `step-component`, so its export indices serve both kinds of step.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "braid:workflow/step-component",
+        world: "braid:workflow/reversible-step-component",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -45,10 +46,17 @@ pub mod bindings {
     });
 }
 
-use bindings::StepComponentPre;
+use bindings::braid::workflow::types::StepError as WitStepError;
+use bindings::exports::braid::workflow::reversible::{
+    Compensation as WitCompensation, GuestIndices as ReversibleIndices,
+};
+use bindings::exports::braid::workflow::step::GuestIndices as StepIndices;
+use wasmtime::component::InstancePre;
 
 /// The interface every step exports (any 0.1.x version).
 pub const STEP_EXPORT: &str = "braid:workflow/step@0.1";
+/// The interface a reversible step exports as well.
+pub const REVERSIBLE_EXPORT: &str = "braid:workflow/reversible@0.1";
 
 /// Why the sandbox could not start or load a component.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +180,30 @@ pub struct PreparedComponent {
     pub sha256: String,
     /// Whether it came from the compiled-component cache.
     pub from_cache: bool,
-    pre: StepComponentPre<StepState>,
+    pre: InstancePre<StepState>,
+    step: StepIndices,
+    /// Present when the component also exports `reversible`.
+    reversible: Option<ReversibleIndices>,
+}
+
+impl PreparedComponent {
+    pub fn is_reversible(&self) -> bool {
+        self.reversible.is_some()
+    }
+}
+
+/// One call into a step: the three functions a step can export.
+pub enum StepCall {
+    Run { input: String },
+    Compensate { input: String, error: StepFailure },
+    Undo { input: String, output: String },
+}
+
+/// What a call returned.
+pub enum CallResult {
+    Output(String),
+    Compensation(Compensation),
+    Undone,
 }
 
 /// The process-wide sandbox: one engine, one linker, shared by every run.
@@ -254,12 +285,14 @@ impl Sandbox {
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let (component, from_cache) = self.compile(path, &bytes, &sha256)?;
-        let pre = self.check(path, &component)?;
+        let (pre, step, reversible) = self.check(path, &component)?;
         Ok(PreparedComponent {
             path: path.to_path_buf(),
             sha256,
             from_cache,
             pre,
+            step,
+            reversible,
         })
     }
 
@@ -297,11 +330,19 @@ impl Sandbox {
         Ok((component, false))
     }
 
+    #[allow(clippy::type_complexity)]
     fn check(
         &self,
         path: &Path,
         component: &Component,
-    ) -> Result<StepComponentPre<StepState>, SandboxError> {
+    ) -> Result<
+        (
+            InstancePre<StepState>,
+            StepIndices,
+            Option<ReversibleIndices>,
+        ),
+        SandboxError,
+    > {
         let wrong_world = |reason: String| SandboxError::WrongWorld {
             path: path.to_path_buf(),
             reason,
@@ -334,17 +375,24 @@ impl Sandbox {
                 imports.join(", ")
             ))
         })?;
-        StepComponentPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))
+        let step = StepIndices::new(&instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
+        let reversible = if exports.iter().any(|e| e.starts_with(REVERSIBLE_EXPORT)) {
+            Some(ReversibleIndices::new(&instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?)
+        } else {
+            None
+        };
+        Ok((instance_pre, step, reversible))
     }
 
-    /// Runs one attempt of `step` in a fresh store and instance.
-    pub async fn run_attempt(
+    /// Makes one call (`run`, `compensate` or `undo`) of `step` in a fresh
+    /// store and instance.
+    pub async fn call(
         &self,
         component: &PreparedComponent,
         step: &StepSpec,
         ctx: AttemptContext,
-        input: String,
-    ) -> Result<String, StepFailure> {
+        call: StepCall,
+    ) -> Result<CallResult, StepFailure> {
         let caller = Arc::new(Caller {
             run_id: ctx.run_id,
             step: ctx.step,
@@ -401,16 +449,50 @@ impl Sandbox {
         });
 
         let trace_context = caller.trace_context();
-        let call = async {
+        let invoke = async {
             let instance = component.pre.instantiate_async(&mut store).await?;
-            instance
-                .braid_workflow_step()
-                .call_run(&mut store, &trace_context, &input)
-                .await
+            let wit_error = |e: &StepFailure| match e {
+                StepFailure::Retryable(_) | StepFailure::Timeout(_) => {
+                    WitStepError::Retryable(e.to_string())
+                }
+                _ => WitStepError::Fatal(e.to_string()),
+            };
+            match call {
+                StepCall::Run { input } => {
+                    let guest = component.step.load(&mut store, &instance)?;
+                    let out = guest.call_run(&mut store, &trace_context, &input).await?;
+                    Ok(out.map(CallResult::Output))
+                }
+                StepCall::Compensate { input, error } => {
+                    let Some(indices) = &component.reversible else {
+                        return Ok(Ok(CallResult::Compensation(Compensation::GiveUp)));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    let out = guest
+                        .call_compensate(&mut store, &trace_context, &input, &wit_error(&error))
+                        .await?;
+                    Ok(Ok(CallResult::Compensation(match out {
+                        WitCompensation::Retry => Compensation::Retry,
+                        WitCompensation::ContinueWith(v) => Compensation::ContinueWith(v),
+                        WitCompensation::GiveUp => Compensation::GiveUp,
+                    })))
+                }
+                StepCall::Undo { input, output } => {
+                    let Some(indices) = &component.reversible else {
+                        return Ok(Ok(CallResult::Undone));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    let out = guest
+                        .call_undo(&mut store, &trace_context, &input, &output)
+                        .await?;
+                    Ok(out.map(|()| CallResult::Undone))
+                }
+            }
         };
         // Epochs interrupt guest code only; a guest blocked in a host call
         // (a slow HTTP response) is stopped by this timeout.
-        let result = tokio::time::timeout(step.timeout, call).await;
+        let result: Result<wasmtime::Result<Result<CallResult, WitStepError>>, _> =
+            tokio::time::timeout(step.timeout, invoke).await;
         let telemetry = TelemetryCtx {
             caller: Arc::clone(&caller),
         };
@@ -418,12 +500,11 @@ impl Sandbox {
         forward_stdio(&telemetry, "stderr", &stderr);
         drop(store);
 
-        use bindings::braid::workflow::types::StepError;
         match result {
             Err(_elapsed) => Err(StepFailure::Timeout(step.timeout)),
-            Ok(Ok(Ok(output))) => Ok(output),
-            Ok(Ok(Err(StepError::Retryable(m)))) => Err(StepFailure::Retryable(m)),
-            Ok(Ok(Err(StepError::Fatal(m)))) => Err(StepFailure::Fatal(m)),
+            Ok(Ok(Ok(out))) => Ok(out),
+            Ok(Ok(Err(WitStepError::Retryable(m)))) => Err(StepFailure::Retryable(m)),
+            Ok(Ok(Err(WitStepError::Fatal(m)))) => Err(StepFailure::Fatal(m)),
             Ok(Err(e)) => Err(match e.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
                 Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
@@ -474,6 +555,20 @@ pub struct SandboxExecutor {
 }
 
 impl SandboxExecutor {
+    /// An executor for already prepared components, by step name.
+    pub fn from_components(
+        sandbox: Arc<Sandbox>,
+        components: impl IntoIterator<Item = (String, PreparedComponent)>,
+    ) -> Self {
+        SandboxExecutor {
+            sandbox,
+            components: components
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        }
+    }
+
     /// Loads every step's component (each distinct file once). Reports every
     /// component that fails, not just the first.
     pub fn prepare(
@@ -511,6 +606,29 @@ impl SandboxExecutor {
     }
 }
 
+impl SandboxExecutor {
+    async fn call(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        call: StepCall,
+    ) -> Result<CallResult, StepFailure> {
+        let Some(component) = self.components.get(&step.name) else {
+            return Err(StepFailure::Host(format!(
+                "no component loaded for step `{}`",
+                step.name
+            )));
+        };
+        self.sandbox.call(component, step, ctx, call).await
+    }
+}
+
+fn unexpected(what: &str) -> StepFailure {
+    StepFailure::Host(format!(
+        "the sandbox answered {what} with the wrong kind of result"
+    ))
+}
+
 impl StepExecutor for SandboxExecutor {
     fn component_of(&self, step: &str) -> (String, String) {
         self.components
@@ -519,18 +637,51 @@ impl StepExecutor for SandboxExecutor {
             .unwrap_or_default()
     }
 
+    fn is_reversible(&self, step: &str) -> bool {
+        self.components.get(step).is_some_and(|c| c.is_reversible())
+    }
+
     async fn execute(
         &self,
         step: &StepSpec,
         ctx: AttemptContext,
         input: String,
     ) -> Result<String, StepFailure> {
-        let Some(component) = self.components.get(&step.name) else {
-            return Err(StepFailure::Host(format!(
-                "no component loaded for step `{}`",
-                step.name
-            )));
-        };
-        self.sandbox.run_attempt(component, step, ctx, input).await
+        match self.call(step, ctx, StepCall::Run { input }).await? {
+            CallResult::Output(out) => Ok(out),
+            _ => Err(unexpected("run")),
+        }
+    }
+
+    async fn compensate(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+        error: StepFailure,
+    ) -> Result<Compensation, StepFailure> {
+        match self
+            .call(step, ctx, StepCall::Compensate { input, error })
+            .await?
+        {
+            CallResult::Compensation(c) => Ok(c),
+            _ => Err(unexpected("compensate")),
+        }
+    }
+
+    async fn undo(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+        output: String,
+    ) -> Result<(), StepFailure> {
+        match self
+            .call(step, ctx, StepCall::Undo { input, output })
+            .await?
+        {
+            CallResult::Undone => Ok(()),
+            _ => Err(unexpected("undo")),
+        }
     }
 }

@@ -1,18 +1,24 @@
-//! The scheduler: runs a workflow's DAG on tokio.
+//! The scheduler: runs a workflow's DAG on tokio, and owns the failure model.
 //!
 //! Owns: when a step starts (as soon as every step it depends on has
 //! succeeded, bounded by a concurrency limit), each step's input (built from
-//! workflow inputs and other steps' outputs), retries with backoff, the trace
-//! context of every attempt, and the run report.
+//! workflow inputs and other steps' outputs), retries with backoff, the
+//! compensation decision of a failed step, cancelling steps still running when
+//! the run fails, undoing completed steps in reverse completion order,
+//! releasing a failed run's claims, journaling all of it, and the run report.
 //!
-//! Must not know wasmtime: a step attempt is executed by a [`StepExecutor`]
+//! Must not know wasmtime: a step call is executed by a [`StepExecutor`]
 //! (the sandbox in production; anything else in tests and baselines).
 
-use crate::report::{AttemptReport, EventRecord, RunRecorder, RunReport, StepReport};
+use crate::journal::{JournalEntry, RunStart, SqliteJournal};
+use crate::report::{
+    AttemptReport, CompensationReport, EventRecord, RunRecorder, RunReport, StepReport, UndoReport,
+};
+use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, IncomingTrace, SpanId};
 use crate::workflow::{ArgSource, InputError, StepSpec, Workflow};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +38,7 @@ pub struct AttemptContext {
     pub recorder: RunRecorder,
 }
 
-/// Why a step attempt failed.
+/// Why a step call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepFailure {
     /// The step said it may succeed if tried again.
@@ -71,10 +77,21 @@ impl StepFailure {
     }
 }
 
-/// Runs one attempt of a step. Implementations must enforce `step.timeout`.
+/// A reversible step's answer to its own failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compensation {
+    Retry,
+    ContinueWith(String),
+    GiveUp,
+}
+
+/// Runs step calls. Implementations must enforce `step.timeout` on each call.
 pub trait StepExecutor: Send + Sync + 'static {
     /// The component that runs `step`, and its sha256, for the report.
     fn component_of(&self, step: &str) -> (String, String);
+
+    /// Whether `step` implements `compensate` and `undo`.
+    fn is_reversible(&self, step: &str) -> bool;
 
     /// Runs one attempt and returns the step's output text (the scheduler
     /// checks that it is JSON).
@@ -84,6 +101,24 @@ pub trait StepExecutor: Send + Sync + 'static {
         ctx: AttemptContext,
         input: String,
     ) -> impl Future<Output = Result<String, StepFailure>> + Send;
+
+    /// Asks a reversible step what to do about its failure.
+    fn compensate(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+        error: StepFailure,
+    ) -> impl Future<Output = Result<Compensation, StepFailure>> + Send;
+
+    /// Reverts a completed step.
+    fn undo(
+        &self,
+        step: &StepSpec,
+        ctx: AttemptContext,
+        input: String,
+        output: String,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
 }
 
 /// A request to run a workflow once.
@@ -96,18 +131,30 @@ pub struct RunRequest {
 /// Runs workflows with one executor and a shared concurrency bound.
 pub struct Scheduler<E> {
     executor: Arc<E>,
-    /// Bounds step attempts in flight across every run of this scheduler.
+    /// Bounds step calls in flight across every run of this scheduler.
     permits: Arc<Semaphore>,
+    /// Where runs are journaled (none: runs live only in memory).
+    journal: Option<Arc<SqliteJournal>>,
+    /// Where a failed run's leftover claims are released.
+    claims: Option<Arc<dyn ClaimStore>>,
+    /// This host, as a run owner (`hostname:pid`).
+    owner: String,
 }
 
 /// First retry waits about this long; each further retry doubles it.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// No retry waits longer than this.
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// `compensate` may ask for a retry at most this many times per step.
+pub const MAX_COMPENSATION_RETRIES: u32 = 3;
+/// A failed undo is tried again at most this many times.
+pub const UNDO_RETRIES: u32 = 3;
+/// A running run's lease in the journal; renewed at a third of it.
+pub const RUN_LEASE: Duration = Duration::from_secs(6);
 
 /// Exponential backoff with jitter: a random wait between half and all of
 /// `base * 2^(retry-1)`, capped.
-fn backoff(retry: u32) -> Duration {
+pub fn backoff(retry: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << retry.saturating_sub(1).min(16));
     let ceiling = exp.min(BACKOFF_CAP);
     let jitter = rand::random::<f64>() * 0.5 + 0.5;
@@ -118,12 +165,30 @@ fn new_run_id() -> String {
     format!("run-{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-/// What one step's task returns to the run loop.
-struct StepRun {
-    attempts: Vec<AttemptReport>,
-    started: Instant,
-    finished: Instant,
-    result: Result<Value, String>,
+/// How a step ended.
+enum StepOutcome {
+    Succeeded(Value),
+    /// `compensate` said `continue-with`: this output stands in.
+    Compensated(Value),
+    Failed(String),
+}
+
+/// Journals entries of one run; a journal failure is logged, never fatal to
+/// the run (the report still says what happened).
+#[derive(Clone)]
+struct RunLog {
+    journal: Option<Arc<SqliteJournal>>,
+    run_id: String,
+}
+
+impl RunLog {
+    async fn append(&self, entry: JournalEntry) {
+        if let Some(j) = &self.journal
+            && let Err(e) = j.append(&self.run_id, entry).await
+        {
+            tracing::error!(run_id = %self.run_id, "journal write failed: {e}");
+        }
+    }
 }
 
 impl<E: StepExecutor> Scheduler<E> {
@@ -131,7 +196,23 @@ impl<E: StepExecutor> Scheduler<E> {
         Scheduler {
             executor,
             permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            journal: None,
+            claims: None,
+            owner: format!("local:{}", std::process::id()),
         }
+    }
+
+    /// Journals every run; `owner` names this host in run leases.
+    pub fn with_journal(mut self, journal: Arc<SqliteJournal>, owner: String) -> Self {
+        self.journal = Some(journal);
+        self.owner = owner;
+        self
+    }
+
+    /// Releases a failed run's leftover claims in `claims`.
+    pub fn with_claims(mut self, claims: Arc<dyn ClaimStore>) -> Self {
+        self.claims = Some(claims);
+        self
     }
 
     pub fn executor(&self) -> &Arc<E> {
@@ -140,7 +221,8 @@ impl<E: StepExecutor> Scheduler<E> {
 
     /// Runs the workflow to completion. An input that does not fit the
     /// workflow is refused before anything runs; every other failure is in
-    /// the report (`outcome: failed`).
+    /// the report (`outcome: failed`), after cancelling what still ran and
+    /// undoing what completed.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, InputError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
@@ -151,6 +233,10 @@ impl<E: StepExecutor> Scheduler<E> {
         let recorder = RunRecorder::new();
         let started_at_ms = crate::store::now_ms();
         let started = Instant::now();
+        let log = RunLog {
+            journal: self.journal.clone(),
+            run_id: run_id.clone(),
+        };
         let run_tracing_span = tracing::info_span!(
             "run",
             workflow = %wf.name,
@@ -162,101 +248,170 @@ impl<E: StepExecutor> Scheduler<E> {
             tracing::warn!(parent: &run_tracing_span, trace_id = %trace_id, "{why}");
         }
         tracing::info!(parent: &run_tracing_span, trace_id = %trace_id, continued = incoming.continued, "run started");
+        let heartbeat = self
+            .journal_start(&wf, &run_id, run_span, &incoming, &inputs)
+            .await;
 
+        let base = AttemptContext {
+            run_id: run_id.clone(),
+            workflow: wf.name.clone(),
+            step: String::new(),
+            attempt: 0,
+            trace: AttemptTrace {
+                trace_id,
+                span_id: run_span,
+                parent_span_id: run_span,
+                flags: incoming.parent.flags,
+                state: incoming.state.clone(),
+            },
+            recorder: recorder.clone(),
+        };
         let mut outputs: HashMap<String, Value> = HashMap::new();
-        let mut runs: HashMap<String, StepRun> = HashMap::new();
+        let mut outcomes: HashMap<String, String> = HashMap::new();
+        let mut errors: HashMap<String, String> = HashMap::new();
+        // Steps that completed (not compensated), in completion order, with their input.
+        let mut completed: Vec<(String, String)> = Vec::new();
+        let mut inputs_of: HashMap<String, String> = HashMap::new();
         let mut order: Vec<String> = Vec::new();
-        let mut started_steps: HashSet<String> = HashSet::new();
         let mut failure: Option<String> = None;
-        let mut tasks: JoinSet<StepRun> = JoinSet::new();
+        let mut degraded = false;
+        let mut tasks: JoinSet<StepOutcome> = JoinSet::new();
         let mut task_steps: HashMap<tokio::task::Id, String> = HashMap::new();
 
         loop {
             if failure.is_none() {
                 for step in &wf.steps {
-                    if started_steps.contains(&step.name)
+                    if order.contains(&step.name)
                         || !step.dependencies().iter().all(|d| outputs.contains_key(*d))
                     {
                         continue;
                     }
-                    started_steps.insert(step.name.clone());
                     order.push(step.name.clone());
+                    recorder.step_started(&step.name, Instant::now());
                     let input = match build_input(step, &inputs, &outputs) {
-                        Ok(v) => v,
+                        Ok(v) => v.to_string(),
                         Err(e) => {
-                            let now = Instant::now();
-                            runs.insert(
-                                step.name.clone(),
-                                StepRun {
-                                    attempts: Vec::new(),
-                                    started: now,
-                                    finished: now,
-                                    result: Err(e.clone()),
-                                },
-                            );
+                            recorder.step_finished(&step.name, Instant::now());
+                            outcomes.insert(step.name.clone(), "failed".into());
+                            errors.insert(step.name.clone(), e.clone());
                             failure = Some(format!("step `{}`: {e}", step.name));
                             break;
                         }
                     };
-                    let base = AttemptContext {
-                        run_id: run_id.clone(),
-                        workflow: wf.name.clone(),
-                        step: step.name.clone(),
-                        attempt: 0,
-                        trace: AttemptTrace {
-                            trace_id,
-                            span_id: run_span,
-                            parent_span_id: run_span,
-                            flags: incoming.parent.flags,
-                            state: incoming.state.clone(),
-                        },
-                        recorder: recorder.clone(),
-                    };
+                    inputs_of.insert(step.name.clone(), input.clone());
                     let span = tracing::info_span!(parent: &run_tracing_span, "step", step = %step.name, trace_id = %trace_id);
                     let handle = tasks.spawn(
                         run_step(
                             Arc::clone(&self.executor),
                             Arc::clone(&self.permits),
                             step.clone(),
-                            input.to_string(),
-                            base,
+                            input,
+                            AttemptContext {
+                                step: step.name.clone(),
+                                ..base.clone()
+                            },
+                            log.clone(),
                         )
                         .instrument(span),
                     );
                     task_steps.insert(handle.id(), step.name.clone());
                 }
+                if failure.is_some() {
+                    // Stop whatever is still running: the run has failed.
+                    tasks.abort_all();
+                }
             }
             let Some(joined) = tasks.join_next_with_id().await else {
                 break;
             };
-            let (name, run) = match joined {
-                Ok((id, run)) => (task_steps.remove(&id).unwrap_or_default(), run),
+            let (name, outcome) = match joined {
+                Ok((id, outcome)) => (task_steps.remove(&id).unwrap_or_default(), Some(outcome)),
                 Err(e) => {
                     let name = task_steps.remove(&e.id()).unwrap_or_default();
-                    let now = Instant::now();
-                    let run = StepRun {
-                        attempts: Vec::new(),
-                        started: now,
-                        finished: now,
-                        result: Err(format!("step task ended abnormally: {e}")),
-                    };
-                    (name, run)
-                }
-            };
-            match &run.result {
-                Ok(v) => {
-                    outputs.insert(name.clone(), v.clone());
-                }
-                Err(e) => {
-                    if failure.is_none() {
-                        failure = Some(format!("step `{name}` failed: {e}"));
+                    if e.is_cancelled() {
+                        (name, None)
+                    } else {
+                        (
+                            name,
+                            Some(StepOutcome::Failed(format!(
+                                "step task ended abnormally: {e}"
+                            ))),
+                        )
                     }
                 }
+            };
+            recorder.step_finished(&name, Instant::now());
+            match outcome {
+                Some(StepOutcome::Succeeded(v)) => {
+                    outputs.insert(name.clone(), v);
+                    outcomes.insert(name.clone(), "succeeded".into());
+                    completed.push((
+                        name.clone(),
+                        inputs_of.get(&name).cloned().unwrap_or_default(),
+                    ));
+                }
+                Some(StepOutcome::Compensated(v)) => {
+                    outputs.insert(name.clone(), v);
+                    outcomes.insert(name.clone(), "compensated".into());
+                    degraded = true;
+                }
+                Some(StepOutcome::Failed(e)) => {
+                    outcomes.insert(name.clone(), "failed".into());
+                    errors.insert(name.clone(), e.clone());
+                    if failure.is_none() {
+                        failure = Some(format!("step `{name}` failed: {e}"));
+                        tasks.abort_all();
+                    }
+                }
+                None => {
+                    outcomes.insert(name.clone(), "cancelled".into());
+                    tracing::warn!(parent: &run_tracing_span, step = %name, trace_id = %trace_id, "step cancelled: the run failed");
+                    log.append(JournalEntry {
+                        kind: "cancelled".into(),
+                        step: name.clone(),
+                        outcome: "cancelled".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                }
             }
-            runs.insert(name, run);
         }
 
-        let steps = build_step_reports(&wf, &order, &runs, &recorder, self.executor.as_ref());
+        let mut undo = Vec::new();
+        let mut released_claims = Vec::new();
+        if failure.is_some() {
+            for (name, input) in completed.iter().rev() {
+                let Some(step) = wf.step(name) else { continue };
+                if !self.executor.is_reversible(name) {
+                    continue;
+                }
+                let output = outputs.get(name).map(Value::to_string).unwrap_or_default();
+                let report = undo_step(
+                    self.executor.as_ref(),
+                    step,
+                    AttemptContext {
+                        step: name.clone(),
+                        ..base.clone()
+                    },
+                    input.clone(),
+                    output,
+                    &log,
+                )
+                .instrument(run_tracing_span.clone())
+                .await;
+                undo.push(report);
+            }
+            released_claims = self.release_claims(&run_id, &log).await;
+        }
+
+        let steps = build_step_reports(
+            &wf,
+            &order,
+            &outcomes,
+            &errors,
+            &recorder,
+            self.executor.as_ref(),
+        );
         let result = outputs.get(&wf.result).cloned();
         let (outcome, error) = match (&failure, &result) {
             (None, Some(_)) => ("succeeded", None),
@@ -266,11 +421,20 @@ impl<E: StepExecutor> Scheduler<E> {
                 Some(format!("result step `{}` did not run", wf.result)),
             ),
         };
+        if let Some(j) = &self.journal
+            && let Err(e) = j.finish(&run_id, outcome, degraded, error.clone()).await
+        {
+            tracing::error!(run_id = %run_id, "journal write failed: {e}");
+        }
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
         let duration = started.elapsed();
         tracing::info!(
             parent: &run_tracing_span,
             trace_id = %trace_id,
             outcome,
+            degraded,
             duration_ms = duration.as_secs_f64() * 1000.0,
             error = error.as_deref().unwrap_or(""),
             "run finished"
@@ -290,12 +454,88 @@ impl<E: StepExecutor> Scheduler<E> {
             started_at_ms,
             duration_ms: duration.as_secs_f64() * 1000.0,
             outcome: outcome.to_string(),
+            degraded,
             error,
             result,
             steps,
             events,
             http_calls,
+            undo,
+            released_claims,
         })
+    }
+
+    /// Journals the run's start and keeps its lease alive while it runs.
+    async fn journal_start(
+        &self,
+        wf: &Workflow,
+        run_id: &str,
+        run_span: SpanId,
+        incoming: &IncomingTrace,
+        inputs: &serde_json::Map<String, Value>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let journal = self.journal.as_ref()?;
+        let start = RunStart {
+            run_id: run_id.to_string(),
+            workflow: wf.name.clone(),
+            workflow_path: wf.source.display().to_string(),
+            trace_id: incoming.parent.trace_id.to_string(),
+            span_id: run_span.to_string(),
+            trace_flags: incoming.parent.flags.bits(),
+            tracestate: incoming.state.to_string(),
+            input: Value::Object(inputs.clone()),
+            components: wf
+                .steps
+                .iter()
+                .map(|s| {
+                    let (path, sha) = self.executor.component_of(&s.name);
+                    (s.name.clone(), path, sha)
+                })
+                .collect(),
+            owner: self.owner.clone(),
+        };
+        if let Err(e) = journal.start(&start, RUN_LEASE).await {
+            tracing::error!(run_id, "journal write failed: {e}");
+        }
+        let (journal, run_id, owner) =
+            (Arc::clone(journal), run_id.to_string(), self.owner.clone());
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RUN_LEASE / 3);
+            loop {
+                tick.tick().await;
+                if let Err(e) = journal.heartbeat(&run_id, &owner, RUN_LEASE).await {
+                    tracing::warn!(run_id, "run lease renewal failed: {e}");
+                }
+            }
+        }))
+    }
+
+    async fn release_claims(&self, run_id: &str, log: &RunLog) -> Vec<String> {
+        let Some(claims) = &self.claims else {
+            return Vec::new();
+        };
+        match claims.release_all(run_id).await {
+            Ok(released) => {
+                let ids: Vec<String> = released.iter().map(|c| c.claim_id.clone()).collect();
+                if !ids.is_empty() {
+                    tracing::info!(run_id, claims = ?ids, "released the failed run's claims");
+                }
+                log.append(JournalEntry {
+                    kind: "claims-released".into(),
+                    outcome: ids.join(","),
+                    ..Default::default()
+                })
+                .await;
+                ids
+            }
+            Err(e) => {
+                tracing::error!(
+                    run_id,
+                    "could not release the failed run's claims (their leases will expire): {e}"
+                );
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -327,22 +567,110 @@ fn build_input(
     Ok(Value::Object(obj))
 }
 
-/// Runs a step's attempts until one succeeds, a failure is not retryable, or
-/// the retries are spent.
+/// One attempt of `run`: a new span, the call, the JSON check, the record.
+async fn attempt_once<E: StepExecutor>(
+    executor: &E,
+    permits: &Semaphore,
+    step: &StepSpec,
+    base: &AttemptContext,
+    attempt: u32,
+    input: &str,
+    log: &RunLog,
+) -> Result<Value, StepFailure> {
+    let recorder = &base.recorder;
+    let span_id = SpanId::random();
+    let ctx = AttemptContext {
+        attempt,
+        trace: AttemptTrace {
+            span_id,
+            ..base.trace.clone()
+        },
+        ..base.clone()
+    };
+    let parsed = {
+        let _permit = permits.acquire().await;
+        let index =
+            recorder.attempt_started(&step.name, attempt, span_id.to_string(), Instant::now());
+        let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
+        let out = executor
+            .execute(step, ctx, input.to_string())
+            .instrument(span)
+            .await;
+        let parsed = out.and_then(|text| {
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| StepFailure::InvalidOutput(e.to_string()))
+        });
+        let outcome = parsed.as_ref().map_or_else(|f| f.kind(), |_| "succeeded");
+        recorder.attempt_finished(
+            &step.name,
+            index,
+            outcome,
+            parsed.as_ref().err().map(ToString::to_string),
+        );
+        parsed
+    };
+    log.append(JournalEntry {
+        kind: "attempt".into(),
+        step: step.name.clone(),
+        span_id: span_id.to_string(),
+        attempt,
+        outcome: parsed
+            .as_ref()
+            .map_or_else(|f| f.kind(), |_| "succeeded")
+            .to_string(),
+        error: parsed.as_ref().err().map(ToString::to_string),
+        ..Default::default()
+    })
+    .await;
+    parsed
+}
+
+/// Runs a step until it succeeds, is compensated, or fails for good:
+/// retries retryable failures with backoff, then asks a reversible step to
+/// compensate.
 async fn run_step<E: StepExecutor>(
     executor: Arc<E>,
     permits: Arc<Semaphore>,
     step: StepSpec,
     input: String,
     base: AttemptContext,
-) -> StepRun {
+    log: RunLog,
+) -> StepOutcome {
     let started = Instant::now();
-    let mut attempts = Vec::new();
     let recorder = base.recorder.clone();
     let trace_id = base.trace.trace_id;
     let mut attempt = 0u32;
-    let result = loop {
+    // Attempts left before the step has failed for good.
+    let mut budget = step.max_retries + 1;
+    let mut compensation_retries = 0u32;
+    let outcome = loop {
         attempt += 1;
+        budget -= 1;
+        let failure = match attempt_once(
+            executor.as_ref(),
+            &permits,
+            &step,
+            &base,
+            attempt,
+            &input,
+            &log,
+        )
+        .await
+        {
+            Ok(v) => break StepOutcome::Succeeded(v),
+            Err(f) => f,
+        };
+        if failure.is_retryable() && budget > 0 {
+            let wait = backoff(attempt);
+            tracing::warn!(step = %step.name, attempt, trace_id = %trace_id,
+                wait_ms = wait.as_millis() as u64, "attempt failed ({}): {failure}; retrying", failure.kind());
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        if !executor.is_reversible(&step.name) {
+            break StepOutcome::Failed(format!("{}: {failure}", failure.kind()));
+        }
+        // Failed for good: the step may compensate.
         let span_id = SpanId::random();
         let ctx = AttemptContext {
             attempt,
@@ -352,138 +680,308 @@ async fn run_step<E: StepExecutor>(
             },
             ..base.clone()
         };
-        let outcome = {
+        let t0 = Instant::now();
+        let answer = {
             let _permit = permits.acquire().await;
-            let t0 = Instant::now();
-            let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %trace_id, span_id = %span_id);
-            let out = executor
-                .execute(&step, ctx, input.clone())
-                .instrument(span)
-                .await;
-            let parsed = out.and_then(|text| {
-                serde_json::from_str::<Value>(&text)
-                    .map_err(|e| StepFailure::InvalidOutput(e.to_string()))
-            });
-            (t0, Instant::now(), parsed)
+            executor
+                .compensate(&step, ctx, input.clone(), failure.clone())
+                .await
         };
-        let (t0, t1, parsed) = outcome;
+        let mut report = CompensationReport {
+            span_id: span_id.to_string(),
+            start_ms: recorder.offset_ms(t0),
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            failure: format!("{}: {failure}", failure.kind()),
+            decision: String::new(),
+            error: None,
+        };
+        let next = match answer {
+            Ok(Compensation::Retry) if compensation_retries < MAX_COMPENSATION_RETRIES => {
+                compensation_retries += 1;
+                budget = 1;
+                report.decision = "retry".into();
+                None
+            }
+            Ok(Compensation::Retry) => {
+                report.decision = "give-up".into();
+                report.error = Some(format!(
+                    "retry refused: {MAX_COMPENSATION_RETRIES} compensation retries spent"
+                ));
+                Some(StepOutcome::Failed(format!(
+                    "{}: {failure} (compensation retries spent)",
+                    failure.kind()
+                )))
+            }
+            Ok(Compensation::ContinueWith(text)) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) => {
+                    report.decision = "continue-with".into();
+                    Some(StepOutcome::Compensated(v))
+                }
+                Err(e) => {
+                    report.decision = "error".into();
+                    report.error = Some(format!("continue-with value is not JSON: {e}"));
+                    Some(StepOutcome::Failed(format!(
+                        "{}: {failure}",
+                        failure.kind()
+                    )))
+                }
+            },
+            Ok(Compensation::GiveUp) => {
+                report.decision = "give-up".into();
+                Some(StepOutcome::Failed(format!(
+                    "{}: {failure}",
+                    failure.kind()
+                )))
+            }
+            Err(e) => {
+                report.decision = "error".into();
+                report.error = Some(format!("{}: {e}", e.kind()));
+                Some(StepOutcome::Failed(format!(
+                    "{}: {failure} (compensate failed: {e})",
+                    failure.kind()
+                )))
+            }
+        };
+        tracing::info!(step = %step.name, trace_id = %trace_id, span_id = %span_id, decision = %report.decision, "compensated");
+        log.append(JournalEntry {
+            kind: "compensation".into(),
+            step: step.name.clone(),
+            span_id: span_id.to_string(),
+            attempt,
+            outcome: report.decision.clone(),
+            error: report.error.clone(),
+            ..Default::default()
+        })
+        .await;
+        recorder.compensation(&step.name, report);
+        if let Some(outcome) = next {
+            break outcome;
+        }
+    };
+
+    if let StepOutcome::Succeeded(v) = &outcome {
+        let (component, sha) = executor.component_of(&step.name);
+        log.append(JournalEntry {
+            kind: "completed".into(),
+            step: step.name.clone(),
+            outcome: "succeeded".into(),
+            input: Some(input.clone()),
+            output: Some(v.to_string()),
+            component: Some(component),
+            component_sha256: Some(sha),
+            timeout_ms: Some(step.timeout.as_millis() as u64),
+            allowed_hosts: Some(step.allowed_hosts.clone()),
+            ..Default::default()
+        })
+        .await;
+    }
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (name, level, message) = match &outcome {
+        StepOutcome::Succeeded(_) => ("step.succeeded", "info", String::new()),
+        StepOutcome::Compensated(_) => (
+            "step.compensated",
+            "warn",
+            "continued with a substitute output".to_string(),
+        ),
+        StepOutcome::Failed(e) => ("step.failed", "warn", e.clone()),
+    };
+    tracing::info!(step = %step.name, outcome = name, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished {message}");
+    let mut measurements = BTreeMap::new();
+    measurements.insert("duration_ms".to_string(), duration_ms);
+    measurements.insert("attempts".to_string(), f64::from(attempt));
+    let last_span = recorder
+        .timeline(&step.name)
+        .attempts
+        .last()
+        .map(|(a, _)| a.span_id.clone())
+        .unwrap_or_default();
+    recorder.event(EventRecord {
+        kind: "host".into(),
+        name: name.into(),
+        level: level.into(),
+        message,
+        trace_id: trace_id.to_string(),
+        span_id: last_span,
+        step: step.name.clone(),
+        at_ms: 0.0,
+        measurements,
+        metadata: BTreeMap::new(),
+    });
+    outcome
+}
+
+/// Undoes one completed step: up to `1 + UNDO_RETRIES` calls with backoff,
+/// each with its own span under the run span; the outcome is journaled.
+pub async fn undo_step<E: StepExecutor>(
+    executor: &E,
+    step: &StepSpec,
+    base: AttemptContext,
+    input: String,
+    output: String,
+    log: &impl UndoLog,
+) -> UndoReport {
+    let recorder = base.recorder.clone();
+    let mut attempts = Vec::new();
+    let mut error = None;
+    for attempt in 1..=UNDO_RETRIES + 1 {
+        let span_id = SpanId::random();
+        let ctx = AttemptContext {
+            attempt,
+            trace: AttemptTrace {
+                span_id,
+                ..base.trace.clone()
+            },
+            ..base.clone()
+        };
+        let t0 = Instant::now();
+        let result = executor
+            .undo(step, ctx, input.clone(), output.clone())
+            .await;
         attempts.push(AttemptReport {
             attempt,
             span_id: span_id.to_string(),
             start_ms: recorder.offset_ms(t0),
-            duration_ms: (t1 - t0).as_secs_f64() * 1000.0,
-            outcome: match &parsed {
-                Ok(_) => "succeeded".to_string(),
-                Err(f) => f.kind().to_string(),
-            },
-            error: parsed.as_ref().err().map(ToString::to_string),
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            outcome: result
+                .as_ref()
+                .map_or_else(|f| f.kind(), |_| "undone")
+                .to_string(),
+            error: result.as_ref().err().map(ToString::to_string),
         });
-        match parsed {
-            Ok(v) => break Ok(v),
-            Err(f) if f.is_retryable() && attempt <= step.max_retries => {
-                let wait = backoff(attempt);
-                tracing::warn!(step = %step.name, attempt, trace_id = %trace_id, span_id = %span_id,
-                    wait_ms = wait.as_millis() as u64, "attempt failed ({}): {f}; retrying", f.kind());
-                tokio::time::sleep(wait).await;
+        match result {
+            Ok(()) => {
+                error = None;
+                tracing::info!(step = %step.name, trace_id = %base.trace.trace_id, span_id = %span_id, "step undone");
+                break;
             }
-            Err(f) => break Err(format!("{}: {f}", f.kind())),
-        }
-    };
-    let finished = Instant::now();
-    let duration_ms = (finished - started).as_secs_f64() * 1000.0;
-    let outcome = if result.is_ok() {
-        "succeeded"
-    } else {
-        "failed"
-    };
-    match &result {
-        Ok(_) => {
-            tracing::info!(step = %step.name, outcome, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished")
-        }
-        Err(e) => {
-            tracing::warn!(step = %step.name, outcome, duration_ms, attempts = attempt, trace_id = %trace_id, error = %e, "step finished")
+            Err(f) => {
+                tracing::warn!(step = %step.name, trace_id = %base.trace.trace_id, span_id = %span_id, attempt, "undo failed: {f}");
+                error = Some(format!("{}: {f}", f.kind()));
+                if attempt <= UNDO_RETRIES {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
         }
     }
-    let mut measurements = BTreeMap::new();
-    measurements.insert("duration_ms".to_string(), duration_ms);
-    measurements.insert("attempts".to_string(), f64::from(attempt));
+    let outcome = if error.is_none() { "undone" } else { "failed" };
+    log.undo_entry(JournalEntry {
+        kind: "undo".into(),
+        step: step.name.clone(),
+        span_id: attempts
+            .last()
+            .map(|a| a.span_id.clone())
+            .unwrap_or_default(),
+        attempt: attempts.len() as u32,
+        outcome: outcome.into(),
+        error: error.clone(),
+        ..Default::default()
+    })
+    .await;
     recorder.event(EventRecord {
         kind: "host".into(),
-        name: format!("step.{outcome}"),
-        level: if result.is_ok() { "info" } else { "warn" }.into(),
-        message: result.as_ref().err().cloned().unwrap_or_default(),
-        trace_id: trace_id.to_string(),
+        name: format!("step.undo.{outcome}"),
+        level: if error.is_none() { "info" } else { "error" }.into(),
+        message: error.clone().unwrap_or_default(),
+        trace_id: base.trace.trace_id.to_string(),
         span_id: attempts
             .last()
             .map(|a| a.span_id.clone())
             .unwrap_or_default(),
         step: step.name.clone(),
         at_ms: 0.0,
-        measurements,
+        measurements: BTreeMap::new(),
         metadata: BTreeMap::new(),
     });
-    StepRun {
+    UndoReport {
+        step: step.name.clone(),
+        outcome: outcome.into(),
         attempts,
-        started,
-        finished,
-        result,
+        error,
+    }
+}
+
+/// Where `undo_step` journals its outcome.
+pub trait UndoLog: Sync {
+    fn undo_entry(&self, entry: JournalEntry) -> impl Future<Output = ()> + Send;
+}
+
+impl UndoLog for RunLog {
+    async fn undo_entry(&self, entry: JournalEntry) {
+        self.append(entry).await;
+    }
+}
+
+/// Journals into `journal` under `run_id` (for recovery, outside a `Scheduler`).
+pub struct JournalUndoLog {
+    pub journal: Arc<SqliteJournal>,
+    pub run_id: String,
+}
+
+impl UndoLog for JournalUndoLog {
+    async fn undo_entry(&self, entry: JournalEntry) {
+        if let Err(e) = self.journal.append(&self.run_id, entry).await {
+            tracing::error!(run_id = %self.run_id, "journal write failed: {e}");
+        }
     }
 }
 
 fn build_step_reports<E: StepExecutor>(
     wf: &Workflow,
     order: &[String],
-    runs: &HashMap<String, StepRun>,
+    outcomes: &HashMap<String, String>,
+    errors: &HashMap<String, String>,
     recorder: &RunRecorder,
     executor: &E,
 ) -> Vec<StepReport> {
-    let mut reports: Vec<StepReport> = Vec::new();
+    let timelines: HashMap<String, _> = wf
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), recorder.timeline(&s.name)))
+        .collect();
+    let interval = |name: &str| {
+        let t = timelines.get(name)?;
+        Some((t.started?, t.finished?))
+    };
     let names = order.iter().cloned().chain(
         wf.steps
             .iter()
             .map(|s| s.name.clone())
             .filter(|n| !order.contains(n)),
     );
+    let mut reports = Vec::new();
     for name in names {
         let (component, component_sha256) = executor.component_of(&name);
-        let report = match runs.get(&name) {
-            Some(run) => StepReport {
-                name: name.clone(),
-                component,
-                component_sha256,
-                outcome: if run.result.is_ok() {
-                    "succeeded"
-                } else {
-                    "failed"
-                }
-                .into(),
-                start_ms: recorder.offset_ms(run.started),
-                duration_ms: (run.finished - run.started).as_secs_f64() * 1000.0,
-                parallel_with: runs
-                    .iter()
-                    .filter(|(other, o)| {
-                        **other != name && o.started < run.finished && run.started < o.finished
-                    })
-                    .map(|(other, _)| other.clone())
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
-                attempts: run.attempts.clone(),
-                error: run.result.as_ref().err().cloned(),
-            },
-            None => StepReport {
-                name: name.clone(),
-                component,
-                component_sha256,
-                outcome: "skipped".into(),
-                start_ms: 0.0,
-                duration_ms: 0.0,
-                parallel_with: Vec::new(),
-                attempts: Vec::new(),
-                error: None,
-            },
+        let timeline = timelines.get(&name).cloned().unwrap_or_default();
+        let (start_ms, duration_ms) = match interval(&name) {
+            Some((a, b)) => (recorder.offset_ms(a), (b - a).as_secs_f64() * 1000.0),
+            None => (0.0, 0.0),
         };
-        reports.push(report);
+        let parallel_with = match interval(&name) {
+            Some((a, b)) => order
+                .iter()
+                .filter(|other| **other != name)
+                .filter(|other| interval(other).is_some_and(|(c, d)| c < b && a < d))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        reports.push(StepReport {
+            outcome: outcomes
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| "skipped".into()),
+            error: errors.get(&name).cloned(),
+            name,
+            component,
+            component_sha256,
+            start_ms,
+            duration_ms,
+            parallel_with,
+            attempts: timeline.attempts.into_iter().map(|(a, _)| a).collect(),
+            compensations: timeline.compensations,
+        });
     }
     reports
 }
@@ -491,21 +989,67 @@ fn build_step_reports<E: StepExecutor>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::path::Path;
     use std::sync::Mutex;
 
     /// An executor scripted per step: echoes its input, sleeps, or fails a
-    /// number of times first.
+    /// number of times first; reversible steps compensate and undo as told.
     #[derive(Default)]
     struct Scripted {
         fail_first: HashMap<String, (u32, StepFailure)>,
         delay: HashMap<String, Duration>,
+        reversible: HashSet<String>,
+        compensation: HashMap<String, Compensation>,
+        /// Undo of these steps fails this many times first.
+        undo_fails: HashMap<String, u32>,
         calls: Mutex<Vec<(String, u32, String)>>,
+        undos: Mutex<Vec<String>>,
     }
 
     impl StepExecutor for Scripted {
         fn component_of(&self, step: &str) -> (String, String) {
             (format!("{step}.wasm"), "00".repeat(32))
+        }
+
+        fn is_reversible(&self, step: &str) -> bool {
+            self.reversible.contains(step)
+        }
+
+        async fn compensate(
+            &self,
+            step: &StepSpec,
+            _: AttemptContext,
+            _: String,
+            _: StepFailure,
+        ) -> Result<Compensation, StepFailure> {
+            Ok(self
+                .compensation
+                .get(&step.name)
+                .cloned()
+                .unwrap_or(Compensation::GiveUp))
+        }
+
+        async fn undo(
+            &self,
+            step: &StepSpec,
+            ctx: AttemptContext,
+            _: String,
+            output: String,
+        ) -> Result<(), StepFailure> {
+            assert!(
+                output.contains(&step.name),
+                "undo gets the step's own output"
+            );
+            if let Ok(mut u) = self.undos.lock() {
+                u.push(format!("{}#{}", step.name, ctx.attempt));
+            }
+            match self.undo_fails.get(&step.name) {
+                Some(n) if ctx.attempt <= *n => {
+                    Err(StepFailure::Retryable("undo backend down".into()))
+                }
+                _ => Ok(()),
+            }
         }
         async fn execute(
             &self,
@@ -629,6 +1173,10 @@ mod tests {
         );
         let b = report.steps.iter().find(|s| s.name == "b").expect("b");
         assert_eq!(b.attempts.len(), 1, "fatal errors are not retried");
+        assert!(
+            b.compensations.is_empty(),
+            "a step that is not reversible is not compensated"
+        );
         let d = report.steps.iter().find(|s| s.name == "d").expect("d");
         assert_eq!(d.outcome, "skipped");
         assert!(report.result.is_none());
@@ -663,6 +1211,204 @@ mod tests {
                 "step `b`: argument `t`: pointer `/nope` matches nothing in the output of step `a`"
             )
         );
+    }
+
+    fn names(list: &[&str]) -> HashSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_failure_cancels_running_steps_and_undoes_completed_ones_in_reverse_completion_order()
+    {
+        // a completes; b completes quickly; c fails after 60 ms while `slow`
+        // still runs; e never starts.
+        let text = r#"
+            name = "undo"
+            result = "e"
+            [[steps]]
+            name = "a"
+            component = "a"
+            [[steps]]
+            name = "b"
+            component = "b"
+            wait_for = ["a"]
+            [[steps]]
+            name = "c"
+            component = "c"
+            wait_for = ["a"]
+            [[steps]]
+            name = "slow"
+            component = "slow"
+            wait_for = ["a"]
+            [[steps]]
+            name = "e"
+            component = "e"
+            wait_for = ["b", "c", "slow"]
+        "#;
+        let wf = Arc::new(Workflow::from_toml(text, Path::new("undo.toml")).expect("valid"));
+        let exec = Scripted {
+            delay: [
+                ("c".to_string(), Duration::from_millis(60)),
+                ("slow".to_string(), Duration::from_secs(30)),
+            ]
+            .into_iter()
+            .collect(),
+            fail_first: [("c".to_string(), (9, StepFailure::Fatal("denied".into())))]
+                .into_iter()
+                .collect(),
+            reversible: names(&["a", "b", "c", "slow"]),
+            undo_fails: [("a".to_string(), 2)].into_iter().collect(),
+            ..Default::default()
+        };
+        let sched = Scheduler::new(Arc::new(exec), 8);
+        let started = Instant::now();
+        let report = sched
+            .run(RunRequest {
+                workflow: wf,
+                input: serde_json::json!({}),
+                trace: IncomingTrace::from_headers(None, None),
+            })
+            .await
+            .expect("input ok");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the slow step was cancelled, not awaited"
+        );
+        assert_eq!(report.outcome, "failed");
+        let outcome = |n: &str| {
+            report
+                .steps
+                .iter()
+                .find(|s| s.name == n)
+                .map(|s| s.outcome.clone())
+        };
+        assert_eq!(outcome("a").as_deref(), Some("succeeded"));
+        assert_eq!(outcome("b").as_deref(), Some("succeeded"));
+        assert_eq!(outcome("c").as_deref(), Some("failed"));
+        assert_eq!(outcome("slow").as_deref(), Some("cancelled"));
+        assert_eq!(outcome("e").as_deref(), Some("skipped"));
+        let slow = report
+            .steps
+            .iter()
+            .find(|s| s.name == "slow")
+            .expect("slow");
+        assert_eq!(slow.attempts.len(), 1);
+        assert_eq!(slow.attempts[0].outcome, "cancelled");
+        // b completed after a: undo b first, then a (a's undo fails twice, then works).
+        let undone: Vec<_> = report
+            .undo
+            .iter()
+            .map(|u| (u.step.as_str(), u.outcome.as_str(), u.attempts.len()))
+            .collect();
+        assert_eq!(undone, [("b", "undone", 1), ("a", "undone", 3)]);
+        let calls = sched.executor().undos.lock().expect("lock").clone();
+        assert_eq!(calls, ["b#1", "a#1", "a#2", "a#3"]);
+        // every undo attempt has its own span
+        let spans: HashSet<_> = report
+            .undo
+            .iter()
+            .flat_map(|u| u.attempts.iter().map(|a| a.span_id.clone()))
+            .collect();
+        assert_eq!(spans.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn undo_failures_are_collected_not_dropped() {
+        let text = r#"
+            name = "u"
+            result = "b"
+            [[steps]]
+            name = "a"
+            component = "a"
+            [[steps]]
+            name = "b"
+            component = "b"
+            wait_for = ["a"]
+        "#;
+        let wf = Arc::new(Workflow::from_toml(text, Path::new("u.toml")).expect("valid"));
+        let exec = Scripted {
+            fail_first: [("b".to_string(), (9, StepFailure::Fatal("no".into())))]
+                .into_iter()
+                .collect(),
+            reversible: names(&["a"]),
+            undo_fails: [("a".to_string(), 99)].into_iter().collect(),
+            ..Default::default()
+        };
+        let report = Scheduler::new(Arc::new(exec), 8)
+            .run(RunRequest {
+                workflow: wf,
+                input: serde_json::json!({}),
+                trace: IncomingTrace::from_headers(None, None),
+            })
+            .await
+            .expect("input ok");
+        assert_eq!(report.undo.len(), 1);
+        assert_eq!(report.undo[0].outcome, "failed");
+        assert_eq!(report.undo[0].attempts.len(), (UNDO_RETRIES + 1) as usize);
+        assert_eq!(
+            report.undo[0].error.as_deref(),
+            Some("retryable: undo backend down")
+        );
+    }
+
+    #[tokio::test]
+    async fn compensation_can_continue_degraded_or_retry() {
+        // c keeps failing with a retryable error; it compensates with a substitute.
+        let exec = Scripted {
+            fail_first: [("c".to_string(), (99, StepFailure::Retryable("503".into())))]
+                .into_iter()
+                .collect(),
+            reversible: names(&["c"]),
+            compensation: [(
+                "c".to_string(),
+                Compensation::ContinueWith(r#"{"step":"c","safe":true}"#.into()),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let report = Scheduler::new(Arc::new(exec), 8)
+            .run(request(diamond()))
+            .await
+            .expect("input ok");
+        assert_eq!(report.outcome, "succeeded");
+        assert!(report.degraded);
+        let c = report.steps.iter().find(|s| s.name == "c").expect("c");
+        assert_eq!(c.outcome, "compensated");
+        assert_eq!(
+            c.attempts.len(),
+            3,
+            "1 + max_retries attempts before compensating"
+        );
+        assert_eq!(c.compensations.len(), 1);
+        assert_eq!(c.compensations[0].decision, "continue-with");
+        assert!(report.undo.is_empty());
+
+        // b fails twice more than its retries allow; compensate asks for a retry, which succeeds.
+        let exec = Scripted {
+            fail_first: [(
+                "b".to_string(),
+                (3, StepFailure::Timeout(Duration::from_millis(5))),
+            )]
+            .into_iter()
+            .collect(),
+            reversible: names(&["b"]),
+            compensation: [("b".to_string(), Compensation::Retry)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let report = Scheduler::new(Arc::new(exec), 8)
+            .run(request(diamond()))
+            .await
+            .expect("input ok");
+        assert_eq!(report.outcome, "succeeded");
+        assert!(!report.degraded);
+        let b = report.steps.iter().find(|s| s.name == "b").expect("b");
+        let outcomes: Vec<_> = b.attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["timeout", "timeout", "timeout", "succeeded"]);
+        assert_eq!(b.compensations.len(), 1);
+        assert_eq!(b.compensations[0].decision, "retry");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub trait ClaimStore: Send + Sync + 'static {
     ) -> Result<ClaimRecord, ClaimStoreError>;
     /// Drops a claim `run_id` holds.
     async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError>;
+    /// Drops every claim `run_id` still holds (a failed or aborted run's
+    /// backstop after its undo) and returns them.
+    async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
     /// Every stored claim, live or expired, oldest first.
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
 }
@@ -275,6 +278,22 @@ impl ClaimStore for SqliteClaimStore {
                 return Err(ClaimStoreError::NotHeld(claim_id));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        let run_id = run_id.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "DELETE FROM claims WHERE run_id = ?1 RETURNING {COLUMNS}"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![run_id], row_to_claim)
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .await
     }

@@ -4,8 +4,12 @@
 //! Input: `{ "work_item": "...", "lease_ms": 30000, "user_id": "...", "decision": {...} }`.
 //! Output: the granted claim (claim id, work item, run id, trace id, lease expiry).
 //! A conflict is fatal and names the holder's run and trace id.
+//!
+//! Reversible: `undo` releases the claim (a claim already gone is fine, so
+//! undo is idempotent); `compensate` gives up, never stealing a held item.
 
 use braid_step::{ClaimError, StepError, TraceContext, WorkClaim, coordination, str_field};
+use braid_step_reversible::Compensation;
 use serde_json::json;
 
 struct ClaimWork;
@@ -26,7 +30,7 @@ fn claim_json(claim: &WorkClaim) -> serde_json::Value {
     })
 }
 
-impl braid_step::Step for ClaimWork {
+impl braid_step_reversible::Step for ClaimWork {
     fn run(ctx: TraceContext, input: String) -> Result<String, StepError> {
         let input = braid_step::parse_input(&input)?;
         let work_item = str_field(&input, "work_item")?;
@@ -65,4 +69,23 @@ impl braid_step::Step for ClaimWork {
     }
 }
 
-braid_step::export!(ClaimWork with_types_in braid_step::bindings);
+impl braid_step_reversible::Reversible for ClaimWork {
+    fn compensate(_ctx: TraceContext, _input: String, _error: StepError) -> Compensation {
+        Compensation::GiveUp
+    }
+
+    fn undo(ctx: TraceContext, _input: String, output: String) -> Result<(), StepError> {
+        let output = braid_step::parse_input(&output)?;
+        let claim_id = str_field(&output, "claim_id")?;
+        match coordination::release(&ctx, claim_id) {
+            Ok(()) | Err(ClaimError::NotHeld(_)) => {
+                braid_step::event(&ctx, "coordination.released", &[], &[("claim_id", claim_id)]);
+                Ok(())
+            }
+            Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!("claim store unavailable: {reason}"))),
+            Err(other) => Err(StepError::Fatal(format!("release refused: {other:?}"))),
+        }
+    }
+}
+
+braid_step_reversible::export!(ClaimWork with_types_in braid_step_reversible::bindings);

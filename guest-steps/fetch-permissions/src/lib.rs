@@ -3,12 +3,19 @@
 //!
 //! Input: `{ "api_base", "user_id", "token" }`.
 //! Output: `{ "roles": [...], "grants": [{ "resource", "actions" }], "api_ms" }`.
+//!
+//! Graceful degradation: when the permissions service stays unavailable
+//! (a retryable error after every retry), `compensate` continues with a safe
+//! default, read-only access (`"degraded": true`); the run completes degraded.
+//! A fatal error (e.g. 401) is not papered over. `undo` has nothing to revert.
 
 use braid_step::{StepError, TraceContext, str_field};
+use braid_step_reversible::Compensation;
+use serde_json::json;
 
 struct FetchPermissions;
 
-impl braid_step::Step for FetchPermissions {
+impl braid_step_reversible::Step for FetchPermissions {
     fn run(ctx: TraceContext, input: String) -> Result<String, StepError> {
         let input = braid_step::parse_input(&input)?;
         let api_base = str_field(&input, "api_base")?;
@@ -30,4 +37,28 @@ impl braid_step::Step for FetchPermissions {
     }
 }
 
-braid_step::export!(FetchPermissions with_types_in braid_step::bindings);
+impl braid_step_reversible::Reversible for FetchPermissions {
+    fn compensate(ctx: TraceContext, _input: String, error: StepError) -> Compensation {
+        match error {
+            StepError::Retryable(reason) => {
+                braid_step::event(&ctx, "api.permissions.degraded", &[], &[("reason", &reason)]);
+                Compensation::ContinueWith(
+                    json!({
+                        "roles": ["read-only"],
+                        "grants": [{ "resource": "*", "actions": ["read"] }],
+                        "degraded": true,
+                        "reason": reason,
+                    })
+                    .to_string(),
+                )
+            }
+            StepError::Fatal(_) => Compensation::GiveUp,
+        }
+    }
+
+    fn undo(_ctx: TraceContext, _input: String, _output: String) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+braid_step_reversible::export!(FetchPermissions with_types_in braid_step_reversible::bindings);

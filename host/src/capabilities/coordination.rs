@@ -51,7 +51,10 @@ fn store_error(e: ClaimStoreError) -> ClaimError {
 fn lease(ms: u64) -> Result<Duration, String> {
     let lease = Duration::from_millis(ms);
     if lease.is_zero() || lease > MAX_LEASE {
-        return Err(format!("lease-ms must be between 1 and {}", MAX_LEASE.as_millis()));
+        return Err(format!(
+            "lease-ms must be between 1 and {}",
+            MAX_LEASE.as_millis()
+        ));
     }
     Ok(lease)
 }

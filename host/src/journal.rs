@@ -1,0 +1,404 @@
+//! The durable run journal: every run is recorded as it goes, so a host that
+//! dies mid-run leaves enough behind for another start to undo and abort it.
+//!
+//! Owns: the `runs` and `journal` tables (a SQLite file in the state
+//! directory), run leases (a live host keeps extending the lease of its runs),
+//! and the atomic take-over of abandoned runs. Knows nothing of wasmtime or
+//! the DAG; the scheduler writes entries, recovery reads them.
+
+use crate::store::now_ms;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("run journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Unavailable(e.to_string())
+}
+
+/// What a run starts with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStart {
+    pub run_id: String,
+    pub workflow: String,
+    pub workflow_path: String,
+    pub trace_id: String,
+    /// The run span: every step attempt (and every undo) is its child.
+    pub span_id: String,
+    pub trace_flags: u8,
+    pub tracestate: String,
+    pub input: serde_json::Value,
+    /// Step name -> (component path, sha256).
+    pub components: Vec<(String, String, String)>,
+    /// The host running it (`hostname:pid`).
+    pub owner: String,
+}
+
+/// One journal entry. `kind` says which fields matter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// `attempt`, `completed`, `compensation`, `cancelled`, `undo`, `claims-released`.
+    pub kind: String,
+    pub step: String,
+    pub span_id: String,
+    pub attempt: u32,
+    /// e.g. `succeeded`, `timeout`, `undone`, `give-up`.
+    pub outcome: String,
+    pub error: Option<String>,
+    /// For `completed`: the step's input and output, its component and
+    /// timeout, so recovery can undo it without the workflow file.
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub component: Option<String>,
+    pub component_sha256: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// A step that completed and was not undone, as recovery needs it.
+#[derive(Debug, Clone)]
+pub struct CompletedStep {
+    pub step: String,
+    pub input: String,
+    pub output: String,
+    pub component: PathBuf,
+    pub component_sha256: String,
+    pub timeout: Duration,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A run whose host died, now owned by the caller of `take_over_abandoned`.
+#[derive(Debug, Clone)]
+pub struct AbandonedRun {
+    pub start: RunStart,
+    pub previous_owner: String,
+    /// Completed, not yet undone, in completion order.
+    pub completed: Vec<CompletedStep>,
+}
+
+/// A run's terminal state as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub workflow: String,
+    pub trace_id: String,
+    pub status: String,
+    pub degraded: bool,
+    pub error: Option<String>,
+    pub owner: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub entries: usize,
+}
+
+/// The SQLite journal. Entries are written as they happen (WAL mode).
+pub struct SqliteJournal {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id           TEXT PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    trace_id         TEXT NOT NULL,
+    start            TEXT NOT NULL,   -- RunStart as JSON
+    owner            TEXT NOT NULL,
+    lease_expires_ms INTEGER NOT NULL,
+    status           TEXT NOT NULL,   -- running | succeeded | failed | aborted
+    degraded         INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    started_at_ms    INTEGER NOT NULL,
+    finished_at_ms   INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE TABLE IF NOT EXISTS journal (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    entry  TEXT NOT NULL             -- JournalEntry as JSON
+);
+CREATE INDEX IF NOT EXISTS journal_run ON journal(run_id, seq);
+";
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) `runs.sqlite3` in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(state_dir).map_err(unavailable)?;
+        let path = state_dir.join("runs.sqlite3");
+        let conn =
+            Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteJournal {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with_conn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, JournalError> + Send + 'static,
+    ) -> Result<R, JournalError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| unavailable("journal lock poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Records a run's start; its lease runs `lease` from now.
+    pub async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
+        let start = start.clone();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let json = serde_json::to_string(&start).map_err(unavailable)?;
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+                params![
+                    start.run_id,
+                    start.workflow,
+                    start.trace_id,
+                    json,
+                    start.owner,
+                    ms(now + lease.as_millis() as u64),
+                    ms(now)
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
+        let run_id = run_id.to_string();
+        self.with_conn(move |conn| {
+            let json = serde_json::to_string(&entry).map_err(unavailable)?;
+            conn.execute(
+                "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
+                params![run_id, ms(now_ms()), json],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes the terminal record. Only a `running` run can finish, once.
+    pub async fn finish(
+        &self,
+        run_id: &str,
+        status: &str,
+        degraded: bool,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
+        let (run_id, status) = (run_id.to_string(), status.to_string());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
+                 WHERE run_id = ?1 AND status = 'running'",
+                params![run_id, status, degraded, error, ms(now_ms())],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Extends the lease of a running run held by `owner`.
+    pub async fn heartbeat(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(), JournalError> {
+        let (run_id, owner) = (run_id.to_string(), owner.to_string());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
+                params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes over every running run whose lease expired or whose owner
+    /// `is_dead` says is gone. Each take-over is one conditional UPDATE, so
+    /// of several hosts recovering at once exactly one gets each run.
+    pub async fn take_over_abandoned(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        is_dead: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Vec<AbandonedRun>, JournalError> {
+        let new_owner = new_owner.to_string();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            let candidates: Vec<(String, String, String, i64)> = {
+                let mut stmt = conn
+                    .prepare("SELECT run_id, owner, start, lease_expires_ms FROM runs WHERE status = 'running'")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            let mut taken = Vec::new();
+            for (run_id, owner, start, lease_expires) in candidates {
+                let expired = lease_expires <= ms(now);
+                if owner == new_owner || !(expired || is_dead(&owner)) {
+                    continue;
+                }
+                let n = conn
+                    .execute(
+                        "UPDATE runs SET owner = ?2, lease_expires_ms = ?3
+                         WHERE run_id = ?1 AND owner = ?4 AND status = 'running'",
+                        params![run_id, new_owner, ms(now + lease.as_millis() as u64), owner],
+                    )
+                    .map_err(unavailable)?;
+                if n != 1 {
+                    continue;
+                }
+                let start: RunStart = serde_json::from_str(&start).map_err(unavailable)?;
+                let completed = completed_steps(conn, &run_id)?;
+                taken.push(AbandonedRun {
+                    start,
+                    previous_owner: owner,
+                    completed,
+                });
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
+    /// Every entry of a run, in order.
+    pub async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        let run_id = run_id.to_string();
+        self.with_conn(move |conn| read_entries(conn, &run_id))
+            .await
+    }
+
+    /// Every run, oldest first.
+    pub async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
+                            r.started_at_ms, r.finished_at_ms,
+                            (SELECT COUNT(*) FROM journal j WHERE j.run_id = r.run_id)
+                     FROM runs r ORDER BY r.started_at_ms, r.run_id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(RunRecord {
+                        run_id: r.get(0)?,
+                        workflow: r.get(1)?,
+                        trace_id: r.get(2)?,
+                        status: r.get(3)?,
+                        degraded: r.get(4)?,
+                        error: r.get(5)?,
+                        owner: r.get(6)?,
+                        started_at_ms: r.get::<_, i64>(7)?.max(0) as u64,
+                        finished_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+                        entries: r.get::<_, i64>(9)?.max(0) as usize,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
+        let id = run_id.to_string();
+        Ok(self.runs().await?.into_iter().find(|r| r.run_id == id))
+    }
+}
+
+fn read_entries(conn: &Connection, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+    let mut stmt = conn
+        .prepare("SELECT entry FROM journal WHERE run_id = ?1 ORDER BY seq")
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![run_id], |r| r.get::<_, String>(0))
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let text = row.map_err(unavailable)?;
+        out.push(serde_json::from_str(&text).map_err(unavailable)?);
+    }
+    Ok(out)
+}
+
+/// The steps a run completed and has not undone, in completion order.
+fn completed_steps(conn: &Connection, run_id: &str) -> Result<Vec<CompletedStep>, JournalError> {
+    let entries = read_entries(conn, run_id)?;
+    let undone: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind == "undo" && e.outcome == "undone")
+        .map(|e| e.step.as_str())
+        .collect();
+    Ok(entries
+        .iter()
+        .filter(|e| e.kind == "completed" && !undone.contains(&e.step.as_str()))
+        .map(|e| CompletedStep {
+            step: e.step.clone(),
+            input: e.input.clone().unwrap_or_default(),
+            output: e.output.clone().unwrap_or_default(),
+            component: PathBuf::from(e.component.clone().unwrap_or_default()),
+            component_sha256: e.component_sha256.clone().unwrap_or_default(),
+            timeout: Duration::from_millis(e.timeout_ms.unwrap_or(10_000)),
+            allowed_hosts: e.allowed_hosts.clone().unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Whether a `hostname:pid` owner is a process of this machine that is gone.
+pub fn owner_is_dead_here(owner: &str, this_host: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let this = this_host.rsplit_once(':').map_or(this_host, |(h, _)| h);
+    host == this && pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl SqliteJournal {
+    /// The status of one run, if it exists.
+    pub async fn status(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+        let id = run_id.to_string();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT status FROM runs WHERE run_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+}

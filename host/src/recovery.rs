@@ -1,0 +1,162 @@
+//! Crash recovery: runs whose host died are undone and marked `aborted`.
+//!
+//! A running run keeps a lease in the journal. When its host is killed, the
+//! lease runs out (or, on the same machine, its process is plainly gone), and
+//! the next `braid run` or `braid recover` takes the run over (atomically:
+//! exactly one recoverer gets it), undoes its completed reversible steps in
+//! reverse completion order under the run's original trace id, releases its
+//! claims and writes the terminal record `aborted`. Undos are journaled as
+//! they happen, so a recoverer that dies too leaves no step undone twice.
+
+use crate::journal::{AbandonedRun, JournalError, SqliteJournal};
+use crate::report::{RunRecorder, UndoReport};
+use crate::sandbox::{Sandbox, SandboxExecutor};
+use crate::scheduler::{AttemptContext, JournalUndoLog, RUN_LEASE, StepExecutor, undo_step};
+use crate::store::ClaimStore;
+use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
+use crate::workflow::StepSpec;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What recovery did to one abandoned run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveredRun {
+    pub run_id: String,
+    pub workflow: String,
+    pub trace_id: String,
+    pub previous_owner: String,
+    pub undo: Vec<UndoReport>,
+    pub released_claims: Vec<String>,
+}
+
+/// Finds runs abandoned by dead hosts, undoes and aborts them.
+pub async fn recover(
+    sandbox: Arc<Sandbox>,
+    journal: Arc<SqliteJournal>,
+    claims: Arc<dyn ClaimStore>,
+    owner: &str,
+) -> Result<Vec<RecoveredRun>, JournalError> {
+    let this = owner.to_string();
+    let abandoned = journal
+        .take_over_abandoned(owner, RUN_LEASE, move |o| {
+            crate::journal::owner_is_dead_here(o, &this)
+        })
+        .await?;
+    let mut recovered = Vec::new();
+    for run in abandoned {
+        recovered.push(recover_one(&sandbox, &journal, claims.as_ref(), run).await?);
+    }
+    Ok(recovered)
+}
+
+async fn recover_one(
+    sandbox: &Arc<Sandbox>,
+    journal: &Arc<SqliteJournal>,
+    claims: &dyn ClaimStore,
+    run: AbandonedRun,
+) -> Result<RecoveredRun, JournalError> {
+    let start = &run.start;
+    tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, previous_owner = %run.previous_owner,
+        steps = run.completed.len(), "recovering a run whose host died");
+    let trace = AttemptTrace {
+        trace_id: TraceId::parse(&start.trace_id).unwrap_or_else(|_| TraceId::random()),
+        span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
+        parent_span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
+        flags: TraceFlags::from_bits(start.trace_flags),
+        state: TraceState::parse(&start.tracestate).unwrap_or_default(),
+    };
+    let recorder = RunRecorder::new();
+    let log = JournalUndoLog {
+        journal: Arc::clone(journal),
+        run_id: start.run_id.clone(),
+    };
+    let mut undo = Vec::new();
+    let mut problems = Vec::new();
+    for done in run.completed.iter().rev() {
+        let prepared = match sandbox.load(&done.component) {
+            Ok(c) if c.sha256 == done.component_sha256 => c,
+            Ok(c) => {
+                problems.push(format!(
+                    "step `{}`: component {} changed since the run (sha256 {} != {}); not undone",
+                    done.step,
+                    done.component.display(),
+                    c.sha256,
+                    done.component_sha256
+                ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("step `{}`: {e}; not undone", done.step));
+                continue;
+            }
+        };
+        if !prepared.is_reversible() {
+            continue;
+        }
+        let executor =
+            SandboxExecutor::from_components(Arc::clone(sandbox), [(done.step.clone(), prepared)]);
+        let spec = StepSpec {
+            name: done.step.clone(),
+            component: done.component.clone(),
+            args: BTreeMap::new(),
+            wait_for: Vec::new(),
+            timeout: done.timeout,
+            max_retries: 0,
+            allowed_hosts: done.allowed_hosts.clone(),
+        };
+        let ctx = AttemptContext {
+            run_id: start.run_id.clone(),
+            workflow: start.workflow.clone(),
+            step: done.step.clone(),
+            attempt: 0,
+            trace: trace.clone(),
+            recorder: recorder.clone(),
+        };
+        debug_assert!(executor.is_reversible(&done.step));
+        undo.push(
+            undo_step(
+                &executor,
+                &spec,
+                ctx,
+                done.input.clone(),
+                done.output.clone(),
+                &log,
+            )
+            .await,
+        );
+    }
+    let released_claims = match claims.release_all(&start.run_id).await {
+        Ok(list) => list.into_iter().map(|c| c.claim_id).collect(),
+        Err(e) => {
+            problems.push(format!(
+                "claims not released (their leases will expire): {e}"
+            ));
+            Vec::new()
+        }
+    };
+    let failed_undos = undo.iter().filter(|u| u.outcome != "undone").count();
+    let mut error = format!(
+        "host {} stopped mid-run; recovered: {} step(s) undone, {} undo(s) failed, {} claim(s) released",
+        run.previous_owner,
+        undo.len() - failed_undos,
+        failed_undos,
+        released_claims.len()
+    );
+    for p in &problems {
+        error.push_str("; ");
+        error.push_str(p);
+    }
+    journal
+        .finish(&start.run_id, "aborted", false, Some(error.clone()))
+        .await?;
+    tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
+    Ok(RecoveredRun {
+        run_id: start.run_id.clone(),
+        workflow: start.workflow.clone(),
+        trace_id: start.trace_id.clone(),
+        previous_owner: run.previous_owner,
+        undo,
+        released_claims,
+    })
+}
