@@ -3,6 +3,7 @@
 //! run the real guest components from `target/components/` (`make guests`).
 
 mod definitions;
+mod failures;
 mod reference;
 mod sandbox;
 mod support;

@@ -62,6 +62,11 @@ pub struct SampleApi {
 
 impl SampleApi {
     pub fn start(latency_ms: Option<u64>) -> SampleApi {
+        Self::start_with(latency_ms, &[])
+    }
+
+    /// Starts it with `--fault` rules.
+    pub fn start_with(latency_ms: Option<u64>, faults: &[&str]) -> SampleApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr_file = dir.path().join("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_braid"));
@@ -70,6 +75,9 @@ impl SampleApi {
             .stdout(Stdio::null());
         if let Some(ms) = latency_ms {
             cmd.args(["--latency-ms", &ms.to_string()]);
+        }
+        for f in faults {
+            cmd.args(["--fault", f]);
         }
         let child = cmd.spawn().expect("sample API starts");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -89,6 +97,12 @@ impl SampleApi {
         }
     }
 
+    /// Adds a fault rule (see `braid::sample_api::FaultRule`).
+    pub fn add_fault(&self, rule: Value) {
+        let (status, body) = http_request(&self.addr, "POST", "/_faults", Some(&rule.to_string()));
+        assert_eq!(status, 201, "adding fault {rule}: {body}");
+    }
+
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -99,7 +113,8 @@ impl SampleApi {
             Some(t) => format!("/_requests?trace_id={t}"),
             None => "/_requests".to_string(),
         };
-        let body = http_get(&self.addr, &path);
+        let (status, body) = http_request(&self.addr, "GET", &path, None);
+        assert_eq!(status, 200, "{body}");
         match serde_json::from_str(&body) {
             Ok(Value::Array(list)) => list,
             other => panic!("bad /_requests answer: {other:?}"),
@@ -114,19 +129,26 @@ impl Drop for SampleApi {
     }
 }
 
-/// A minimal HTTP/1.1 GET, enough for the sample API's JSON answers.
-fn http_get(addr: &str, path: &str) -> String {
+/// A minimal HTTP/1.1 client, enough for the sample API's JSON answers
+/// (which carry a content-length, never chunked).
+fn http_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to sample API");
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("send");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("read");
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_string())
 }
 
 /// The run input for the reference workflow.
@@ -153,4 +175,65 @@ pub fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
+}
+
+/// A fresh `traceparent` and its trace id, so a test can scope faults to one run.
+pub fn new_trace() -> (String, String) {
+    let tp = braid::trace::TraceParent::new_root();
+    (tp.to_string(), tp.trace_id.to_string())
+}
+
+/// The run report's step `name`.
+pub fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {report}"))
+}
+
+/// The steps undone, in the order they were undone.
+pub fn undone(report: &Value) -> Vec<String> {
+    report["undo"]
+        .as_array()
+        .expect("undo")
+        .iter()
+        .map(|u| {
+            assert_eq!(u["outcome"], "undone", "{u}");
+            str_of(u, "/step").to_string()
+        })
+        .collect()
+}
+
+/// Runs the reference workflow (or `workflow`) with `--json`.
+pub fn run_reference(state: &Path, input: &str, extra: &[&str]) -> Output {
+    run_workflow(&reference_workflow(), state, input, extra)
+}
+
+pub fn run_workflow(workflow: &Path, state: &Path, input: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        workflow.to_str().expect("utf-8 path"),
+        "--json",
+        "--input",
+        input,
+        "--state-dir",
+    ];
+    args.push(state.to_str().expect("utf-8 path"));
+    args.extend_from_slice(extra);
+    braid(&args)
+}
+
+/// `braid claims --json` or `braid runs --json` as a list.
+pub fn list(what: &str, state: &Path) -> Vec<Value> {
+    let out = braid(&[
+        what,
+        "--json",
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    match json_stdout(&out) {
+        Value::Array(list) => list,
+        other => panic!("{what} --json: {other}"),
+    }
 }

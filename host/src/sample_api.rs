@@ -61,10 +61,11 @@ pub struct RecordedRequest {
     pub trace_id: Option<String>,
     /// The `parent-id` of `traceparent`: the caller's span for this request.
     pub parent_id: Option<String>,
-    pub status: u16,
+    /// None while the request is still being answered.
+    pub status: Option<u16>,
     /// Milliseconds since the Unix epoch.
     pub received_at_ms: u64,
-    pub finished_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
 }
 
 /// One fault-injection rule.
@@ -462,6 +463,21 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         trace_id.as_deref(),
         fault_header.as_deref(),
     );
+    // Recorded on arrival, so a request still hanging is visible too.
+    let index = state.requests.lock().ok().map(|mut r| {
+        r.push(RecordedRequest {
+            method,
+            path,
+            traceparent,
+            tracestate,
+            trace_id,
+            parent_id: parsed.map(|p| p.parent_id.to_string()),
+            status: None,
+            received_at_ms,
+            finished_at_ms: None,
+        });
+        r.len() - 1
+    });
     let response = match fault {
         None => next.run(request).await,
         Some(f) => {
@@ -478,19 +494,11 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
             }
         }
     };
-    let entry = RecordedRequest {
-        method,
-        path,
-        traceparent,
-        tracestate,
-        trace_id,
-        parent_id: parsed.map(|p| p.parent_id.to_string()),
-        status: response.status().as_u16(),
-        received_at_ms,
-        finished_at_ms: crate::store::now_ms(),
-    };
-    if let Ok(mut r) = state.requests.lock() {
-        r.push(entry);
+    if let (Some(i), Ok(mut r)) = (index, state.requests.lock())
+        && let Some(entry) = r.get_mut(i)
+    {
+        entry.status = Some(response.status().as_u16());
+        entry.finished_at_ms = Some(crate::store::now_ms());
     }
     response
 }

@@ -1,0 +1,506 @@
+//! The failure model: the five scenarios of the seed, crash recovery, and a
+//! soak with random faults. Faults are scoped to one run's trace id, so the
+//! sample API serves every other run cleanly.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+fn revokes(api: &SampleApi, trace: &str) -> usize {
+    api.requests(Some(trace))
+        .iter()
+        .filter(|r| r["path"] == "/oauth/revoke" && r["status"] == 200)
+        .count()
+}
+
+fn journal_status(state: &std::path::Path, run_id: &str) -> Value {
+    list("runs", state)
+        .into_iter()
+        .find(|r| r["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("run {run_id} not journaled"))
+}
+
+/// Scenario 1: a 401 from the token endpoint fails the run at once; nothing
+/// is claimed and the error names the trace.
+#[test]
+fn authentication_failure_fails_the_run_and_claims_nothing() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-999", "auth-fail"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_stdout(&out);
+    let trace = str_of(&report, "/trace_id");
+    let error = str_of(&report, "/error");
+    assert!(
+        error.starts_with("step `authenticate` failed: fatal: authentication failed: HTTP 401"),
+        "{error}"
+    );
+    let auth = step(&report, "authenticate");
+    assert_eq!(
+        auth["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "a 401 is not retried"
+    );
+    assert_eq!(auth["compensations"][0]["decision"], "give-up");
+    for s in [
+        "fetch_profile",
+        "fetch_permissions",
+        "validate_access",
+        "claim_work",
+        "aggregate",
+    ] {
+        assert_eq!(step(&report, s)["outcome"], "skipped");
+    }
+    assert!(
+        report["undo"].as_array().expect("undo").is_empty(),
+        "nothing completed, nothing to undo"
+    );
+    assert!(list("claims", state.path()).is_empty());
+    assert_eq!(
+        journal_status(state.path(), str_of(&report, "/run_id"))["status"],
+        "failed"
+    );
+    // Without --json the error line carries the trace id.
+    let wf = reference_workflow();
+    let out = braid(&[
+        "run",
+        wf.to_str().expect("utf-8"),
+        "--input",
+        &reference_input(&api, "u-999", "auth-fail-2"),
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed (trace ") && err.contains("HTTP 401"),
+        "{err}"
+    );
+    assert_ne!(trace, "");
+}
+
+/// Scenario 2: the profile API hangs past the step's 1 s timeout; each
+/// attempt is a new span, retried with backoff, then compensated (give up),
+/// and the completed steps are undone in reverse completion order.
+#[test]
+fn profile_timeout_is_retried_with_backoff_then_compensated_and_undone() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 3000, "trace_id": trace }));
+    let started = Instant::now();
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "timeout-1"),
+        &["--traceparent", &traceparent],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["trace_id"], trace.as_str());
+
+    let profile = step(&report, "fetch_profile");
+    let attempts = profile["attempts"].as_array().expect("attempts");
+    let kinds: Vec<&str> = attempts.iter().map(|a| str_of(a, "/outcome")).collect();
+    assert_eq!(
+        kinds,
+        ["timeout", "timeout", "timeout"],
+        "1 + max_retries attempts"
+    );
+    let spans: HashSet<&str> = attempts.iter().map(|a| str_of(a, "/span_id")).collect();
+    assert_eq!(spans.len(), 3, "each attempt has its own span");
+    for pair in attempts.windows(2) {
+        let gap = pair[1]["start_ms"].as_f64().expect("start")
+            - pair[0]["start_ms"].as_f64().expect("start");
+        assert!(
+            gap >= 1000.0 + 50.0,
+            "timeout then backoff between attempts: {gap} ms"
+        );
+    }
+    assert_eq!(profile["compensations"][0]["decision"], "give-up");
+    assert!(str_of(profile, "/compensations/0/failure").starts_with("timeout"));
+    let compensated = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| e["name"] == "api.profile.unavailable" && e["trace_id"] == trace.as_str());
+    assert!(
+        compensated,
+        "compensate reported the outage on the run's trace"
+    );
+
+    // fetch_permissions completed after authenticate: undone first.
+    assert_eq!(undone(&report), ["fetch_permissions", "authenticate"]);
+    assert_eq!(
+        revokes(&api, &trace),
+        1,
+        "authenticate's undo revoked the token"
+    );
+    assert!(list("claims", state.path()).is_empty());
+    // The API saw three profile attempts on this trace, each from its own span.
+    let profile_calls: Vec<Value> = api
+        .requests(Some(&trace))
+        .into_iter()
+        .filter(|r| str_of(r, "/path").ends_with("/profile"))
+        .collect();
+    assert_eq!(profile_calls.len(), 3);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// Scenario 3: the permissions API answers 503 every time; after its retries
+/// the step compensates with read-only permissions and the run completes,
+/// degraded.
+#[test]
+fn permissions_unavailable_degrades_gracefully() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "permissions", "status": 503, "trace_id": trace }));
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "degraded-1"),
+        &["--traceparent", &traceparent],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(report["degraded"], true);
+    let perms = step(&report, "fetch_permissions");
+    assert_eq!(perms["outcome"], "compensated");
+    let kinds: Vec<&str> = perms["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| str_of(a, "/outcome"))
+        .collect();
+    assert_eq!(kinds, ["retryable", "retryable", "retryable"]);
+    assert_eq!(perms["compensations"][0]["decision"], "continue-with");
+    assert_eq!(report["result"]["roles"], json!(["read-only"]));
+    assert_eq!(report["result"]["decision"]["allowed"], true);
+    assert_eq!(
+        journal_status(state.path(), str_of(&report, "/run_id"))["degraded"],
+        true
+    );
+    // A clean run next to it is not degraded: the fault is scoped to one trace.
+    let clean = json_stdout(&run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "clean-1"),
+        &[],
+    ));
+    assert_eq!(clean["degraded"], false);
+}
+
+/// Scenario 4: access denied is a business error (no retry); every completed
+/// reversible step is undone in reverse completion order.
+#[test]
+fn access_denied_undoes_completed_steps_in_reverse_completion_order() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    // u-300 may read public/* only.
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-300", "denied-1"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_stdout(&out);
+    let error = str_of(&report, "/error");
+    assert!(
+        error.contains("access denied: user `u-300` has no grant to `read` `reports/q3`"),
+        "{error}"
+    );
+    assert_eq!(
+        step(&report, "validate_access")["attempts"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // Completion order from the report: end = start + duration.
+    let end = |name: &str| {
+        let s = step(&report, name);
+        s["start_ms"].as_f64().expect("start") + s["duration_ms"].as_f64().expect("duration")
+    };
+    let mut completed = vec!["authenticate", "fetch_profile", "fetch_permissions"];
+    completed.sort_by(|a, b| end(b).total_cmp(&end(a)));
+    assert_eq!(undone(&report), completed, "reverse completion order");
+    assert_eq!(completed.last(), Some(&"authenticate"));
+    assert_eq!(revokes(&api, str_of(&report, "/trace_id")), 1);
+    assert!(list("claims", state.path()).is_empty());
+}
+
+/// Scenario 5 (the conflict itself is in `reference`): the losing run never
+/// steals the item, undoes its own steps, and releases nothing of the holder's.
+#[test]
+fn a_conflicting_run_undoes_itself_without_touching_the_holder() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let first = json_stdout(&run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "contested"),
+        &[],
+    ));
+    assert_eq!(first["outcome"], "succeeded");
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-200", "contested"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let second = json_stdout(&out);
+    assert!(str_of(&second, "/error").contains(str_of(&first, "/trace_id")));
+    assert_eq!(
+        undone(&second).last().map(String::as_str),
+        Some("authenticate")
+    );
+    assert!(
+        second["released_claims"]
+            .as_array()
+            .expect("released")
+            .is_empty()
+    );
+    assert_eq!(revokes(&api, str_of(&second, "/trace_id")), 1);
+    assert_eq!(
+        revokes(&api, str_of(&first, "/trace_id")),
+        0,
+        "the holder keeps its token"
+    );
+    let claims = list("claims", state.path());
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["run_id"], first["run_id"]);
+}
+
+/// A host killed with SIGKILL mid-run: the next `braid recover` undoes the
+/// run's completed steps (releasing its claim) exactly once and marks it
+/// `aborted` under its original trace id.
+#[test]
+fn a_killed_run_is_recovered_aborted_and_undone_exactly_once() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let (traceparent, trace) = new_trace();
+    // The reference workflow plus a slow audit step after the claim.
+    let reference = std::fs::read_to_string(reference_workflow()).expect("read");
+    let body = reference
+        .replace("components_dir = \"../target/components\"\n", "")
+        .replace(
+            "name = \"api-orchestration\"",
+            "name = \"api-orchestration-audited\"",
+        )
+        + r#"
+[[steps]]
+name = "audit"
+component = "fetch_permissions"
+timeout_ms = 60000
+wait_for = ["claim_work"]
+args.api_base = { input = "api_base" }
+args.user_id = { input = "user_id" }
+args.token = { step = "authenticate", pointer = "/access_token" }
+"#;
+    let wf = write_workflow(state.path(), "audited.toml", &body);
+    // The audit's permissions call (the 2nd on this trace) hangs.
+    api.add_fault(
+        json!({ "endpoint": "permissions", "delay_ms": 60000, "skip": 1, "trace_id": trace }),
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args([
+            "run",
+            wf.to_str().expect("utf-8"),
+            "--json",
+            "--traceparent",
+            &traceparent,
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .args(["--input", &reference_input(&api, "u-100", "crash-item")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn braid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.requests(Some(&trace)).len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached the audit step"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let claims = list("claims", state.path());
+    assert_eq!(claims.len(), 1, "the run holds its claim when it dies");
+    assert_eq!(claims[0]["trace_id"], trace.as_str());
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let running = list("runs", state.path());
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        running[0]["status"], "running",
+        "the dead host left no terminal record"
+    );
+    let run_id = str_of(&running[0], "/run_id").to_string();
+
+    let out = braid(&[
+        "recover",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovered = json_stdout(&out);
+    assert_eq!(recovered[0]["run_id"], run_id.as_str());
+    assert_eq!(recovered[0]["trace_id"], trace.as_str());
+    let order: Vec<&str> = recovered[0]["undo"]
+        .as_array()
+        .expect("undo")
+        .iter()
+        .map(|u| {
+            assert_eq!(u["outcome"], "undone", "{u}");
+            str_of(u, "/step")
+        })
+        .collect();
+    assert_eq!(
+        order.first(),
+        Some(&"claim_work"),
+        "the last completed step is undone first"
+    );
+    assert_eq!(order.last(), Some(&"authenticate"));
+    assert_eq!(
+        order.len(),
+        4,
+        "claim_work, the two fetches, authenticate: {order:?}"
+    );
+
+    assert!(
+        list("claims", state.path()).is_empty(),
+        "the claim was released"
+    );
+    let record = journal_status(state.path(), &run_id);
+    assert_eq!(record["status"], "aborted");
+    assert_eq!(record["trace_id"], trace.as_str());
+    assert_eq!(revokes(&api, &trace), 1);
+
+    // Again: nothing left to recover, nothing undone twice.
+    let out = braid(&[
+        "recover",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(json_stdout(&out), json!([]));
+    assert_eq!(revokes(&api, &trace), 1, "undo performed exactly once");
+}
+
+/// 200 runs against an API that fails at random: every run ends with a
+/// terminal record, and no claim is left held by a run that did not succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_runs_with_random_faults_all_end_terminal() {
+    use braid::journal::SqliteJournal;
+    use braid::sandbox::{Sandbox, SandboxConfig};
+    use braid::scheduler::{RunRequest, Scheduler};
+    use braid::store::{ClaimStore, SqliteClaimStore};
+    use braid::trace::IncomingTrace;
+    use std::sync::Arc;
+
+    let api = SampleApi::start_with(
+        Some(1),
+        &[
+            "token:status=503,probability=0.05",
+            "profile:status=503,probability=0.15",
+            "permissions:status=500,probability=0.5",
+            "profile:drop,probability=0.05",
+            "permissions:delay_ms=1200,probability=0.02",
+        ],
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let claims: Arc<dyn ClaimStore> =
+        Arc::new(SqliteClaimStore::open(state.path()).expect("claims"));
+    let journal = Arc::new(SqliteJournal::open(state.path()).expect("journal"));
+    let config = SandboxConfig {
+        cache_dir: Some(state.path().join("cache")),
+        ..SandboxConfig::default()
+    };
+    let owner = config.host_id.clone();
+    let sandbox = Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox"));
+    let (workflow, executor) = braid::check::load_and_prepare(&reference_workflow(), sandbox)
+        .expect("reference workflow loads");
+    let scheduler = Arc::new(
+        Scheduler::new(Arc::new(executor), 64)
+            .with_journal(Arc::clone(&journal), owner)
+            .with_claims(Arc::clone(&claims)),
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(25));
+    for i in 0..200 {
+        let (scheduler, workflow, limit) = (
+            Arc::clone(&scheduler),
+            Arc::clone(&workflow),
+            Arc::clone(&limit),
+        );
+        // Some users are denied; some work items are contested.
+        let user = ["u-100", "u-200", "u-300"][i % 3];
+        let input: Value =
+            serde_json::from_str(&reference_input(&api, user, &format!("soak-{}", i % 150)))
+                .expect("json");
+        tasks.spawn(async move {
+            let _permit = limit.acquire().await;
+            scheduler
+                .run(RunRequest {
+                    workflow,
+                    input,
+                    trace: IncomingTrace::from_headers(None, None),
+                })
+                .await
+                .expect("input fits")
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        reports.push(r.expect("run task"));
+    }
+    assert_eq!(reports.len(), 200);
+
+    let runs = journal.runs().await.expect("runs");
+    assert_eq!(runs.len(), 200, "every run is journaled");
+    let status: HashMap<&str, &str> = runs
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.status.as_str()))
+        .collect();
+    for r in &reports {
+        assert_eq!(
+            status.get(r.run_id.as_str()).copied(),
+            Some(r.outcome.as_str()),
+            "terminal record matches"
+        );
+        for u in &r.undo {
+            assert_eq!(
+                u.outcome, "undone",
+                "undo of {} in {}: {:?}",
+                u.step, r.run_id, u.error
+            );
+        }
+    }
+    let succeeded = reports.iter().filter(|r| r.outcome == "succeeded").count();
+    let failed = reports.iter().filter(|r| r.outcome == "failed").count();
+    assert_eq!(succeeded + failed, 200);
+    let degraded = reports.iter().filter(|r| r.degraded).count();
+    let undos: usize = reports.iter().map(|r| r.undo.len()).sum();
+    eprintln!("soak: {succeeded} succeeded ({degraded} degraded), {failed} failed, {undos} undos");
+    assert!(
+        succeeded > 0 && failed > 0,
+        "a mix of outcomes: {succeeded} succeeded, {failed} failed"
+    );
+    assert!(degraded > 0, "some runs degraded gracefully");
+
+    for c in claims.list().await.expect("claims") {
+        assert_eq!(
+            status.get(c.run_id.as_str()).copied(),
+            Some("succeeded"),
+            "claim {c:?} held by a run that did not succeed"
+        );
+    }
+}
