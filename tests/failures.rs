@@ -148,6 +148,30 @@ fn profile_timeout_is_retried_with_backoff_then_compensated_and_undone() {
         .filter(|r| str_of(r, "/path").ends_with("/profile"))
         .collect();
     assert_eq!(profile_calls.len(), 3);
+    // ...and the report lists each of those calls, cut short, under its attempt's span.
+    let reported: Vec<&Value> = report["http_calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| str_of(c, "/url").ends_with("/profile"))
+        .collect();
+    assert_eq!(reported.len(), 3);
+    let attempt_spans: HashSet<&str> = reported
+        .iter()
+        .map(|c| str_of(c, "/attempt_span_id"))
+        .collect();
+    assert_eq!(attempt_spans, spans);
+    assert!(
+        reported
+            .iter()
+            .all(|c| c["status"].is_null() && str_of(c, "/error").starts_with("no response"))
+    );
+    let sent: HashSet<&str> = profile_calls
+        .iter()
+        .map(|r| str_of(r, "/parent_id"))
+        .collect();
+    let ours: HashSet<&str> = reported.iter().map(|c| str_of(c, "/span_id")).collect();
+    assert_eq!(sent, ours);
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 

@@ -376,13 +376,35 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
             "{branch} {:<width$}  {:>8.2} ms  {mark:<11}  span {span}{retries}{parallel}",
             s.name, s.duration_ms
         )?;
-        if let Some(e) = &s.error {
+        let pipe = if i + 1 == r.steps.len() { " " } else { "│" };
+        for c in &s.compensations {
             writeln!(
                 out,
-                "{}       {e}",
-                if i + 1 == r.steps.len() { " " } else { "│" }
+                "{pipe}       compensate after `{}`: {}",
+                c.failure, c.decision
             )?;
         }
+        if let Some(e) = &s.error {
+            writeln!(out, "{pipe}       {e}")?;
+        }
+    }
+    for u in &r.undo {
+        let n = u.attempts.len();
+        let error = u
+            .error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "undo {} ({n} attempt{}): {}{error}",
+            u.step,
+            if n == 1 { "" } else { "s" },
+            u.outcome
+        )?;
+    }
+    if !r.released_claims.is_empty() {
+        writeln!(out, "released claims: {}", r.released_claims.join(", "))?;
     }
     let foreign = r.events.iter().filter(|e| e.trace_id != r.trace_id).count()
         + r.http_calls

@@ -191,9 +191,31 @@ impl RunRecorder {
         }
     }
 
-    pub fn http_call(&self, call: HttpCallRecord) {
-        if let Ok(mut r) = self.inner.lock() {
-            r.http_calls.push(call);
+    /// Records an outbound call as it is sent; returns its index for `http_call_done`.
+    pub fn http_call(&self, call: HttpCallRecord) -> usize {
+        match self.inner.lock() {
+            Ok(mut r) => {
+                r.http_calls.push(call);
+                r.http_calls.len() - 1
+            }
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Completes a call recorded by `http_call`.
+    pub fn http_call_done(
+        &self,
+        index: usize,
+        status: Option<u16>,
+        error: Option<String>,
+        duration_ms: f64,
+    ) {
+        if let Ok(mut r) = self.inner.lock()
+            && let Some(call) = r.http_calls.get_mut(index)
+        {
+            call.status = status;
+            call.error = error;
+            call.duration_ms = duration_ms;
         }
     }
 

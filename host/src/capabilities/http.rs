@@ -120,17 +120,28 @@ impl WasiHttpHooks for OutboundHttp {
             headers.insert(HOST, v);
         }
         record.traceparent = Some(traceparent);
+        // Recorded now, so a request cut short by the attempt's timeout still shows.
+        record.error = Some("no response: the attempt ended first".into());
         tracing::debug!(trace_id = %caller.trace.trace_id, span_id = %span, url = %record.url, "outbound request");
+        let index = caller.recorder.http_call(record);
 
         Box::new(async move {
             use http_body_util::BodyExt;
             let result = wasmtime_wasi_http::default_send_request(request, options).await;
-            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
-                Ok((response, _)) => record.status = Some(response.status().as_u16()),
-                Err(e) => record.error = Some(e.to_string()),
+                Ok((response, _)) => caller.recorder.http_call_done(
+                    index,
+                    Some(response.status().as_u16()),
+                    None,
+                    duration_ms,
+                ),
+                Err(e) => {
+                    caller
+                        .recorder
+                        .http_call_done(index, None, Some(e.to_string()), duration_ms)
+                }
             }
-            caller.recorder.http_call(record);
             let (response, io) = result?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
