@@ -4,6 +4,7 @@
 
 mod definitions;
 mod failures;
+mod hostile;
 mod reference;
 mod sandbox;
 mod support;

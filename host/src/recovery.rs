@@ -104,6 +104,7 @@ async fn recover_one(
             timeout: done.timeout,
             max_retries: 0,
             allowed_hosts: done.allowed_hosts.clone(),
+            limits: crate::workflow::StepLimits::default(),
         };
         let ctx = AttemptContext {
             run_id: start.run_id.clone(),

@@ -11,7 +11,7 @@ use crate::capabilities::Caller;
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http::OutboundHttp;
 use crate::capabilities::telemetry::TelemetryCtx;
-use crate::scheduler::{AttemptContext, Compensation, StepExecutor, StepFailure};
+use crate::scheduler::{AttemptContext, Compensation, LimitKind, StepExecutor, StepFailure};
 use crate::store::ClaimStore;
 use crate::workflow::{StepSpec, Workflow};
 use sha2::{Digest, Sha256};
@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -81,8 +81,12 @@ pub enum SandboxError {
 pub struct SandboxConfig {
     /// Most step instances alive at once (sizes the pooling allocator).
     pub max_instances: u32,
-    /// Cap on each linear memory of a step, in bytes.
-    pub memory_limit: usize,
+    /// The largest linear memory any step may be granted, in bytes (sizes
+    /// the pooling allocator's slots; each step's own cap comes from its
+    /// `memory_limit_mb`).
+    pub max_memory: usize,
+    /// Most table elements a step instance may grow a table to.
+    pub max_table_elements: usize,
     /// Cap on what a step may write to stdout and to stderr per attempt.
     pub max_stdio_bytes: usize,
     /// Where compiled components are cached (`None`: no cache).
@@ -95,7 +99,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             max_instances: 1000,
-            memory_limit: 64 << 20,
+            max_memory: (crate::workflow::MAX_MEMORY_MB << 20) as usize,
+            max_table_elements: 100_000,
             max_stdio_bytes: 64 << 10,
             cache_dir: None,
             host_id: format!(
@@ -149,7 +154,63 @@ pub struct StepState {
     outbound: OutboundHttp,
     coordination: CoordinationCtx,
     telemetry: TelemetryCtx,
-    limits: StoreLimits,
+    limiter: AttemptLimiter,
+}
+
+/// A limit an attempt hit; raised as the trap that ends the attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: wanted {wanted} bytes/elements, the limit is {limit}")]
+pub struct LimitHit {
+    pub kind: LimitKind,
+    pub what: &'static str,
+    pub wanted: usize,
+    pub limit: usize,
+}
+
+/// Per-attempt memory and table limits. Growing past one traps at once
+/// (rather than returning -1 to the guest) so the attempt fails with a clear
+/// `memory-limit` instead of a guest-specific out-of-memory crash.
+struct AttemptLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+}
+
+impl wasmtime::ResourceLimiter for AttemptLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(LimitHit {
+                kind: LimitKind::Memory,
+                what: "linear memory",
+                wanted: desired,
+                limit: self.memory_bytes,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            return Err(LimitHit {
+                kind: LimitKind::Table,
+                what: "table",
+                wanted: desired,
+                limit: self.table_elements,
+            }
+            .into());
+        }
+        Ok(true)
+    }
 }
 
 impl WasiView for StepState {
@@ -225,7 +286,8 @@ impl Sandbox {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
-            .max_memory_size(config.memory_limit);
+            .max_memory_size(config.max_memory)
+            .table_elements(config.max_table_elements);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
@@ -419,21 +481,25 @@ impl Sandbox {
             outbound: OutboundHttp {
                 caller: Arc::clone(&caller),
                 allowed_hosts: step.allowed_hosts.clone().into(),
+                requests_left: step.limits.max_requests,
             },
             coordination: CoordinationCtx {
                 caller: Arc::clone(&caller),
                 store: Arc::clone(&self.claims),
+                claims_left: step.limits.max_claims,
             },
             telemetry: TelemetryCtx {
                 caller: Arc::clone(&caller),
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.config.memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limiter: AttemptLimiter {
+                memory_bytes: usize::try_from(step.limits.memory_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(self.config.max_memory),
+                table_elements: self.config.max_table_elements,
+            },
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + step.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -502,13 +568,32 @@ impl Sandbox {
 
         match result {
             Err(_elapsed) => Err(StepFailure::Timeout(step.timeout)),
+            Ok(Ok(Ok(CallResult::Output(out))))
+                if out.len() as u64 > step.limits.max_output_bytes =>
+            {
+                Err(StepFailure::Limit(
+                    LimitKind::Output,
+                    format!(
+                        "{} bytes returned, the limit is {}",
+                        out.len(),
+                        step.limits.max_output_bytes
+                    ),
+                ))
+            }
             Ok(Ok(Ok(out))) => Ok(out),
             Ok(Ok(Err(WitStepError::Retryable(m)))) => Err(StepFailure::Retryable(m)),
             Ok(Ok(Err(WitStepError::Fatal(m)))) => Err(StepFailure::Fatal(m)),
-            Ok(Err(e)) => Err(match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
-                Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
-                None => StepFailure::Trap(root_cause(&e)),
+            Ok(Err(e)) => Err(if let Some(hit) = e.downcast_ref::<LimitHit>() {
+                StepFailure::Limit(hit.kind, hit.to_string())
+            } else {
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
+                    Some(Trap::StackOverflow) => {
+                        StepFailure::Limit(LimitKind::Stack, "call stack exhausted".into())
+                    }
+                    Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
+                    None => StepFailure::Trap(root_cause(&e)),
+                }
             }),
         }
     }

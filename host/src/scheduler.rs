@@ -54,9 +54,36 @@ pub enum StepFailure {
     Trap(String),
     #[error("output is not valid JSON: {0}")]
     InvalidOutput(String),
+    /// The attempt hit one of its limits.
+    #[error("{kind}: {1}", kind = .0.as_str())]
+    Limit(LimitKind, String),
     /// The host could not run the step at all (e.g. instantiation failed).
     #[error("host error: {0}")]
     Host(String),
+}
+
+/// Which limit an attempt hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// A linear memory tried to grow past `memory_limit_mb`.
+    Memory,
+    /// The output was larger than `max_output_bytes`.
+    Output,
+    /// The guest's call stack overflowed.
+    Stack,
+    /// A table tried to grow past the sandbox's limit.
+    Table,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "memory-limit",
+            LimitKind::Output => "output-too-large",
+            LimitKind::Stack => "stack-overflow",
+            LimitKind::Table => "table-limit",
+        }
+    }
 }
 
 impl StepFailure {
@@ -72,6 +99,7 @@ impl StepFailure {
             StepFailure::Timeout(_) => "timeout",
             StepFailure::Trap(_) => "trap",
             StepFailure::InvalidOutput(_) => "invalid-output",
+            StepFailure::Limit(kind, _) => kind.as_str(),
             StepFailure::Host(_) => "host-error",
         }
     }

@@ -97,7 +97,38 @@ pub struct StepSpec {
     pub max_retries: u32,
     /// Hosts the step may send HTTP requests to (`host`, `host:port` or `*.suffix`).
     pub allowed_hosts: Vec<String>,
+    /// What one attempt may use.
+    pub limits: StepLimits,
 }
+
+/// Per-attempt resource limits of a step. Hitting one fails the attempt with
+/// a typed reason (`memory-limit`, `output-too-large`, ...) or, for requests
+/// and claims, refuses the call with a typed error the step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepLimits {
+    /// Cap on each linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Largest output a step may return, in bytes.
+    pub max_output_bytes: u64,
+    /// Most outbound HTTP requests per attempt.
+    pub max_requests: u32,
+    /// Most claims per attempt.
+    pub max_claims: u32,
+}
+
+impl Default for StepLimits {
+    fn default() -> Self {
+        StepLimits {
+            memory_bytes: 64 << 20,
+            max_output_bytes: 1 << 20,
+            max_requests: 32,
+            max_claims: 16,
+        }
+    }
+}
+
+/// Largest memory a definition may grant a step, in MiB (the sandbox's pool is sized for it).
+pub const MAX_MEMORY_MB: u64 = 1024;
 
 impl StepSpec {
     /// The steps this one depends on: those its arguments read plus `wait_for`,
@@ -254,6 +285,10 @@ struct RawLimits {
     timeout_ms: Option<u64>,
     max_retries: Option<u32>,
     allowed_hosts: Option<Vec<String>>,
+    memory_limit_mb: Option<u64>,
+    max_output_bytes: Option<u64>,
+    max_requests: Option<u32>,
+    max_claims: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -413,6 +448,37 @@ fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> 
                 );
             }
         }
+        let d = StepLimits::default();
+        let memory_mb = limits(|l| l.memory_limit_mb).unwrap_or(d.memory_bytes >> 20);
+        if memory_mb == 0 || memory_mb > MAX_MEMORY_MB {
+            p.add(
+                step,
+                Some("memory_limit_mb".into()),
+                format!("must be between 1 and {MAX_MEMORY_MB}"),
+            );
+        }
+        let max_output_bytes = limits(|l| l.max_output_bytes).unwrap_or(d.max_output_bytes);
+        if max_output_bytes == 0 || max_output_bytes > 64 << 20 {
+            p.add(
+                step,
+                Some("max_output_bytes".into()),
+                "must be between 1 and 67108864".into(),
+            );
+        }
+        let step_limits = StepLimits {
+            memory_bytes: memory_mb << 20,
+            max_output_bytes,
+            max_requests: s
+                .limits
+                .max_requests
+                .or(raw.defaults.max_requests)
+                .unwrap_or(d.max_requests),
+            max_claims: s
+                .limits
+                .max_claims
+                .or(raw.defaults.max_claims)
+                .unwrap_or(d.max_claims),
+        };
         let component = if s.component.ends_with(".wasm") || s.component.contains('/') {
             base.join(&s.component)
         } else {
@@ -498,6 +564,7 @@ fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> 
             timeout,
             max_retries,
             allowed_hosts,
+            limits: step_limits,
         });
     }
 

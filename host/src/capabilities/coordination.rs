@@ -20,6 +20,8 @@ const MAX_METADATA_LEN: usize = 16 * 1024;
 pub struct CoordinationCtx {
     pub caller: Arc<Caller>,
     pub store: Arc<dyn ClaimStore>,
+    /// Claims this attempt may still take (`max_claims`).
+    pub claims_left: u32,
 }
 
 fn to_wit(c: ClaimRecord) -> WorkClaim {
@@ -94,6 +96,13 @@ impl Host for CoordinationCtx {
             Ok(l) => l,
             Err(why) => return Ok(Err(ClaimError::InvalidArgument(why))),
         };
+        if self.claims_left == 0 {
+            let reason = "this step attempt's max_claims is used up".to_string();
+            self.caller
+                .host_event("limit.claims", "warn", &reason, BTreeMap::new());
+            return Ok(Err(ClaimError::LimitReached(reason)));
+        }
+        self.claims_left -= 1;
         let c = &self.caller;
         let request = ClaimRequest {
             work_item: work_item.clone(),

@@ -11,6 +11,7 @@ use super::Caller;
 use crate::report::HttpCallRecord;
 use crate::trace::SpanId;
 use http::header::{HOST, HeaderValue};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -38,6 +39,8 @@ pub fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
 pub struct OutboundHttp {
     pub caller: Arc<Caller>,
     pub allowed_hosts: Arc<[String]>,
+    /// Requests this attempt may still send (`max_requests`).
+    pub requests_left: u32,
 }
 
 type ResponseFuture = Box<
@@ -102,6 +105,18 @@ impl WasiHttpHooks for OutboundHttp {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
 
+        if self.requests_left == 0 {
+            let reason =
+                "outbound request refused: the step's max_requests for this attempt is used up"
+                    .to_string();
+            tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id,
+                run_id = %caller.run_id, step = %caller.step, "{reason}");
+            caller.host_event("limit.requests", "warn", &reason, BTreeMap::new());
+            record.error = Some(reason);
+            caller.recorder.http_call(record);
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        }
+        self.requests_left -= 1;
         let traceparent = caller.trace.traceparent_for(span).to_string();
         let headers = request.headers_mut();
         // `insert` replaces anything the guest set: the host owns the trace.
