@@ -234,9 +234,17 @@ fn access_denied_undoes_completed_steps_in_reverse_completion_order() {
     let report = json_stdout(&out);
     let error = str_of(&report, "/error");
     assert!(
-        error.contains("access denied: user `u-300` has no grant to `read` `reports/q3`"),
+        error.contains("fatal: denied by policy: user `u-300` has no grant to `read` `reports/q3`"),
         "{error}"
     );
+    let decision = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["name"] == "policy.decision")
+        .expect("the decision is an event");
+    assert_eq!(decision["metadata"]["decision"], "deny");
+    assert_eq!(decision["trace_id"], report["trace_id"]);
     assert_eq!(
         step(&report, "validate_access")["attempts"]
             .as_array()

@@ -5,6 +5,7 @@
 mod definitions;
 mod failures;
 mod hostile;
+mod policies;
 mod reference;
 mod sandbox;
 mod support;

@@ -89,7 +89,7 @@ fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<String> {
         "api.profile.fetched",
         "api.permissions.fetched",
         "claim.granted",
-        "access.decided",
+        "policy.decision",
     ] {
         assert!(names.contains(n), "event {n} missing: {names:?}");
     }

@@ -15,7 +15,7 @@ use crate::scheduler::{AttemptContext, Compensation, LimitKind, StepExecutor, St
 use crate::store::ClaimStore;
 use crate::workflow::{StepSpec, Workflow};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,17 +46,34 @@ pub mod bindings {
     });
 }
 
+/// Bindings for the `policy-component` world, sharing the step bindings' types.
+pub mod policy_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "braid:workflow/policy-component",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "braid:workflow/types": super::bindings::braid::workflow::types,
+            "braid:workflow/telemetry": super::bindings::braid::workflow::telemetry,
+        },
+    });
+}
+
 use bindings::braid::workflow::types::StepError as WitStepError;
 use bindings::exports::braid::workflow::reversible::{
     Compensation as WitCompensation, GuestIndices as ReversibleIndices,
 };
 use bindings::exports::braid::workflow::step::GuestIndices as StepIndices;
+use policy_bindings::exports::braid::workflow::policy::GuestIndices as PolicyIndices;
 use wasmtime::component::InstancePre;
 
 /// The interface every step exports (any 0.1.x version).
 pub const STEP_EXPORT: &str = "braid:workflow/step@0.1";
 /// The interface a reversible step exports as well.
 pub const REVERSIBLE_EXPORT: &str = "braid:workflow/reversible@0.1";
+/// The interface a policy exports.
+pub const POLICY_EXPORT: &str = "braid:workflow/policy@0.1";
 
 /// Why the sandbox could not start or load a component.
 #[derive(Debug, thiserror::Error)]
@@ -242,15 +259,56 @@ pub struct PreparedComponent {
     /// Whether it came from the compiled-component cache.
     pub from_cache: bool,
     pre: InstancePre<StepState>,
-    step: StepIndices,
-    /// Present when the component also exports `reversible`.
-    reversible: Option<ReversibleIndices>,
+    kind: ComponentKind,
+}
+
+/// Which braid world a component implements.
+enum ComponentKind {
+    /// `step-component`, or `reversible-step-component` when `reversible` is set.
+    Step {
+        step: StepIndices,
+        reversible: Option<ReversibleIndices>,
+    },
+    /// `policy-component`: linked with telemetry only.
+    Policy(PolicyIndices),
 }
 
 impl PreparedComponent {
     pub fn is_reversible(&self) -> bool {
-        self.reversible.is_some()
+        matches!(
+            self.kind,
+            ComponentKind::Step {
+                reversible: Some(_),
+                ..
+            }
+        )
     }
+
+    pub fn is_policy(&self) -> bool {
+        matches!(self.kind, ComponentKind::Policy(_))
+    }
+
+    /// The world it implements, for people.
+    pub fn world(&self) -> &'static str {
+        match &self.kind {
+            ComponentKind::Step {
+                reversible: None, ..
+            } => "braid:workflow/step-component",
+            ComponentKind::Step {
+                reversible: Some(_),
+                ..
+            } => "braid:workflow/reversible-step-component",
+            ComponentKind::Policy(_) => "braid:workflow/policy-component",
+        }
+    }
+}
+
+/// A policy's answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyDecision {
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub obligations: BTreeMap<String, String>,
 }
 
 /// One call into a step: the three functions a step can export.
@@ -263,6 +321,8 @@ pub enum StepCall {
 /// What a call returned.
 pub enum CallResult {
     Output(String),
+    /// A policy's decision, or why it could not decide.
+    Decision(Result<PolicyDecision, String>),
     Compensation(Compensation),
     Undone,
 }
@@ -271,6 +331,8 @@ pub enum CallResult {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<StepState>,
+    /// For policies: inert WASI and telemetry, nothing else.
+    policy_linker: Linker<StepState>,
     claims: Arc<dyn ClaimStore>,
     config: SandboxConfig,
     _ticker: EpochTicker,
@@ -311,10 +373,22 @@ impl Sandbox {
         })
         .map_err(engine_err)?;
 
+        let mut policy_linker: Linker<StepState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut policy_linker).map_err(engine_err)?;
+        types::add_to_linker::<StepState, HasSelf<CoordinationCtx>>(&mut policy_linker, |s| {
+            &mut s.coordination
+        })
+        .map_err(engine_err)?;
+        telemetry::add_to_linker::<StepState, HasSelf<TelemetryCtx>>(&mut policy_linker, |s| {
+            &mut s.telemetry
+        })
+        .map_err(engine_err)?;
+
         let ticker = EpochTicker::start(engine.clone());
         Ok(Sandbox {
             engine,
             linker,
+            policy_linker,
             claims,
             config,
             _ticker: ticker,
@@ -347,14 +421,13 @@ impl Sandbox {
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let (component, from_cache) = self.compile(path, &bytes, &sha256)?;
-        let (pre, step, reversible) = self.check(path, &component)?;
+        let (pre, kind) = self.check(path, &component)?;
         Ok(PreparedComponent {
             path: path.to_path_buf(),
             sha256,
             from_cache,
             pre,
-            step,
-            reversible,
+            kind,
         })
     }
 
@@ -392,19 +465,11 @@ impl Sandbox {
         Ok((component, false))
     }
 
-    #[allow(clippy::type_complexity)]
     fn check(
         &self,
         path: &Path,
         component: &Component,
-    ) -> Result<
-        (
-            InstancePre<StepState>,
-            StepIndices,
-            Option<ReversibleIndices>,
-        ),
-        SandboxError,
-    > {
+    ) -> Result<(InstancePre<StepState>, ComponentKind), SandboxError> {
         let wrong_world = |reason: String| SandboxError::WrongWorld {
             path: path.to_path_buf(),
             reason,
@@ -414,12 +479,15 @@ impl Sandbox {
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
-        let has_step = ty.exports(&self.engine).any(|(name, item)| {
-            name.starts_with(STEP_EXPORT) && matches!(item.ty, ComponentItem::ComponentInstance(_))
-        });
-        if !has_step {
+        let exports_instance = |prefix: &str| {
+            ty.exports(&self.engine).any(|(name, item)| {
+                name.starts_with(prefix) && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            })
+        };
+        let is_policy = exports_instance(POLICY_EXPORT);
+        if !exports_instance(STEP_EXPORT) && !is_policy {
             return Err(wrong_world(format!(
-                "it does not export `{STEP_EXPORT}.x` (its exports: {})",
+                "it does not export `{STEP_EXPORT}.x` or `{POLICY_EXPORT}.x` (its exports: {})",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -427,7 +495,13 @@ impl Sandbox {
                 }
             )));
         }
-        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+        // A policy gets the policy linker: telemetry and inert WASI only.
+        let linker = if is_policy {
+            &self.policy_linker
+        } else {
+            &self.linker
+        };
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
             let imports: Vec<String> = ty
                 .imports(&self.engine)
                 .map(|(name, _)| name.to_string())
@@ -437,13 +511,57 @@ impl Sandbox {
                 imports.join(", ")
             ))
         })?;
-        let step = StepIndices::new(&instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
-        let reversible = if exports.iter().any(|e| e.starts_with(REVERSIBLE_EXPORT)) {
-            Some(ReversibleIndices::new(&instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?)
+        let wrong = |e: wasmtime::Error| wrong_world(format!("{e:#}"));
+        let kind = if is_policy {
+            ComponentKind::Policy(PolicyIndices::new(&instance_pre).map_err(wrong)?)
         } else {
-            None
+            let step = StepIndices::new(&instance_pre).map_err(wrong)?;
+            let reversible = if exports.iter().any(|e| e.starts_with(REVERSIBLE_EXPORT)) {
+                Some(ReversibleIndices::new(&instance_pre).map_err(wrong)?)
+            } else {
+                None
+            };
+            ComponentKind::Step { step, reversible }
         };
-        Ok((instance_pre, step, reversible))
+        Ok((instance_pre, kind))
+    }
+
+    /// Evaluates a policy once, outside any workflow (`braid policy eval`).
+    pub async fn evaluate_policy(
+        &self,
+        component: &PreparedComponent,
+        trace: crate::trace::AttemptTrace,
+        input: String,
+        timeout: Duration,
+    ) -> Result<Result<PolicyDecision, String>, StepFailure> {
+        let spec = StepSpec {
+            name: "policy".into(),
+            component: component.path.clone(),
+            args: BTreeMap::new(),
+            wait_for: Vec::new(),
+            timeout,
+            max_retries: 0,
+            allowed_hosts: Vec::new(),
+            limits: crate::workflow::StepLimits::default(),
+        };
+        let ctx = AttemptContext {
+            run_id: "policy-eval".into(),
+            workflow: String::new(),
+            step: "policy".into(),
+            attempt: 1,
+            trace,
+            recorder: crate::report::RunRecorder::new(),
+        };
+        match self
+            .call(component, &spec, ctx, StepCall::Run { input })
+            .await?
+        {
+            CallResult::Decision(d) => Ok(d),
+            _ => Err(StepFailure::Host(format!(
+                "{} is not a policy",
+                component.path.display()
+            ))),
+        }
     }
 
     /// Makes one call (`run`, `compensate` or `undo`) of `step` in a fresh
@@ -524,13 +642,30 @@ impl Sandbox {
                 _ => WitStepError::Fatal(e.to_string()),
             };
             match call {
-                StepCall::Run { input } => {
-                    let guest = component.step.load(&mut store, &instance)?;
-                    let out = guest.call_run(&mut store, &trace_context, &input).await?;
-                    Ok(out.map(CallResult::Output))
-                }
+                StepCall::Run { input } => match &component.kind {
+                    ComponentKind::Step { step, .. } => {
+                        let guest = step.load(&mut store, &instance)?;
+                        let out = guest.call_run(&mut store, &trace_context, &input).await?;
+                        Ok(out.map(CallResult::Output))
+                    }
+                    ComponentKind::Policy(policy) => {
+                        let guest = policy.load(&mut store, &instance)?;
+                        let out = guest
+                            .call_evaluate(&mut store, &trace_context, &input)
+                            .await?;
+                        Ok(Ok(CallResult::Decision(out.map(|d| PolicyDecision {
+                            allow: d.allow,
+                            reasons: d.reasons,
+                            obligations: d.obligations.into_iter().collect(),
+                        }))))
+                    }
+                },
                 StepCall::Compensate { input, error } => {
-                    let Some(indices) = &component.reversible else {
+                    let ComponentKind::Step {
+                        reversible: Some(indices),
+                        ..
+                    } = &component.kind
+                    else {
                         return Ok(Ok(CallResult::Compensation(Compensation::GiveUp)));
                     };
                     let guest = indices.load(&mut store, &instance)?;
@@ -544,7 +679,11 @@ impl Sandbox {
                     })))
                 }
                 StepCall::Undo { input, output } => {
-                    let Some(indices) = &component.reversible else {
+                    let ComponentKind::Step {
+                        reversible: Some(indices),
+                        ..
+                    } = &component.kind
+                    else {
                         return Ok(Ok(CallResult::Undone));
                     };
                     let guest = indices.load(&mut store, &instance)?;
@@ -732,8 +871,46 @@ impl StepExecutor for SandboxExecutor {
         ctx: AttemptContext,
         input: String,
     ) -> Result<String, StepFailure> {
+        let recorder = ctx.recorder.clone();
+        let (trace_id, span_id) = (
+            ctx.trace.trace_id.to_string(),
+            ctx.trace.span_id.to_string(),
+        );
         match self.call(step, ctx, StepCall::Run { input }).await? {
             CallResult::Output(out) => Ok(out),
+            // A policy step: its decision is the step's output; a deny fails it.
+            CallResult::Decision(decision) => {
+                let (verdict, reasons) = match &decision {
+                    Ok(d) => (if d.allow { "allow" } else { "deny" }, d.reasons.join("; ")),
+                    Err(e) => ("error", e.clone()),
+                };
+                tracing::info!(step = %step.name, %trace_id, %span_id, decision = verdict, reasons = %reasons, "policy decision");
+                recorder.event(crate::report::EventRecord {
+                    kind: "host".into(),
+                    name: "policy.decision".into(),
+                    level: "info".into(),
+                    message: reasons.clone(),
+                    trace_id,
+                    span_id,
+                    step: step.name.clone(),
+                    at_ms: 0.0,
+                    measurements: BTreeMap::new(),
+                    metadata: [("decision".to_string(), verdict.to_string())].into(),
+                });
+                match decision {
+                    Ok(d) if d.allow => Ok(serde_json::json!({
+                        "allowed": true,
+                        "reasons": d.reasons,
+                        "obligations": d.obligations,
+                    })
+                    .to_string()),
+                    Ok(d) => Err(StepFailure::Fatal(format!(
+                        "denied by policy: {}",
+                        d.reasons.join("; ")
+                    ))),
+                    Err(e) => Err(StepFailure::Fatal(format!("policy could not decide: {e}"))),
+                }
+            }
             _ => Err(unexpected("run")),
         }
     }

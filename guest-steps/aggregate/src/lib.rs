@@ -2,7 +2,7 @@
 //! steps' outputs.
 //!
 //! Input: `{ "auth", "profile", "permissions", "decision", "claim" }` (each a
-//! step's output). Output: the trace id, the claim, a profile summary, the
+//! step's output; `decision` is the access policy's) and `resource`, `action`. Output: the trace id, the claim, a profile summary, the
 //! access decision and the API timings each step measured.
 
 use braid_step::{StepError, TraceContext};
@@ -15,7 +15,12 @@ impl braid_step::Step for Aggregate {
         let input = braid_step::parse_input(&input)?;
         let field = |name: &str| input.get(name).cloned().unwrap_or(Value::Null);
         let (profile, decision, claim) = (field("profile"), field("decision"), field("claim"));
-        let timing = |name: &str| input.pointer(&format!("/{name}/api_ms")).cloned().unwrap_or(Value::Null);
+        let timing = |name: &str| {
+            input
+                .pointer(&format!("/{name}/api_ms"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
         let result = json!({
             "trace_id": ctx.trace_id,
             "user": {
@@ -27,9 +32,10 @@ impl braid_step::Step for Aggregate {
             "roles": input.pointer("/permissions/roles"),
             "decision": {
                 "allowed": decision.get("allowed"),
-                "resource": decision.get("resource"),
-                "action": decision.get("action"),
-                "reason": decision.get("reason"),
+                "resource": input.get("resource"),
+                "action": input.get("action"),
+                "reasons": decision.get("reasons"),
+                "obligations": decision.get("obligations"),
             },
             "claim": {
                 "claim_id": claim.get("claim_id"),

@@ -30,12 +30,21 @@ impl braid_step_reversible::Step for Authenticate {
         .map_err(|e| e.into_step_error("token request"))?;
         let api_ms = started.elapsed().as_secs_f64() * 1000.0;
         if response.status != 200 {
-            return Err(braid_step::status_error("authentication failed", response.status, &response.text()));
+            return Err(braid_step::status_error(
+                "authentication failed",
+                response.status,
+                &response.text(),
+            ));
         }
         let body = response.json().map_err(StepError::Fatal)?;
         let token = str_field(&body, "access_token")?;
 
-        braid_step::event(&ctx, "api.auth.succeeded", &[("api_ms", api_ms)], &[("user_id", user_id)]);
+        braid_step::event(
+            &ctx,
+            "api.auth.succeeded",
+            &[("api_ms", api_ms)],
+            &[("user_id", user_id)],
+        );
         Ok(json!({
             "access_token": token,
             "expires_in": body.get("expires_in").cloned().unwrap_or(json!(null)),
@@ -48,7 +57,11 @@ impl braid_step_reversible::Step for Authenticate {
 
 impl braid_step_reversible::Reversible for Authenticate {
     fn compensate(ctx: TraceContext, _input: String, error: StepError) -> Compensation {
-        braid_step::log(&ctx, braid_step::Level::Warn, &format!("authentication failed for good: {error:?}"));
+        braid_step::log(
+            &ctx,
+            braid_step::Level::Warn,
+            &format!("authentication failed for good: {error:?}"),
+        );
         Compensation::GiveUp
     }
 
@@ -57,11 +70,19 @@ impl braid_step_reversible::Reversible for Authenticate {
         let output = braid_step::parse_input(&output)?;
         let api_base = str_field(&input, "api_base")?;
         let token = str_field(&output, "access_token")?;
-        let response = http::post_json(&format!("{api_base}/oauth/revoke"), &[], &json!({ "token": token }))
-            .map_err(|e| e.into_step_error("token revocation"))?;
+        let response = http::post_json(
+            &format!("{api_base}/oauth/revoke"),
+            &[],
+            &json!({ "token": token }),
+        )
+        .map_err(|e| e.into_step_error("token revocation"))?;
         // Revoking an unknown (already revoked) token is fine: undo is idempotent.
         if response.status != 200 && response.status != 404 {
-            return Err(braid_step::status_error("token revocation", response.status, &response.text()));
+            return Err(braid_step::status_error(
+                "token revocation",
+                response.status,
+                &response.text(),
+            ));
         }
         braid_step::event(&ctx, "api.auth.revoked", &[], &[]);
         Ok(())

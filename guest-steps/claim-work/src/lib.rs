@@ -1,7 +1,7 @@
 //! Step `claim_work`: claims the work item through the host's coordination
 //! interface, so no other run works on it while the lease lasts.
 //!
-//! Input: `{ "work_item": "...", "lease_ms": 30000, "user_id": "...", "decision": {...} }`.
+//! Input: `{ "work_item": "...", "lease_ms": 30000, "user_id": "...", "resource", "action", "decision": {...} }`.
 //! Output: the granted claim (claim id, work item, run id, trace id, lease expiry).
 //! A conflict is fatal and names the holder's run and trace id.
 //!
@@ -34,11 +34,15 @@ impl braid_step_reversible::Step for ClaimWork {
     fn run(ctx: TraceContext, input: String) -> Result<String, StepError> {
         let input = braid_step::parse_input(&input)?;
         let work_item = str_field(&input, "work_item")?;
-        let lease_ms = input.get("lease_ms").and_then(|v| v.as_u64()).unwrap_or(DEFAULT_LEASE_MS);
+        let lease_ms = input
+            .get("lease_ms")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(DEFAULT_LEASE_MS);
         let metadata = json!({
             "user_id": input.get("user_id"),
-            "resource": input.pointer("/decision/resource"),
-            "action": input.pointer("/decision/action"),
+            "resource": input.get("resource"),
+            "action": input.get("action"),
+            "obligations": input.pointer("/decision/obligations"),
         });
 
         match coordination::claim(&ctx, work_item, lease_ms, &metadata.to_string()) {
@@ -56,14 +60,19 @@ impl braid_step_reversible::Step for ClaimWork {
                     &ctx,
                     "coordination.conflict",
                     &[],
-                    &[("work_item", work_item), ("holder_trace_id", &holder.trace_id)],
+                    &[
+                        ("work_item", work_item),
+                        ("holder_trace_id", &holder.trace_id),
+                    ],
                 );
                 Err(StepError::Fatal(format!(
                     "work item `{work_item}` is already claimed by run {} (trace {}, step `{}`) until {} ms",
                     holder.run_id, holder.trace_id, holder.step, holder.expires_at_ms
                 )))
             }
-            Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!("claim store unavailable: {reason}"))),
+            Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!(
+                "claim store unavailable: {reason}"
+            ))),
             Err(other) => Err(StepError::Fatal(format!("claim refused: {other:?}"))),
         }
     }
@@ -79,10 +88,17 @@ impl braid_step_reversible::Reversible for ClaimWork {
         let claim_id = str_field(&output, "claim_id")?;
         match coordination::release(&ctx, claim_id) {
             Ok(()) | Err(ClaimError::NotHeld(_)) => {
-                braid_step::event(&ctx, "coordination.released", &[], &[("claim_id", claim_id)]);
+                braid_step::event(
+                    &ctx,
+                    "coordination.released",
+                    &[],
+                    &[("claim_id", claim_id)],
+                );
                 Ok(())
             }
-            Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!("claim store unavailable: {reason}"))),
+            Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!(
+                "claim store unavailable: {reason}"
+            ))),
             Err(other) => Err(StepError::Fatal(format!("release refused: {other:?}"))),
         }
     }

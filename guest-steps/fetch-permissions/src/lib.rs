@@ -21,9 +21,15 @@ impl braid_step_reversible::Step for FetchPermissions {
         let api_base = str_field(&input, "api_base")?;
         let user_id = str_field(&input, "user_id")?;
         let url = format!("{api_base}/users/{user_id}/permissions");
-        let (mut permissions, api_ms) =
-            braid_step::get_json_with_token("permissions fetch", &url, str_field(&input, "token")?)?;
-        let grants = permissions.get("grants").and_then(|g| g.as_array()).map_or(0, Vec::len);
+        let (mut permissions, api_ms) = braid_step::get_json_with_token(
+            "permissions fetch",
+            &url,
+            str_field(&input, "token")?,
+        )?;
+        let grants = permissions
+            .get("grants")
+            .and_then(|g| g.as_array())
+            .map_or(0, Vec::len);
         if let Some(obj) = permissions.as_object_mut() {
             obj.insert("api_ms".into(), api_ms.into());
         }
@@ -41,7 +47,12 @@ impl braid_step_reversible::Reversible for FetchPermissions {
     fn compensate(ctx: TraceContext, _input: String, error: StepError) -> Compensation {
         match error {
             StepError::Retryable(reason) => {
-                braid_step::event(&ctx, "api.permissions.degraded", &[], &[("reason", &reason)]);
+                braid_step::event(
+                    &ctx,
+                    "api.permissions.degraded",
+                    &[],
+                    &[("reason", &reason)],
+                );
                 Compensation::ContinueWith(
                     json!({
                         "roles": ["read-only"],

@@ -23,7 +23,12 @@ impl braid_step_reversible::Step for FetchProfile {
         if let Some(obj) = profile.as_object_mut() {
             obj.insert("api_ms".into(), api_ms.into());
         }
-        braid_step::event(&ctx, "api.profile.fetched", &[("api_ms", api_ms)], &[("user_id", user_id)]);
+        braid_step::event(
+            &ctx,
+            "api.profile.fetched",
+            &[("api_ms", api_ms)],
+            &[("user_id", user_id)],
+        );
         Ok(profile.to_string())
     }
 }

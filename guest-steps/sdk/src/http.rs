@@ -67,7 +67,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Response, HttpError> {
 }
 
 /// `POST url` with a JSON body.
-pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Result<Response, HttpError> {
+pub fn post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Result<Response, HttpError> {
     let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     let bytes = body.to_string().into_bytes();
@@ -104,9 +108,15 @@ pub fn request(
     };
     let invalid = |what: &str| HttpError::InvalidUrl(format!("{what} rejected for {url}"));
     request.set_method(&method).map_err(|_| invalid("method"))?;
-    request.set_scheme(Some(&scheme)).map_err(|_| invalid("scheme"))?;
-    request.set_authority(Some(authority)).map_err(|_| invalid("authority"))?;
-    request.set_path_with_query(Some(path)).map_err(|_| invalid("path"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|_| invalid("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|_| invalid("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|_| invalid("path"))?;
     let outgoing_body = request.body().map_err(|_| invalid("body"))?;
 
     let pending = outgoing_handler::handle(request, None).map_err(transport)?;
@@ -183,7 +193,9 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
     } else if let Some(rest) = url.strip_prefix("https://") {
         (Scheme::Https, rest)
     } else {
-        return Err(HttpError::InvalidUrl(format!("`{url}` is not an http(s) URL")));
+        return Err(HttpError::InvalidUrl(format!(
+            "`{url}` is not an http(s) URL"
+        )));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),

@@ -55,9 +55,16 @@ pub fn log(ctx: &TraceContext, level: Level, message: &str) {
 }
 
 /// Emits a named event with measurements and metadata through the host.
-pub fn event(ctx: &TraceContext, name: &str, measurements: &[(&str, f64)], metadata: &[(&str, &str)]) {
-    let measurements: Vec<(String, f64)> =
-        measurements.iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
+pub fn event(
+    ctx: &TraceContext,
+    name: &str,
+    measurements: &[(&str, f64)],
+    metadata: &[(&str, &str)],
+) {
+    let measurements: Vec<(String, f64)> = measurements
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), *v))
+        .collect();
     let metadata: Vec<(String, String)> = metadata
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
@@ -74,10 +81,9 @@ pub fn parse_input(input: &str) -> Result<serde_json::Value, StepError> {
 
 /// Reads a required string field of a JSON object.
 pub fn str_field<'a>(value: &'a serde_json::Value, field: &str) -> Result<&'a str, StepError> {
-    value
-        .get(field)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| StepError::Fatal(format!("input field `{field}` is missing or not a string")))
+    value.get(field).and_then(|v| v.as_str()).ok_or_else(|| {
+        StepError::Fatal(format!("input field `{field}` is missing or not a string"))
+    })
 }
 
 /// Maps an HTTP status to a step error: 5xx and 429 are worth retrying,
@@ -95,14 +101,21 @@ pub fn status_error(what: &str, status: u16, body: &str) -> StepError {
 /// `GET url` with a bearer token, expecting a JSON body. Returns the body and
 /// the call's wall time in milliseconds. Transport errors and 5xx are
 /// retryable, other non-200 statuses are fatal; `what` names the call in errors.
-pub fn get_json_with_token(what: &str, url: &str, token: &str) -> Result<(serde_json::Value, f64), StepError> {
+pub fn get_json_with_token(
+    what: &str,
+    url: &str,
+    token: &str,
+) -> Result<(serde_json::Value, f64), StepError> {
     let started = std::time::Instant::now();
     let auth = format!("Bearer {token}");
-    let response = http::get(url, &[("authorization", &auth)]).map_err(|e| e.into_step_error(what))?;
+    let response =
+        http::get(url, &[("authorization", &auth)]).map_err(|e| e.into_step_error(what))?;
     let api_ms = started.elapsed().as_secs_f64() * 1000.0;
     if response.status != 200 {
         return Err(status_error(what, response.status, &response.text()));
     }
-    let body = response.json().map_err(|e| StepError::Fatal(format!("{what}: {e}")))?;
+    let body = response
+        .json()
+        .map_err(|e| StepError::Fatal(format!("{what}: {e}")))?;
     Ok((body, api_ms))
 }

@@ -1,76 +1,87 @@
-//! Step `validate_access`: decides from the profile and the permissions whether
-//! the user may perform `action` on `resource`.
+//! Policy `validate_access` (attribute-based): decides from the profile, the
+//! permissions and the request whether `action` on `resource` is allowed.
 //!
 //! Input: `{ "profile": {...}, "permissions": {...}, "resource": "reports/q3", "action": "read" }`.
-//! Output: `{ "allowed": true, "resource", "action", "matched_grant", "reason" }`.
 //!
-//! Rules: the profile must be `active`; a grant matches when its `resource` is
-//! the resource itself, `*`, or a `prefix/*` covering it, and its `actions`
-//! contain the action or `*`. No matching grant is a fatal `access denied`
-//! (a business error: retrying cannot change the answer).
+//! Rules, all of which must hold:
+//! 1. the profile is `active`;
+//! 2. a grant matches: its `resource` is the resource, `*`, or a `prefix/*`
+//!    covering it, and its `actions` contain the action or `*`;
+//! 3. `delete` needs the `admin` role on top of a grant.
+//!
+//! Obligations: contractors get `("mask", "email")`; degraded permissions
+//! (a compensated fetch) get `("audit", "degraded-permissions")`.
 
-use braid_step::{StepError, TraceContext, str_field};
-use serde_json::{Value, json};
+use braid_policy::{Decision, TraceContext, allow, deny, resource_matches};
+use serde_json::Value;
 
 struct ValidateAccess;
 
-fn resource_matches(pattern: &str, resource: &str) -> bool {
-    pattern == "*"
-        || pattern == resource
-        || pattern
-            .strip_suffix("/*")
-            .is_some_and(|prefix| resource.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn find_grant<'a>(permissions: &'a Value, resource: &str, action: &str) -> Option<&'a Value> {
-    permissions.get("grants")?.as_array()?.iter().find(|grant| {
-        let pattern = grant.get("resource").and_then(Value::as_str).unwrap_or("");
-        let allows_action = grant
-            .get("actions")
-            .and_then(Value::as_array)
-            .is_some_and(|actions| actions.iter().any(|a| a == action || a == "*"));
-        resource_matches(pattern, resource) && allows_action
-    })
-}
-
-impl braid_step::Step for ValidateAccess {
-    fn run(ctx: TraceContext, input: String) -> Result<String, StepError> {
-        let input = braid_step::parse_input(&input)?;
-        let resource = str_field(&input, "resource")?;
-        let action = str_field(&input, "action")?;
-        let profile = input.get("profile").cloned().unwrap_or(Value::Null);
-        let permissions = input.get("permissions").cloned().unwrap_or(Value::Null);
-        let user = profile.get("id").and_then(Value::as_str).unwrap_or("unknown");
-
-        let active = profile.get("active").and_then(Value::as_bool).unwrap_or(false);
-        let grant = find_grant(&permissions, resource, action);
-        let denial = if !active {
-            Some(format!("access denied: user `{user}` is not active"))
-        } else if grant.is_none() {
-            Some(format!("access denied: user `{user}` has no grant to `{action}` `{resource}`"))
-        } else {
-            None
-        };
-        let outcome = if denial.is_some() { "deny" } else { "allow" };
-        braid_step::event(
-            &ctx,
-            "access.decided",
-            &[],
-            &[("user_id", user), ("resource", resource), ("action", action), ("decision", outcome)],
-        );
-        if let Some(reason) = denial {
-            return Err(StepError::Fatal(reason));
+impl braid_policy::Policy for ValidateAccess {
+    fn evaluate(ctx: TraceContext, input: String) -> Result<Decision, String> {
+        let input = braid_policy::parse_input(&input)?;
+        let (resource, action) = (text(&input, "/resource"), text(&input, "/action"));
+        if resource.is_empty() || action.is_empty() {
+            return Err("input needs `resource` and `action`".into());
         }
-        Ok(json!({
-            "allowed": true,
-            "user_id": user,
-            "resource": resource,
-            "action": action,
-            "matched_grant": grant,
-            "reason": format!("grant on `{}` allows `{action}`", grant.and_then(|g| g.get("resource")).and_then(Value::as_str).unwrap_or("?")),
-        })
-        .to_string())
+        let user = text(&input, "/profile/id");
+        let user = if user.is_empty() { "unknown" } else { user };
+        if input.pointer("/profile/active").and_then(Value::as_bool) != Some(true) {
+            return Ok(deny(vec![format!("user `{user}` is not active")]));
+        }
+        let grants = input
+            .pointer("/permissions/grants")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let grant = grants.iter().find(|g| {
+            let actions = g.get("actions").and_then(Value::as_array);
+            resource_matches(text(g, "/resource"), resource)
+                && actions.is_some_and(|a| a.iter().any(|x| x == action || x == "*"))
+        });
+        let Some(grant) = grant else {
+            return Ok(deny(vec![format!(
+                "user `{user}` has no grant to `{action}` `{resource}`"
+            )]));
+        };
+        let roles = input
+            .pointer("/permissions/roles")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if action == "delete" && !roles.iter().any(|r| r == "admin") {
+            return Ok(deny(vec![format!(
+                "`delete` needs the admin role; user `{user}` has {roles:?}"
+            )]));
+        }
+        let mut obligations = Vec::new();
+        if text(&input, "/profile/department") == "contractors" {
+            obligations.push(("mask".to_string(), "email".to_string()));
+        }
+        if input
+            .pointer("/permissions/degraded")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
+            obligations.push(("audit".to_string(), "degraded-permissions".to_string()));
+        }
+        braid_policy::log(
+            &ctx,
+            braid_policy::Level::Debug,
+            &format!("allow {action} {resource} for {user}"),
+        );
+        Ok(allow(
+            vec![format!(
+                "grant on `{}` allows `{action}` for active user `{user}`",
+                text(grant, "/resource")
+            )],
+            obligations,
+        ))
     }
 }
 
-braid_step::export!(ValidateAccess with_types_in braid_step::bindings);
+braid_policy::export!(ValidateAccess with_types_in braid_policy::bindings);

@@ -13,13 +13,23 @@ struct ForgeTrace;
 
 fn other_trace(ctx: &TraceContext) -> TraceContext {
     let mut forged = ctx.clone();
-    forged.trace_id = if ctx.trace_id.starts_with('a') { "b" } else { "a" }.repeat(32);
+    forged.trace_id = if ctx.trace_id.starts_with('a') {
+        "b"
+    } else {
+        "a"
+    }
+    .repeat(32);
     forged
 }
 
 fn other_span(ctx: &TraceContext) -> TraceContext {
     let mut forged = ctx.clone();
-    forged.span_id = if ctx.span_id.starts_with('c') { "d" } else { "c" }.repeat(16);
+    forged.span_id = if ctx.span_id.starts_with('c') {
+        "d"
+    } else {
+        "c"
+    }
+    .repeat(16);
     forged
 }
 

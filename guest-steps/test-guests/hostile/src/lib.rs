@@ -43,7 +43,10 @@ impl braid_step::Step for Hostile {
         let input: Value = braid_step::parse_input(&input)?;
         let mode = input.get("mode").and_then(Value::as_str).unwrap_or("");
         let count = input.get("count").and_then(Value::as_u64).unwrap_or(100);
-        let url = input.get("url").and_then(Value::as_str).unwrap_or("http://127.0.0.1:1/");
+        let url = input
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or("http://127.0.0.1:1/");
         let out = match mode {
             "loop" => {
                 let mut x: u64 = 0;
@@ -61,7 +64,10 @@ impl braid_step::Step for Hostile {
             "recurse" => json!({ "depth": recurse(0) }),
             "recurse-shadow" => json!({ "depth": recurse_shadow(0, &mut [0u8; 256]) }),
             "huge-output" => {
-                let bytes = input.get("bytes").and_then(Value::as_u64).unwrap_or(8 << 20) as usize;
+                let bytes = input
+                    .get("bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(8 << 20) as usize;
                 return Ok(format!("\"{}\"", "x".repeat(bytes)));
             }
             "bad-json" => return Ok("this is not { json".to_string()),
@@ -71,7 +77,9 @@ impl braid_step::Step for Hostile {
                 Ok(text) => json!({ "opened": true, "bytes": text.len() }),
                 Err(e) => json!({ "opened": false, "error": e.to_string() }),
             },
-            "socket" => match std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/')) {
+            "socket" => match std::net::TcpStream::connect(
+                url.trim_start_matches("http://").trim_end_matches('/'),
+            ) {
                 Ok(_) => json!({ "connected": true }),
                 Err(e) => json!({ "connected": false, "error": e.to_string() }),
             },
