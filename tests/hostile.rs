@@ -50,11 +50,16 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Self::with_fuel(false)
+    }
+
+    fn with_fuel(fuel: bool) -> Harness {
         let state = tempfile::tempdir().expect("tempdir");
         let claims: Arc<dyn ClaimStore> =
             Arc::new(SqliteClaimStore::open(state.path()).expect("claims"));
         let config = SandboxConfig {
             cache_dir: Some(state.path().join("cache")),
+            fuel,
             ..SandboxConfig::default()
         };
         let sandbox = Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox"));
@@ -228,6 +233,62 @@ async fn a_hostile_guest_is_refused_what_it_was_not_granted() {
             .unwrap_or("")
             .contains("ConnectionLimitReached"),
         "{requests}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_and_response_size_budgets_hold() {
+    let api = SampleApi::start(Some(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = HOSTILE
+        .replace(
+            "max_claims = 3",
+            "max_claims = 3\nfuel = 5000000\nmax_response_bytes = 16",
+        )
+        .replace(
+            "allowed_hosts = [\"localhost\"]",
+            "allowed_hosts = [\"127.0.0.1\"]",
+        );
+    let path = write_workflow(dir.path(), "fuel.toml", &body);
+    let wf = Arc::new(Workflow::load(&path).expect("workflow"));
+
+    // Without fuel metering the step's budget cannot be honoured: refused up front.
+    let plain = Harness::new();
+    let refused = SandboxExecutor::prepare(Arc::clone(&plain.sandbox), &wf)
+        .err()
+        .expect("refused");
+    assert!(
+        refused[0].1.to_string().contains("without fuel metering"),
+        "{}",
+        refused[0].1
+    );
+
+    let h = Harness::with_fuel(true);
+    let sched = h.scheduler(&wf);
+    let started = std::time::Instant::now();
+    let report = run(&sched, &wf, json!({ "mode": "loop" })).await;
+    let (outcome, error) = attempt(&report);
+    assert_eq!(outcome, "fuel-exhausted", "{error}");
+    assert!(
+        error.contains("the budget of 5000000 fuel is spent"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "fuel ran out before the 300 ms timeout"
+    );
+
+    // A 401 body (~50 bytes) is over the 16-byte response limit.
+    let url = format!("{}/users/u-100/profile", api.base());
+    let report = run(&sched, &wf, json!({ "mode": "http", "url": url })).await;
+    let result = report.result.clone().expect("result");
+    assert_eq!(result["sent"], false, "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("body size exceeds limit: 16 bytes"),
+        "{result}"
     );
 }
 

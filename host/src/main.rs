@@ -37,6 +37,9 @@ struct StateArgs {
     /// Do not read or write the compiled-component cache.
     #[arg(long)]
     no_cache: bool,
+    /// Meter fuel so steps can set a CPU budget (`fuel` in the workflow).
+    #[arg(long)]
+    fuel: bool,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +277,7 @@ fn open_host(state: &StateArgs) -> Result<Host, Exit> {
     let journal = Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
     let config = SandboxConfig {
         cache_dir: (!state.no_cache).then(|| state.state_dir.join("cache")),
+        fuel: state.fuel,
         ..SandboxConfig::default()
     };
     let owner = config.host_id.clone();

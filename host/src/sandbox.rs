@@ -110,6 +110,9 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// Names this process as a claim owner.
     pub host_id: String,
+    /// Meter fuel, so steps can have a CPU budget (`fuel`). Off by default:
+    /// epochs bound wall-clock time at lower cost.
+    pub fuel: bool,
 }
 
 impl Default for SandboxConfig {
@@ -125,6 +128,7 @@ impl Default for SandboxConfig {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "braid".into()),
                 std::process::id()
             ),
+            fuel: false,
         }
     }
 }
@@ -353,6 +357,7 @@ impl Sandbox {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(config.fuel)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(engine_err)?;
 
@@ -600,6 +605,7 @@ impl Sandbox {
                 caller: Arc::clone(&caller),
                 allowed_hosts: step.allowed_hosts.clone().into(),
                 requests_left: step.limits.max_requests,
+                max_response_bytes: step.limits.max_response_bytes,
             },
             coordination: CoordinationCtx {
                 caller: Arc::clone(&caller),
@@ -618,6 +624,11 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        if self.config.fuel {
+            store
+                .set_fuel(step.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| StepFailure::Host(format!("setting fuel: {e:#}")))?;
+        }
         let deadline = Instant::now() + step.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -730,6 +741,13 @@ impl Sandbox {
                     Some(Trap::StackOverflow) => {
                         StepFailure::Limit(LimitKind::Stack, "call stack exhausted".into())
                     }
+                    Some(Trap::OutOfFuel) => StepFailure::Limit(
+                        LimitKind::Fuel,
+                        format!(
+                            "the budget of {} fuel is spent",
+                            step.limits.fuel.unwrap_or(u64::MAX)
+                        ),
+                    ),
                     Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
                     None => StepFailure::Trap(root_cause(&e)),
                 }
@@ -803,6 +821,13 @@ impl SandboxExecutor {
         let mut components = HashMap::new();
         let mut errors = Vec::new();
         for step in &workflow.steps {
+            if step.limits.fuel.is_some() && !sandbox.config.fuel {
+                errors.push((
+                    step.name.clone(),
+                    SandboxError::Engine("the step sets `fuel` but the sandbox runs without fuel metering (use --fuel)".into()),
+                ));
+                continue;
+            }
             if let Some(c) = by_path.get(&step.component) {
                 components.insert(step.name.clone(), Arc::clone(c));
                 continue;

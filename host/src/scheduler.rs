@@ -73,6 +73,8 @@ pub enum LimitKind {
     Stack,
     /// A table tried to grow past the sandbox's limit.
     Table,
+    /// The attempt used up its `fuel` (CPU budget).
+    Fuel,
 }
 
 impl LimitKind {
@@ -82,6 +84,7 @@ impl LimitKind {
             LimitKind::Output => "output-too-large",
             LimitKind::Stack => "stack-overflow",
             LimitKind::Table => "table-limit",
+            LimitKind::Fuel => "fuel-exhausted",
         }
     }
 }

@@ -114,6 +114,11 @@ pub struct StepLimits {
     pub max_requests: u32,
     /// Most claims per attempt.
     pub max_claims: u32,
+    /// Largest body of one HTTP response, in bytes.
+    pub max_response_bytes: u64,
+    /// CPU budget of one attempt in wasmtime fuel units (roughly one per
+    /// instruction); needs a sandbox with fuel metering (`braid run --fuel`).
+    pub fuel: Option<u64>,
 }
 
 impl Default for StepLimits {
@@ -123,6 +128,8 @@ impl Default for StepLimits {
             max_output_bytes: 1 << 20,
             max_requests: 32,
             max_claims: 16,
+            max_response_bytes: 8 << 20,
+            fuel: None,
         }
     }
 }
@@ -289,6 +296,8 @@ struct RawLimits {
     max_output_bytes: Option<u64>,
     max_requests: Option<u32>,
     max_claims: Option<u32>,
+    max_response_bytes: Option<u64>,
+    fuel: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -478,7 +487,12 @@ fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> 
                 .max_claims
                 .or(raw.defaults.max_claims)
                 .unwrap_or(d.max_claims),
+            max_response_bytes: limits(|l| l.max_response_bytes).unwrap_or(d.max_response_bytes),
+            fuel: limits(|l| l.fuel),
         };
+        if step_limits.fuel == Some(0) {
+            p.add(step, Some("fuel".into()), "must be at least 1".into());
+        }
         let component = if s.component.ends_with(".wasm") || s.component.contains('/') {
             base.join(&s.component)
         } else {

@@ -41,6 +41,8 @@ pub struct OutboundHttp {
     pub allowed_hosts: Arc<[String]>,
     /// Requests this attempt may still send (`max_requests`).
     pub requests_left: u32,
+    /// Largest response body (`max_response_bytes`); more fails the read.
+    pub max_response_bytes: u64,
 }
 
 type ResponseFuture = Box<
@@ -139,6 +141,7 @@ impl WasiHttpHooks for OutboundHttp {
         record.error = Some("no response: the attempt ended first".into());
         tracing::debug!(trace_id = %caller.trace.trace_id, span_id = %span, url = %record.url, "outbound request");
         let index = caller.recorder.http_call(record);
+        let limit = usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX);
 
         Box::new(async move {
             use http_body_util::BodyExt;
@@ -158,8 +161,17 @@ impl WasiHttpHooks for OutboundHttp {
                 }
             }
             let (response, io) = result?;
+            // Bodies larger than the step's limit fail mid-read with a typed error.
+            let limited = response.map(move |body| {
+                http_body_util::Limited::new(body, limit)
+                    .map_err(move |e| match e.downcast::<Error>() {
+                        Ok(inner) => *inner,
+                        Err(_) => Error::HttpResponseBodySize(Some(limit as u64)),
+                    })
+                    .boxed_unsync()
+            });
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                limited,
                 Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
             ))
         })
