@@ -5,35 +5,6 @@ use crate::support::*;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-fn run_json(state: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Output {
-    let wf = reference_workflow();
-    let mut args = vec![
-        "run",
-        wf.to_str().expect("utf-8 path"),
-        "--json",
-        "--input",
-        input,
-        "--state-dir",
-    ];
-    args.push(state.to_str().expect("utf-8 path"));
-    args.extend_from_slice(extra);
-    braid(&args)
-}
-
-fn claims(state: &std::path::Path) -> Vec<Value> {
-    let out = braid(&[
-        "claims",
-        "--json",
-        "--state-dir",
-        state.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    match json_stdout(&out) {
-        Value::Array(list) => list,
-        other => panic!("claims --json: {other}"),
-    }
-}
-
 fn interval(r: &Value) -> (u64, u64) {
     (
         r["received_at_ms"].as_u64().expect("received_at_ms"),
@@ -131,7 +102,7 @@ fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<String> {
 fn reference_workflow_carries_one_trace_everywhere() {
     let api = SampleApi::start(None);
     let state = tempfile::tempdir().expect("tempdir");
-    let out = run_json(
+    let out = run_reference(
         state.path(),
         &reference_input(&api, "u-100", "ticket-1"),
         &[],
@@ -148,7 +119,7 @@ fn reference_workflow_carries_one_trace_everywhere() {
     assert_eq!(report["result"]["decision"]["allowed"], true);
 
     // The claim row in the store carries the run and its trace.
-    let rows = claims(state.path());
+    let rows = list("claims", state.path());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["work_item"], "ticket-1");
     assert_eq!(rows[0]["trace_id"], trace);
@@ -228,7 +199,7 @@ fn an_incoming_traceparent_is_continued_and_an_invalid_one_replaced() {
     let api = SampleApi::start(Some(0));
     let state = tempfile::tempdir().expect("tempdir");
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let out = run_json(
+    let out = run_reference(
         state.path(),
         &reference_input(&api, "u-100", "cont-1"),
         &["--traceparent", incoming, "--tracestate", "vendor=abc"],
@@ -262,7 +233,7 @@ fn an_incoming_traceparent_is_continued_and_an_invalid_one_replaced() {
         "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
     ] {
-        let out = run_json(
+        let out = run_reference(
             state.path(),
             &reference_input(&api, "u-100", &format!("inv-{}", &invalid[3..9])),
             &["--traceparent", invalid, "--tracestate", "vendor=abc"],
@@ -292,7 +263,7 @@ fn an_incoming_traceparent_is_continued_and_an_invalid_one_replaced() {
 fn a_second_claim_of_the_same_work_item_conflicts_and_names_the_holder() {
     let api = SampleApi::start(Some(0));
     let state = tempfile::tempdir().expect("tempdir");
-    let first = run_json(
+    let first = run_reference(
         state.path(),
         &reference_input(&api, "u-100", "shared-item"),
         &[],
@@ -300,7 +271,7 @@ fn a_second_claim_of_the_same_work_item_conflicts_and_names_the_holder() {
     assert!(first.status.success(), "{}", stderr(&first));
     let first = json_stdout(&first);
 
-    let second = run_json(
+    let second = run_reference(
         state.path(),
         &reference_input(&api, "u-200", "shared-item"),
         &[],
@@ -330,7 +301,7 @@ fn a_second_claim_of_the_same_work_item_conflicts_and_names_the_holder() {
     assert_eq!(skipped["outcome"], "skipped");
 
     // The holder keeps its claim.
-    let rows = claims(state.path());
+    let rows = list("claims", state.path());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["trace_id"], first["trace_id"]);
 }
@@ -397,7 +368,7 @@ fn fifty_concurrent_runs_keep_their_traces_apart() {
         .iter()
         .map(|r| (str_of(r, "/run_id"), str_of(r, "/trace_id")))
         .collect();
-    let rows = claims(state.path());
+    let rows = list("claims", state.path());
     assert_eq!(rows.len(), 50);
     for row in &rows {
         assert_eq!(

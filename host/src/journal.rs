@@ -6,11 +6,11 @@
 //! and the atomic take-over of abandoned runs. Knows nothing of wasmtime or
 //! the DAG; the scheduler writes entries, recovery reads them.
 
+use crate::db::{Db, DbUnavailable, ms};
 use crate::store::now_ms;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,7 +100,13 @@ pub struct RunRecord {
 
 /// The SQLite journal. Entries are written as they happen (WAL mode).
 pub struct SqliteJournal {
-    conn: Arc<Mutex<Connection>>,
+    db: Db,
+}
+
+impl From<DbUnavailable> for JournalError {
+    fn from(e: DbUnavailable) -> Self {
+        JournalError::Unavailable(e.0)
+    }
 }
 
 const SCHEMA: &str = "
@@ -127,48 +133,18 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_run ON journal(run_id, seq);
 ";
 
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 impl SqliteJournal {
     /// Opens (creating if needed) `runs.sqlite3` in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(state_dir).map_err(unavailable)?;
-        let path = state_dir.join("runs.sqlite3");
-        let conn =
-            Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(SqliteJournal {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Db::open(state_dir, "runs.sqlite3", SCHEMA)?,
         })
-    }
-
-    async fn with_conn<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, JournalError> + Send + 'static,
-    ) -> Result<R, JournalError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| unavailable("journal lock poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(unavailable)?
     }
 
     /// Records a run's start; its lease runs `lease` from now.
     pub async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
         let start = start.clone();
-        self.with_conn(move |conn| {
+        self.db.call(move |conn| {
             let now = now_ms();
             let json = serde_json::to_string(&start).map_err(unavailable)?;
             conn.execute(
@@ -192,16 +168,17 @@ impl SqliteJournal {
 
     pub async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
         let run_id = run_id.to_string();
-        self.with_conn(move |conn| {
-            let json = serde_json::to_string(&entry).map_err(unavailable)?;
-            conn.execute(
-                "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
-                params![run_id, ms(now_ms()), json],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        self.db
+            .call(move |conn| {
+                let json = serde_json::to_string(&entry).map_err(unavailable)?;
+                conn.execute(
+                    "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
+                    params![run_id, ms(now_ms()), json],
+                )
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Writes the terminal record. Only a `running` run can finish, once.
@@ -213,16 +190,17 @@ impl SqliteJournal {
         error: Option<String>,
     ) -> Result<(), JournalError> {
         let (run_id, status) = (run_id.to_string(), status.to_string());
-        self.with_conn(move |conn| {
-            conn.execute(
-                "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
+        self.db
+            .call(move |conn| {
+                conn.execute(
+                    "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
                  WHERE run_id = ?1 AND status = 'running'",
-                params![run_id, status, degraded, error, ms(now_ms())],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+                    params![run_id, status, degraded, error, ms(now_ms())],
+                )
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Extends the lease of a running run held by `owner`.
@@ -233,7 +211,7 @@ impl SqliteJournal {
         lease: Duration,
     ) -> Result<(), JournalError> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
-        self.with_conn(move |conn| {
+        self.db.call(move |conn| {
             conn.execute(
                 "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
                 params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
@@ -254,7 +232,7 @@ impl SqliteJournal {
         is_dead: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<Vec<AbandonedRun>, JournalError> {
         let new_owner = new_owner.to_string();
-        self.with_conn(move |conn| {
+        self.db.call(move |conn| {
             let now = now_ms();
             let candidates: Vec<(String, String, String, i64)> = {
                 let mut stmt = conn
@@ -297,13 +275,12 @@ impl SqliteJournal {
     /// Every entry of a run, in order.
     pub async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
         let run_id = run_id.to_string();
-        self.with_conn(move |conn| read_entries(conn, &run_id))
-            .await
+        self.db.call(move |conn| read_entries(conn, &run_id)).await
     }
 
     /// Every run, oldest first.
     pub async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
-        self.with_conn(|conn| {
+        self.db.call(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
@@ -390,15 +367,16 @@ impl SqliteJournal {
     /// The status of one run, if it exists.
     pub async fn status(&self, run_id: &str) -> Result<Option<String>, JournalError> {
         let id = run_id.to_string();
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "SELECT status FROM runs WHERE run_id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)
-        })
-        .await
+        self.db
+            .call(move |conn| {
+                conn.query_row(
+                    "SELECT status FROM runs WHERE run_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)
+            })
+            .await
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod capabilities;
 pub mod check;
+pub mod db;
 pub mod journal;
 pub mod recovery;
 pub mod report;

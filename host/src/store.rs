@@ -4,10 +4,10 @@
 //! Owns: claim atomicity and lease expiry. Knows nothing of wasmtime or the
 //! scheduler; the coordination capability is its only caller besides the CLI.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use crate::db::{Db, DbUnavailable, ms};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A granted claim, as stored.
@@ -80,8 +80,7 @@ pub fn now_ms() -> u64 {
 /// Claims in a SQLite file (WAL mode, so several processes on one machine can
 /// share it). Leases use this machine's clock.
 pub struct SqliteClaimStore {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    db: Db,
 }
 
 const SCHEMA: &str = "
@@ -120,60 +119,29 @@ fn unavailable(e: impl std::fmt::Display) -> ClaimStoreError {
     ClaimStoreError::Unavailable(e.to_string())
 }
 
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 impl SqliteClaimStore {
     /// Opens (creating if needed) `claims.sqlite3` in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, ClaimStoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            unavailable(format!(
-                "cannot create state directory {}: {e}",
-                state_dir.display()
-            ))
-        })?;
-        let path = state_dir.join("claims.sqlite3");
-        let conn =
-            Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(SqliteClaimStore {
-            path,
-            conn: Arc::new(Mutex::new(conn)),
+            db: Db::open(state_dir, "claims.sqlite3", SCHEMA)?,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
+}
 
-    /// Runs `f` on the connection on tokio's blocking pool.
-    async fn with_conn<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, ClaimStoreError> + Send + 'static,
-    ) -> Result<R, ClaimStoreError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| unavailable("claim store lock poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(unavailable)?
+impl From<DbUnavailable> for ClaimStoreError {
+    fn from(e: DbUnavailable) -> Self {
+        ClaimStoreError::Unavailable(e.0)
     }
 }
 
 #[async_trait::async_trait]
 impl ClaimStore for SqliteClaimStore {
     async fn claim(&self, r: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError> {
-        self.with_conn(move |conn| {
+        self.db.call(move |conn| {
             let now = now_ms();
             let record = ClaimRecord {
                 claim_id: format!("c-{}", hex::encode(rand::random::<[u8; 8]>())),
@@ -246,75 +214,82 @@ impl ClaimStore for SqliteClaimStore {
         lease: Duration,
     ) -> Result<ClaimRecord, ClaimStoreError> {
         let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
-        self.with_conn(move |conn| {
-            let now = now_ms();
-            let until = now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-            conn.query_row(
-                &format!(
-                    "UPDATE claims SET expires_at_ms = ?1
+        self.db
+            .call(move |conn| {
+                let now = now_ms();
+                let until =
+                    now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+                conn.query_row(
+                    &format!(
+                        "UPDATE claims SET expires_at_ms = ?1
                      WHERE claim_id = ?2 AND run_id = ?3 AND expires_at_ms > ?4
                      RETURNING {COLUMNS}"
-                ),
-                params![ms(until), claim_id, run_id, ms(now)],
-                row_to_claim,
-            )
-            .optional()
-            .map_err(unavailable)?
-            .ok_or(ClaimStoreError::NotHeld(claim_id))
-        })
-        .await
+                    ),
+                    params![ms(until), claim_id, run_id, ms(now)],
+                    row_to_claim,
+                )
+                .optional()
+                .map_err(unavailable)?
+                .ok_or(ClaimStoreError::NotHeld(claim_id))
+            })
+            .await
     }
 
     async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError> {
         let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
-        self.with_conn(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
-                    params![claim_id, run_id],
-                )
-                .map_err(unavailable)?;
-            if n == 0 {
-                return Err(ClaimStoreError::NotHeld(claim_id));
-            }
-            Ok(())
-        })
-        .await
+        self.db
+            .call(move |conn| {
+                let n = conn
+                    .execute(
+                        "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
+                        params![claim_id, run_id],
+                    )
+                    .map_err(unavailable)?;
+                if n == 0 {
+                    return Err(ClaimStoreError::NotHeld(claim_id));
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
         let run_id = run_id.to_string();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "DELETE FROM claims WHERE run_id = ?1 RETURNING {COLUMNS}"
-                ))
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![run_id], row_to_claim)
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
-        .await
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "DELETE FROM claims WHERE run_id = ?1 RETURNING {COLUMNS}"
+                    ))
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![run_id], row_to_claim)
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
     }
 
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {COLUMNS} FROM claims ORDER BY claimed_at_ms, work_item"
-                ))
-                .map_err(unavailable)?;
-            let rows = stmt.query_map([], row_to_claim).map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
-        .await
+        self.db
+            .call(|conn| {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT {COLUMNS} FROM claims ORDER BY claimed_at_ms, work_item"
+                    ))
+                    .map_err(unavailable)?;
+                let rows = stmt.query_map([], row_to_claim).map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::sync::Arc;
 
     fn request(item: &str, run: &str, lease_ms: u64) -> ClaimRequest {
         ClaimRequest {
