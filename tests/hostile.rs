@@ -50,17 +50,23 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Self::with_fuel(false)
+        Self::with(SandboxConfig::default())
     }
 
     fn with_fuel(fuel: bool) -> Harness {
+        Self::with(SandboxConfig {
+            fuel,
+            ..SandboxConfig::default()
+        })
+    }
+
+    fn with(config: SandboxConfig) -> Harness {
         let state = tempfile::tempdir().expect("tempdir");
         let claims: Arc<dyn ClaimStore> =
             Arc::new(SqliteClaimStore::open(state.path()).expect("claims"));
         let config = SandboxConfig {
             cache_dir: Some(state.path().join("cache")),
-            fuel,
-            ..SandboxConfig::default()
+            ..config
         };
         let sandbox = Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox"));
         Harness {
@@ -290,6 +296,54 @@ async fn fuel_and_response_size_budgets_hold() {
             .contains("body size exceeds limit: 16 bytes"),
         "{result}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolving_to_private_addresses_can_be_refused() {
+    let api = SampleApi::start(Some(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::with(SandboxConfig {
+        deny_private_networks: true,
+        ..SandboxConfig::default()
+    });
+    let wf = hostile_workflow(dir.path(), &["127.0.0.1"]);
+    let sched = h.scheduler(&wf);
+    let port = api.addr.rsplit(':').next().expect("port").to_string();
+
+    // `localhost` is allowlisted, but it resolves to loopback: refused.
+    let by_name = run(
+        &sched,
+        &wf,
+        json!({ "mode": "http", "url": format!("http://localhost:{port}/healthz") }),
+    )
+    .await;
+    let result = by_name.result.clone().expect("result");
+    assert_eq!(result["sent"], false, "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HttpRequestDenied"),
+        "{result}"
+    );
+    assert!(
+        by_name
+            .events
+            .iter()
+            .any(|e| e.name == "http.denied"
+                && e.message.contains("resolves to the private address"))
+    );
+
+    // The loopback IP itself is allowlisted: allowed.
+    let by_ip = run(
+        &sched,
+        &wf,
+        json!({ "mode": "http", "url": format!("http://127.0.0.1:{port}/healthz") }),
+    )
+    .await;
+    let result = by_ip.result.clone().expect("result");
+    assert_eq!(result["sent"], true, "{result}");
+    assert_eq!(result["status"], 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

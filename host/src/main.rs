@@ -40,6 +40,10 @@ struct StateArgs {
     /// Meter fuel so steps can set a CPU budget (`fuel` in the workflow).
     #[arg(long)]
     fuel: bool,
+    /// Refuse allowlisted host names that resolve to loopback or private
+    /// addresses (allowlist the IP itself to reach one).
+    #[arg(long)]
+    deny_private_networks: bool,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +282,7 @@ fn open_host(state: &StateArgs) -> Result<Host, Exit> {
     let config = SandboxConfig {
         cache_dir: (!state.no_cache).then(|| state.state_dir.join("cache")),
         fuel: state.fuel,
+        deny_private_networks: state.deny_private_networks,
         ..SandboxConfig::default()
     };
     let owner = config.host_id.clone();

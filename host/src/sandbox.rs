@@ -113,6 +113,8 @@ pub struct SandboxConfig {
     /// Meter fuel, so steps can have a CPU budget (`fuel`). Off by default:
     /// epochs bound wall-clock time at lower cost.
     pub fuel: bool,
+    /// Refuse allowlisted host names that resolve to private addresses.
+    pub deny_private_networks: bool,
 }
 
 impl Default for SandboxConfig {
@@ -129,6 +131,7 @@ impl Default for SandboxConfig {
                 std::process::id()
             ),
             fuel: false,
+            deny_private_networks: false,
         }
     }
 }
@@ -606,6 +609,7 @@ impl Sandbox {
                 allowed_hosts: step.allowed_hosts.clone().into(),
                 requests_left: step.limits.max_requests,
                 max_response_bytes: step.limits.max_response_bytes,
+                deny_private_networks: self.config.deny_private_networks,
             },
             coordination: CoordinationCtx {
                 caller: Arc::clone(&caller),

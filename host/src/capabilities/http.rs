@@ -43,6 +43,61 @@ pub struct OutboundHttp {
     pub requests_left: u32,
     /// Largest response body (`max_response_bytes`); more fails the read.
     pub max_response_bytes: u64,
+    /// Refuse allowlisted *names* that resolve to loopback, private or
+    /// link-local addresses (an IP literal on the allowlist is still allowed).
+    pub deny_private_networks: bool,
+}
+
+/// Loopback, private (RFC 1918, unique local), link-local or unspecified.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(std::net::IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// For a name (not an IP literal): resolves it and, if any address is
+/// private, says which. For plain HTTP the request is pinned to the checked
+/// address so a second lookup cannot differ; HTTPS keeps the name for TLS.
+async fn private_address_of(
+    authority: &http::uri::Authority,
+    scheme_is_https: bool,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(None);
+    }
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme_is_https { 443 } else { 80 });
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    if let Some(private) = addrs.iter().find(|a| is_private(a.ip())) {
+        return Err(format!(
+            "`{host}` resolves to the private address {}",
+            private.ip()
+        ));
+    }
+    Ok(addrs.first().copied().filter(|_| !scheme_is_https))
 }
 
 type ResponseFuture = Box<
@@ -143,8 +198,32 @@ impl WasiHttpHooks for OutboundHttp {
         let index = caller.recorder.http_call(record);
         let limit = usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX);
 
+        let deny_private = self.deny_private_networks;
         Box::new(async move {
             use http_body_util::BodyExt;
+            if deny_private && let Some(a) = &authority {
+                let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+                match private_address_of(a, https).await {
+                    Ok(Some(pinned)) => {
+                        let mut parts = request.uri().clone().into_parts();
+                        parts.authority = pinned.to_string().parse().ok();
+                        if let Ok(uri) = http::Uri::from_parts(parts) {
+                            *request.uri_mut() = uri;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        let reason =
+                            format!("outbound request denied: {reason} (deny_private_networks)");
+                        tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id, "{reason}");
+                        caller.host_event("http.denied", "warn", &reason, BTreeMap::new());
+                        caller
+                            .recorder
+                            .http_call_done(index, None, Some(reason), 0.0);
+                        return Err(Error::HttpRequestDenied);
+                    }
+                }
+            }
             let result = wasmtime_wasi_http::default_send_request(request, options).await;
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
@@ -198,5 +277,27 @@ mod tests {
         assert!(!host_allowed(&allowed, "127.0.0.2", Some(80)));
         assert!(!host_allowed(&allowed, "evil.com", None));
         assert!(!host_allowed(&[], "127.0.0.1", None));
+    }
+
+    #[test]
+    fn private_addresses() {
+        use super::is_private;
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+        }
     }
 }
