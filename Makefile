@@ -5,7 +5,7 @@ COMPONENTS := target/components
 GUEST_OUT := guest-steps/target/wasm32-wasip2/release
 BRAID := target/debug/braid
 
-.PHONY: setup guests build test demo lint fmt clean-state
+.PHONY: setup guests build test demo bench lint fmt
 
 ## Install what the build needs: the wasm32-wasip2 Rust target.
 setup:
@@ -39,6 +39,11 @@ demo: guests build
 	  --input "{\"api_base\": \"http://$$addr\", \"user_id\": \"u-100\", \"resource\": \"reports/q3\", \"action\": \"read\", \"work_item\": \"demo-$$(date +%s%N)\"}"; \
 	echo; echo "requests the sample API received (traceparent per call):"; \
 	python3 scripts/show-requests.py http://$$addr/_requests
+
+## The standard benchmark suite on a release build; tables in target/bench/tables.md.
+bench: guests
+	$(CARGO) build --release --bin braid
+	scripts/bench.sh
 
 ## Formatting and lints, as CI wants them.
 lint:

@@ -11,6 +11,7 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod bench;
 pub mod capabilities;
 pub mod check;
 pub mod db;

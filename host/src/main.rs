@@ -109,6 +109,9 @@ enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Load-test a workflow against the in-process sample API, sandboxed and
+    /// natively (see docs/PERFORMANCE.md).
+    Bench(BenchArgs),
     /// List journaled runs (running, succeeded, failed, aborted).
     Runs {
         #[arg(long)]
@@ -123,6 +126,64 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The workflow to run (its steps must be the reference workflow's for the native baseline).
+    #[arg(long, default_value = "workflows/api-orchestration.toml")]
+    workflow: PathBuf,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "sequential")]
+    mode: BenchMode,
+    /// Sample API latencies: the seed's (~33/28/35 ms) or none.
+    #[arg(long, value_enum, default_value = "zero")]
+    latency: BenchLatency,
+    /// Which executors to run; with both, the table gives the sandbox/native ratio.
+    #[arg(long, value_enum, default_value = "both")]
+    executor: BenchExecutor,
+    /// Runs per load (sequential, and per ladder rung at least).
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Ladder rungs (runs in flight).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,20,100")]
+    concurrency: Vec<usize>,
+    /// Open-loop rates (runs started per second).
+    #[arg(long, value_delimiter = ',', default_value = "5,15,30,300")]
+    rate: Vec<f64>,
+    /// How long each rate is held.
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    /// Do not journal runs (measures the journal's cost when compared).
+    #[arg(long)]
+    no_journal: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchMode {
+    Sequential,
+    Ladder,
+    Rate,
+    Attempt,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchLatency {
+    Seed,
+    Zero,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchExecutor {
+    Sandbox,
+    Native,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +289,7 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
         }
         Command::Claims { json, state } => claims(json, &state).await,
         Command::Runs { json, state } => runs(json, &state).await,
+        Command::Bench(args) => bench(args).await,
         Command::Policy(PolicyCommand::Eval {
             policy,
             input,
@@ -508,7 +570,7 @@ async fn serve_sample_api(
     faults: Vec<sample_api::FaultRule>,
     addr_file: Option<PathBuf>,
 ) -> Result<u8> {
-    let (addr, server) = sample_api::bind(listen, latencies, faults)
+    let (addr, server, _log) = sample_api::bind(listen, latencies, faults)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(file) = &addr_file {
@@ -584,6 +646,313 @@ async fn policy_eval(
         Err(e) => Err(bad_input(anyhow::anyhow!(
             "the policy could not decide: {e}"
         ))),
+    }
+}
+
+async fn bench(args: BenchArgs) -> Result<u8, Exit> {
+    use braid::bench::{self, BenchApi, Load, LoadResult, NativeExecutor};
+    let latencies = match args.latency {
+        BenchLatency::Seed => Latencies::default(),
+        BenchLatency::Zero => Latencies {
+            auth: Duration::ZERO,
+            profile: Duration::ZERO,
+            permissions: Duration::ZERO,
+        },
+    };
+    // Claims and the journal go to a scratch directory; the compiled-component
+    // cache is the usual one, so a bench measures warm starts.
+    let scratch = std::env::temp_dir().join(format!(
+        "braid-bench-{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    let claims: Arc<dyn ClaimStore> =
+        Arc::new(SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?);
+    let journal = Arc::new(SqliteJournal::open(&scratch).map_err(|e| Exit(1, e.into()))?);
+    let sandbox = Arc::new(
+        Sandbox::new(
+            SandboxConfig {
+                cache_dir: (!args.state.no_cache).then(|| args.state.state_dir.join("cache")),
+                ..SandboxConfig::default()
+            },
+            Arc::clone(&claims),
+        )
+        .map_err(|e| Exit(2, e.into()))?,
+    );
+    let (workflow, executor) =
+        braid::check::load_and_prepare(&args.workflow, sandbox).map_err(bad_input)?;
+    let with_stores = |s: Scheduler<_>| {
+        let s = s.with_claims(Arc::clone(&claims));
+        if args.no_journal {
+            s
+        } else {
+            s.with_journal(Arc::clone(&journal), "bench".into())
+        }
+    };
+    let sandboxed = Arc::new(with_stores(Scheduler::new(Arc::new(executor), 4096)));
+    let native = Arc::new({
+        let s = Scheduler::new(
+            Arc::new(NativeExecutor::new(Arc::clone(&claims), "bench".into())),
+            4096,
+        )
+        .with_claims(Arc::clone(&claims));
+        if args.no_journal {
+            s
+        } else {
+            s.with_journal(Arc::clone(&journal), "bench".into())
+        }
+    });
+    let api = BenchApi::start(latencies)
+        .await
+        .map_err(|e| Exit(1, e.into()))?;
+
+    let mut loads = Vec::new();
+    let (seq, ladder, rate) = match args.mode {
+        BenchMode::Sequential => (true, false, false),
+        BenchMode::Ladder => (false, true, false),
+        BenchMode::Rate => (false, false, true),
+        BenchMode::Attempt => (false, false, false),
+        BenchMode::All => (true, true, true),
+    };
+    if seq {
+        loads.push(Load::Sequential { runs: args.runs });
+    }
+    if ladder {
+        for &c in &args.concurrency {
+            loads.push(Load::Concurrent {
+                in_flight: c,
+                runs: args.runs.max(c * 3),
+            });
+        }
+    }
+    if rate {
+        for &r in &args.rate {
+            loads.push(Load::Rate {
+                per_sec: r,
+                duration: Duration::from_secs_f64(args.duration_s),
+            });
+        }
+    }
+    let run_sandbox = args.executor != BenchExecutor::Native;
+    let run_native = args.executor != BenchExecutor::Sandbox;
+    // Warm up both paths (connections, pools, caches).
+    for _ in 0..3 {
+        let warm = Load::Sequential { runs: 5 };
+        if run_sandbox {
+            bench::drive(
+                Arc::clone(&sandboxed),
+                Arc::clone(&workflow),
+                &api,
+                warm,
+                "sandbox",
+                None,
+            )
+            .await;
+        }
+        if run_native {
+            bench::drive(
+                Arc::clone(&native),
+                Arc::clone(&workflow),
+                &api,
+                warm,
+                "native",
+                None,
+            )
+            .await;
+        }
+    }
+    let progress = |load: &Load, who: &str| {
+        let total = match load {
+            Load::Sequential { runs } | Load::Concurrent { runs, .. } => *runs as u64,
+            Load::Rate { per_sec, duration } => (per_sec * duration.as_secs_f64()).round() as u64,
+        };
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_message(format!("{} · {who}", load.label()));
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:28} {bar:40} {pos}/{len} {per_sec}")
+        {
+            bar.set_style(style);
+        }
+        Some(bar)
+    };
+    let mut results: Vec<LoadResult> = Vec::new();
+    for load in &loads {
+        if run_sandbox {
+            results.push(
+                bench::drive(
+                    Arc::clone(&sandboxed),
+                    Arc::clone(&workflow),
+                    &api,
+                    *load,
+                    "sandbox",
+                    progress(load, "sandbox"),
+                )
+                .await,
+            );
+        }
+        if run_native {
+            results.push(
+                bench::drive(
+                    Arc::clone(&native),
+                    Arc::clone(&workflow),
+                    &api,
+                    *load,
+                    "native",
+                    progress(load, "native"),
+                )
+                .await,
+            );
+        }
+    }
+    let attempt = if matches!(args.mode, BenchMode::Attempt | BenchMode::All) {
+        Some(bench_attempts(&args, &claims).await?)
+    } else {
+        None
+    };
+    let violations: usize = results.iter().map(|r| r.trace_violations.len()).sum();
+    if args.json {
+        let out = serde_json::json!({ "loads": results, "attempt": attempt, "trace_violations": violations });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| Exit(1, e.into()))?
+        );
+    } else {
+        print_bench(
+            &results,
+            attempt.as_ref(),
+            args.latency == BenchLatency::Seed,
+            !args.no_journal,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    for r in &results {
+        for v in r.trace_violations.iter().take(5) {
+            eprintln!("trace check failed ({} · {}): {v}", r.load, r.executor);
+        }
+    }
+    Ok(if violations == 0 { 0 } else { 1 })
+}
+
+/// Per-attempt cost: a fresh store + instance + call + teardown of a minimal
+/// step (`aggregate` with an empty input), sequentially, in microseconds.
+async fn bench_attempts(
+    args: &BenchArgs,
+    claims: &Arc<dyn ClaimStore>,
+) -> Result<serde_json::Value, Exit> {
+    let sandbox = Arc::new(
+        Sandbox::new(
+            SandboxConfig {
+                cache_dir: (!args.state.no_cache).then(|| args.state.state_dir.join("cache")),
+                ..SandboxConfig::default()
+            },
+            Arc::clone(claims),
+        )
+        .map_err(|e| Exit(2, e.into()))?,
+    );
+    let workflow = braid::workflow::Workflow::load(&args.workflow).map_err(bad_input)?;
+    let step = workflow.step("aggregate").cloned().ok_or_else(|| {
+        bad_input(anyhow::anyhow!(
+            "the workflow has no `aggregate` step to time"
+        ))
+    })?;
+    let component = sandbox.load(&step.component).map_err(bad_input)?;
+    let n = args.runs.max(1000);
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| Exit(1, anyhow::anyhow!("{e}")))?;
+    for i in 0..n + 100 {
+        let ctx = braid::scheduler::AttemptContext {
+            run_id: "bench".into(),
+            workflow: workflow.name.clone(),
+            step: step.name.clone(),
+            attempt: 1,
+            trace: braid::trace::AttemptTrace {
+                trace_id: braid::trace::TraceId::random(),
+                span_id: braid::trace::SpanId::random(),
+                parent_span_id: braid::trace::SpanId::random(),
+                flags: braid::trace::TraceFlags::from_bits(3),
+                state: braid::trace::TraceState::default(),
+            },
+            recorder: braid::report::RunRecorder::new(),
+        };
+        let t0 = std::time::Instant::now();
+        let out = sandbox
+            .call(
+                &component,
+                &step,
+                ctx,
+                braid::sandbox::StepCall::Run { input: "{}".into() },
+            )
+            .await;
+        let us = t0.elapsed().as_micros().max(1) as u64;
+        if out.is_err() {
+            return Err(Exit(1, anyhow::anyhow!("the timed step failed")));
+        }
+        if i >= 100 {
+            let _ = hist.record(us);
+        }
+    }
+    Ok(serde_json::json!({
+        "step": step.name,
+        "calls": n,
+        "p50_us": hist.value_at_quantile(0.5),
+        "p90_us": hist.value_at_quantile(0.9),
+        "p99_us": hist.value_at_quantile(0.99),
+        "max_us": hist.max(),
+    }))
+}
+
+fn print_bench(
+    results: &[braid::bench::LoadResult],
+    attempt: Option<&serde_json::Value>,
+    seed: bool,
+    journal: bool,
+) {
+    println!(
+        "API latency: {}; journal: {}; peak RSS {:.0} MiB",
+        if seed { "seed (33/28/35 ms)" } else { "zero" },
+        if journal { "on" } else { "off" },
+        braid::bench::peak_rss_mib()
+    );
+    println!(
+        "| load | executor | runs | ok | runs/s | p50 ms | p90 ms | p99 ms | max ms | traces | sandbox/native |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for r in results {
+        let ratio = results
+            .iter()
+            .find(|o| o.load == r.load && o.executor == "native")
+            .filter(|_| r.executor == "sandbox")
+            .map_or(String::new(), |n| {
+                format!("{:.2}", r.throughput_per_s / n.throughput_per_s.max(1e-9))
+            });
+        println!(
+            "| {} | {} | {} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            r.load,
+            r.executor,
+            r.runs,
+            100.0 * r.succeeded as f64 / r.runs.max(1) as f64,
+            r.throughput_per_s,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.max_ms,
+            if r.trace_violations.is_empty() {
+                "intact".to_string()
+            } else {
+                format!("{} violations", r.trace_violations.len())
+            },
+            ratio
+        );
+    }
+    if let Some(a) = attempt {
+        println!(
+            "\nper step attempt (fresh store + instance + call + teardown of `{}`), {} calls: p50 {} us, p90 {} us, p99 {} us, max {} us",
+            a["step"].as_str().unwrap_or(""),
+            a["calls"],
+            a["p50_us"],
+            a["p90_us"],
+            a["p99_us"],
+            a["max_us"]
+        );
     }
 }
 

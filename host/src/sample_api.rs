@@ -503,15 +503,20 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     response
 }
 
-/// The sample API's routes, with fault rules to start with.
-pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> Router {
+/// Every request the sample API has recorded; shared with an in-process
+/// caller (the benchmark checks traces through it).
+pub type RequestLog = Arc<Mutex<Vec<RecordedRequest>>>;
+
+/// The sample API's routes, with fault rules to start with, and its request log.
+pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> (Router, RequestLog) {
     let state = AppState {
         latencies,
         faults: Arc::new(Mutex::new(faults)),
         requests: Arc::new(Mutex::new(Vec::new())),
         tokens: Arc::new(Mutex::new(HashMap::new())),
     };
-    Router::new()
+    let log = Arc::clone(&state.requests);
+    let router = Router::new()
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route(
@@ -523,20 +528,25 @@ pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> Router {
         .route("/_requests", get(list_requests).delete(clear_requests))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
-        .with_state(state)
+        .with_state(state);
+    (router, log)
 }
 
-/// Binds `listen` (port 0 picks a free port) and returns the bound address
-/// and the server future.
+/// Binds `listen` (port 0 picks a free port) and returns the bound address,
+/// the server future and the request log.
 pub async fn bind(
     listen: SocketAddr,
     latencies: Latencies,
     faults: Vec<FaultRule>,
-) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+) -> std::io::Result<(
+    SocketAddr,
+    impl Future<Output = std::io::Result<()>>,
+    RequestLog,
+)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(latencies, faults);
-    Ok((addr, async move { axum::serve(listener, app).await }))
+    let (app, log) = router(latencies, faults);
+    Ok((addr, async move { axum::serve(listener, app).await }, log))
 }
 
 #[cfg(test)]
