@@ -187,3 +187,66 @@ fn bad_run_input_exits_2_and_says_what_is_wrong() {
         stderr(&out)
     );
 }
+
+#[test]
+fn inspect_names_the_world_and_refuses_what_the_host_will_not_run() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let st = state.path().to_str().expect("utf-8");
+    let inspect = |name: &str| {
+        let path = components().join(name);
+        braid(&[
+            "inspect",
+            path.to_str().expect("utf-8"),
+            "--json",
+            "--state-dir",
+            st,
+        ])
+    };
+    let out = inspect("claim_work.wasm");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let i = json_stdout(&out);
+    assert_eq!(i["world"], "braid:workflow/reversible-step-component");
+    let imports: Vec<&str> = i["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        imports.contains(&"braid:workflow/coordination@0.1.0"),
+        "{imports:?}"
+    );
+    // Unused imports are stripped: only the steps that call APIs import wasi:http.
+    assert!(
+        !imports.iter().any(|n| n.starts_with("wasi:http")),
+        "{imports:?}"
+    );
+    let auth = json_stdout(&inspect("authenticate.wasm"));
+    let auth_imports = auth["imports"].as_array().expect("imports");
+    assert!(
+        auth_imports.iter().any(|n| n
+            .as_str()
+            .unwrap_or("")
+            .starts_with("wasi:http/outgoing-handler@0.2")),
+        "{auth}"
+    );
+
+    let out = inspect("policy_rbac.wasm");
+    assert_eq!(
+        json_stdout(&out)["world"],
+        "braid:workflow/policy-component"
+    );
+
+    let out = inspect("not_a_step.wasm");
+    assert_eq!(out.status.code(), Some(2));
+    let i = json_stdout(&out);
+    assert!(i["world"].is_null());
+    assert!(
+        i["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not export"),
+        "{i}"
+    );
+    assert!(stderr(&out).contains("error: refused:"));
+}

@@ -106,6 +106,15 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Show which braid world a component implements, what it imports and
+    /// exports, and why the host would refuse it (exit 2 if it would).
+    Inspect {
+        component: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -290,6 +299,46 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
         Command::Claims { json, state } => claims(json, &state).await,
         Command::Runs { json, state } => runs(json, &state).await,
         Command::Bench(args) => bench(args).await,
+        Command::Inspect {
+            component,
+            json,
+            state,
+        } => {
+            let host = open_host(&state)?;
+            let i = host.sandbox.inspect(&component).map_err(bad_input)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&i).map_err(|e| Exit(1, e.into()))?
+                );
+            } else {
+                println!(
+                    "{}  {} bytes  sha256 {}",
+                    i.path.display(),
+                    i.size_bytes,
+                    i.sha256
+                );
+                println!(
+                    "world: {}",
+                    i.world.as_deref().unwrap_or("none the host runs")
+                );
+                println!("imports:");
+                for name in &i.imports {
+                    println!("  {name}");
+                }
+                println!("exports:");
+                for name in &i.exports {
+                    println!("  {name}");
+                }
+            }
+            match &i.refused {
+                Some(why) => {
+                    eprintln!("error: refused: {why}");
+                    Ok(2)
+                }
+                None => Ok(0),
+            }
+        }
         Command::Policy(PolicyCommand::Eval {
             policy,
             input,

@@ -297,7 +297,11 @@ impl PreparedComponent {
 
     /// The world it implements, for people.
     pub fn world(&self) -> &'static str {
-        match &self.kind {
+        Self::world_of(&self.kind)
+    }
+
+    fn world_of(kind: &ComponentKind) -> &'static str {
+        match kind {
             ComponentKind::Step {
                 reversible: None, ..
             } => "braid:workflow/step-component",
@@ -308,6 +312,20 @@ impl PreparedComponent {
             ComponentKind::Policy(_) => "braid:workflow/policy-component",
         }
     }
+}
+
+/// What a component file is, for `braid inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// The braid world it implements, if any.
+    pub world: Option<String>,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Why the host would refuse it, if it would.
+    pub refused: Option<String>,
 }
 
 /// A policy's answer.
@@ -413,6 +431,42 @@ impl Sandbox {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         format!("{:016x}", h.finish())
+    }
+
+    /// Describes a component: its world, imports and exports, and whether
+    /// (and why not) the host would run it.
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, SandboxError> {
+        let bytes = std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                SandboxError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                SandboxError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let (component, _) = self.compile(path, &bytes, &sha256)?;
+        let ty = component.component_type();
+        let names = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
+        let imports = names(&mut ty.imports(&self.engine).map(|(n, _)| n.to_string()));
+        let exports = names(&mut ty.exports(&self.engine).map(|(n, _)| n.to_string()));
+        let (world, refused) = match self.check(path, &component) {
+            Ok((_, kind)) => (Some(PreparedComponent::world_of(&kind).to_string()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Ok(Inspection {
+            path: path.to_path_buf(),
+            sha256,
+            size_bytes: bytes.len() as u64,
+            world,
+            imports,
+            exports,
+            refused,
+        })
     }
 
     /// Reads, compiles (or loads from the cache), checks and pre-instantiates
