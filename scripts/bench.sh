@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BRAID=${BRAID:-target/release/braid}
+# Step-level warnings (retries, cancellations under overload) would drown the tables.
+export BRAID_LOG=${BRAID_LOG:-error}
 out=target/bench
 mkdir -p "$out"
 {

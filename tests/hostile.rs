@@ -347,6 +347,29 @@ async fn names_resolving_to_private_addresses_can_be_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_runs_than_instance_slots_wait_for_a_slot_instead_of_failing() {
+    let api = SampleApi::start(Some(2));
+    let h = Harness::with(SandboxConfig {
+        max_instances: 3,
+        ..SandboxConfig::default()
+    });
+    let reference = Arc::new(Workflow::load(&reference_workflow()).expect("reference"));
+    let sched = Arc::new(h.scheduler(&reference));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (sched, wf) = (Arc::clone(&sched), Arc::clone(&reference));
+        let input: Value =
+            serde_json::from_str(&reference_input(&api, "u-100", &format!("slot-{i}")))
+                .expect("json");
+        tasks.spawn(async move { run(&sched, &wf, input).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let report = r.expect("task");
+        assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_runs_succeed_while_hostile_runs_execute() {
     let api = SampleApi::start(Some(5));
     let dir = tempfile::tempdir().expect("tempdir");

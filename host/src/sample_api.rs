@@ -231,6 +231,14 @@ const USERS: &[User] = &[
     },
 ];
 
+/// Waits out an endpoint's latency; zero means no wait at all (a zero sleep
+/// would still wait for the next timer tick, about a millisecond).
+async fn latency(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 fn find_user(id: &str) -> Option<&'static User> {
     USERS.iter().find(|u| u.id == id)
 }
@@ -252,7 +260,7 @@ fn authorized(state: &AppState, headers: &HeaderMap, user_id: &str) -> bool {
 }
 
 async fn token(State(state): State<AppState>, Json(body): Json<Value>) -> Response {
-    tokio::time::sleep(state.latencies.auth).await;
+    latency(state.latencies.auth).await;
     let user_id = body.get("user_id").and_then(Value::as_str).unwrap_or("");
     let client_ok = body.get("client_id").and_then(Value::as_str) == Some("braid");
     let Some(user) = find_user(user_id).filter(|_| client_ok) else {
@@ -372,7 +380,7 @@ async fn profile(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    tokio::time::sleep(state.latencies.profile).await;
+    latency(state.latencies.profile).await;
     if !authorized(&state, &headers, &id) {
         return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     }
@@ -390,7 +398,7 @@ async fn permissions(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    tokio::time::sleep(state.latencies.permissions).await;
+    latency(state.latencies.permissions).await;
     if !authorized(&state, &headers, &id) {
         return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     }

@@ -360,6 +360,9 @@ pub struct Sandbox {
     policy_linker: Linker<StepState>,
     claims: Arc<dyn ClaimStore>,
     config: SandboxConfig,
+    /// One permit per pooling-allocator instance slot: a call waits for a
+    /// free slot instead of failing when every slot is in use.
+    slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -411,7 +414,9 @@ impl Sandbox {
         .map_err(engine_err)?;
 
         let ticker = EpochTicker::start(engine.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(n as usize));
         Ok(Sandbox {
+            slots,
             engine,
             linker,
             policy_linker,
@@ -680,6 +685,12 @@ impl Sandbox {
                 table_elements: self.config.max_table_elements,
             },
         };
+        // Held until the store is dropped: the instance's pool slot is ours.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| StepFailure::Host("the sandbox is shutting down".into()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.config.fuel {
