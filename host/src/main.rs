@@ -961,6 +961,11 @@ fn print_bench(
         if journal { "on" } else { "off" },
         braid::bench::peak_rss_mib()
     );
+    if results.is_empty() {
+        print_attempt(attempt);
+        return;
+    }
+    println!();
     println!(
         "| load | executor | runs | ok | runs/s | p50 ms | p90 ms | p99 ms | max ms | traces | sandbox/native |"
     );
@@ -992,6 +997,10 @@ fn print_bench(
             ratio
         );
     }
+    print_attempt(attempt);
+}
+
+fn print_attempt(attempt: Option<&serde_json::Value>) {
     if let Some(a) = attempt {
         println!(
             "\nper step attempt (fresh store + instance + call + teardown of `{}`), {} calls: p50 {} us, p90 {} us, p99 {} us, max {} us",
