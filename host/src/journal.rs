@@ -8,7 +8,7 @@
 
 use crate::db::{Db, DbUnavailable, ms};
 use crate::store::now_ms;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -272,12 +272,6 @@ impl SqliteJournal {
         .await
     }
 
-    /// Every entry of a run, in order.
-    pub async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
-        let run_id = run_id.to_string();
-        self.db.call(move |conn| read_entries(conn, &run_id)).await
-    }
-
     /// Every run, oldest first.
     pub async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
         self.db.call(|conn| {
@@ -308,11 +302,6 @@ impl SqliteJournal {
             rows.collect::<Result<_, _>>().map_err(unavailable)
         })
         .await
-    }
-
-    pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
-        let id = run_id.to_string();
-        Ok(self.runs().await?.into_iter().find(|r| r.run_id == id))
     }
 }
 
@@ -361,22 +350,4 @@ pub fn owner_is_dead_here(owner: &str, this_host: &str) -> bool {
     };
     let this = this_host.rsplit_once(':').map_or(this_host, |(h, _)| h);
     host == this && pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-impl SqliteJournal {
-    /// The status of one run, if it exists.
-    pub async fn status(&self, run_id: &str) -> Result<Option<String>, JournalError> {
-        let id = run_id.to_string();
-        self.db
-            .call(move |conn| {
-                conn.query_row(
-                    "SELECT status FROM runs WHERE run_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)
-            })
-            .await
-    }
 }
