@@ -5,18 +5,63 @@ COMPONENTS := target/components
 GUEST_OUT := guest-steps/target/wasm32-wasip2/release
 BRAID := target/debug/braid
 
-.PHONY: setup guests build test demo bench lint fmt
+# Toolchains for the Python and JavaScript steps, pinned in
+# guest-steps/python/requirements.txt and guest-steps/js/package-lock.json.
+TOOLS := target/tools
+COMPONENTIZE_PY := $(TOOLS)/python/bin/componentize-py
+COMPONENTIZE_JS := guest-steps/js/node_modules/.bin/componentize-js
+# Each Python or JavaScript step is a directory guest-steps/{python,js}/NAME/
+# holding its source and a `world` file naming the braid world it implements;
+# it builds to $(COMPONENTS)/NAME.wasm.
+PY_STEPS := $(patsubst guest-steps/python/%/world,%,$(wildcard guest-steps/python/*/world))
+JS_STEPS := $(patsubst guest-steps/js/%/world,%,$(wildcard guest-steps/js/*/world))
+
+.PHONY: setup guests rust-guests python-guests js-guests build test demo bench lint fmt
 
 ## Install what the build needs: the wasm32-wasip2 Rust target.
 setup:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-## Build every guest component and copy it to target/components/.
-guests: setup
+## Build every guest component (Rust, Python, JavaScript) into target/components/.
+guests: rust-guests python-guests js-guests
+	@echo "components in $(COMPONENTS)/: $$(cd $(COMPONENTS) && ls *.wasm | tr '\n' ' ')"
+
+rust-guests: setup
 	cd guest-steps && $(CARGO) build --release --target wasm32-wasip2
 	@mkdir -p $(COMPONENTS)
 	@for f in $(GUEST_OUT)/*.wasm; do cp -u "$$f" $(COMPONENTS)/; done
-	@echo "components in $(COMPONENTS)/: $$(cd $(COMPONENTS) && ls *.wasm | tr '\n' ' ')"
+
+python-guests: $(foreach s,$(PY_STEPS),$(COMPONENTS)/$(s).wasm)
+js-guests: $(foreach s,$(JS_STEPS),$(COMPONENTS)/$(s).wasm)
+
+# componentize-py from PyPI, in a virtualenv of its own.
+$(COMPONENTIZE_PY): guest-steps/python/requirements.txt
+	python3 -m venv $(TOOLS)/python
+	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
+# componentize-js from npm, exactly as the lockfile pins it.
+$(COMPONENTIZE_JS): guest-steps/js/package.json guest-steps/js/package-lock.json
+	cd guest-steps/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+define python_step
+$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/python/$(1)/*) wit/braid.wit $(COMPONENTIZE_PY)
+	@mkdir -p $(COMPONENTS)
+	$(COMPONENTIZE_PY) -d wit -w braid:workflow/$$$$(cat guest-steps/python/$(1)/world)@0.1.0 \
+	  componentize app -p guest-steps/python/$(1) -o $$@.tmp
+	@mv $$@.tmp $$@
+endef
+$(foreach s,$(PY_STEPS),$(eval $(call python_step,$(s))))
+
+define js_step
+$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPONENTIZE_JS)
+	@mkdir -p $(COMPONENTS)
+	$(COMPONENTIZE_JS) guest-steps/js/$(1)/step.js -w wit \
+	  -n braid:workflow/$$$$(cat guest-steps/js/$(1)/world)@0.1.0 -o $$@.tmp
+	@mv $$@.tmp $$@
+endef
+$(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
 
 ## Build the host (library + braid binary).
 build: setup

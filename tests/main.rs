@@ -6,6 +6,7 @@ mod bench;
 mod definitions;
 mod failures;
 mod hostile;
+mod languages;
 mod policies;
 mod reference;
 mod sandbox;

@@ -14,7 +14,7 @@ fn interval(r: &Value) -> (u64, u64) {
 
 /// Asserts everything a run did carries its trace id, and returns the spans
 /// of its outbound requests.
-fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<String> {
+pub(crate) fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<String> {
     let trace = str_of(report, "/trace_id");
     assert_eq!(
         str_of(report, "/result/trace_id"),

@@ -18,6 +18,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `println!` that ignores a closed stdout (`braid ... | head`): the reader
+/// has gone, so there is no one left to tell; `println!` would panic.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "braid",
@@ -34,6 +42,11 @@ struct StateArgs {
     /// Directory for the claim store and the compiled-component cache.
     #[arg(long, env = "BRAID_STATE_DIR", default_value = ".braid")]
     state_dir: PathBuf,
+    /// Where compiled components are cached (default: `<state-dir>/cache`).
+    /// Entries are keyed by the component's sha256 and the engine's
+    /// compatibility hash, so one cache may serve several state dirs.
+    #[arg(long, env = "BRAID_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Do not read or write the compiled-component cache.
     #[arg(long)]
     no_cache: bool,
@@ -44,6 +57,20 @@ struct StateArgs {
     /// addresses (allowlist the IP itself to reach one).
     #[arg(long)]
     deny_private_networks: bool,
+}
+
+impl StateArgs {
+    /// The compiled-component cache directory, unless `--no-cache`.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        Some(
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("cache")),
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -391,7 +418,7 @@ fn open_host(state: &StateArgs) -> Result<Host, Exit> {
         Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
     let journal = Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
     let config = SandboxConfig {
-        cache_dir: (!state.no_cache).then(|| state.state_dir.join("cache")),
+        cache_dir: state.cache_dir(),
         fuel: state.fuel,
         deny_private_networks: state.deny_private_networks,
         ..SandboxConfig::default()
@@ -720,7 +747,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     let sandbox = Arc::new(
         Sandbox::new(
             SandboxConfig {
-                cache_dir: (!args.state.no_cache).then(|| args.state.state_dir.join("cache")),
+                cache_dir: args.state.cache_dir(),
                 ..SandboxConfig::default()
             },
             Arc::clone(&claims),
@@ -890,7 +917,7 @@ async fn bench_attempts(
     let sandbox = Arc::new(
         Sandbox::new(
             SandboxConfig {
-                cache_dir: (!args.state.no_cache).then(|| args.state.state_dir.join("cache")),
+                cache_dir: args.state.cache_dir(),
                 ..SandboxConfig::default()
             },
             Arc::clone(claims),

@@ -55,7 +55,8 @@ impl braid_policy::Policy for ValidateAccess {
             .unwrap_or_default();
         if action == "delete" && !roles.iter().any(|r| r == "admin") {
             return Ok(deny(vec![format!(
-                "`delete` needs the admin role; user `{user}` has {roles:?}"
+                "`delete` needs the admin role; user `{user}` has roles {}",
+                Value::Array(roles)
             )]));
         }
         let mut obligations = Vec::new();
