@@ -14,7 +14,11 @@ COMPONENTIZE_JS := guest-steps/js/node_modules/.bin/componentize-js
 # holding its source and a `world` file naming the braid world it implements;
 # it builds to $(COMPONENTS)/NAME.wasm.
 PY_STEPS := $(patsubst guest-steps/python/%/world,%,$(wildcard guest-steps/python/*/world))
+# A JavaScript policy is guest-steps/js/NAME/policy.js (no `world` file: it is
+# always policy-component), built with QuickJS (componentize-qjs).
 JS_STEPS := $(patsubst guest-steps/js/%/world,%,$(wildcard guest-steps/js/*/world))
+JS_POLICIES := $(patsubst guest-steps/js/%/policy.js,%,$(wildcard guest-steps/js/*/policy.js))
+COMPONENTIZE_QJS := guest-steps/js/node_modules/.bin/componentize-qjs
 
 .PHONY: setup guests rust-guests python-guests js-guests build test demo bench lint fmt
 
@@ -32,7 +36,7 @@ rust-guests: setup
 	@for f in $(GUEST_OUT)/*.wasm; do cp -u "$$f" $(COMPONENTS)/; done
 
 python-guests: $(foreach s,$(PY_STEPS),$(COMPONENTS)/$(s).wasm)
-js-guests: $(foreach s,$(JS_STEPS),$(COMPONENTS)/$(s).wasm)
+js-guests: $(foreach s,$(JS_STEPS) $(JS_POLICIES),$(COMPONENTS)/$(s).wasm)
 
 # componentize-py from PyPI, in a virtualenv of its own.
 $(COMPONENTIZE_PY): guest-steps/python/requirements.txt
@@ -62,6 +66,15 @@ $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPO
 	@mv $$@.tmp $$@
 endef
 $(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
+
+define js_policy
+$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPONENTIZE_JS)
+	@mkdir -p $(COMPONENTS)
+	$(COMPONENTIZE_QJS) --sync -w wit -n braid:workflow/policy-component@0.1.0 \
+	  -j guest-steps/js/$(1)/policy.js -o $$@.tmp > /dev/null
+	@mv $$@.tmp $$@
+endef
+$(foreach s,$(JS_POLICIES),$(eval $(call js_policy,$(s))))
 
 ## Build the host (library + braid binary).
 build: setup

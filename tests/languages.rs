@@ -233,6 +233,74 @@ fn a_javascript_step_fails_retries_and_compensates_like_its_rust_twin() {
     }
 }
 
+/// `braid policy eval` of `policy` on `facts`: (exit code, stdout, stderr).
+fn eval_policy(policy: &str, facts: &str) -> (Option<i32>, Vec<u8>, String) {
+    let state = tempfile::tempdir().expect("tempdir");
+    let path = components().join(format!("{policy}.wasm"));
+    let [flag, dir] = cache_args();
+    let out = braid(&[
+        "policy",
+        "eval",
+        path.to_str().expect("utf-8"),
+        "--input",
+        facts,
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+        flag,
+        dir,
+    ]);
+    (out.status.code(), out.stdout.clone(), stderr(&out))
+}
+
+/// The policy twins decide every case alike; returns how many were allowed.
+fn assert_policies_agree(pair: [&str; 2], cases: &[Value]) -> usize {
+    let mut allowed = 0;
+    for facts in cases {
+        let mut decisions = Vec::new();
+        for policy in pair {
+            let (code, stdout, stderr) = eval_policy(policy, &facts.to_string());
+            let mut decision: Value = serde_json::from_slice(&stdout)
+                .unwrap_or_else(|e| panic!("{policy} on {facts}: {e}: {stderr}"));
+            let allow = decision["allow"].as_bool().expect("allow");
+            assert_eq!(code, Some(if allow { 0 } else { 1 }));
+            let obj = decision.as_object_mut().expect("decision");
+            obj.remove("trace_id");
+            obj.remove("policy_sha256");
+            decisions.push(decision);
+        }
+        assert_eq!(decisions[0], decisions[1], "{pair:?} on facts {facts}");
+        allowed += usize::from(decisions[0]["allow"] == true);
+    }
+    // Input a policy cannot decide on is refused the same way by both.
+    for policy in pair {
+        let (code, _, stderr) = eval_policy(policy, r#"{"profile": {}}"#);
+        assert_eq!(code, Some(2), "{policy}");
+        assert!(
+            stderr.contains("the policy could not decide: input needs `resource` and `action`"),
+            "{policy}: {stderr}"
+        );
+    }
+    allowed
+}
+
+#[test]
+fn the_javascript_rbac_policy_decides_as_the_rust_one_does() {
+    let case = |roles: Value, resource: &str, action: &str| json!({ "permissions": { "roles": roles }, "resource": resource, "action": action });
+    let cases = [
+        case(json!(["admin"]), "anything/at/all", "delete"),
+        case(json!(["engineer"]), "projects/x", "write"),
+        case(json!(["engineer"]), "projects", "write"),
+        case(json!(["engineer", "guest"]), "public/a", "read"),
+        case(json!(["reports-reader"]), "reports/q3", "write"),
+        case(json!(["guest", "ünïcode", "tab\t"]), "reports/q3", "read"),
+        case(json!([1, null, "read-only"]), "x", "read"),
+        case(json!("admin"), "x", "read"),
+        json!({ "resource": "x", "action": "read" }),
+    ];
+    let allowed = assert_policies_agree(["policy_rbac", "policy_rbac_js"], &cases);
+    assert_eq!(allowed, 4, "the cases cover both outcomes");
+}
+
 #[test]
 fn the_python_policy_decides_as_the_rust_policy_does() {
     let grants = json!([
@@ -306,61 +374,8 @@ fn the_python_policy_decides_as_the_rust_policy_does() {
         }),
         json!({ "profile": {}, "permissions": {}, "resource": "r", "action": "read" }),
     ];
-    let mut allowed = 0;
-    for facts in cases {
-        let mut decisions = Vec::new();
-        for policy in ["validate_access", "validate_access_py"] {
-            let state = tempfile::tempdir().expect("tempdir");
-            let path = components().join(format!("{policy}.wasm"));
-            let [flag, dir] = cache_args();
-            let out = braid(&[
-                "policy",
-                "eval",
-                path.to_str().expect("utf-8"),
-                "--input",
-                &facts.to_string(),
-                "--state-dir",
-                state.path().to_str().expect("utf-8"),
-                flag,
-                dir,
-            ]);
-            let mut decision = json_stdout(&out);
-            let allow = decision["allow"].as_bool().expect("allow");
-            assert_eq!(out.status.code(), Some(if allow { 0 } else { 1 }));
-            let obj = decision.as_object_mut().expect("decision");
-            obj.remove("trace_id");
-            obj.remove("policy_sha256");
-            decisions.push(decision);
-        }
-        assert_eq!(decisions[0], decisions[1], "facts {facts}");
-        allowed += usize::from(decisions[0]["allow"] == true);
-    }
+    let allowed = assert_policies_agree(["validate_access", "validate_access_py"], &cases);
     assert_eq!(allowed, 4, "the cases cover both outcomes");
-
-    // Input a policy cannot decide on is refused the same way by both.
-    for policy in ["validate_access", "validate_access_py"] {
-        let state = tempfile::tempdir().expect("tempdir");
-        let path = components().join(format!("{policy}.wasm"));
-        let [flag, dir] = cache_args();
-        let out = braid(&[
-            "policy",
-            "eval",
-            path.to_str().expect("utf-8"),
-            "--input",
-            r#"{"profile": {}}"#,
-            "--state-dir",
-            state.path().to_str().expect("utf-8"),
-            flag,
-            dir,
-        ]);
-        assert_eq!(out.status.code(), Some(2), "{policy}");
-        assert!(
-            stderr(&out)
-                .contains("the policy could not decide: input needs `resource` and `action`"),
-            "{policy}: {}",
-            stderr(&out)
-        );
-    }
 }
 
 #[test]

@@ -10,4 +10,5 @@ mod languages;
 mod policies;
 mod reference;
 mod sandbox;
+mod scaffold;
 mod support;

@@ -20,6 +20,7 @@ pub mod recovery;
 pub mod report;
 pub mod sample_api;
 pub mod sandbox;
+pub mod scaffold;
 pub mod scheduler;
 pub mod store;
 pub mod trace;

@@ -145,6 +145,22 @@ enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Start a new step or policy project (Rust, Python or JavaScript) that
+    /// builds with `make` and passes `braid check` (see docs/writing-steps.md).
+    New {
+        /// `step` or `policy`.
+        #[arg(value_parser = ["step", "policy"])]
+        kind: String,
+        /// The component's name: a lowercase letter, then lowercase letters,
+        /// digits or `_`.
+        name: String,
+        /// `rust`, `python` or `js`.
+        #[arg(long, value_parser = ["rust", "python", "js"])]
+        lang: String,
+        /// Where to create it (default: ./NAME); must not exist yet.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Load-test a workflow against the in-process sample API, sandboxed and
     /// natively (see docs/PERFORMANCE.md).
     Bench(BenchArgs),
@@ -326,6 +342,12 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
         Command::Claims { json, state } => claims(json, &state).await,
         Command::Runs { json, state } => runs(json, &state).await,
         Command::Bench(args) => bench(args).await,
+        Command::New {
+            kind,
+            name,
+            lang,
+            dir,
+        } => new_project(&kind, &name, &lang, dir),
         Command::Inspect {
             component,
             json,
@@ -662,6 +684,29 @@ async fn serve_sample_api(
         r = server => r.context("sample API server")?,
         _ = tokio::signal::ctrl_c() => {}
     }
+    Ok(0)
+}
+
+fn new_project(kind: &str, name: &str, lang: &str, dir: Option<PathBuf>) -> Result<u8, Exit> {
+    use braid::scaffold::{Kind, Lang};
+    let kind = if kind == "policy" {
+        Kind::Policy
+    } else {
+        Kind::Step
+    };
+    let lang =
+        Lang::parse(lang).ok_or_else(|| bad_input(anyhow::anyhow!("unknown language `{lang}`")))?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let files = braid::scaffold::create(&dir, name, lang, kind).map_err(bad_input)?;
+    println!(
+        "created a {lang} {kind} `{name}` in {} ({} files)",
+        dir.display(),
+        files.len()
+    );
+    println!(
+        "next:\n  cd {}\n  make          # builds {name}.wasm\n  make check    # braid check workflow.toml",
+        dir.display()
+    );
     Ok(0)
 }
 

@@ -60,7 +60,8 @@ impl braid_policy::Policy for Rbac {
                 ))
             }
             None => Ok(deny(vec![format!(
-                "none of the roles {roles:?} may `{action}` `{resource}`"
+                "none of the roles {} may `{action}` `{resource}`",
+                Value::from(roles)
             )])),
         }
     }

@@ -1,0 +1,328 @@
+//! `braid new`: a new step or policy project in Rust, Python or JavaScript
+//! that builds with one command (`make`) and passes `braid check`.
+//!
+//! A project is self-contained: it carries braid's WIT (the exact files this
+//! binary was built with, embedded below), a one-step `workflow.toml` to try
+//! it, a Makefile that installs the pinned toolchain on first use, and a
+//! README. The templates live in `host/templates/`; `__NAME__`, `__WORLD__`,
+//! `__KIND__`, `__LANG__` and `__TRY__` are filled in.
+//!
+//! Nothing is half-written: the project is assembled in a temporary directory
+//! beside the target and renamed into place, and an existing target is never
+//! touched.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The language of a new project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Lang {
+    /// Parses `rust`, `python` or `js` (also `javascript`).
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s {
+            "rust" => Some(Lang::Rust),
+            "python" => Some(Lang::Python),
+            "js" | "javascript" => Some(Lang::Js),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Lang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        })
+    }
+}
+
+/// What a new project builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A step (world `step-component`).
+    Step,
+    /// A policy (world `policy-component`).
+    Policy,
+}
+
+impl Kind {
+    fn world(self) -> &'static str {
+        match self {
+            Kind::Step => "step-component",
+            Kind::Policy => "policy-component",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Step => "step",
+            Kind::Policy => "policy",
+        })
+    }
+}
+
+/// Why `braid new` made nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error(
+        "invalid name `{0}`: use a lowercase letter, then lowercase letters, digits or `_` \
+         (it names the component, the crate or module, and the workflow step)"
+    )]
+    InvalidName(String),
+    #[error("{0} already exists; choose another name or --dir (nothing was written)")]
+    Exists(PathBuf),
+    #[error("cannot write {path}: {source} (nothing was left behind)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The WIT contract, as this binary was built with it.
+const WIT: &[(&str, &str)] = &[
+    ("wit/braid.wit", include_str!("../../wit/braid.wit")),
+    (
+        "wit/deps/cli/cli.wit",
+        include_str!("../../wit/deps/cli/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks/clocks.wit",
+        include_str!("../../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem/filesystem.wit",
+        include_str!("../../wit/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http/http.wit",
+        include_str!("../../wit/deps/http/http.wit"),
+    ),
+    (
+        "wit/deps/io/io.wit",
+        include_str!("../../wit/deps/io/io.wit"),
+    ),
+    (
+        "wit/deps/random/random.wit",
+        include_str!("../../wit/deps/random/random.wit"),
+    ),
+    (
+        "wit/deps/sockets/sockets.wit",
+        include_str!("../../wit/deps/sockets/sockets.wit"),
+    ),
+];
+
+/// The files of a project (relative path, template), before substitution.
+fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
+    let mut files = vec![
+        ("README.md", include_str!("../templates/README.md")),
+        (".gitignore", include_str!("../templates/gitignore")),
+        (
+            "workflow.toml",
+            match kind {
+                Kind::Step => include_str!("../templates/workflow-step.toml"),
+                Kind::Policy => include_str!("../templates/workflow-policy.toml"),
+            },
+        ),
+    ];
+    files.extend(match (lang, kind) {
+        (Lang::Rust, _) => vec![
+            ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
+            ("Makefile", include_str!("../templates/rust/Makefile")),
+            (
+                "src/lib.rs",
+                match kind {
+                    Kind::Step => include_str!("../templates/rust/step.rs"),
+                    Kind::Policy => include_str!("../templates/rust/policy.rs"),
+                },
+            ),
+        ],
+        (Lang::Python, _) => vec![
+            ("Makefile", include_str!("../templates/python/Makefile")),
+            (
+                "app.py",
+                match kind {
+                    Kind::Step => include_str!("../templates/python/step.py"),
+                    Kind::Policy => include_str!("../templates/python/policy.py"),
+                },
+            ),
+        ],
+        // Steps use componentize-js (StarlingMonkey: fetch() over wasi:http);
+        // policies the much smaller QuickJS build of componentize-qjs.
+        (Lang::Js, Kind::Step) => vec![
+            ("Makefile", include_str!("../templates/js/Makefile-step")),
+            (
+                "package.json",
+                include_str!("../templates/js/package-step.json"),
+            ),
+            ("app.js", include_str!("../templates/js/step.js")),
+        ],
+        (Lang::Js, Kind::Policy) => vec![
+            ("Makefile", include_str!("../templates/js/Makefile-policy")),
+            (
+                "package.json",
+                include_str!("../templates/js/package-policy.json"),
+            ),
+            ("app.js", include_str!("../templates/js/policy.js")),
+        ],
+    });
+    files.extend(WIT.iter().copied());
+    files
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 64
+}
+
+fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
+    let try_it = match kind {
+        Kind::Step => "    braid run workflow.toml --input '{\"name\": \"world\"}'".to_string(),
+        Kind::Policy => format!(
+            "    braid run workflow.toml --input '{{\"action\": \"read\"}}'\n    \
+             braid policy eval {name}.wasm --input '{{\"action\": \"write\", \"resource\": \"reports/q3\"}}'"
+        ),
+    };
+    template
+        .replace("__NAME__", name)
+        .replace("__WORLD__", kind.world())
+        .replace("__KIND__", &kind.to_string())
+        .replace("__LANG__", &lang.to_string())
+        .replace("__TRY__", &try_it)
+}
+
+/// Creates a new project for a `kind` named `name` in `lang` at `dir`, and
+/// returns the files written (relative to `dir`).
+pub fn create(
+    dir: &Path,
+    name: &str,
+    lang: Lang,
+    kind: Kind,
+) -> Result<Vec<String>, ScaffoldError> {
+    if !valid_name(name) {
+        return Err(ScaffoldError::InvalidName(name.to_string()));
+    }
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir.to_path_buf()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let staging = parent.join(format!(".braid-new-{name}-{}", std::process::id()));
+    let written = write_all(&staging, name, lang, kind).and_then(|files| {
+        std::fs::rename(&staging, dir)
+            .map(|()| files)
+            .map_err(io(dir))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    written
+}
+
+fn write_all(
+    staging: &Path,
+    name: &str,
+    lang: Lang,
+    kind: Kind,
+) -> Result<Vec<String>, ScaffoldError> {
+    let mut files = Vec::new();
+    for (relative, template) in templates(lang, kind) {
+        let path = staging.join(relative);
+        let err = |source| ScaffoldError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let text = if relative.starts_with("wit/") {
+            template.to_string()
+        } else {
+            fill(template, name, lang, kind)
+        };
+        std::fs::write(&path, text).map_err(err)?;
+        files.push(relative.to_string());
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_identifiers_in_every_language() {
+        for ok in ["greet", "a", "fetch_orders2"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Greet", "2fast", "my-step", "a b", "../x", "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_project_is_complete_and_filled_in() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            for kind in [Kind::Step, Kind::Policy] {
+                let dir = tmp.path().join(format!("{lang}-{kind}"));
+                let files = create(&dir, "greet", lang, kind).expect("create");
+                assert!(files.contains(&"wit/braid.wit".to_string()));
+                assert!(files.contains(&"workflow.toml".to_string()));
+                for f in &files {
+                    let text = std::fs::read_to_string(dir.join(f)).expect("read");
+                    for placeholder in ["__NAME__", "__WORLD__", "__KIND__", "__LANG__", "__TRY__"]
+                    {
+                        assert!(
+                            !text.contains(placeholder),
+                            "{lang} {kind} {f}: {placeholder} left"
+                        );
+                    }
+                }
+                let makefile = std::fs::read_to_string(dir.join("Makefile")).expect("Makefile");
+                assert!(makefile.contains(kind.world()), "{lang} {kind}");
+                assert!(makefile.contains("greet.wasm"));
+            }
+        }
+        // No staging directory is left behind.
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("read_dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".braid-new"))
+            .collect();
+        assert!(left.is_empty());
+    }
+
+    #[test]
+    fn an_existing_directory_is_never_touched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("keep.txt"), "mine").expect("write");
+        let err = create(tmp.path(), "greet", Lang::Python, Kind::Step).expect_err("exists");
+        assert!(matches!(err, ScaffoldError::Exists(_)), "{err}");
+        let entries: Vec<_> = std::fs::read_dir(tmp.path()).expect("read_dir").collect();
+        assert_eq!(entries.len(), 1);
+        assert!(matches!(
+            create(&tmp.path().join("x"), "Bad-Name", Lang::Rust, Kind::Step),
+            Err(ScaffoldError::InvalidName(_))
+        ));
+        assert!(!tmp.path().join("x").exists());
+    }
+}

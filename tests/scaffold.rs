@@ -1,0 +1,180 @@
+//! `braid new`: each language's step and policy project builds with `make`,
+//! passes `braid check` (`make check`), and runs as its README says, on the
+//! run's trace. The builds use the toolchains `make guests` installed (the
+//! projects' Makefiles take them as overrides) instead of downloading them
+//! again.
+
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Creates a project with `braid new`, builds it and checks it.
+fn new_project(parent: &Path, kind: &str, name: &str, lang: &str) -> PathBuf {
+    let dir = parent.join(name);
+    let out = braid(&[
+        "new",
+        kind,
+        name,
+        "--lang",
+        lang,
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "braid new: {}", stderr(&out));
+    let tools = |path: &str| root().join(path).display().to_string();
+    let cache = root().join("target/test-cache");
+    let make = Command::new("make")
+        .arg("-C")
+        .arg(&dir)
+        .arg("check")
+        .arg(format!("BRAID={}", env!("CARGO_BIN_EXE_braid")))
+        .arg(format!(
+            "COMPONENTIZE_PY={}",
+            tools("target/tools/python/bin/componentize-py")
+        ))
+        .arg(format!(
+            "COMPONENTIZE_JS={}",
+            tools("guest-steps/js/node_modules/.bin/componentize-js")
+        ))
+        .arg(format!(
+            "COMPONENTIZE_QJS={}",
+            tools("guest-steps/js/node_modules/.bin/componentize-qjs")
+        ))
+        .arg(format!(
+            "CARGO_TARGET_DIR={}",
+            tools("target/scaffold-target")
+        ))
+        .env("BRAID_CACHE_DIR", &cache)
+        .env("BRAID_LOG", "warn")
+        .output()
+        .expect("make runs");
+    assert!(
+        make.status.success(),
+        "make check of a new {lang} {kind} (tools missing? run `make guests`): {}\n{}",
+        String::from_utf8_lossy(&make.stdout),
+        String::from_utf8_lossy(&make.stderr)
+    );
+    assert!(dir.join(format!("{name}.wasm")).exists());
+    dir
+}
+
+/// `braid run workflow.toml --json` in a new project.
+fn run(dir: &Path, input: &str) -> (Option<i32>, Value) {
+    let state = tempfile::tempdir().expect("tempdir");
+    let cache = root().join("target/test-cache");
+    let out = run_workflow(
+        &dir.join("workflow.toml"),
+        state.path(),
+        input,
+        &["--cache-dir", cache.to_str().expect("utf-8")],
+    );
+    (out.status.code(), json_stdout(&out))
+}
+
+fn assert_step_works(dir: &Path, name: &str) {
+    let (code, report) = run(dir, r#"{"name": "world"}"#);
+    assert_eq!(code, Some(0), "{report}");
+    let trace = str_of(&report, "/trace_id");
+    assert_eq!(report["result"]["greeting"], "hello, world");
+    assert_eq!(
+        report["result"]["trace_id"], trace,
+        "the step saw the run's trace"
+    );
+    let greeted = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["name"] == format!("{name}.greeted"))
+        .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"));
+    assert_eq!(str_of(greeted, "/trace_id"), trace);
+
+    // A bad argument is a fatal error with the step's own words.
+    let (code, report) = run(dir, r#"{"name": 42}"#);
+    assert_eq!(code, Some(1), "{report}");
+    let error = str_of(&report, "/error");
+    assert!(
+        error.contains("fatal: input field `name` is missing or not a string"),
+        "{error}"
+    );
+    assert_eq!(
+        step(&report, name)["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "a fatal error is not retried"
+    );
+}
+
+fn assert_policy_works(dir: &Path) {
+    let (code, report) = run(dir, r#"{"action": "read"}"#);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["result"]["allowed"], true);
+    assert_eq!(
+        report["result"]["reasons"][0],
+        "`read` is allowed on `reports/q3`"
+    );
+    let (code, report) = run(dir, r#"{"action": "write"}"#);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        str_of(&report, "/error").contains("denied by policy: only `read` is allowed, not `write`"),
+        "{report}"
+    );
+}
+
+fn scaffold_both(lang: &str) {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let step = format!("greet_{lang}");
+    let dir = new_project(parent.path(), "step", &step, lang);
+    assert_step_works(&dir, &step);
+    let dir = new_project(parent.path(), "policy", &format!("allow_{lang}"), lang);
+    assert_policy_works(&dir);
+}
+
+#[test]
+fn a_new_rust_step_and_policy_build_check_and_run() {
+    scaffold_both("rust");
+}
+
+#[test]
+fn a_new_python_step_and_policy_build_check_and_run() {
+    scaffold_both("python");
+}
+
+#[test]
+fn a_new_javascript_step_and_policy_build_check_and_run() {
+    scaffold_both("js");
+}
+
+#[test]
+fn braid_new_refuses_a_bad_name_or_an_existing_directory() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let existing = parent.path().join("taken");
+    std::fs::create_dir(&existing).expect("mkdir");
+    std::fs::write(existing.join("mine.txt"), "keep").expect("write");
+    let out = braid(&[
+        "new",
+        "step",
+        "taken",
+        "--lang",
+        "python",
+        "--dir",
+        existing.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(&existing).expect("read_dir").count(),
+        1,
+        "nothing written into it"
+    );
+
+    let out = braid(&["new", "policy", "Has-Dash", "--lang", "js"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid name `Has-Dash`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = braid(&["new", "step", "ok", "--lang", "cobol"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cobol"), "{}", stderr(&out));
+}
