@@ -371,6 +371,15 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
                     "world: {}",
                     i.world.as_deref().unwrap_or("none the host runs")
                 );
+                println!(
+                    "loaded in {:.1} ms ({})",
+                    i.load_ms,
+                    if i.from_cache {
+                        "compiled code from the cache"
+                    } else {
+                        "compiled now"
+                    }
+                );
                 println!("imports:");
                 for name in &i.imports {
                     println!("  {name}");

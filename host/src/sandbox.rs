@@ -326,6 +326,10 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// Why the host would refuse it, if it would.
     pub refused: Option<String>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    /// Time to compile (or load from the cache) and check it, in ms.
+    pub load_ms: f64,
 }
 
 /// A policy's answer.
@@ -454,12 +458,15 @@ impl Sandbox {
             }
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let (component, _) = self.compile(path, &bytes, &sha256)?;
+        let started = std::time::Instant::now();
+        let (component, from_cache) = self.compile(path, &bytes, &sha256)?;
+        let checked = self.check(path, &component);
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
         let ty = component.component_type();
         let names = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
         let imports = names(&mut ty.imports(&self.engine).map(|(n, _)| n.to_string()));
         let exports = names(&mut ty.exports(&self.engine).map(|(n, _)| n.to_string()));
-        let (world, refused) = match self.check(path, &component) {
+        let (world, refused) = match checked {
             Ok((_, kind)) => (Some(PreparedComponent::world_of(&kind).to_string()), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -471,6 +478,8 @@ impl Sandbox {
             imports,
             exports,
             refused,
+            from_cache,
+            load_ms,
         })
     }
 
