@@ -80,7 +80,9 @@ pub const POLICY_EXPORT: &str = "braid:workflow/policy@0.1";
 pub enum SandboxError {
     #[error("configuring wasmtime: {0}")]
     Engine(String),
-    #[error("{path}: file not found (run `make guests` to build the components)")]
+    #[error(
+        "{path}: file not found (build it first: `make guests` in the braid repository, `make` in a `braid new` project)"
+    )]
     Missing { path: PathBuf },
     #[error("{path}: cannot read: {source}")]
     Read {
@@ -793,6 +795,12 @@ impl Sandbox {
         forward_stdio(&telemetry, "stdout", &stdout);
         forward_stdio(&telemetry, "stderr", &stderr);
         drop(store);
+        // A language runtime reports an uncaught exception on stderr, then traps.
+        let stderr_hint = if stderr.contents().is_empty() {
+            ""
+        } else {
+            " (the guest's stderr, e.g. an exception, is in the log and the run's events)"
+        };
 
         match result {
             Err(_elapsed) => Err(StepFailure::Timeout(step.timeout)),
@@ -826,8 +834,8 @@ impl Sandbox {
                             step.limits.fuel.unwrap_or(u64::MAX)
                         ),
                     ),
-                    Some(trap) => StepFailure::Trap(format!("{trap}: {}", root_cause(&e))),
-                    None => StepFailure::Trap(root_cause(&e)),
+                    Some(trap) => StepFailure::Trap(format!("{trap}{stderr_hint}")),
+                    None => StepFailure::Trap(format!("{}{stderr_hint}", root_cause(&e))),
                 }
             }),
         }
