@@ -11,4 +11,5 @@ mod policies;
 mod reference;
 mod sandbox;
 mod scaffold;
+mod serve;
 mod support;

@@ -8,7 +8,7 @@
 
 use crate::db::{Db, DbUnavailable, ms};
 use crate::store::now_ms;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,7 +131,38 @@ CREATE TABLE IF NOT EXISTS journal (
     entry  TEXT NOT NULL             -- JournalEntry as JSON
 );
 CREATE INDEX IF NOT EXISTS journal_run ON journal(run_id, seq);
+-- The finished run's report, as `braid serve` returns it.
+CREATE TABLE IF NOT EXISTS reports (
+    run_id        TEXT PRIMARY KEY,
+    workflow      TEXT NOT NULL,
+    trace_id      TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    duration_ms   REAL NOT NULL,
+    report        TEXT NOT NULL       -- RunReport as JSON
+);
+CREATE INDEX IF NOT EXISTS reports_recent ON reports(started_at_ms);
+-- Idempotency-Key -> the run it started (per workflow).
+CREATE TABLE IF NOT EXISTS idempotency (
+    workflow    TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    PRIMARY KEY (workflow, key)
+);
 ";
+
+/// A stored run report's summary, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    pub run_id: String,
+    pub workflow: String,
+    pub trace_id: String,
+    pub outcome: String,
+    pub started_at_ms: u64,
+    pub duration_ms: f64,
+}
 
 impl SqliteJournal {
     /// Opens (creating if needed) `runs.sqlite3` in `state_dir`.
@@ -270,6 +301,126 @@ impl SqliteJournal {
             Ok(taken)
         })
         .await
+    }
+
+    /// Stores a finished run's report (JSON). A second save of the same run
+    /// replaces the first.
+    pub async fn save_report(
+        &self,
+        summary: ReportSummary,
+        report_json: String,
+    ) -> Result<(), JournalError> {
+        self.db
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT OR REPLACE INTO reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        summary.run_id,
+                        summary.workflow,
+                        summary.trace_id,
+                        summary.outcome,
+                        ms(summary.started_at_ms),
+                        summary.duration_ms,
+                        report_json
+                    ],
+                )
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// A stored report (JSON), if the run is known.
+    pub async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+        let run_id = run_id.to_string();
+        self.db
+            .call(move |conn| {
+                conn.query_row(
+                    "SELECT report FROM reports WHERE run_id = ?1",
+                    params![run_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)
+            })
+            .await
+    }
+
+    /// The most recent reports, newest first, optionally of one workflow
+    /// and/or one outcome.
+    pub async fn recent_reports(
+        &self,
+        workflow: Option<String>,
+        outcome: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ReportSummary>, JournalError> {
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM reports
+                         WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR outcome = ?2)
+                         ORDER BY started_at_ms DESC, run_id LIMIT ?3",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![workflow, outcome, limit as i64], |r| {
+                        Ok(ReportSummary {
+                            run_id: r.get(0)?,
+                            workflow: r.get(1)?,
+                            trace_id: r.get(2)?,
+                            outcome: r.get(3)?,
+                            started_at_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                            duration_ms: r.get(5)?,
+                        })
+                    })
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
+    }
+
+    /// The run an `Idempotency-Key` of `workflow` started: (body sha256, run id).
+    pub async fn idempotent_run(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, JournalError> {
+        let (workflow, key) = (workflow.to_string(), key.to_string());
+        self.db
+            .call(move |conn| {
+                conn.query_row(
+                    "SELECT body_sha256, run_id FROM idempotency WHERE workflow = ?1 AND key = ?2",
+                    params![workflow, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)
+            })
+            .await
+    }
+
+    /// Remembers the run an `Idempotency-Key` started (the first one wins).
+    pub async fn remember_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        body_sha256: &str,
+        run_id: &str,
+    ) -> Result<(), JournalError> {
+        let args = [workflow, key, body_sha256, run_id].map(str::to_string);
+        self.db
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT OR IGNORE INTO idempotency (workflow, key, body_sha256, run_id, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![args[0], args[1], args[2], args[3], ms(now_ms())],
+                )
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Every run, oldest first.

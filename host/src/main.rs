@@ -142,6 +142,30 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Serve workflows over HTTP (see docs/serving.md): POST
+    /// /v1/workflows/NAME/runs, GET /v1/runs/ID, /metrics, ...
+    Serve {
+        /// Workflow files to serve (default: every workflows/*.toml).
+        workflows: Vec<PathBuf>,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Write the bound address here once listening.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+        /// Largest accepted request body, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        /// On SIGTERM/ctrl-c, how long runs in flight may take to finish
+        /// before they are aborted (undone, journaled), in ms.
+        #[arg(long, default_value_t = 30_000)]
+        grace_ms: u64,
+        /// Step attempts in flight at once, per workflow.
+        #[arg(long, default_value_t = 256)]
+        max_concurrency: usize,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -342,6 +366,26 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
         Command::Claims { json, state } => claims(json, &state).await,
         Command::Runs { json, state } => runs(json, &state).await,
         Command::Bench(args) => bench(args).await,
+        Command::Serve {
+            workflows,
+            listen,
+            addr_file,
+            max_body_bytes,
+            grace_ms,
+            max_concurrency,
+            state,
+        } => {
+            serve(
+                workflows,
+                listen,
+                addr_file,
+                max_body_bytes,
+                Duration::from_millis(grace_ms),
+                max_concurrency,
+                &state,
+            )
+            .await
+        }
         Command::New {
             kind,
             name,
@@ -693,6 +737,85 @@ async fn serve_sample_api(
         r = server => r.context("sample API server")?,
         _ = tokio::signal::ctrl_c() => {}
     }
+    Ok(0)
+}
+
+async fn serve(
+    mut files: Vec<PathBuf>,
+    listen: SocketAddr,
+    addr_file: Option<PathBuf>,
+    max_body_bytes: usize,
+    grace: Duration,
+    max_concurrency: usize,
+    state: &StateArgs,
+) -> Result<u8, Exit> {
+    use braid::serve::{ServeConfig, Served, Server};
+    if files.is_empty() {
+        let dir = Path::new("workflows");
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("no workflow files given and cannot read {}", dir.display()))
+            .map_err(bad_input)?;
+        files = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+    }
+    let host = open_host(state)?;
+    // Every workflow is checked and its components compiled before the
+    // server listens; all problems are reported together.
+    let mut served = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        match braid::check::load_and_prepare(file, Arc::clone(&host.sandbox)) {
+            Ok((workflow, executor)) => {
+                let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
+                    .with_journal(Arc::clone(&host.journal), host.owner.clone())
+                    .with_claims(Arc::clone(&host.claims));
+                served.push(Served::new(workflow, scheduler));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(bad_input(anyhow::anyhow!("{}", problems.join("\n"))));
+    }
+    for r in recover(&host).await? {
+        eprintln!(
+            "recovered run {} (trace {}) left by {}: aborted",
+            r.run_id, r.trace_id, r.previous_owner
+        );
+    }
+    let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
+    let server = Server::start(
+        listen,
+        ServeConfig {
+            workflows: served,
+            journal: Arc::clone(&host.journal),
+            max_body_bytes,
+            grace,
+        },
+    )
+    .await
+    .map_err(bad_input)?;
+    eprintln!(
+        "braid serving {} on http://{} (owner {})",
+        names.join(", "),
+        server.addr,
+        host.owner
+    );
+    if let Some(path) = addr_file {
+        std::fs::write(&path, server.addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(|e| Exit(1, e))?;
+    }
+    braid::serve::shutdown_signal().await;
+    eprintln!(
+        "shutting down: finishing runs in flight (grace {} ms)",
+        grace.as_millis()
+    );
+    server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
+    eprintln!("stopped");
     Ok(0)
 }
 

@@ -897,6 +897,14 @@ impl SandboxExecutor {
         }
     }
 
+    /// Each step's prepared component, by step name.
+    pub fn components(&self) -> BTreeMap<&str, &PreparedComponent> {
+        self.components
+            .iter()
+            .map(|(step, c)| (step.as_str(), c.as_ref()))
+            .collect()
+    }
+
     /// Loads every step's component (each distinct file once). Reports every
     /// component that fails, not just the first.
     pub fn prepare(

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Who is running: everything a host capability needs to tag and check a call.
@@ -159,7 +160,8 @@ pub struct RunRequest {
     pub trace: IncomingTrace,
 }
 
-/// Runs workflows with one executor and a shared concurrency bound.
+/// Runs workflows with one executor and a shared concurrency bound. A clone
+/// shares the executor, the bound, the journal and the claim store.
 pub struct Scheduler<E> {
     executor: Arc<E>,
     /// Bounds step calls in flight across every run of this scheduler.
@@ -171,6 +173,21 @@ pub struct Scheduler<E> {
     /// This host, as a run owner (`hostname:pid`).
     owner: String,
 }
+
+impl<E> Clone for Scheduler<E> {
+    fn clone(&self) -> Self {
+        Scheduler {
+            executor: Arc::clone(&self.executor),
+            permits: Arc::clone(&self.permits),
+            journal: self.journal.clone(),
+            claims: self.claims.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+/// The error of a run aborted by [`Scheduler::run_until`]'s cancellation.
+pub const ABORTED: &str = "run aborted: the host is shutting down";
 
 /// First retry waits about this long; each further retry doubles it.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -255,6 +272,18 @@ impl<E: StepExecutor> Scheduler<E> {
     /// the report (`outcome: failed`), after cancelling what still ran and
     /// undoing what completed.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, InputError> {
+        self.run_until(request, &CancellationToken::new()).await
+    }
+
+    /// [`Scheduler::run`], aborted when `cancel` fires: steps still running
+    /// are cancelled and the run fails through the normal failure path
+    /// (completed steps undone, claims released, all journaled) with the
+    /// error "run aborted: the host is shutting down".
+    pub async fn run_until(
+        &self,
+        request: RunRequest,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, InputError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
@@ -352,7 +381,20 @@ impl<E: StepExecutor> Scheduler<E> {
                     tasks.abort_all();
                 }
             }
-            let Some(joined) = tasks.join_next_with_id().await else {
+            let joined = if failure.is_none() {
+                tokio::select! {
+                    joined = tasks.join_next_with_id() => joined,
+                    () = cancel.cancelled() => {
+                        tracing::warn!(parent: &run_tracing_span, trace_id = %trace_id, "run aborted: the host is shutting down");
+                        failure = Some(ABORTED.to_string());
+                        tasks.abort_all();
+                        continue;
+                    }
+                }
+            } else {
+                tasks.join_next_with_id().await
+            };
+            let Some(joined) = joined else {
                 break;
             };
             let (name, outcome) = match joined {

@@ -1,0 +1,202 @@
+//! Prometheus metrics for `braid serve`, derived from finished run reports
+//! (so every number has a report behind it). Exposed at `GET /metrics` in
+//! the OpenMetrics text format.
+
+use crate::report::RunReport;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    workflow: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkflowLabels {
+    workflow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    workflow: String,
+    step: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepKey {
+    workflow: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    workflow: String,
+    step: String,
+    limit: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 1 ms to ~33 s, doubling.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Attempt outcomes that mean a sandbox limit stopped the guest.
+const LIMIT_OUTCOMES: [&str; 6] = [
+    "timeout",
+    "memory-limit",
+    "output-too-large",
+    "stack-overflow",
+    "table-limit",
+    "fuel-exhausted",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    run_seconds: Histograms<WorkflowLabels>,
+    steps: Family<StepLabels, Counter>,
+    step_seconds: Histograms<StepKey>,
+    attempts: Family<StepLabels, Counter>,
+    claims: Family<WorkflowLabels, Counter>,
+    limit_hits: Family<LimitLabels, Counter>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("braid");
+        let m = Metrics {
+            runs: Family::default(),
+            run_seconds: Family::new_with_constructor(seconds_histogram),
+            steps: Family::default(),
+            step_seconds: Family::new_with_constructor(seconds_histogram),
+            attempts: Family::default(),
+            claims: Family::default(),
+            limit_hits: Family::default(),
+            in_flight: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "runs",
+            "Finished runs by workflow and outcome",
+            m.runs.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Run wall time",
+            m.run_seconds.clone(),
+        );
+        registry.register(
+            "steps",
+            "Steps by workflow, step and outcome (succeeded, compensated, failed, cancelled, skipped)",
+            m.steps.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Step wall time, all attempts included",
+            m.step_seconds.clone(),
+        );
+        registry.register(
+            "step_attempts",
+            "Step attempts by workflow, step and outcome (succeeded, retryable, fatal, timeout, trap, ...)",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "claims_granted",
+            "Work claims granted to runs",
+            m.claims.clone(),
+        );
+        registry.register(
+            "sandbox_limit_hits",
+            "Attempts stopped by a sandbox limit (timeout, memory, output, stack, table, fuel)",
+            m.limit_hits.clone(),
+        );
+        registry.register("runs_in_flight", "Runs executing now", m.in_flight.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn run_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// Counts a finished run (every run started is finished exactly once).
+    pub fn run_finished(&self, report: &RunReport) {
+        self.in_flight.dec();
+        let workflow = report.workflow.clone();
+        self.runs
+            .get_or_create(&RunLabels {
+                workflow: workflow.clone(),
+                outcome: report.outcome.clone(),
+            })
+            .inc();
+        self.run_seconds
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.clone(),
+            })
+            .observe(report.duration_ms / 1000.0);
+        for step in &report.steps {
+            self.steps
+                .get_or_create(&StepLabels {
+                    workflow: workflow.clone(),
+                    step: step.name.clone(),
+                    outcome: step.outcome.clone(),
+                })
+                .inc();
+            if !step.attempts.is_empty() {
+                self.step_seconds
+                    .get_or_create(&StepKey {
+                        workflow: workflow.clone(),
+                        step: step.name.clone(),
+                    })
+                    .observe(step.duration_ms / 1000.0);
+            }
+            for attempt in &step.attempts {
+                self.attempts
+                    .get_or_create(&StepLabels {
+                        workflow: workflow.clone(),
+                        step: step.name.clone(),
+                        outcome: attempt.outcome.clone(),
+                    })
+                    .inc();
+                if LIMIT_OUTCOMES.contains(&attempt.outcome.as_str()) {
+                    self.limit_hits
+                        .get_or_create(&LimitLabels {
+                            workflow: workflow.clone(),
+                            step: step.name.clone(),
+                            limit: attempt.outcome.clone(),
+                        })
+                        .inc();
+                }
+            }
+        }
+        let granted = report
+            .events
+            .iter()
+            .filter(|e| e.name == "claim.granted")
+            .count();
+        self.claims
+            .get_or_create(&WorkflowLabels { workflow })
+            .inc_by(granted as u64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,670 @@
+//! `braid serve`: the HTTP front door (axum).
+//!
+//! Owns: the HTTP API (see docs/serving.md), `Idempotency-Key` handling,
+//! stored run reports, metrics, and graceful shutdown. Runs go through the
+//! same [`Scheduler`] as `braid run`, journaled, with the caller's
+//! `traceparent`/`tracestate` continued per W3C Trace Context (parsed by
+//! braid's strict parser; an invalid or absent header starts a new trace).
+//!
+//! Shutdown: on [`Server::shutdown`] (SIGTERM or ctrl-c in the CLI) the
+//! server stops accepting connections and new runs get 503; runs in flight
+//! have `grace` to finish, then are aborted through the normal failure path
+//! (steps cancelled, completed steps undone, claims released, journaled).
+
+use crate::journal::{ReportSummary, SqliteJournal};
+use crate::metrics::Metrics;
+use crate::report::RunReport;
+use crate::sandbox::SandboxExecutor;
+use crate::scheduler::{RunRequest, Scheduler};
+use crate::trace::IncomingTrace;
+use crate::workflow::Workflow;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("two workflows are named `{0}` ({1} and {2})")]
+    DuplicateWorkflow(String, PathBuf, PathBuf),
+    #[error("no workflows to serve")]
+    NoWorkflows,
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One workflow ready to run.
+pub struct Served {
+    pub workflow: Arc<Workflow>,
+    pub scheduler: Scheduler<SandboxExecutor>,
+    /// Step -> (component path, sha256, world).
+    pub components: BTreeMap<String, (PathBuf, String, &'static str)>,
+}
+
+impl Served {
+    pub fn new(workflow: Arc<Workflow>, scheduler: Scheduler<SandboxExecutor>) -> Served {
+        let components = scheduler
+            .executor()
+            .components()
+            .into_iter()
+            .map(|(step, c)| {
+                (
+                    step.to_string(),
+                    (c.path.clone(), c.sha256.clone(), c.world()),
+                )
+            })
+            .collect();
+        Served {
+            workflow,
+            scheduler,
+            components,
+        }
+    }
+}
+
+/// What the server needs.
+pub struct ServeConfig {
+    pub workflows: Vec<Served>,
+    pub journal: Arc<SqliteJournal>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long runs in flight may take to finish after shutdown begins.
+    pub grace: Duration,
+}
+
+/// An answer kept for an `Idempotency-Key`: (HTTP status, body).
+type StoredAnswer = (u16, Value);
+/// (workflow, `Idempotency-Key`).
+type IdempotencyKey = (String, String);
+
+struct Inner {
+    workflows: BTreeMap<String, Served>,
+    journal: Arc<SqliteJournal>,
+    max_body_bytes: usize,
+    metrics: Metrics,
+    /// Runs started under an `Idempotency-Key` and not yet remembered in the
+    /// journal: a repeat waits for the first run instead of starting another.
+    pending: Mutex<HashMap<IdempotencyKey, Arc<OnceCell<StoredAnswer>>>>,
+    draining: AtomicBool,
+    /// Fires when the grace period is over: runs still going are aborted.
+    abort: CancellationToken,
+    runs: TaskTracker,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop_accepting: CancellationToken,
+    grace: Duration,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+/// A JSON error body.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl Server {
+    /// Binds `listen` and starts serving.
+    pub async fn start(listen: SocketAddr, config: ServeConfig) -> Result<Server, ServeError> {
+        let mut workflows = BTreeMap::new();
+        for served in config.workflows {
+            let name = served.workflow.name.clone();
+            if let Some(other) = workflows.get(&name) {
+                let other: &Served = other;
+                return Err(ServeError::DuplicateWorkflow(
+                    name,
+                    other.workflow.source.clone(),
+                    served.workflow.source.clone(),
+                ));
+            }
+            workflows.insert(name, served);
+        }
+        if workflows.is_empty() {
+            return Err(ServeError::NoWorkflows);
+        }
+        let inner = Arc::new(Inner {
+            workflows,
+            journal: config.journal,
+            max_body_bytes: config.max_body_bytes,
+            metrics: Metrics::new(),
+            pending: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+            runs: TaskTracker::new(),
+        });
+        let router = Router::new()
+            .route("/v1/workflows", get(list_workflows))
+            .route("/v1/workflows/{name}/runs", post(start_run))
+            .route("/v1/runs", get(list_runs))
+            .route("/v1/runs/{id}", get(get_run))
+            .route("/v1/components", get(list_components))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(metrics))
+            .fallback(|| async {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "no such endpoint; see docs/serving.md",
+                )
+            })
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| ServeError::Listen(listen, e))?;
+        let addr = listener.local_addr()?;
+        let stop_accepting = CancellationToken::new();
+        let stop = stop_accepting.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        Ok(Server {
+            addr,
+            inner,
+            stop_accepting,
+            grace: config.grace,
+            task,
+        })
+    }
+
+    /// Stops accepting, gives runs in flight the grace period, aborts the
+    /// rest through the failure path, and returns once every response is out.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.stop_accepting.cancel();
+        self.inner.runs.close();
+        let in_flight = self.inner.runs.len();
+        tracing::warn!(
+            in_flight,
+            grace_ms = self.grace.as_millis() as u64,
+            "shutting down: no new runs; waiting for runs in flight"
+        );
+        if tokio::time::timeout(self.grace, self.inner.runs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = self.inner.runs.len(),
+                "grace period over: aborting the runs still going"
+            );
+            self.inner.abort.cancel();
+            self.inner.runs.wait().await;
+        }
+        self.task
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn ready(State(app): State<Arc<Inner>>) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<Inner>>) -> Response {
+    match app.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")),
+    }
+}
+
+async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
+    let list: Vec<Value> = app
+        .workflows
+        .values()
+        .map(|s| {
+            let wf = &s.workflow;
+            json!({
+                "name": wf.name,
+                "description": wf.description,
+                "source": wf.source,
+                "inputs": wf.inputs.iter().map(|(name, spec)| json!({
+                    "name": name,
+                    "description": spec.description,
+                    "required": spec.default.is_none(),
+                    "default": spec.default,
+                })).collect::<Vec<_>>(),
+                "result": wf.result,
+                "steps": wf.steps.iter().map(|step| {
+                    let (path, sha256, world) = s.components.get(&step.name).cloned()
+                        .unwrap_or_else(|| (step.component.clone(), String::new(), ""));
+                    json!({
+                        "name": step.name,
+                        "component": component_name(&path),
+                        "component_sha256": sha256,
+                        "world": world,
+                    })
+                }).collect::<Vec<_>>(),
+                "runs": format!("/v1/workflows/{}/runs", wf.name),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+fn component_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn list_components(State(app): State<Arc<Inner>>) -> Response {
+    // One entry per component file, with every workflow step that uses it.
+    let mut by_path: BTreeMap<PathBuf, (String, &'static str, Vec<String>)> = BTreeMap::new();
+    for served in app.workflows.values() {
+        for (step, (path, sha256, world)) in &served.components {
+            by_path
+                .entry(path.clone())
+                .or_insert_with(|| (sha256.clone(), *world, Vec::new()))
+                .2
+                .push(format!("{}/{step}", served.workflow.name));
+        }
+    }
+    let list: Vec<Value> = by_path
+        .into_iter()
+        .map(|(path, (sha256, world, used_by))| {
+            json!({
+                "name": component_name(&path),
+                "path": path,
+                "sha256": sha256,
+                "world": world,
+                "used_by": used_by,
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match app
+        .journal
+        .recent_reports(q.workflow, q.status, limit)
+        .await
+    {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn get_run(State(app): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    match app.journal.report(&id).await {
+        Ok(Some(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no finished run `{id}`")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// What a run request answers (also what an idempotent repeat gets).
+fn run_response(report: &RunReport) -> (u16, Value) {
+    let status = if report.outcome == "succeeded" {
+        200
+    } else {
+        422
+    };
+    let body = json!({
+        "run_id": report.run_id,
+        "workflow": report.workflow,
+        "trace_id": report.trace_id,
+        "traceparent": report.traceparent,
+        "tracestate": report.tracestate,
+        "outcome": report.outcome,
+        "degraded": report.degraded,
+        "result": report.result,
+        "error": report.error,
+        "duration_ms": report.duration_ms,
+        "report": format!("/v1/runs/{}", report.run_id),
+    });
+    (status, body)
+}
+
+fn respond(status: u16, body: &Value, replayed: bool) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    for (name, field) in [
+        ("traceparent", "traceparent"),
+        ("tracestate", "tracestate"),
+        ("braid-run-id", "run_id"),
+    ] {
+        if let Some(v) = body[field].as_str().filter(|v| !v.is_empty())
+            && let Ok(v) = HeaderValue::from_str(v)
+        {
+            headers.insert(name, v);
+        }
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn start_run(
+    State(app): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: not starting new runs",
+        );
+    }
+    let Some(served) = app.workflows.get(&name) else {
+        let known: Vec<&String> = app.workflows.keys().collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown workflow `{name}`; this server runs: {known:?}"),
+        );
+    };
+    let bytes = match axum::body::to_bytes(body, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {} bytes", app.max_body_bytes),
+            );
+        }
+    };
+    let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body must be a JSON object of run inputs, not {}",
+                        kind_of(&other)
+                    ),
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not JSON: {e}"),
+                );
+            }
+        }
+    };
+    // Inputs are checked before anything runs or is remembered.
+    if let Err(e) = served.workflow.bind_inputs(&input) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let trace = IncomingTrace::from_headers(
+        header_str(&headers, "traceparent"),
+        header_str(&headers, "tracestate"),
+    );
+
+    let Some(key) = header_str(&headers, "idempotency-key").map(str::to_string) else {
+        return match execute(&app, served, input, trace).await {
+            Ok((status, body)) => respond(status, &body, false),
+            Err(resp) => resp,
+        };
+    };
+    if key.is_empty() || key.len() > 255 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 characters",
+        );
+    }
+    let body_sha = hex::encode(Sha256::digest(&bytes));
+    // A run this key started earlier (possibly before a restart)?
+    match app.journal.idempotent_run(&name, &key).await {
+        Ok(Some((sha, run_id))) => return replay(&app, &sha, &body_sha, &run_id).await,
+        Ok(None) => {}
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+    // Or one still running here: wait for it rather than run twice.
+    let cell = {
+        let Ok(mut pending) = app.pending.lock() else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "idempotency table poisoned",
+            );
+        };
+        Arc::clone(
+            pending
+                .entry((name.clone(), key.clone()))
+                .or_insert_with(|| Arc::new(OnceCell::new())),
+        )
+    };
+    let mut first = false;
+    let outcome = cell
+        .get_or_try_init(|| {
+            first = true;
+            async {
+                let (status, body) = execute(&app, served, input, trace).await?;
+                let run_id = body["run_id"].as_str().unwrap_or_default().to_string();
+                if let Err(e) = app
+                    .journal
+                    .remember_idempotent(&name, &key, &body_sha, &run_id)
+                    .await
+                {
+                    tracing::error!(run_id = %run_id, "cannot remember Idempotency-Key: {e}");
+                }
+                Ok::<_, Response>((status, json!({ "body_sha256": body_sha, "response": body })))
+            }
+        })
+        .await;
+    if first && let Ok(mut pending) = app.pending.lock() {
+        pending.remove(&(name.clone(), key.clone()));
+    }
+    match outcome {
+        Ok((status, stored)) => {
+            if stored["body_sha256"] != body_sha.as_str() {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used with a different body",
+                );
+            }
+            respond(*status, &stored["response"], !first)
+        }
+        Err(resp) => resp,
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Answers a repeat of an `Idempotency-Key` whose run is in the journal.
+async fn replay(app: &Inner, stored_sha: &str, body_sha: &str, run_id: &str) -> Response {
+    if stored_sha != body_sha {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was used with a different body",
+        );
+    }
+    match app.journal.report(run_id).await {
+        Ok(Some(json)) => match serde_json::from_str::<RunReportView>(&json) {
+            Ok(view) => {
+                let (status, body) = run_response(&view.into_report());
+                respond(status, &body, true)
+            }
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored report of {run_id}: {e}"),
+            ),
+        },
+        Ok(None) => error(
+            StatusCode::CONFLICT,
+            format!("run `{run_id}` of this Idempotency-Key has no report (it did not finish)"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The fields of a stored report that a run response needs.
+#[derive(serde::Deserialize)]
+struct RunReportView {
+    run_id: String,
+    workflow: String,
+    trace_id: String,
+    traceparent: String,
+    tracestate: String,
+    outcome: String,
+    degraded: bool,
+    error: Option<String>,
+    result: Option<Value>,
+    duration_ms: f64,
+}
+
+impl RunReportView {
+    fn into_report(self) -> RunReport {
+        RunReport {
+            run_id: self.run_id,
+            workflow: self.workflow,
+            trace_id: self.trace_id,
+            span_id: String::new(),
+            parent_span_id: None,
+            traceparent: self.traceparent,
+            tracestate: self.tracestate,
+            continued_trace: false,
+            started_at_ms: 0,
+            duration_ms: self.duration_ms,
+            outcome: self.outcome,
+            degraded: self.degraded,
+            error: self.error,
+            result: self.result,
+            steps: Vec::new(),
+            events: Vec::new(),
+            http_calls: Vec::new(),
+            undo: Vec::new(),
+            released_claims: Vec::new(),
+        }
+    }
+}
+
+/// Runs one workflow run to the end (tracked for shutdown) and stores its report.
+async fn execute(
+    app: &Arc<Inner>,
+    served: &Served,
+    input: Value,
+    trace: IncomingTrace,
+) -> Result<(u16, Value), Response> {
+    let request = RunRequest {
+        workflow: Arc::clone(&served.workflow),
+        input,
+        trace,
+    };
+    app.metrics.run_started();
+    // The run is tracked so shutdown can wait for it; if the client goes
+    // away, the run still finishes (and is stored) on its own task.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let abort = app.abort.clone();
+    let scheduler = served.scheduler.clone();
+    let inner = Arc::clone(app);
+    app.runs.spawn(async move {
+        let result = scheduler.run_until(request, &abort).await;
+        if let Ok(report) = &result {
+            inner.metrics.run_finished(report);
+            store_report(&inner.journal, report).await;
+        }
+        let _ = tx.send(result);
+    });
+    match rx.await {
+        Ok(Ok(report)) => Ok(run_response(&report)),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the run's task ended abnormally",
+        )),
+    }
+}
+
+async fn store_report(journal: &SqliteJournal, report: &RunReport) {
+    let json = match serde_json::to_string(report) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(run_id = %report.run_id, "cannot encode the run report: {e}");
+            return;
+        }
+    };
+    let summary = ReportSummary {
+        run_id: report.run_id.clone(),
+        workflow: report.workflow.clone(),
+        trace_id: report.trace_id.clone(),
+        outcome: report.outcome.clone(),
+        started_at_ms: report.started_at_ms,
+        duration_ms: report.duration_ms,
+    };
+    if let Err(e) = journal.save_report(summary, json).await {
+        tracing::error!(run_id = %report.run_id, "cannot store the run report: {e}");
+    }
+}

@@ -1,0 +1,484 @@
+//! `braid serve`: the HTTP API end to end (a real `braid serve` process, the
+//! sample API), trace continuation, idempotency, bad requests, metrics and
+//! graceful shutdown.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `braid serve` process; killed on drop unless stopped.
+struct Served {
+    child: Option<Child>,
+    addr: String,
+    state: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Served {
+        let state = tempfile::tempdir().expect("tempdir");
+        let addr_file = state.path().join("addr");
+        let cache = root().join("target/test-cache");
+        let child = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .arg("serve")
+            .arg(reference_workflow())
+            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&addr_file)
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .env("BRAID_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("braid serve starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file)
+                && !a.is_empty()
+            {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "braid serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Served {
+            child: Some(child),
+            addr,
+            state,
+        }
+    }
+
+    fn post_run(&self, input: &Value, headers: &[(&str, &str)]) -> HttpResponse {
+        http(
+            &self.addr,
+            "POST",
+            "/v1/workflows/api-orchestration/runs",
+            headers,
+            &input.to_string(),
+        )
+    }
+
+    fn get(&self, path: &str) -> HttpResponse {
+        http(&self.addr, "GET", path, &[], "")
+    }
+
+    /// Sends SIGTERM.
+    fn sigterm(&self) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process after a SIGTERM: (exit code, stderr).
+    fn terminate_wait(&mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().expect("running");
+        wait_with_timeout(&mut child, Duration::from_secs(60))
+    }
+
+    /// Sends SIGTERM and waits for the process: (exit code, stderr).
+    fn terminate(&mut self) -> (Option<i32>, String) {
+        self.sigterm();
+        self.terminate_wait()
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        assert!(Instant::now() < deadline, "braid serve did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn input(api: &SampleApi, item: &str) -> Value {
+    json!({ "api_base": api.base(), "user_id": "u-100", "work_item": item })
+}
+
+#[test]
+fn a_run_over_http_continues_the_callers_trace_and_is_reported() {
+    let api = SampleApi::start(None);
+    let served = Served::start(&[]);
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = served.post_run(
+        &input(&api, "serve-1"),
+        &[
+            ("traceparent", caller),
+            ("tracestate", "vendor=abc,other=1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["outcome"], "succeeded");
+    assert_eq!(body["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        body["result"]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(body["result"]["user"]["name"], "Ada Lovelace");
+    let run_id = str_of(&body, "/run_id");
+    assert_eq!(r.header("braid-run-id"), Some(run_id));
+    assert_eq!(r.header("tracestate"), Some("vendor=abc,other=1"));
+
+    // The full report: the run span is a child of the caller's span, and the
+    // traceparent header names the run span, with the caller's flags.
+    let report = served.get(&format!("/v1/runs/{run_id}"));
+    assert_eq!(report.status, 200);
+    let report = report.json();
+    assert_eq!(report["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(report["continued_trace"], true);
+    let run_span = str_of(&report, "/span_id");
+    assert_eq!(
+        r.header("traceparent"),
+        Some(format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{run_span}-01").as_str())
+    );
+    assert_eq!(report["steps"].as_array().map(Vec::len), Some(6));
+    for step in report["steps"].as_array().expect("steps") {
+        assert_eq!(step["component_sha256"].as_str().map(str::len), Some(64));
+    }
+    // Every API call of the run carried the caller's trace id.
+    let seen = api.requests(Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(seen.len(), 3);
+
+    // An invalid traceparent starts a new trace, and a tracestate without a
+    // valid traceparent is dropped.
+    let r = served.post_run(
+        &input(&api, "serve-2"),
+        &[
+            (
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "vendor=abc"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_ne!(body["trace_id"], "00000000000000000000000000000000");
+    assert_eq!(body["tracestate"], "");
+    assert_eq!(r.header("tracestate"), None);
+    let fresh = served
+        .get(&format!("/v1/runs/{}", str_of(&body, "/run_id")))
+        .json();
+    assert_eq!(fresh["continued_trace"], false);
+
+    // Listings.
+    let runs = served
+        .get("/v1/runs?workflow=api-orchestration&status=succeeded")
+        .json();
+    let ids: HashSet<&str> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| str_of(r, "/run_id"))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(run_id));
+    assert_eq!(served.get("/v1/runs?status=failed").json(), json!([]));
+    assert_eq!(served.get("/v1/runs/run-nope").status, 404);
+
+    let workflows = served.get("/v1/workflows").json();
+    assert_eq!(workflows[0]["name"], "api-orchestration");
+    let steps = workflows[0]["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 6);
+    let components = served.get("/v1/components").json();
+    let validate = components
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == "validate_access")
+        .expect("validate_access listed");
+    assert_eq!(validate["world"], "braid:workflow/policy-component");
+    assert_eq!(
+        validate["used_by"],
+        json!(["api-orchestration/validate_access"])
+    );
+    assert_eq!(validate["sha256"].as_str().map(str::len), Some(64));
+}
+
+#[test]
+fn an_idempotency_key_runs_once_and_replays_the_first_answer() {
+    let api = SampleApi::start(None);
+    let served = Served::start(&[]);
+    let body = input(&api, "serve-idem");
+    let key = [("idempotency-key", "order-7")];
+    // Two at once and one after: one run.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| served.post_run(&body, &key));
+        let b = s.spawn(|| served.post_run(&body, &key));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let c = served.post_run(&body, &key);
+    for r in [&a, &b, &c] {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let run_ids: HashSet<String> = [&a, &b, &c]
+        .iter()
+        .map(|r| str_of(&r.json(), "/run_id").to_string())
+        .collect();
+    assert_eq!(run_ids.len(), 1, "one run for one key");
+    assert_eq!(c.header("idempotent-replayed"), Some("true"));
+    assert_eq!(c.json()["result"], a.json()["result"]);
+    let tokens = api
+        .requests(None)
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token")
+        .count();
+    assert_eq!(tokens, 1, "the workflow ran once");
+    assert_eq!(
+        served.get("/v1/runs").json().as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The same key with another body is refused; another key runs anew.
+    let other = input(&api, "serve-idem-2");
+    let r = served.post_run(&other, &key);
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("different body")
+    );
+    let r = served.post_run(&other, &[("idempotency-key", "order-8")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn bad_requests_get_a_json_error_that_says_what_is_wrong() {
+    let api = SampleApi::start(None);
+    let served = Served::start(&["--max-body-bytes", "300"]);
+    let cases: Vec<(HttpResponse, u16, &str)> = vec![
+        (
+            http(&served.addr, "POST", "/v1/workflows/nope/runs", &[], "{}"),
+            404,
+            "unknown workflow `nope`",
+        ),
+        (
+            http(
+                &served.addr,
+                "POST",
+                "/v1/workflows/api-orchestration/runs",
+                &[],
+                "{not json",
+            ),
+            400,
+            "the body is not JSON",
+        ),
+        (
+            http(
+                &served.addr,
+                "POST",
+                "/v1/workflows/api-orchestration/runs",
+                &[],
+                "[1, 2]",
+            ),
+            400,
+            "must be a JSON object of run inputs, not an array",
+        ),
+        (
+            served.post_run(&json!({ "api_base": api.base() }), &[]),
+            400,
+            "missing required inputs: user_id, work_item",
+        ),
+        (
+            served.post_run(&json!({ "padding": "x".repeat(400) }), &[]),
+            413,
+            "request body larger than 300 bytes",
+        ),
+        (served.get("/v2/whatever"), 404, "no such endpoint"),
+    ];
+    for (r, status, text) in cases {
+        assert_eq!(r.status, status, "{}", r.body);
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(text), "{error:?} should say {text:?}");
+    }
+    // Nothing ran.
+    assert!(api.requests(None).is_empty());
+    assert_eq!(served.get("/v1/runs").json(), json!([]));
+}
+
+#[test]
+fn metrics_and_health_reflect_the_runs() {
+    let api = SampleApi::start(None);
+    let served = Served::start(&[]);
+    assert_eq!(served.get("/healthz").status, 200);
+    assert_eq!(served.get("/readyz").status, 200);
+    assert_eq!(served.post_run(&input(&api, "m-1"), &[]).status, 200);
+    assert_eq!(served.post_run(&input(&api, "m-2"), &[]).status, 200);
+    // u-400 is inactive: the policy denies, the run fails (HTTP 422).
+    let denied = served.post_run(
+        &json!({ "api_base": api.base(), "user_id": "u-400", "work_item": "m-3" }),
+        &[],
+    );
+    assert_eq!(denied.status, 422, "{}", denied.body);
+    assert_eq!(denied.json()["outcome"], "failed");
+    assert!(
+        denied.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("denied by policy")
+    );
+
+    let m = served.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|c| c.contains("openmetrics"))
+    );
+    for line in [
+        r#"braid_runs_total{workflow="api-orchestration",outcome="succeeded"} 2"#,
+        r#"braid_runs_total{workflow="api-orchestration",outcome="failed"} 1"#,
+        r#"braid_steps_total{workflow="api-orchestration",step="validate_access",outcome="failed"} 1"#,
+        r#"braid_steps_total{workflow="api-orchestration",step="claim_work",outcome="succeeded"} 2"#,
+        r#"braid_claims_granted_total{workflow="api-orchestration"} 2"#,
+        r#"braid_run_duration_seconds_count{workflow="api-orchestration"} 3"#,
+        "braid_runs_in_flight 0",
+    ] {
+        assert!(
+            m.body.lines().any(|l| l == line),
+            "missing {line} in\n{}",
+            m.body
+        );
+    }
+}
+
+fn runs_in_journal(state: &std::path::Path) -> Vec<Value> {
+    list("runs", state)
+}
+
+#[test]
+fn sigterm_lets_runs_in_flight_finish_and_refuses_new_ones() {
+    let api = SampleApi::start(None);
+    // Slow, but inside fetch_profile's 1 s timeout.
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 700 }));
+    let mut served = Served::start(&["--grace-ms", "20000"]);
+    let state: PathBuf = served.state.path().to_path_buf();
+    let responses = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let body = input(&api, &format!("drain-{i}"));
+                let addr = served.addr.clone();
+                s.spawn(move || {
+                    http(
+                        &addr,
+                        "POST",
+                        "/v1/workflows/api-orchestration/runs",
+                        &[],
+                        &body.to_string(),
+                    )
+                })
+            })
+            .collect();
+        // Wait until the three runs are waiting on the slow profile API.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while api
+            .requests(None)
+            .iter()
+            .filter(|r| r["path"] == "/oauth/token")
+            .count()
+            < 3
+        {
+            assert!(Instant::now() < deadline, "runs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served.sigterm();
+        std::thread::sleep(Duration::from_millis(100));
+        // Draining: a new run is refused (the listener is closed, or 503).
+        let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            served.post_run(&input(&api, "drain-late"), &[]).status
+        }))
+        .ok();
+        assert!(
+            matches!(late, None | Some(503)),
+            "a new run during shutdown: {late:?}"
+        );
+        let (code, stderr) = served.terminate_wait();
+        let responses: Vec<HttpResponse> =
+            runs.into_iter().map(|h| h.join().expect("run")).collect();
+        (code, stderr, responses)
+    });
+    let (code, stderr, responses) = responses;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    for r in &responses {
+        assert_eq!(r.status, 200, "a run in flight finishes: {}", r.body);
+    }
+    let runs = runs_in_journal(&state);
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+}
+
+#[test]
+fn runs_outliving_the_grace_period_are_aborted_and_undone() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 30000 }));
+    let mut served = Served::start(&["--grace-ms", "300"]);
+    let state: PathBuf = served.state.path().to_path_buf();
+    let addr = served.addr.clone();
+    let body = input(&api, "abort-1");
+    let run = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/workflows/api-orchestration/runs",
+            &[],
+            &body.to_string(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !api
+        .requests(None)
+        .iter()
+        .any(|r| r["path"] == "/oauth/token")
+    {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let (code, stderr) = served.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown did not wait for the 30 s call"
+    );
+    let r = run.join().expect("run");
+    assert_eq!(r.status, 422, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["error"], "run aborted: the host is shutting down");
+    // The normal failure path: authenticate's token was revoked (undo), and
+    // the journal says failed, not running.
+    let revoked = api
+        .requests(Some(str_of(&body, "/trace_id")))
+        .iter()
+        .filter(|r| r["path"] == "/oauth/revoke")
+        .count();
+    assert_eq!(revoked, 1, "authenticate was undone");
+    let runs = runs_in_journal(&state);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "failed");
+}
