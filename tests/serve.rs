@@ -482,3 +482,376 @@ fn runs_outliving_the_grace_period_are_aborted_and_undone() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "failed");
 }
+
+/// A registry of its own: the reference workflow's components copied to a
+/// temporary directory (swaps replace files there), with roomier timeouts.
+fn private_registry(dir: &std::path::Path) -> PathBuf {
+    let components = dir.join("components");
+    std::fs::create_dir_all(&components).expect("mkdir");
+    for name in [
+        "authenticate",
+        "fetch_profile",
+        "fetch_permissions",
+        "validate_access",
+        "claim_work",
+        "aggregate",
+    ] {
+        std::fs::copy(
+            crate::support::components().join(format!("{name}.wasm")),
+            components.join(format!("{name}.wasm")),
+        )
+        .expect("copy component");
+    }
+    let text = std::fs::read_to_string(reference_workflow()).expect("workflow");
+    let text = text
+        .replace(
+            "components_dir = \"../target/components\"",
+            "components_dir = \"components\"",
+        )
+        .replace("timeout_ms = 1000", "timeout_ms = 20000");
+    let path = dir.join("api-orchestration.toml");
+    std::fs::write(&path, text).expect("write workflow");
+    path
+}
+
+fn component_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(crate::support::components().join(format!("{name}.wasm"))).expect("component")
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+/// One HTTP/1.1 request on tokio (the load test keeps 1,000 open at once).
+async fn request_async(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ncontent-length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_string())
+}
+
+#[test]
+fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = private_registry(dir.path());
+    // Each API call takes 800 ms, so a run lasts over 2.4 s: longer than it
+    // takes to start all 1,000, which overlap each other and the swaps.
+    let api = SampleApi::start(Some(800));
+    let state = tempfile::tempdir().expect("tempdir");
+    let addr_file = state.path().join("addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("serve")
+        .arg(&workflow)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "s3cret",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--cache-dir")
+        .arg(root().join("target/test-cache"))
+        .args(["--max-concurrency", "4096"])
+        .env("BRAID_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("braid serve starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file)
+            && !a.is_empty()
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "braid serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rust = component_bytes("aggregate");
+    let js = component_bytes("aggregate_js");
+    let (a, b) = (sha(&rust), sha(&js));
+    // Warm the compiled cache with the JavaScript version outside the timing.
+    let warm = braid(&[
+        "inspect",
+        crate::support::components()
+            .join("aggregate_js.wasm")
+            .to_str()
+            .expect("utf-8"),
+        "--cache-dir",
+        root().join("target/test-cache").to_str().expect("utf-8"),
+    ]);
+    assert!(warm.status.success());
+
+    let auth = "authorization: Bearer s3cret\r\n";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (runs, swaps, peak) = runtime.block_on(async {
+        let mut runs = tokio::task::JoinSet::new();
+        let swapper = {
+            let addr = addr.clone();
+            let (rust, js) = (rust.clone(), js.clone());
+            let broken = component_bytes("policy_rbac");
+            tokio::spawn(async move {
+                // Ten uploads, one of them broken (a policy where a step belongs).
+                let plan: [&Vec<u8>; 10] = [&js, &rust, &js, &broken, &rust, &js, &rust, &js, &rust, &js];
+let mut answers = Vec::new();
+                let mut peak = 0u64;
+                for bytes in plan {
+                    tokio::time::sleep(Duration::from_millis(120)).await;
+                    answers.push(request_async(&addr, "PUT", "/v1/components/aggregate", auth, bytes).await);
+                    let (_, metrics) = request_async(&addr, "GET", "/metrics", "", b"").await;
+                    let in_flight = metrics
+                        .lines()
+                        .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    peak = peak.max(in_flight);
+                }
+                (answers, peak)
+
+            })
+        };
+        for i in 0..1000 {
+            let addr = addr.clone();
+            let body = json!({ "api_base": api.base(), "user_id": "u-100", "work_item": format!("swap-{i}") })
+                .to_string();
+            runs.spawn(async move {
+                request_async(&addr, "POST", "/v1/workflows/api-orchestration/runs", "content-type: application/json\r\n", body.as_bytes()).await
+            });
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(13)).await;
+            }
+        }
+        let (swaps, peak) = swapper.await.expect("swapper");
+        // Once the last run has started, every one is still in flight.
+        let mut peak = peak;
+        for _ in 0..20 {
+            let (_, metrics) = request_async(&addr, "GET", "/metrics", "", b"").await;
+            let in_flight: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            peak = peak.max(in_flight);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut done = Vec::new();
+        while let Some(r) = runs.join_next().await {
+            done.push(r.expect("run task"));
+        }
+        (done, swaps, peak)
+    });
+
+    assert!(
+        peak >= 950,
+        "1,000 runs in flight at once, seen at most {peak}"
+    );
+    // Nine swaps went live; the broken one was refused with its reason.
+    for (i, (status, body)) in swaps.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(*status, 422, "{body}");
+            assert!(
+                body.contains("needs braid:workflow/step-component"),
+                "{body}"
+            );
+        } else {
+            assert_eq!(*status, 200, "swap {i}: {body}");
+            assert!(body.contains("\"swapped\":true"), "swap {i}: {body}");
+        }
+    }
+    // Zero failed runs; each ran one version of aggregate from start to end.
+    let mut by_start: Vec<(u64, String)> = Vec::new();
+    for (status, body) in &runs {
+        assert_eq!(*status, 200, "{body}");
+        let body: Value = serde_json::from_str(body).expect("JSON");
+        let report = http(&addr, "GET", str_of(&body, "/report"), &[], "").json();
+        let steps = report["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 6);
+        let used = str_of(
+            crate::support::step(&report, "aggregate"),
+            "/component_sha256",
+        )
+        .to_string();
+        assert!(
+            used == a || used == b,
+            "aggregate ran an unknown version {used}"
+        );
+        assert_eq!(body["result"]["user"]["name"], "Ada Lovelace");
+        assert_eq!(body["result"]["decision"]["allowed"], true);
+        assert_eq!(body["result"]["trace_id"], body["trace_id"]);
+        by_start.push((report["started_at_ms"].as_u64().expect("started"), used));
+    }
+    assert_eq!(by_start.len(), 1000);
+    by_start.sort();
+    let switches = by_start.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    let on_js = by_start.iter().filter(|(_, v)| *v == b).count();
+    assert!(
+        on_js > 0 && on_js < 1000,
+        "both versions served runs ({on_js} on JavaScript)"
+    );
+    assert!(
+        switches >= 2,
+        "the reports show the switch-over ({switches} switches)"
+    );
+
+    // The registry lists every version; rollback returns to the one before.
+    let components = http(&addr, "GET", "/v1/components", &[], "").json();
+    let aggregate = components
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == "aggregate")
+        .expect("aggregate")
+        .clone();
+    assert_eq!(aggregate["sha256"], b.as_str());
+    assert_eq!(aggregate["versions"].as_array().map(Vec::len), Some(10));
+    let rolled = http(
+        &addr,
+        "POST",
+        "/v1/components/aggregate/rollback",
+        &[("authorization", "Bearer s3cret")],
+        "",
+    );
+    assert_eq!(rolled.status, 200, "{}", rolled.body);
+    assert_eq!(rolled.json()["sha256"], a.as_str());
+    let registry_file = dir.path().join("components/aggregate.wasm");
+    assert_eq!(
+        sha(&std::fs::read(&registry_file).expect("registry file")),
+        a,
+        "rollback is on disk too"
+    );
+
+    // Without the token, nothing changes.
+    let denied = http(
+        &addr,
+        "PUT",
+        "/v1/components/aggregate",
+        &[("authorization", "Bearer nope")],
+        "x",
+    );
+    assert_eq!(denied.status, 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = private_registry(dir.path());
+    let api = SampleApi::start(None);
+    let state = tempfile::tempdir().expect("tempdir");
+    let addr_file = state.path().join("addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("serve")
+        .arg(&workflow)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--watch",
+            "--watch-interval-ms",
+            "50",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--cache-dir")
+        .arg(root().join("target/test-cache"))
+        .env("BRAID_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("braid serve starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file)
+            && !a.is_empty()
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "braid serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let live = |addr: &str| -> String {
+        let list = http(addr, "GET", "/v1/components", &[], "").json();
+        list.as_array()
+            .expect("components")
+            .iter()
+            .find(|c| c["name"] == "validate_access")
+            .map(|c| str_of(c, "/sha256").to_string())
+            .expect("validate_access")
+    };
+    let file = dir.path().join("components/validate_access.wasm");
+    let rbac = component_bytes("policy_rbac_js");
+    // A broken file first: ignored, the old version keeps serving.
+    let before = live(&addr);
+    std::fs::write(&file, b"not a component").expect("write");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(live(&addr), before);
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/workflows/api-orchestration/runs",
+        &[],
+        &input(&api, "w-1").to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Then a real policy: it goes live, and the next run uses it.
+    std::fs::write(&file, &rbac).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live(&addr) != sha(&rbac) {
+        assert!(
+            Instant::now() < deadline,
+            "the changed file was not swapped in"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/workflows/api-orchestration/runs",
+        &[],
+        &input(&api, "w-2").to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = http(&addr, "GET", str_of(&r.json(), "/report"), &[], "").json();
+    assert_eq!(
+        crate::support::step(&report, "validate_access")["component_sha256"],
+        sha(&rbac).as_str()
+    );
+    // The RBAC policy's reason, not the ABAC one's.
+    assert!(
+        r.json()["result"]["decision"]["reasons"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("role `reports-reader` may `read`")),
+        "{}",
+        r.body
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

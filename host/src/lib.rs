@@ -18,6 +18,7 @@ pub mod db;
 pub mod journal;
 pub mod metrics;
 pub mod recovery;
+pub mod registry;
 pub mod report;
 pub mod sample_api;
 pub mod sandbox;

@@ -163,6 +163,19 @@ enum Command {
         /// Step attempts in flight at once, per workflow.
         #[arg(long, default_value_t = 256)]
         max_concurrency: usize,
+        /// Enables `PUT /v1/components/NAME` and rollback for callers that
+        /// send `Authorization: Bearer TOKEN`.
+        #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Watch the component files and hot-swap a changed one.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` looks, in ms.
+        #[arg(long, default_value_t = 500)]
+        watch_interval_ms: u64,
+        /// Largest accepted component upload, in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_component_bytes: usize,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -373,15 +386,24 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
             max_body_bytes,
             grace_ms,
             max_concurrency,
+            admin_token,
+            watch,
+            watch_interval_ms,
+            max_component_bytes,
             state,
         } => {
             serve(
                 workflows,
-                listen,
-                addr_file,
-                max_body_bytes,
-                Duration::from_millis(grace_ms),
-                max_concurrency,
+                ServeOptions {
+                    listen,
+                    addr_file,
+                    max_body_bytes,
+                    grace: Duration::from_millis(grace_ms),
+                    max_concurrency,
+                    admin_token,
+                    watch: watch.then(|| Duration::from_millis(watch_interval_ms.max(10))),
+                    max_component_bytes,
+                },
                 &state,
             )
             .await
@@ -740,16 +762,30 @@ async fn serve_sample_api(
     Ok(0)
 }
 
-async fn serve(
-    mut files: Vec<PathBuf>,
+struct ServeOptions {
     listen: SocketAddr,
     addr_file: Option<PathBuf>,
     max_body_bytes: usize,
     grace: Duration,
     max_concurrency: usize,
-    state: &StateArgs,
-) -> Result<u8, Exit> {
-    use braid::serve::{ServeConfig, Served, Server};
+    admin_token: Option<String>,
+    watch: Option<Duration>,
+    max_component_bytes: usize,
+}
+
+async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -> Result<u8, Exit> {
+    let ServeOptions {
+        listen,
+        addr_file,
+        max_body_bytes,
+        grace,
+        max_concurrency,
+        admin_token,
+        watch,
+        max_component_bytes,
+    } = opts;
+    use braid::registry::Served;
+    use braid::serve::{ServeConfig, Server};
     if files.is_empty() {
         let dir = Path::new("workflows");
         let entries = std::fs::read_dir(dir)
@@ -792,6 +828,11 @@ async fn serve(
         ServeConfig {
             workflows: served,
             journal: Arc::clone(&host.journal),
+            sandbox: Arc::clone(&host.sandbox),
+            state_dir: state.state_dir.clone(),
+            admin_token,
+            watch,
+            max_component_bytes,
             max_body_bytes,
             grace,
         },

@@ -897,6 +897,19 @@ impl SandboxExecutor {
         }
     }
 
+    /// This executor with `component` serving `steps` instead of what they
+    /// had; every other step keeps its component.
+    pub fn with_component(&self, steps: &[String], component: Arc<PreparedComponent>) -> Self {
+        let mut components = self.components.clone();
+        for step in steps {
+            components.insert(step.clone(), Arc::clone(&component));
+        }
+        SandboxExecutor {
+            sandbox: Arc::clone(&self.sandbox),
+            components,
+        }
+    }
+
     /// Each step's prepared component, by step name.
     pub fn components(&self) -> BTreeMap<&str, &PreparedComponent> {
         self.components

@@ -267,6 +267,19 @@ impl<E: StepExecutor> Scheduler<E> {
         &self.executor
     }
 
+    /// A scheduler for `executor` that shares this one's concurrency bound,
+    /// journal and claim store: how a hot swap changes the components new
+    /// runs use while runs in flight keep theirs.
+    pub fn with_executor<F>(&self, executor: Arc<F>) -> Scheduler<F> {
+        Scheduler {
+            executor,
+            permits: Arc::clone(&self.permits),
+            journal: self.journal.clone(),
+            claims: self.claims.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
     /// Runs the workflow to completion. An input that does not fit the
     /// workflow is refused before anything runs; every other failure is in
     /// the report (`outcome: failed`), after cancelling what still ran and

@@ -13,17 +13,17 @@
 
 use crate::journal::{ReportSummary, SqliteJournal};
 use crate::metrics::Metrics;
+use crate::registry::{Live, Served, SwapError, component_name};
 use crate::report::RunReport;
-use crate::sandbox::SandboxExecutor;
-use crate::scheduler::{RunRequest, Scheduler};
+use crate::sandbox::Sandbox;
+use crate::scheduler::RunRequest;
 use crate::trace::IncomingTrace;
-use crate::workflow::Workflow;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -49,39 +49,20 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// One workflow ready to run.
-pub struct Served {
-    pub workflow: Arc<Workflow>,
-    pub scheduler: Scheduler<SandboxExecutor>,
-    /// Step -> (component path, sha256, world).
-    pub components: BTreeMap<String, (PathBuf, String, &'static str)>,
-}
-
-impl Served {
-    pub fn new(workflow: Arc<Workflow>, scheduler: Scheduler<SandboxExecutor>) -> Served {
-        let components = scheduler
-            .executor()
-            .components()
-            .into_iter()
-            .map(|(step, c)| {
-                (
-                    step.to_string(),
-                    (c.path.clone(), c.sha256.clone(), c.world()),
-                )
-            })
-            .collect();
-        Served {
-            workflow,
-            scheduler,
-            components,
-        }
-    }
-}
-
 /// What the server needs.
 pub struct ServeConfig {
     pub workflows: Vec<Served>,
     pub journal: Arc<SqliteJournal>,
+    pub sandbox: Arc<Sandbox>,
+    /// Where component versions are kept (`<state-dir>/component-history`).
+    pub state_dir: PathBuf,
+    /// Bearer token for `PUT /v1/components/..` and rollback; `None`
+    /// disables both.
+    pub admin_token: Option<String>,
+    /// Poll the component files this often and install changed ones.
+    pub watch: Option<Duration>,
+    /// Largest accepted component upload.
+    pub max_component_bytes: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// How long runs in flight may take to finish after shutdown begins.
@@ -94,9 +75,11 @@ type StoredAnswer = (u16, Value);
 type IdempotencyKey = (String, String);
 
 struct Inner {
-    workflows: BTreeMap<String, Served>,
+    live: Arc<Live>,
     journal: Arc<SqliteJournal>,
     max_body_bytes: usize,
+    max_component_bytes: usize,
+    admin_token: Option<String>,
     metrics: Metrics,
     /// Runs started under an `Idempotency-Key` and not yet remembered in the
     /// journal: a repeat waits for the first run instead of starting another.
@@ -124,26 +107,32 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 impl Server {
     /// Binds `listen` and starts serving.
     pub async fn start(listen: SocketAddr, config: ServeConfig) -> Result<Server, ServeError> {
-        let mut workflows = BTreeMap::new();
-        for served in config.workflows {
+        let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for served in &config.workflows {
             let name = served.workflow.name.clone();
-            if let Some(other) = workflows.get(&name) {
-                let other: &Served = other;
+            if let Some(other) = sources.get(&name) {
                 return Err(ServeError::DuplicateWorkflow(
                     name,
-                    other.workflow.source.clone(),
+                    other.clone(),
                     served.workflow.source.clone(),
                 ));
             }
-            workflows.insert(name, served);
+            sources.insert(name, served.workflow.source.clone());
         }
-        if workflows.is_empty() {
+        if sources.is_empty() {
             return Err(ServeError::NoWorkflows);
         }
+        let live = Arc::new(Live::new(
+            config.sandbox,
+            config.workflows,
+            &config.state_dir,
+        ));
         let inner = Arc::new(Inner {
-            workflows,
+            live: Arc::clone(&live),
             journal: config.journal,
             max_body_bytes: config.max_body_bytes,
+            max_component_bytes: config.max_component_bytes,
+            admin_token: config.admin_token,
             metrics: Metrics::new(),
             pending: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
@@ -156,6 +145,8 @@ impl Server {
             .route("/v1/runs", get(list_runs))
             .route("/v1/runs/{id}", get(get_run))
             .route("/v1/components", get(list_components))
+            .route("/v1/components/{name}", put(upload_component))
+            .route("/v1/components/{name}/rollback", post(rollback_component))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -171,6 +162,9 @@ impl Server {
             .map_err(|e| ServeError::Listen(listen, e))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();
+        if let Some(interval) = config.watch {
+            live.watch(interval, stop_accepting.clone());
+        }
         let stop = stop_accepting.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -262,8 +256,9 @@ async fn metrics(State(app): State<Arc<Inner>>) -> Response {
 
 async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
     let list: Vec<Value> = app
-        .workflows
-        .values()
+        .live
+        .workflows()
+        .iter()
         .map(|s| {
             let wf = &s.workflow;
             json!({
@@ -278,13 +273,12 @@ async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
                 })).collect::<Vec<_>>(),
                 "result": wf.result,
                 "steps": wf.steps.iter().map(|step| {
-                    let (path, sha256, world) = s.components.get(&step.name).cloned()
-                        .unwrap_or_else(|| (step.component.clone(), String::new(), ""));
+                    let info = s.components.get(&step.name);
                     json!({
                         "name": step.name,
-                        "component": component_name(&path),
-                        "component_sha256": sha256,
-                        "world": world,
+                        "component": component_name(&step.component),
+                        "component_sha256": info.map(|i| i.sha256.as_str()),
+                        "world": info.map(|i| i.world),
                     })
                 }).collect::<Vec<_>>(),
                 "runs": format!("/v1/workflows/{}/runs", wf.name),
@@ -294,37 +288,117 @@ async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
     axum::Json(list).into_response()
 }
 
-fn component_name(path: &std::path::Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 async fn list_components(State(app): State<Arc<Inner>>) -> Response {
-    // One entry per component file, with every workflow step that uses it.
-    let mut by_path: BTreeMap<PathBuf, (String, &'static str, Vec<String>)> = BTreeMap::new();
-    for served in app.workflows.values() {
-        for (step, (path, sha256, world)) in &served.components {
-            by_path
-                .entry(path.clone())
-                .or_insert_with(|| (sha256.clone(), *world, Vec::new()))
-                .2
+    // One entry per component, with the steps using it and every version
+    // (oldest first; the last is live).
+    let mut by_name: BTreeMap<String, (PathBuf, String, &'static str, Vec<String>)> =
+        BTreeMap::new();
+    for served in app.live.workflows() {
+        for (step, info) in &served.components {
+            by_name
+                .entry(info.name.clone())
+                .or_insert_with(|| {
+                    (
+                        info.path.clone(),
+                        info.sha256.clone(),
+                        info.world,
+                        Vec::new(),
+                    )
+                })
+                .3
                 .push(format!("{}/{step}", served.workflow.name));
         }
     }
-    let list: Vec<Value> = by_path
+    let versions = app.live.versions();
+    let list: Vec<Value> = by_name
         .into_iter()
-        .map(|(path, (sha256, world, used_by))| {
+        .map(|(name, (path, sha256, world, used_by))| {
             json!({
-                "name": component_name(&path),
+                "name": name,
                 "path": path,
                 "sha256": sha256,
                 "world": world,
                 "used_by": used_by,
+                "versions": versions.get(&name),
             })
         })
         .collect();
     axum::Json(list).into_response()
+}
+
+/// Checks `Authorization: Bearer <admin token>`.
+/// The refusal, if the caller is not the admin.
+fn refuse_unless_admin(app: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &app.admin_token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "component changes over HTTP are disabled: start braid serve with --admin-token (or BRAID_ADMIN_TOKEN)",
+        ));
+    };
+    let given = header_str(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+    // Compare without an early exit on the first differing byte.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        None
+    } else {
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer ...)",
+        ))
+    }
+}
+
+fn swap_answer(result: Result<crate::registry::SwapOutcome, SwapError>) -> Response {
+    match result {
+        Ok(outcome) => axum::Json(outcome).into_response(),
+        Err(e) => {
+            let status = match &e {
+                SwapError::Unknown(..) => StatusCode::NOT_FOUND,
+                SwapError::Ambiguous(..) | SwapError::NoPrevious(_) => StatusCode::CONFLICT,
+                SwapError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                SwapError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+async fn upload_component(
+    State(app): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(denied) = refuse_unless_admin(&app, &headers) {
+        return denied;
+    }
+    let bytes = match axum::body::to_bytes(body, app.max_component_bytes).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("component larger than {} bytes", app.max_component_bytes),
+            );
+        }
+    };
+    swap_answer(app.live.install(&name, bytes, "upload", true).await)
+}
+
+async fn rollback_component(
+    State(app): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = refuse_unless_admin(&app, &headers) {
+        return denied;
+    }
+    swap_answer(app.live.rollback(&name).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -417,8 +491,9 @@ async fn start_run(
             "shutting down: not starting new runs",
         );
     }
-    let Some(served) = app.workflows.get(&name) else {
-        let known: Vec<&String> = app.workflows.keys().collect();
+    // The versions live now serve this run to its end, whatever is swapped meanwhile.
+    let Some(served) = app.live.workflow(&name) else {
+        let known = app.live.names();
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown workflow `{name}`; this server runs: {known:?}"),
@@ -465,7 +540,7 @@ async fn start_run(
     );
 
     let Some(key) = header_str(&headers, "idempotency-key").map(str::to_string) else {
-        return match execute(&app, served, input, trace).await {
+        return match execute(&app, &served, input, trace).await {
             Ok((status, body)) => respond(status, &body, false),
             Err(resp) => resp,
         };
@@ -502,7 +577,7 @@ async fn start_run(
         .get_or_try_init(|| {
             first = true;
             async {
-                let (status, body) = execute(&app, served, input, trace).await?;
+                let (status, body) = execute(&app, &served, input, trace).await?;
                 let run_id = body["run_id"].as_str().unwrap_or_default().to_string();
                 if let Err(e) = app
                     .journal
