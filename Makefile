@@ -80,8 +80,14 @@ $(foreach s,$(JS_POLICIES),$(eval $(call js_policy,$(s))))
 build: setup
 	$(CARGO) build --bin braid
 
+# Test-only Python tools (an OTLP receiver's dependencies), pinned in tests/requirements.txt.
+TEST_TOOLS := $(TOOLS)/python/.test-tools
+$(TEST_TOOLS): tests/requirements.txt $(COMPONENTIZE_PY)
+	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
 ## Run every test: unit tests and the integration suite (needs the guests).
-test: guests
+test: guests $(TEST_TOOLS)
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Start the sample API, run the reference workflow once, print the step tree.

@@ -855,3 +855,249 @@ fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The OTLP receiver (scripts/otlp-receiver.py, a real gRPC and HTTP/protobuf
+/// OTLP endpoint built on opentelemetry-proto); killed on drop.
+struct Receiver {
+    child: Child,
+    grpc: u16,
+    http: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let python = root().join("target/tools/python/bin/python");
+        assert!(
+            python.exists(),
+            "{} missing: run `make test` (it installs tests/requirements.txt)",
+            python.display()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, ports) = (dir.path().join("spans.jsonl"), dir.path().join("ports"));
+        let child = Command::new(python)
+            .arg(root().join("scripts/otlp-receiver.py"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--ports-file")
+            .arg(&ports)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("receiver starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&ports) {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "OTLP receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let port = |name: &str| -> u16 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .and_then(|p| p.trim().parse().ok())
+                .expect("port")
+        };
+        Receiver {
+            grpc: port("grpc"),
+            http: port("http"),
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// The spans received for `trace_id`, once there are at least `min`.
+    fn spans(&self, trace_id: &str, min: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<Value> = std::fs::read_to_string(&self.out)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|s| s["trace_id"] == trace_id)
+                .collect();
+            if spans.len() >= min {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} spans of trace {trace_id} arrived",
+                spans.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checks that `spans` form one tree under the run span as the report says,
+/// and that the client spans are what the API saw as parents.
+fn assert_span_tree(spans: &[Value], report: &Value, api: &SampleApi, root_kind: &str) -> String {
+    let trace = str_of(report, "/trace_id");
+    let one = |name: &str| -> Vec<&Value> { spans.iter().filter(|s| s["name"] == name).collect() };
+    let runs = one("run api-orchestration");
+    assert_eq!(runs.len(), 1, "one run span: {spans:?}");
+    let run = runs[0];
+    assert_eq!(run["span_id"], report["span_id"]);
+    assert_eq!(run["kind"], root_kind);
+    assert_eq!(run["attributes"]["braid.run_id"], report["run_id"]);
+    assert_eq!(run["status_code"], "STATUS_CODE_OK");
+    let run_span = str_of(run, "/span_id");
+
+    let mut attempt_spans = HashSet::new();
+    for step in report["steps"].as_array().expect("steps") {
+        let name = str_of(step, "/name");
+        let spans = one(&format!("step {name}"));
+        assert_eq!(spans.len(), 1, "step {name}");
+        let s = spans[0];
+        assert_eq!(s["parent_span_id"], run_span);
+        assert_eq!(s["span_id"], step["attempts"][0]["span_id"]);
+        assert_eq!(s["attributes"]["braid.step"], name);
+        assert_eq!(s["attributes"]["braid.attempt"], 1);
+        assert_eq!(s["attributes"]["braid.outcome"], "succeeded");
+        assert_eq!(
+            s["attributes"]["braid.component.sha256"],
+            step["component_sha256"]
+        );
+        attempt_spans.insert(str_of(s, "/span_id").to_string());
+    }
+    let clients: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["kind"] == "SPAN_KIND_CLIENT")
+        .collect();
+    assert_eq!(clients.len(), 3, "token, profile, permissions");
+    let upstream_parents: HashSet<String> = api
+        .requests(Some(trace))
+        .iter()
+        .map(|r| str_of(r, "/parent_id").to_string())
+        .collect();
+    for c in &clients {
+        assert!(attempt_spans.contains(str_of(c, "/parent_span_id")), "{c}");
+        assert!(
+            upstream_parents.contains(str_of(c, "/span_id")),
+            "the client span is the parent the API saw: {c}"
+        );
+        assert_eq!(c["attributes"]["http.response.status_code"], 200);
+    }
+    let claims = one("claim");
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0]["parent_span_id"],
+        step(report, "claim_work")["attempts"][0]["span_id"]
+    );
+    // Nothing else, and nothing dangling: every parent is in the tree.
+    assert_eq!(spans.len(), 1 + 6 + 3 + 1, "{spans:?}");
+    let ids: HashSet<&str> = spans.iter().map(|s| str_of(s, "/span_id")).collect();
+    for s in spans {
+        let parent = str_of(s, "/parent_span_id");
+        assert!(s == run || ids.contains(parent), "dangling parent: {s}");
+    }
+    str_of(run, "/parent_span_id").to_string()
+}
+
+#[test]
+fn braid_serve_exports_each_run_as_one_span_tree_over_otlp_grpc() {
+    let receiver = Receiver::start();
+    let api = SampleApi::start(None);
+    let state = tempfile::tempdir().expect("tempdir");
+    let addr_file = state.path().join("addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("serve")
+        .arg(reference_workflow())
+        .args(["--listen", "127.0.0.1:0", "--addr-file"])
+        .arg(&addr_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--cache-dir")
+        .arg(root().join("target/test-cache"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.grpc),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_SERVICE_NAME", "braid-under-test")
+        .env("BRAID_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("braid serve starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file)
+            && !a.is_empty()
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "braid serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let caller = "00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-01";
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/workflows/api-orchestration/runs",
+        &[("traceparent", caller)],
+        &input(&api, "otlp-1").to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = http(&addr, "GET", str_of(&r.json(), "/report"), &[], "").json();
+    let spans = receiver.spans("5bf92f3577b34da6a3ce929d0e0e4737", 11);
+    let parent = assert_span_tree(&spans, &report, &api, "SPAN_KIND_SERVER");
+    assert_eq!(
+        parent, "10f067aa0ba902b8",
+        "the run span is the caller's child"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["resource"]["service.name"] == "braid-under-test")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn braid_run_exports_its_run_over_otlp_http() {
+    let receiver = Receiver::start();
+    let api = SampleApi::start(None);
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("run")
+        .arg(reference_workflow())
+        .arg("--json")
+        .arg("--input")
+        .arg(input(&api, "otlp-2").to_string())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.http),
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env("BRAID_LOG", "warn")
+        .output()
+        .expect("braid run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_stdout(&out);
+    let spans = receiver.spans(str_of(&report, "/trace_id"), 11);
+    let parent = assert_span_tree(&spans, &report, &api, "SPAN_KIND_INTERNAL");
+    assert_eq!(parent, "", "a new trace: the run span is a root");
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["resource"]["service.name"] == "braid")
+    );
+}

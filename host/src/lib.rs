@@ -17,6 +17,7 @@ pub mod check;
 pub mod db;
 pub mod journal;
 pub mod metrics;
+pub mod otel;
 pub mod recovery;
 pub mod registry;
 pub mod report;

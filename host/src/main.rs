@@ -575,6 +575,8 @@ async fn run(
         .with_journal(Arc::clone(&host.journal), host.owner.clone())
         .with_claims(Arc::clone(&host.claims));
     let trace = IncomingTrace::from_headers(traceparent.as_deref(), tracestate.as_deref());
+    let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Internal)
+        .map_err(bad_input)?;
     let report = scheduler
         .run(RunRequest {
             workflow,
@@ -583,6 +585,10 @@ async fn run(
         })
         .await
         .map_err(|e| bad_input(anyhow::anyhow!("{e}")))?;
+    if let Some(otel) = otel {
+        otel.export(&report);
+        otel.shutdown(Duration::from_secs(10)).await;
+    }
     let mut out = std::io::stdout().lock();
     let printed = if json {
         serde_json::to_writer_pretty(&mut out, &report)
@@ -835,6 +841,8 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
             max_component_bytes,
             max_body_bytes,
             grace,
+            otel: braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
+                .map_err(bad_input)?,
         },
     )
     .await

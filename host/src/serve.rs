@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub watch: Option<Duration>,
     /// Largest accepted component upload.
     pub max_component_bytes: usize,
+    /// Where finished runs are exported as OTLP spans, if anywhere.
+    pub otel: Option<crate::otel::OtlpExport>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// How long runs in flight may take to finish after shutdown begins.
@@ -80,6 +82,7 @@ struct Inner {
     max_body_bytes: usize,
     max_component_bytes: usize,
     admin_token: Option<String>,
+    otel: Option<crate::otel::OtlpExport>,
     metrics: Metrics,
     /// Runs started under an `Idempotency-Key` and not yet remembered in the
     /// journal: a repeat waits for the first run instead of starting another.
@@ -133,6 +136,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             max_component_bytes: config.max_component_bytes,
             admin_token: config.admin_token,
+            otel: config.otel,
             metrics: Metrics::new(),
             pending: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
@@ -203,9 +207,14 @@ impl Server {
             self.inner.abort.cancel();
             self.inner.runs.wait().await;
         }
-        self.task
+        let served = self
+            .task
             .await
-            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        if let Some(otel) = &self.inner.otel {
+            otel.shutdown(Duration::from_secs(10)).await;
+        }
+        served?;
         Ok(())
     }
 }
@@ -709,6 +718,9 @@ async fn execute(
         let result = scheduler.run_until(request, &abort).await;
         if let Ok(report) = &result {
             inner.metrics.run_finished(report);
+            if let Some(otel) = &inner.otel {
+                otel.export(report);
+            }
             store_report(&inner.journal, report).await;
         }
         let _ = tx.send(result);

@@ -51,6 +51,11 @@ impl TraceFlags {
 }
 
 impl TraceId {
+    /// The 16 bytes of the id.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
     /// A fresh random trace id (all 16 bytes random, so the `random` flag holds).
     pub fn random() -> Self {
         loop {
@@ -71,6 +76,11 @@ impl TraceId {
 }
 
 impl SpanId {
+    /// The 8 bytes of the id.
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
+
     /// A fresh random span id.
     pub fn random() -> Self {
         loop {

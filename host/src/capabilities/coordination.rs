@@ -69,6 +69,12 @@ impl CoordinationCtx {
     }
 }
 
+/// Milliseconds since `started`, as event metadata (the OTLP export turns a
+/// coordination event into a span that long).
+fn elapsed_ms(started: std::time::Instant) -> String {
+    format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0)
+}
+
 impl Host for CoordinationCtx {
     async fn claim(
         &mut self,
@@ -114,7 +120,9 @@ impl Host for CoordinationCtx {
             owner: c.host_id.clone(),
             metadata,
         };
+        let started = std::time::Instant::now();
         let result = self.store.claim(request).await;
+        let took = elapsed_ms(started);
         match &result {
             Ok(claim) => {
                 tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
@@ -122,7 +130,11 @@ impl Host for CoordinationCtx {
                 self.outcome_event(
                     "claim.granted",
                     &work_item,
-                    [("claim_id".to_string(), claim.claim_id.clone())].into(),
+                    [
+                        ("claim_id".to_string(), claim.claim_id.clone()),
+                        ("duration_ms".to_string(), took.clone()),
+                    ]
+                    .into(),
                 );
             }
             Err(ClaimStoreError::Conflict(holder)) => {
@@ -134,6 +146,7 @@ impl Host for CoordinationCtx {
                     [
                         ("holder_trace_id".to_string(), holder.trace_id.clone()),
                         ("holder_run_id".to_string(), holder.run_id.clone()),
+                        ("duration_ms".to_string(), took.clone()),
                     ]
                     .into(),
                 );
@@ -174,13 +187,18 @@ impl Host for CoordinationCtx {
         if let Err(why) = self.caller.verify("coordination.release", &ctx) {
             return Ok(Err(ClaimError::InvalidContext(why)));
         }
+        let started = std::time::Instant::now();
         let result = self.store.release(&claim_id, &self.caller.run_id).await;
         if result.is_ok() {
             self.caller.host_event(
                 "claim.released",
                 "info",
                 "",
-                [("claim_id".to_string(), claim_id)].into(),
+                [
+                    ("claim_id".to_string(), claim_id),
+                    ("duration_ms".to_string(), elapsed_ms(started)),
+                ]
+                .into(),
             );
         }
         Ok(result.map_err(store_error))
