@@ -100,7 +100,7 @@ fn a_missing_component_says_to_build_the_guests() {
         "{err}"
     );
     assert!(
-        err.contains("no_such_step.wasm: file not found (run `make guests`"),
+        err.contains("no_such_step.wasm: file not found (build it first: `make guests`"),
         "{err}"
     );
 }
