@@ -100,7 +100,9 @@ pub(crate) fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<Strin
 
 #[test]
 fn reference_workflow_carries_one_trace_everywhere() {
-    let api = SampleApi::start(None);
+    // 300 ms per API call: long enough that the two parallel fetches overlap
+    // at the API even when a busy machine starts one of them late.
+    let api = SampleApi::start(Some(300));
     let state = tempfile::tempdir().expect("tempdir");
     let out = run_reference(
         state.path(),

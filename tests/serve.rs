@@ -18,12 +18,16 @@ struct Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
+        Self::start_with(&reference_workflow(), extra)
+    }
+
+    fn start_with(workflow: &std::path::Path, extra: &[&str]) -> Served {
         let state = tempfile::tempdir().expect("tempdir");
         let addr_file = state.path().join("addr");
         let cache = root().join("target/test-cache");
         let child = Command::new(env!("CARGO_BIN_EXE_braid"))
             .arg("serve")
-            .arg(reference_workflow())
+            .arg(workflow)
             .args(["--listen", "127.0.0.1:0", "--addr-file"])
             .arg(&addr_file)
             .arg("--state-dir")
@@ -374,9 +378,11 @@ fn runs_in_journal(state: &std::path::Path) -> Vec<Value> {
 #[test]
 fn sigterm_lets_runs_in_flight_finish_and_refuses_new_ones() {
     let api = SampleApi::start(None);
-    // Slow, but inside fetch_profile's 1 s timeout.
-    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 700 }));
-    let mut served = Served::start(&["--grace-ms", "20000"]);
+    // Slow (1.5 s), inside the private registry's 20 s fetch timeout.
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 1500 }));
+    let registry = tempfile::tempdir().expect("tempdir");
+    let workflow = private_registry(registry.path());
+    let mut served = Served::start_with(&workflow, &["--grace-ms", "20000"]);
     let state: PathBuf = served.state.path().to_path_buf();
     let responses = std::thread::scope(|s| {
         let runs: Vec<_> = (0..3)
@@ -550,13 +556,23 @@ async fn request_async(
     (status, body.to_string())
 }
 
+/// `braid_runs_in_flight` from `/metrics`.
+async fn in_flight(addr: &str) -> u64 {
+    let (_, metrics) = request_async(addr, "GET", "/metrics", "", b"").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let workflow = private_registry(dir.path());
-    // Each API call takes 800 ms, so a run lasts over 2.4 s: longer than it
-    // takes to start all 1,000, which overlap each other and the swaps.
-    let api = SampleApi::start(Some(800));
+    // Each API call takes 2 s, so a run lasts over 6 s: longer than it takes
+    // to start all 1,000 runs, which overlap each other and the swaps.
+    let api = SampleApi::start(Some(2000));
     let state = tempfile::tempdir().expect("tempdir");
     let addr_file = state.path().join("addr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
@@ -592,6 +608,7 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     };
     let rust = component_bytes("aggregate");
     let js = component_bytes("aggregate_js");
+    let broken = component_bytes("policy_rbac");
     let (a, b) = (sha(&rust), sha(&js));
     // Warm the compiled cache with the JavaScript version outside the timing.
     let warm = braid(&[
@@ -605,6 +622,21 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     ]);
     assert!(warm.status.success());
 
+    // Ten uploads, one of them broken (a policy where a step belongs). Runs
+    // start in waves: 100 before the first upload, 90 after each answer, so
+    // every wave knows which version was live when its runs started.
+    let plan: [(&Vec<u8>, Option<&str>); 10] = [
+        (&js, Some(&b)),
+        (&rust, Some(&a)),
+        (&js, Some(&b)),
+        (&broken, None),
+        (&rust, Some(&a)),
+        (&js, Some(&b)),
+        (&rust, Some(&a)),
+        (&js, Some(&b)),
+        (&rust, Some(&a)),
+        (&js, Some(&b)),
+    ];
     let auth = "authorization: Bearer s3cret\r\n";
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -612,54 +644,55 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
         .expect("runtime");
     let (runs, swaps, peak) = runtime.block_on(async {
         let mut runs = tokio::task::JoinSet::new();
-        let swapper = {
-            let addr = addr.clone();
-            let (rust, js) = (rust.clone(), js.clone());
-            let broken = component_bytes("policy_rbac");
-            tokio::spawn(async move {
-                // Ten uploads, one of them broken (a policy where a step belongs).
-                let plan: [&Vec<u8>; 10] = [&js, &rust, &js, &broken, &rust, &js, &rust, &js, &rust, &js];
-let mut answers = Vec::new();
-                let mut peak = 0u64;
-                for bytes in plan {
-                    tokio::time::sleep(Duration::from_millis(120)).await;
-                    answers.push(request_async(&addr, "PUT", "/v1/components/aggregate", auth, bytes).await);
-                    let (_, metrics) = request_async(&addr, "GET", "/metrics", "", b"").await;
-                    let in_flight = metrics
-                        .lines()
-                        .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    peak = peak.max(in_flight);
+        let mut swaps = Vec::new();
+        let mut live = a.clone();
+        let mut started: u64 = 0;
+        for wave in 0..=plan.len() {
+            if wave > 0 {
+                let (bytes, goes_live) = plan[wave - 1];
+                swaps.push(
+                    request_async(&addr, "PUT", "/v1/components/aggregate", auth, bytes).await,
+                );
+                if let Some(sha) = goes_live {
+                    live = sha.to_string();
                 }
-                (answers, peak)
-
-            })
-        };
-        for i in 0..1000 {
-            let addr = addr.clone();
-            let body = json!({ "api_base": api.base(), "user_id": "u-100", "work_item": format!("swap-{i}") })
+            }
+            let size = if wave == 0 { 100 } else { 90 };
+            for _ in 0..size {
+                let addr = addr.clone();
+                let body = json!({
+                    "api_base": api.base(),
+                    "user_id": "u-100",
+                    "work_item": format!("swap-{started}"),
+                })
                 .to_string();
-            runs.spawn(async move {
-                request_async(&addr, "POST", "/v1/workflows/api-orchestration/runs", "content-type: application/json\r\n", body.as_bytes()).await
-            });
-            if i % 10 == 9 {
-                tokio::time::sleep(Duration::from_millis(13)).await;
+                let expected = live.clone();
+                runs.spawn(async move {
+                    let answer = request_async(
+                        &addr,
+                        "POST",
+                        "/v1/workflows/api-orchestration/runs",
+                        "content-type: application/json\r\n",
+                        body.as_bytes(),
+                    )
+                    .await;
+                    (expected, answer)
+                });
+                started += 1;
+            }
+            // Before the next upload, every run of this wave has reached the
+            // server (and taken the versions live now).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while in_flight(&addr).await < started {
+                assert!(
+                    Instant::now() < deadline,
+                    "runs of wave {wave} did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let (swaps, peak) = swapper.await.expect("swapper");
-        // Once the last run has started, every one is still in flight.
-        let mut peak = peak;
-        for _ in 0..20 {
-            let (_, metrics) = request_async(&addr, "GET", "/metrics", "", b"").await;
-            let in_flight: u64 = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            peak = peak.max(in_flight);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Every run has started; count how many are still in flight.
+        let peak = in_flight(&addr).await;
         let mut done = Vec::new();
         while let Some(r) = runs.join_next().await {
             done.push(r.expect("run task"));
@@ -667,10 +700,7 @@ let mut answers = Vec::new();
         (done, swaps, peak)
     });
 
-    assert!(
-        peak >= 950,
-        "1,000 runs in flight at once, seen at most {peak}"
-    );
+    assert_eq!(peak, 1000, "all 1,000 runs in flight at once");
     // Nine swaps went live; the broken one was refused with its reason.
     for (i, (status, body)) in swaps.iter().enumerate() {
         if i == 3 {
@@ -684,9 +714,10 @@ let mut answers = Vec::new();
             assert!(body.contains("\"swapped\":true"), "swap {i}: {body}");
         }
     }
-    // Zero failed runs; each ran one version of aggregate from start to end.
+    // Zero failed runs; each ran, from start to end, the version that was
+    // live when it started.
     let mut by_start: Vec<(u64, String)> = Vec::new();
-    for (status, body) in &runs {
+    for (expected, (status, body)) in &runs {
         assert_eq!(*status, 200, "{body}");
         let body: Value = serde_json::from_str(body).expect("JSON");
         let report = http(&addr, "GET", str_of(&body, "/report"), &[], "").json();
@@ -697,10 +728,7 @@ let mut answers = Vec::new();
             "/component_sha256",
         )
         .to_string();
-        assert!(
-            used == a || used == b,
-            "aggregate ran an unknown version {used}"
-        );
+        assert_eq!(&used, expected, "the version live when the run started");
         assert_eq!(body["result"]["user"]["name"], "Ada Lovelace");
         assert_eq!(body["result"]["decision"]["allowed"], true);
         assert_eq!(body["result"]["trace_id"], body["trace_id"]);
@@ -710,13 +738,11 @@ let mut answers = Vec::new();
     by_start.sort();
     let switches = by_start.windows(2).filter(|w| w[0].1 != w[1].1).count();
     let on_js = by_start.iter().filter(|(_, v)| *v == b).count();
+    // Five JavaScript uploads, and the wave after the broken one still ran it.
+    assert_eq!(on_js, 6 * 90, "the waves while JavaScript was live");
     assert!(
-        on_js > 0 && on_js < 1000,
-        "both versions served runs ({on_js} on JavaScript)"
-    );
-    assert!(
-        switches >= 2,
-        "the reports show the switch-over ({switches} switches)"
+        switches >= 8,
+        "the reports show the switch-overs ({switches} switches)"
     );
 
     // The registry lists every version; rollback returns to the one before.
