@@ -19,10 +19,98 @@ impl DbUnavailable {
     }
 }
 
-/// One SQLite file and its connection.
+/// One SQLite file: a connection for queries and, for [`Db::write`], a
+/// writer thread with a connection of its own that commits the writes
+/// queued at the same moment in one transaction (group commit).
 pub struct Db {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
+}
+
+/// A queued write: runs inside the writer's transaction, then hears whether
+/// that transaction committed.
+trait WriteJob: Send {
+    /// Runs the write; false if it failed (its changes are rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Delivers the outcome once the transaction is over.
+    fn finish(self: Box<Self>, committed: Result<(), DbUnavailable>);
+}
+
+struct Job<F, R, E> {
+    f: Option<F>,
+    result: Option<Result<R, E>>,
+    reply: tokio::sync::oneshot::Sender<Result<R, E>>,
+}
+
+impl<F, R, E> WriteJob for Job<F, R, E>
+where
+    F: FnOnce(&Connection) -> Result<R, E> + Send,
+    R: Send,
+    E: From<DbUnavailable> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = f(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), DbUnavailable>) {
+        let outcome = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), Some(Ok(_))) => Err(E::from(e)),
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), None) => Err(E::from(e)),
+            (Ok(()), None) => Err(E::from(DbUnavailable("write did not run".into()))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Writes committed in one transaction at most.
+const GROUP: usize = 256;
+
+/// The writer thread: takes a write, adds whatever else is already queued,
+/// runs each under a savepoint (a failed write rolls back alone), commits
+/// once, and tells every writer.
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = DbUnavailable(format!("begin: {e}"));
+            for job in jobs {
+                job.finish(Err(e.clone()));
+            }
+            continue;
+        }
+        for job in &mut jobs {
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let ok = job.run(&conn);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            let _ = conn.execute_batch(end);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            DbUnavailable(format!("commit: {e}"))
+        });
+        for job in jobs {
+            job.finish(committed.clone());
+        }
+    }
 }
 
 impl Db {
@@ -44,14 +132,48 @@ impl Db {
             Ok(conn)
         };
         let conn = open().map_err(|e| DbUnavailable(format!("{}: {e}", path.display())))?;
+        let write_conn = open().map_err(|e| DbUnavailable(format!("{}: {e}", path.display())))?;
+        let (writer, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("braid-db-{file}"))
+            .spawn(move || writer_loop(write_conn, rx))
+            .map_err(|e| DbUnavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            writer,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs the write `f` in the writer's next transaction and returns once
+    /// that transaction has committed (or failed). Writes queued while the
+    /// writer is busy are committed together, so many concurrent runs cost
+    /// few transactions; each write still completes before its caller goes
+    /// on. `f` must not start or end transactions itself.
+    pub async fn write<R, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<DbUnavailable> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| E::from(DbUnavailable("the writer thread has stopped".into())))?;
+        answer
+            .await
+            .map_err(|_| E::from(DbUnavailable("the writer thread has stopped".into())))?
     }
 
     /// Runs `f` on the connection on tokio's blocking pool.

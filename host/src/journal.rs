@@ -175,7 +175,7 @@ impl SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now.
     pub async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
         let start = start.clone();
-        self.db.call(move |conn| {
+        self.db.write(move |conn| {
             let now = now_ms();
             let json = serde_json::to_string(&start).map_err(unavailable)?;
             conn.execute(
@@ -200,7 +200,7 @@ impl SqliteJournal {
     pub async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
         let run_id = run_id.to_string();
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let json = serde_json::to_string(&entry).map_err(unavailable)?;
                 conn.execute(
                     "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
@@ -222,7 +222,7 @@ impl SqliteJournal {
     ) -> Result<(), JournalError> {
         let (run_id, status) = (run_id.to_string(), status.to_string());
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
                  WHERE run_id = ?1 AND status = 'running'",
@@ -242,7 +242,7 @@ impl SqliteJournal {
         lease: Duration,
     ) -> Result<(), JournalError> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
-        self.db.call(move |conn| {
+        self.db.write(move |conn| {
             conn.execute(
                 "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
                 params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
@@ -311,7 +311,7 @@ impl SqliteJournal {
         report_json: String,
     ) -> Result<(), JournalError> {
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "INSERT OR REPLACE INTO reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -411,7 +411,7 @@ impl SqliteJournal {
     ) -> Result<(), JournalError> {
         let args = [workflow, key, body_sha256, run_id].map(str::to_string);
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "INSERT OR IGNORE INTO idempotency (workflow, key, body_sha256, run_id, at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
