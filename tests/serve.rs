@@ -22,9 +22,18 @@ impl Served {
     }
 
     fn start_with(workflow: &std::path::Path, extra: &[&str]) -> Served {
+        Self::spawn(workflow, extra, &[])
+    }
+
+    /// `braid serve WORKFLOW EXTRA..` on a free port with a state dir of its
+    /// own and the shared compiled cache; `env` is added to its environment.
+    /// Its stderr goes to `stderr.log` in the state dir (a pipe nobody reads
+    /// could fill up and stall it).
+    fn spawn(workflow: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
         let state = tempfile::tempdir().expect("tempdir");
         let addr_file = state.path().join("addr");
         let cache = root().join("target/test-cache");
+        let log = std::fs::File::create(state.path().join("stderr.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_braid"))
             .arg("serve")
             .arg(workflow)
@@ -36,8 +45,9 @@ impl Served {
             .arg(&cache)
             .args(extra)
             .env("BRAID_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("braid serve starts");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,7 +94,10 @@ impl Served {
     /// Waits for the process after a SIGTERM: (exit code, stderr).
     fn terminate_wait(&mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().expect("running");
-        wait_with_timeout(&mut child, Duration::from_secs(60))
+        let code = wait_with_timeout(&mut child, Duration::from_secs(60));
+        let stderr =
+            std::fs::read_to_string(self.state.path().join("stderr.log")).unwrap_or_default();
+        (code, stderr)
     }
 
     /// Sends SIGTERM and waits for the process: (exit code, stderr).
@@ -94,16 +107,11 @@ impl Served {
     }
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code(), err);
+            return status.code();
         }
         assert!(Instant::now() < deadline, "braid serve did not stop");
         std::thread::sleep(Duration::from_millis(20));
@@ -573,39 +581,12 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     // Each API call takes 2 s, so a run lasts over 6 s: longer than it takes
     // to start all 1,000 runs, which overlap each other and the swaps.
     let api = SampleApi::start(Some(2000));
-    let state = tempfile::tempdir().expect("tempdir");
-    let addr_file = state.path().join("addr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("serve")
-        .arg(&workflow)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "s3cret",
-            "--addr-file",
-        ])
-        .arg(&addr_file)
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--cache-dir")
-        .arg(root().join("target/test-cache"))
-        .args(["--max-concurrency", "4096"])
-        .env("BRAID_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("braid serve starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file)
-            && !a.is_empty()
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "braid serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let served = Served::spawn(
+        &workflow,
+        &["--admin-token", "s3cret", "--max-concurrency", "4096"],
+        &[("BRAID_LOG", "error")],
+    );
+    let addr = served.addr.clone();
     let rust = component_bytes("aggregate");
     let js = component_bytes("aggregate_js");
     let broken = component_bytes("policy_rbac");
@@ -781,8 +762,7 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
         "x",
     );
     assert_eq!(denied.status, 401);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 #[test]
@@ -790,39 +770,8 @@ fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() 
     let dir = tempfile::tempdir().expect("tempdir");
     let workflow = private_registry(dir.path());
     let api = SampleApi::start(None);
-    let state = tempfile::tempdir().expect("tempdir");
-    let addr_file = state.path().join("addr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("serve")
-        .arg(&workflow)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--watch",
-            "--watch-interval-ms",
-            "50",
-            "--addr-file",
-        ])
-        .arg(&addr_file)
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--cache-dir")
-        .arg(root().join("target/test-cache"))
-        .env("BRAID_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("braid serve starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file)
-            && !a.is_empty()
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "braid serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let served = Served::spawn(&workflow, &["--watch", "--watch-interval-ms", "50"], &[]);
+    let addr = served.addr.clone();
     let live = |addr: &str| -> String {
         let list = http(addr, "GET", "/v1/components", &[], "").json();
         list.as_array()
@@ -878,8 +827,7 @@ fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() 
         "{}",
         r.body
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 /// The OTLP receiver (scripts/otlp-receiver.py, a real gRPC and HTTP/protobuf
@@ -1033,38 +981,17 @@ fn assert_span_tree(spans: &[Value], report: &Value, api: &SampleApi, root_kind:
 fn braid_serve_exports_each_run_as_one_span_tree_over_otlp_grpc() {
     let receiver = Receiver::start();
     let api = SampleApi::start(None);
-    let state = tempfile::tempdir().expect("tempdir");
-    let addr_file = state.path().join("addr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .arg("serve")
-        .arg(reference_workflow())
-        .args(["--listen", "127.0.0.1:0", "--addr-file"])
-        .arg(&addr_file)
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--cache-dir")
-        .arg(root().join("target/test-cache"))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", receiver.grpc),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env("OTEL_SERVICE_NAME", "braid-under-test")
-        .env("BRAID_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("braid serve starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file)
-            && !a.is_empty()
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "braid serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let served = Served::spawn(
+        &reference_workflow(),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "braid-under-test"),
+        ],
+    );
+    let addr = served.addr.clone();
     let caller = "00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-01";
     let r = http(
         &addr,
@@ -1086,8 +1013,7 @@ fn braid_serve_exports_each_run_as_one_span_tree_over_otlp_grpc() {
             .iter()
             .all(|s| s["resource"]["service.name"] == "braid-under-test")
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 #[test]
