@@ -592,12 +592,15 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     let broken = component_bytes("policy_rbac");
     let (a, b) = (sha(&rust), sha(&js));
     // Warm the compiled cache with the JavaScript version outside the timing.
+    let scratch = tempfile::tempdir().expect("tempdir");
     let warm = braid(&[
         "inspect",
         crate::support::components()
             .join("aggregate_js.wasm")
             .to_str()
             .expect("utf-8"),
+        "--state-dir",
+        scratch.path().to_str().expect("utf-8"),
         "--cache-dir",
         root().join("target/test-cache").to_str().expect("utf-8"),
     ]);

@@ -28,11 +28,14 @@ pub fn reference_workflow() -> PathBuf {
     root().join("workflows/api-orchestration.toml")
 }
 
-/// Runs the braid binary with `args`.
+/// Runs the braid binary with `args`. A command given no `--state-dir`
+/// gets a scratch one (never `.braid/` in the source tree).
 pub fn braid(args: &[&str]) -> Output {
+    let scratch = std::env::temp_dir().join(format!("braid-tests-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_braid"))
         .args(args)
         .env("BRAID_LOG", "warn")
+        .env("BRAID_STATE_DIR", scratch)
         .output()
         .expect("braid runs")
 }
