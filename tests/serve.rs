@@ -50,16 +50,7 @@ impl Served {
             .stderr(log)
             .spawn()
             .expect("braid serve starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file)
-                && !a.is_empty()
-            {
-                break a;
-            }
-            assert!(Instant::now() < deadline, "braid serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let addr = wait_for_addr(&addr_file, Duration::from_secs(60), "braid serve");
         Served {
             child: Some(child),
             addr,
@@ -791,13 +782,7 @@ fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() 
     std::fs::write(&file, b"not a component").expect("write");
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(live(&addr), before);
-    let r = http(
-        &addr,
-        "POST",
-        "/v1/workflows/api-orchestration/runs",
-        &[],
-        &input(&api, "w-1").to_string(),
-    );
+    let r = served.post_run(&input(&api, "w-1"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     // Then a real policy: it goes live, and the next run uses it.
     std::fs::write(&file, &rbac).expect("write");
@@ -809,13 +794,7 @@ fn a_changed_component_file_is_swapped_in_with_watch_and_a_broken_one_ignored() 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let r = http(
-        &addr,
-        "POST",
-        "/v1/workflows/api-orchestration/runs",
-        &[],
-        &input(&api, "w-2").to_string(),
-    );
+    let r = served.post_run(&input(&api, "w-2"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     let report = http(&addr, "GET", str_of(&r.json(), "/report"), &[], "").json();
     assert_eq!(

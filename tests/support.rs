@@ -56,6 +56,20 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Waits for a server started with `--addr-file` to write its address there.
+pub fn wait_for_addr(addr_file: &Path, limit: Duration, what: &str) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(a) = std::fs::read_to_string(addr_file)
+            && !a.is_empty()
+        {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The sample API as a child process; killed on drop.
 pub struct SampleApi {
     child: Child,
@@ -83,16 +97,7 @@ impl SampleApi {
             cmd.args(["--fault", f]);
         }
         let child = cmd.spawn().expect("sample API starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file)
-                && !a.is_empty()
-            {
-                break a;
-            }
-            assert!(Instant::now() < deadline, "sample API did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let addr = wait_for_addr(&addr_file, Duration::from_secs(10), "sample API");
         SampleApi {
             child,
             addr,
