@@ -78,8 +78,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("braid");
-        let m = Metrics {
+        let mut m = Metrics {
             runs: Family::default(),
             run_seconds: Family::new_with_constructor(seconds_histogram),
             steps: Family::default(),
@@ -88,45 +87,46 @@ impl Metrics {
             claims: Family::default(),
             limit_hits: Family::default(),
             in_flight: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("braid"),
         };
-        registry.register(
+        m.registry.register(
             "runs",
             "Finished runs by workflow and outcome",
             m.runs.clone(),
         );
-        registry.register(
+        m.registry.register(
             "run_duration_seconds",
             "Run wall time",
             m.run_seconds.clone(),
         );
-        registry.register(
+        m.registry.register(
             "steps",
             "Steps by workflow, step and outcome (succeeded, compensated, failed, cancelled, skipped)",
             m.steps.clone(),
         );
-        registry.register(
+        m.registry.register(
             "step_duration_seconds",
             "Step wall time, all attempts included",
             m.step_seconds.clone(),
         );
-        registry.register(
+        m.registry.register(
             "step_attempts",
             "Step attempts by workflow, step and outcome (succeeded, retryable, fatal, timeout, trap, ...)",
             m.attempts.clone(),
         );
-        registry.register(
+        m.registry.register(
             "claims_granted",
             "Work claims granted to runs",
             m.claims.clone(),
         );
-        registry.register(
+        m.registry.register(
             "sandbox_limit_hits",
             "Attempts stopped by a sandbox limit (timeout, memory, output, stack, table, fuel)",
             m.limit_hits.clone(),
         );
-        registry.register("runs_in_flight", "Runs executing now", m.in_flight.clone());
-        Metrics { registry, ..m }
+        m.registry
+            .register("runs_in_flight", "Runs executing now", m.in_flight.clone());
+        m
     }
 
     pub fn run_started(&self) {

@@ -387,14 +387,9 @@ async fn upload_component(
     if let Some(denied) = refuse_unless_admin(&app, &headers) {
         return denied;
     }
-    let bytes = match axum::body::to_bytes(body, app.max_component_bytes).await {
+    let bytes = match read_body(body, app.max_component_bytes, "component").await {
         Ok(b) => b.to_vec(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("component larger than {} bytes", app.max_component_bytes),
-            );
-        }
+        Err(too_large) => return *too_large,
     };
     swap_answer(app.live.install(&name, bytes, "upload", true).await)
 }
@@ -484,6 +479,20 @@ fn respond(status: u16, body: &Value, replayed: bool) -> Response {
     response
 }
 
+/// Reads a body of at most `limit` bytes, or answers 413 naming `what`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, Box<Response>> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} larger than {limit} bytes"),
+        ))
+    })
+}
+
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -508,14 +517,9 @@ async fn start_run(
             format!("unknown workflow `{name}`; this server runs: {known:?}"),
         );
     };
-    let bytes = match axum::body::to_bytes(body, app.max_body_bytes).await {
+    let bytes = match read_body(body, app.max_body_bytes, "request body").await {
         Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {} bytes", app.max_body_bytes),
-            );
-        }
+        Err(too_large) => return *too_large,
     };
     let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
