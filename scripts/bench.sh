@@ -20,6 +20,12 @@ mkdir -p "$out"
   $BRAID bench --latency seed --mode ladder --concurrency 1,20,100,1000 --runs 200
   echo; echo "### Sustained open-loop rate, seed latencies (latency from the scheduled start)"
   $BRAID bench --latency seed --mode rate --rate 5,15,30,300 --duration-s 5
+  echo; echo "### 10,000 runs in flight (100 ms per API call)"
+  $BRAID bench --latency-ms 100 --mode ladder --concurrency 10000 --runs 10000
+  echo; echo "### Cost vs steps and payload size (chains of \`noop\`, 20 in flight, zero-latency, journal on)"
+  $BRAID bench --mode scaling --runs 200
+  echo; echo "### Cost vs steps and payload size, journal off"
+  $BRAID bench --mode scaling --runs 200 --no-journal
   echo; echo "### Per step attempt"
   $BRAID bench --mode attempt --executor sandbox --runs 2000
   echo; echo "### Component load: first (compile) vs cached (braid inspect, compile + check + pre-instantiate)"

@@ -9,6 +9,7 @@
 //! every event and outbound call on the run's own trace, and the sample API
 //! saw exactly the run's calls on it.
 
+use crate::capabilities::http_client::HttpClient;
 use crate::report::{EventRecord, HttpCallRecord, RunReport};
 use crate::sample_api::{self, Latencies, RequestLog};
 use crate::scheduler::{
@@ -107,7 +108,11 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn input(api: &SocketAddr, i: usize, tag: &str) -> Value {
+/// Builds run `i`'s input; `tag` is unique to one load, so work items differ.
+pub type InputFn<'a> = dyn Fn(usize, &str) -> Value + Sync + 'a;
+
+/// The reference workflow's input for run `i` against the sample API at `api`.
+pub fn reference_input(api: &SocketAddr, i: usize, tag: &str) -> Value {
     json!({
         "api_base": format!("http://{api}"),
         "user_id": "u-100",
@@ -125,6 +130,7 @@ pub async fn drive<E: StepExecutor>(
     api: &BenchApi,
     load: Load,
     executor: &str,
+    make_input: &InputFn<'_>,
     progress: Option<indicatif::ProgressBar>,
 ) -> LoadResult {
     if let Ok(mut log) = api.log.lock() {
@@ -132,10 +138,12 @@ pub async fn drive<E: StepExecutor>(
     }
     let tag = hex::encode(rand::random::<[u8; 4]>());
     let started = Instant::now();
-    let mut reports: Vec<(RunReport, Duration)> = Vec::new();
+    // Only what the checks need is kept of each report, so a load of tens of
+    // thousands of runs does not measure the bench's own memory.
+    let mut reports: Vec<(RunFacts, Duration)> = Vec::new();
     let one = |i: usize, scheduled: Instant| {
         let (scheduler, workflow) = (Arc::clone(&scheduler), Arc::clone(&workflow));
-        let input = input(&api.addr, i, &tag);
+        let input = make_input(i, &tag);
         async move {
             let report = scheduler
                 .run(RunRequest {
@@ -149,12 +157,12 @@ pub async fn drive<E: StepExecutor>(
     };
     let done = |r: Result<RunReport, crate::workflow::InputError>,
                 latency: Duration,
-                reports: &mut Vec<(RunReport, Duration)>| {
+                reports: &mut Vec<(RunFacts, Duration)>| {
         if let Some(p) = &progress {
             p.inc(1);
         }
         if let Ok(report) = r {
-            reports.push((report, latency));
+            reports.push((RunFacts::of(&report), latency));
         }
     };
     match load {
@@ -210,7 +218,7 @@ pub async fn drive<E: StepExecutor>(
 fn summarize(
     load: Load,
     executor: &str,
-    reports: &[(RunReport, Duration)],
+    reports: &[(RunFacts, Duration)],
     elapsed: Duration,
     log: &RequestLog,
 ) -> LoadResult {
@@ -239,10 +247,7 @@ fn summarize(
         hist.as_ref()
             .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
     };
-    let succeeded = reports
-        .iter()
-        .filter(|(r, _)| r.outcome == "succeeded")
-        .count();
+    let succeeded = reports.iter().filter(|(r, _)| r.succeeded).count();
     LoadResult {
         load: load.label(),
         executor: executor.into(),
@@ -259,52 +264,105 @@ fn summarize(
     }
 }
 
+/// What the trace checks need of one run's report.
+struct RunFacts {
+    run_id: String,
+    trace_id: String,
+    succeeded: bool,
+    /// Events, or calls, found on another trace than the run's.
+    foreign: Vec<String>,
+    /// Calls sent with a `traceparent`, and calls that got an answer.
+    sent: usize,
+    answered: usize,
+}
+
+impl RunFacts {
+    fn of(report: &RunReport) -> Self {
+        let t = &report.trace_id;
+        let mut foreign = Vec::new();
+        if let Some(e) = report.events.iter().find(|e| &e.trace_id != t) {
+            foreign.push(format!("event {} on trace {}", e.name, e.trace_id));
+        }
+        if let Some(c) = report.http_calls.iter().find(|c| {
+            c.traceparent
+                .as_ref()
+                .is_some_and(|tp| !tp.contains(t.as_str()))
+        }) {
+            foreign.push(format!("call {} sent under another trace", c.url));
+        }
+        RunFacts {
+            run_id: report.run_id.clone(),
+            trace_id: t.clone(),
+            succeeded: report.outcome == "succeeded",
+            foreign,
+            sent: report
+                .http_calls
+                .iter()
+                .filter(|c| c.traceparent.is_some())
+                .count(),
+            answered: report
+                .http_calls
+                .iter()
+                .filter(|c| c.status.is_some())
+                .count(),
+        }
+    }
+}
+
 /// Checks one run's trace; appends what is wrong.
 fn check_trace(
-    report: &RunReport,
+    run: &RunFacts,
     received: &HashMap<String, usize>,
     seen: &mut HashSet<String>,
     violations: &mut Vec<String>,
 ) {
-    let t = &report.trace_id;
+    let t = &run.trace_id;
     if !seen.insert(t.clone()) {
         violations.push(format!("trace id {t} used by two runs"));
     }
-    if let Some(e) = report.events.iter().find(|e| &e.trace_id != t) {
-        violations.push(format!(
-            "run {}: event {} on trace {}",
-            report.run_id, e.name, e.trace_id
-        ));
+    for f in &run.foreign {
+        violations.push(format!("run {}: {f}", run.run_id));
     }
     // Every call that got an answer reached the API on this trace; calls cut
     // short by a timeout may or may not have arrived; none arrived unsent.
-    let sent = report
-        .http_calls
-        .iter()
-        .filter(|c| c.traceparent.is_some())
-        .count();
-    let answered = report
-        .http_calls
-        .iter()
-        .filter(|c| c.status.is_some())
-        .count();
-    if let Some(c) = report.http_calls.iter().find(|c| {
-        c.traceparent
-            .as_ref()
-            .is_some_and(|tp| !tp.contains(t.as_str()))
-    }) {
-        violations.push(format!(
-            "run {}: call {} sent under another trace",
-            report.run_id, c.url
-        ));
-    }
     let got = received.get(t).copied().unwrap_or(0);
-    if got < answered || got > sent {
+    if got < run.answered || got > run.sent {
         violations.push(format!(
-            "run {}: {answered} calls answered and {sent} sent on its trace, but the API saw {got}",
-            report.run_id
+            "run {}: {} calls answered and {} sent on its trace, but the API saw {got}",
+            run.run_id, run.answered, run.sent
         ));
     }
+}
+
+/// Writes `chain-N.toml` into `dir`: `steps` `noop` steps in a row, each
+/// handing the `payload` input on to the next (cost vs steps and payload).
+pub fn chain_workflow(
+    components_dir: &std::path::Path,
+    steps: usize,
+    dir: &std::path::Path,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::fmt::Write as _;
+    let mut toml = String::new();
+    let components = toml::Value::String(components_dir.to_string_lossy().into_owned());
+    let _ = writeln!(
+        toml,
+        "name = \"chain-{steps}\"\ncomponents_dir = {components}\nresult = \"s{steps}\"\n\n[inputs.payload]\n"
+    );
+    for i in 1..=steps {
+        let arg = if i == 1 {
+            "{ input = \"payload\" }".to_string()
+        } else {
+            format!("{{ step = \"s{}\", pointer = \"/x\" }}", i - 1)
+        };
+        let _ = writeln!(
+            toml,
+            "[[steps]]\nname = \"s{i}\"\ncomponent = \"noop\"\nallowed_hosts = []\nargs.x = {arg}\n"
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("chain-{steps}.toml"));
+    std::fs::write(&path, toml)?;
+    Ok(path)
 }
 
 /// The reference workflow's steps as plain Rust: the native baseline. Same
@@ -313,11 +371,17 @@ fn check_trace(
 pub struct NativeExecutor {
     claims: Arc<dyn ClaimStore>,
     owner: String,
+    /// The same pooled client the sandbox's outbound requests go through.
+    client: Arc<HttpClient>,
 }
 
 impl NativeExecutor {
-    pub fn new(claims: Arc<dyn ClaimStore>, owner: String) -> Self {
-        NativeExecutor { claims, owner }
+    pub fn new(claims: Arc<dyn ClaimStore>, owner: String) -> Result<Self, String> {
+        Ok(NativeExecutor {
+            claims,
+            owner,
+            client: Arc::new(HttpClient::new()?),
+        })
     }
 }
 
@@ -327,8 +391,9 @@ fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, StepFailure> {
         .ok_or_else(|| StepFailure::Fatal(format!("input field `{name}` is missing")))
 }
 
-/// One HTTP/1.1 request on a new connection (as the sandbox's client does).
+/// One HTTP/1.1 request through the pooled client (as the sandbox's steps send theirs).
 async fn http(
+    client: &Arc<HttpClient>,
     ctx: &AttemptContext,
     step: &str,
     method: &str,
@@ -357,17 +422,9 @@ async fn http(
         duration_ms: 0.0,
     });
     let retry = |e: &dyn std::fmt::Display| StepFailure::Retryable(format!("{url}: {e}"));
-    let stream = tokio::net::TcpStream::connect(&authority)
-        .await
-        .map_err(|e| retry(&e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| retry(&e))?;
-    tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .uri(uri)
         .header("host", &authority)
         .header("traceparent", &traceparent);
     if let Some(t) = token {
@@ -378,9 +435,13 @@ async fn http(
         req = req.header("content-type", "application/json");
     }
     let req = req
-        .body(Full::new(bytes::Bytes::from(payload)))
+        .body(
+            Full::new(bytes::Bytes::from(payload))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .map_err(|e| StepFailure::Fatal(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| retry(&e))?;
+    let (resp, _) = client.send(req, None).await.map_err(|e| retry(&e))?;
     let status = resp.status().as_u16();
     let bytes = resp
         .into_body()
@@ -437,10 +498,13 @@ impl NativeExecutor {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let out = match kind {
+            // The minimal step: its input back, no host call.
+            "noop" => return Ok(input),
             "authenticate" => {
                 let user = field(&input, "user_id")?;
                 let body = json!({ "client_id": "braid", "user_id": user });
                 let token = http(
+                    &self.client,
                     ctx,
                     &step.name,
                     "POST",
@@ -459,6 +523,7 @@ impl NativeExecutor {
                 };
                 let url = format!("{base}/users/{}/{what}", field(&input, "user_id")?);
                 http(
+                    &self.client,
                     ctx,
                     &step.name,
                     "GET",

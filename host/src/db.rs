@@ -77,6 +77,26 @@ const GROUP: usize = 256;
 /// The writer thread: takes a write, adds whatever else is already queued,
 /// runs each under a savepoint (a failed write rolls back alone), commits
 /// once, and tells every writer.
+/// `execute` through the connection's statement cache, so a statement run
+/// on every step is parsed once per connection, not every time.
+pub fn exec(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache (see [`exec`]).
+pub fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -86,7 +106,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE", []) {
             let e = DbUnavailable(format!("begin: {e}"));
             for job in jobs {
                 job.finish(Err(e.clone()));
@@ -94,16 +114,14 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>
             continue;
         }
         for job in &mut jobs {
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = exec(&conn, "SAVEPOINT job", []);
             let ok = job.run(&conn);
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            let _ = conn.execute_batch(end);
+            if !ok {
+                let _ = exec(&conn, "ROLLBACK TO job", []);
+            }
+            let _ = exec(&conn, "RELEASE job", []);
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+        let committed = exec(&conn, "COMMIT", []).map(|_| ()).map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             DbUnavailable(format!("commit: {e}"))
         });

@@ -178,7 +178,8 @@ impl SqliteJournal {
         self.db.write(move |conn| {
             let now = now_ms();
             let json = serde_json::to_string(&start).map_err(unavailable)?;
-            conn.execute(
+            crate::db::exec(
+                conn,
                 "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
                 params![
@@ -202,7 +203,8 @@ impl SqliteJournal {
         self.db
             .write(move |conn| {
                 let json = serde_json::to_string(&entry).map_err(unavailable)?;
-                conn.execute(
+                crate::db::exec(
+                    conn,
                     "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
                     params![run_id, ms(now_ms()), json],
                 )
@@ -223,7 +225,8 @@ impl SqliteJournal {
         let (run_id, status) = (run_id.to_string(), status.to_string());
         self.db
             .write(move |conn| {
-                conn.execute(
+                crate::db::exec(
+                    conn,
                     "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
                  WHERE run_id = ?1 AND status = 'running'",
                     params![run_id, status, degraded, error, ms(now_ms())],
@@ -243,7 +246,8 @@ impl SqliteJournal {
     ) -> Result<(), JournalError> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
         self.db.write(move |conn| {
-            conn.execute(
+            crate::db::exec(
+                conn,
                 "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
                 params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
             )

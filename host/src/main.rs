@@ -228,6 +228,9 @@ struct BenchArgs {
     /// Sample API latencies: the seed's (~33/28/35 ms) or none.
     #[arg(long, value_enum, default_value = "zero")]
     latency: BenchLatency,
+    /// Every sample API call answers after this many milliseconds (overrides --latency).
+    #[arg(long)]
+    latency_ms: Option<u64>,
     /// Which executors to run; with both, the table gives the sandbox/native ratio.
     #[arg(long, value_enum, default_value = "both")]
     executor: BenchExecutor,
@@ -243,6 +246,16 @@ struct BenchArgs {
     /// How long each rate is held.
     #[arg(long, default_value_t = 5.0)]
     duration_s: f64,
+    /// Scaling mode: chains of this many `noop` steps (100-byte payload).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,6,12,24")]
+    steps: Vec<usize>,
+    /// Scaling mode: payload sizes in bytes handed along a 6-step chain.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,10000,100000,1000000"
+    )]
+    payload_bytes: Vec<usize>,
     /// Do not journal runs (measures the journal's cost when compared).
     #[arg(long)]
     no_journal: bool,
@@ -259,6 +272,8 @@ enum BenchMode {
     Ladder,
     Rate,
     Attempt,
+    /// Cost vs number of steps and payload size (generated chains of `noop`).
+    Scaling,
     All,
 }
 
@@ -953,13 +968,24 @@ async fn policy_eval(
 
 async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     use braid::bench::{self, BenchApi, Load, LoadResult, NativeExecutor};
-    let latencies = match args.latency {
-        BenchLatency::Seed => Latencies::default(),
-        BenchLatency::Zero => Latencies {
-            auth: Duration::ZERO,
-            profile: Duration::ZERO,
-            permissions: Duration::ZERO,
-        },
+    let (latencies, latency_label) = match (args.latency_ms, args.latency) {
+        (Some(ms), _) => (
+            Latencies {
+                auth: Duration::from_millis(ms),
+                profile: Duration::from_millis(ms),
+                permissions: Duration::from_millis(ms),
+            },
+            format!("{ms} ms per call"),
+        ),
+        (None, BenchLatency::Seed) => (Latencies::default(), "seed (33/28/35 ms)".to_string()),
+        (None, BenchLatency::Zero) => (
+            Latencies {
+                auth: Duration::ZERO,
+                profile: Duration::ZERO,
+                permissions: Duration::ZERO,
+            },
+            "zero".to_string(),
+        ),
     };
     // Claims and the journal go to a scratch directory; the compiled-component
     // cache is the usual one, so a bench measures warm starts.
@@ -981,28 +1007,24 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
         .map_err(|e| Exit(2, e.into()))?,
     );
     let (workflow, executor) =
-        braid::check::load_and_prepare(&args.workflow, sandbox).map_err(bad_input)?;
-    let with_stores = |s: Scheduler<_>| {
-        let s = s.with_claims(Arc::clone(&claims));
-        if args.no_journal {
-            s
-        } else {
-            s.with_journal(Arc::clone(&journal), "bench".into())
-        }
-    };
-    let sandboxed = Arc::new(with_stores(Scheduler::new(Arc::new(executor), 4096)));
-    let native = Arc::new({
-        let s = Scheduler::new(
-            Arc::new(NativeExecutor::new(Arc::clone(&claims), "bench".into())),
+        braid::check::load_and_prepare(&args.workflow, Arc::clone(&sandbox)).map_err(bad_input)?;
+    let journaled = (!args.no_journal).then_some(&journal);
+    let sandboxed = Arc::new(bench_stores(
+        Scheduler::new(Arc::new(executor), 4096),
+        &claims,
+        journaled,
+    ));
+    let native = Arc::new(bench_stores(
+        Scheduler::new(
+            Arc::new(
+                NativeExecutor::new(Arc::clone(&claims), "bench".into())
+                    .map_err(|e| Exit(2, anyhow::anyhow!(e)))?,
+            ),
             4096,
-        )
-        .with_claims(Arc::clone(&claims));
-        if args.no_journal {
-            s
-        } else {
-            s.with_journal(Arc::clone(&journal), "bench".into())
-        }
-    });
+        ),
+        &claims,
+        journaled,
+    ));
     let api = BenchApi::start(latencies)
         .await
         .map_err(|e| Exit(1, e.into()))?;
@@ -1012,7 +1034,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
         BenchMode::Sequential => (true, false, false),
         BenchMode::Ladder => (false, true, false),
         BenchMode::Rate => (false, false, true),
-        BenchMode::Attempt => (false, false, false),
+        BenchMode::Attempt | BenchMode::Scaling => (false, false, false),
         BenchMode::All => (true, true, true),
     };
     if seq {
@@ -1034,6 +1056,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
             });
         }
     }
+    let reference = |i: usize, tag: &str| bench::reference_input(&api.addr, i, tag);
     let run_sandbox = args.executor != BenchExecutor::Native;
     let run_native = args.executor != BenchExecutor::Sandbox;
     // Warm up both paths (connections, pools, caches).
@@ -1046,6 +1069,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
                 &api,
                 warm,
                 "sandbox",
+                &reference,
                 None,
             )
             .await;
@@ -1057,6 +1081,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
                 &api,
                 warm,
                 "native",
+                &reference,
                 None,
             )
             .await;
@@ -1086,6 +1111,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
                     &api,
                     *load,
                     "sandbox",
+                    &reference,
                     progress(load, "sandbox"),
                 )
                 .await,
@@ -1099,11 +1125,15 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
                     &api,
                     *load,
                     "native",
+                    &reference,
                     progress(load, "native"),
                 )
                 .await,
             );
         }
+    }
+    if matches!(args.mode, BenchMode::Scaling | BenchMode::All) {
+        results.extend(bench_scaling(&args, &sandbox, &claims, &journal, &scratch, &api).await?);
     }
     let attempt = if matches!(args.mode, BenchMode::Attempt | BenchMode::All) {
         Some(bench_attempts(&args, &claims).await?)
@@ -1120,8 +1150,8 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     } else {
         print_bench(
             &results,
-            attempt.as_ref(),
-            args.latency == BenchLatency::Seed,
+            attempt.as_deref(),
+            &latency_label,
             !args.no_journal,
         );
     }
@@ -1134,36 +1164,131 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     Ok(if violations == 0 { 0 } else { 1 })
 }
 
-/// Per-attempt cost: a fresh store + instance + call + teardown of a minimal
-/// step (`aggregate` with an empty input), sequentially, in microseconds.
+/// A bench scheduler: the bench's claim store, and its journal unless `--no-journal`.
+fn bench_stores<E: braid::scheduler::StepExecutor>(
+    scheduler: Scheduler<E>,
+    claims: &Arc<dyn ClaimStore>,
+    journal: Option<&Arc<SqliteJournal>>,
+) -> Scheduler<E> {
+    let scheduler = scheduler.with_claims(Arc::clone(claims));
+    match journal {
+        Some(j) => scheduler.with_journal(Arc::clone(j), "bench".into()),
+        None => scheduler,
+    }
+}
+
+/// Runs in flight for each scaling load.
+const SCALING_IN_FLIGHT: usize = 20;
+
+/// Cost vs number of steps (chains of `noop`, 100-byte payload) and vs
+/// payload size (a 6-step chain), each at [`SCALING_IN_FLIGHT`] runs in flight.
+async fn bench_scaling(
+    args: &BenchArgs,
+    sandbox: &Arc<Sandbox>,
+    claims: &Arc<dyn ClaimStore>,
+    journal: &Arc<SqliteJournal>,
+    scratch: &std::path::Path,
+    api: &braid::bench::BenchApi,
+) -> Result<Vec<braid::bench::LoadResult>, Exit> {
+    use braid::bench::{self, Load, NativeExecutor};
+    let reference = braid::workflow::Workflow::load(&args.workflow).map_err(bad_input)?;
+    let components = reference
+        .step("aggregate")
+        .and_then(|s| s.component.parent())
+        .and_then(|dir| std::path::absolute(dir).ok())
+        .ok_or_else(|| bad_input(anyhow::anyhow!("the workflow has no `aggregate` step")))?;
+    let mut configs: Vec<(usize, usize)> = args.steps.iter().map(|&n| (n.max(1), 100)).collect();
+    configs.extend(args.payload_bytes.iter().map(|&p| (6, p)));
+    let mut seen = std::collections::HashSet::new();
+    configs.retain(|c| seen.insert(*c));
+    let mut results = Vec::new();
+    for (steps, payload_bytes) in configs {
+        let path =
+            bench::chain_workflow(&components, steps, scratch).map_err(|e| Exit(1, e.into()))?;
+        let (workflow, executor) =
+            braid::check::load_and_prepare(&path, Arc::clone(sandbox)).map_err(bad_input)?;
+        let journal = (!args.no_journal).then_some(journal);
+        let payload = "x".repeat(payload_bytes);
+        let input = |_: usize, _: &str| serde_json::json!({ "payload": payload });
+        let load = Load::Concurrent {
+            in_flight: SCALING_IN_FLIGHT,
+            runs: args.runs,
+        };
+        let label = format!("{steps} steps, {payload_bytes} B");
+        if args.executor != BenchExecutor::Native {
+            let s = Arc::new(bench_stores(
+                Scheduler::new(Arc::new(executor), 4096),
+                claims,
+                journal,
+            ));
+            let mut r =
+                bench::drive(s, Arc::clone(&workflow), api, load, "sandbox", &input, None).await;
+            r.load = label.clone();
+            results.push(r);
+        }
+        if args.executor != BenchExecutor::Sandbox {
+            let native = NativeExecutor::new(Arc::clone(claims), "bench".into())
+                .map_err(|e| Exit(2, anyhow::anyhow!(e)))?;
+            let s = Arc::new(bench_stores(
+                Scheduler::new(Arc::new(native), 4096),
+                claims,
+                journal,
+            ));
+            let mut r =
+                bench::drive(s, Arc::clone(&workflow), api, load, "native", &input, None).await;
+            r.load = label;
+            results.push(r);
+        }
+    }
+    Ok(results)
+}
+
+/// Per-attempt cost, sequentially, in microseconds: a fresh store + instance
+/// + call + teardown of the minimal step (`noop.wasm` beside the workflow's
+/// components: returns its input, calls no host function), then of the
+/// workflow's `aggregate` (parses JSON, emits an event, returns JSON).
 async fn bench_attempts(
     args: &BenchArgs,
     claims: &Arc<dyn ClaimStore>,
-) -> Result<serde_json::Value, Exit> {
-    let sandbox = Arc::new(
-        Sandbox::new(
-            SandboxConfig {
-                cache_dir: args.state.cache_dir(),
-                ..SandboxConfig::default()
-            },
-            Arc::clone(claims),
-        )
-        .map_err(|e| Exit(2, e.into()))?,
-    );
+) -> Result<Vec<serde_json::Value>, Exit> {
+    let sandbox = Sandbox::new(
+        SandboxConfig {
+            cache_dir: args.state.cache_dir(),
+            ..SandboxConfig::default()
+        },
+        Arc::clone(claims),
+    )
+    .map_err(|e| Exit(2, e.into()))?;
     let workflow = braid::workflow::Workflow::load(&args.workflow).map_err(bad_input)?;
-    let step = workflow.step("aggregate").cloned().ok_or_else(|| {
+    let aggregate = workflow.step("aggregate").cloned().ok_or_else(|| {
         bad_input(anyhow::anyhow!(
             "the workflow has no `aggregate` step to time"
         ))
     })?;
+    let mut noop = aggregate.clone();
+    noop.name = "noop".into();
+    noop.component = aggregate.component.with_file_name("noop.wasm");
+    let mut out = Vec::new();
+    for step in [noop, aggregate] {
+        out.push(time_attempts(&sandbox, &workflow.name, &step, args.runs.max(1000)).await?);
+    }
+    Ok(out)
+}
+
+/// Times `n` sequential attempts of `step` (after 100 unrecorded warm-up calls).
+async fn time_attempts(
+    sandbox: &Sandbox,
+    workflow: &str,
+    step: &braid::workflow::StepSpec,
+    n: usize,
+) -> Result<serde_json::Value, Exit> {
     let component = sandbox.load(&step.component).map_err(bad_input)?;
-    let n = args.runs.max(1000);
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .map_err(|e| Exit(1, anyhow::anyhow!("{e}")))?;
     for i in 0..n + 100 {
         let ctx = braid::scheduler::AttemptContext {
             run_id: "bench".into(),
-            workflow: workflow.name.clone(),
+            workflow: workflow.to_string(),
             step: step.name.clone(),
             attempt: 1,
             trace: braid::trace::AttemptTrace {
@@ -1179,14 +1304,17 @@ async fn bench_attempts(
         let out = sandbox
             .call(
                 &component,
-                &step,
+                step,
                 ctx,
                 braid::sandbox::StepCall::Run { input: "{}".into() },
             )
             .await;
         let us = t0.elapsed().as_micros().max(1) as u64;
-        if out.is_err() {
-            return Err(Exit(1, anyhow::anyhow!("the timed step failed")));
+        if let Err(e) = out {
+            return Err(Exit(
+                1,
+                anyhow::anyhow!("the timed step `{}` failed: {e}", step.name),
+            ));
         }
         if i >= 100 {
             let _ = hist.record(us);
@@ -1194,6 +1322,7 @@ async fn bench_attempts(
     }
     Ok(serde_json::json!({
         "step": step.name,
+        "component": step.component,
         "calls": n,
         "p50_us": hist.value_at_quantile(0.5),
         "p90_us": hist.value_at_quantile(0.9),
@@ -1204,13 +1333,12 @@ async fn bench_attempts(
 
 fn print_bench(
     results: &[braid::bench::LoadResult],
-    attempt: Option<&serde_json::Value>,
-    seed: bool,
+    attempt: Option<&[serde_json::Value]>,
+    latency: &str,
     journal: bool,
 ) {
     println!(
-        "API latency: {}; journal: {}; peak RSS {:.0} MiB",
-        if seed { "seed (33/28/35 ms)" } else { "zero" },
+        "API latency: {latency}; journal: {}; peak RSS {:.0} MiB",
         if journal { "on" } else { "off" },
         braid::bench::peak_rss_mib()
     );
@@ -1253,10 +1381,16 @@ fn print_bench(
     print_attempt(attempt);
 }
 
-fn print_attempt(attempt: Option<&serde_json::Value>) {
-    if let Some(a) = attempt {
+fn print_attempt(attempt: Option<&[serde_json::Value]>) {
+    let Some(timed) = attempt else { return };
+    println!(
+        "\nper step attempt (fresh store + instance + call + teardown), sequential, after 100 warm-up calls:\n"
+    );
+    println!("| step | calls | p50 us | p90 us | p99 us | max us |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for a in timed {
         println!(
-            "\nper step attempt (fresh store + instance + call + teardown of `{}`), {} calls: p50 {} us, p90 {} us, p99 {} us, max {} us",
+            "| `{}` | {} | {} | {} | {} | {} |",
             a["step"].as_str().unwrap_or(""),
             a["calls"],
             a["p50_us"],

@@ -10,6 +10,7 @@
 use crate::capabilities::Caller;
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http::OutboundHttp;
+use crate::capabilities::http_client::HttpClient;
 use crate::capabilities::telemetry::TelemetryCtx;
 use crate::scheduler::{AttemptContext, Compensation, LimitKind, StepExecutor, StepFailure};
 use crate::store::ClaimStore;
@@ -137,6 +138,11 @@ impl Default for SandboxConfig {
         }
     }
 }
+
+/// Bytes of each linear memory (and table) kept resident between attempts
+/// that reuse a pooling-allocator slot (see `Sandbox::new`).
+const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// How often the epoch advances; the granularity of step timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -369,6 +375,8 @@ pub struct Sandbox {
     /// One permit per pooling-allocator instance slot: a call waits for a
     /// free slot instead of failing when every slot is in use.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Outbound connections, kept open and shared by every attempt.
+    http_client: Arc<HttpClient>,
     _ticker: EpochTicker,
 }
 
@@ -384,6 +392,16 @@ impl Sandbox {
             .total_stacks(n)
             .max_memory_size(config.max_memory)
             .table_elements(config.max_table_elements);
+        // Reuse instance slots warm: on release, reset the pages an instance
+        // touched (found with Linux's PAGEMAP_SCAN where the kernel has it,
+        // 6.7+) with memset, up to these sizes, instead of madvise-ing the
+        // whole slot away and faulting it back in on the next attempt. This
+        // halves the cost of a minimal attempt (docs/PERFORMANCE.md); the
+        // price is up to KEEP_RESIDENT_* bytes of resident memory per slot
+        // that has been used.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
@@ -421,8 +439,10 @@ impl Sandbox {
 
         let ticker = EpochTicker::start(engine.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(n as usize));
+        let http_client = Arc::new(HttpClient::new().map_err(SandboxError::Engine)?);
         Ok(Sandbox {
             slots,
+            http_client,
             engine,
             linker,
             policy_linker,
@@ -680,6 +700,7 @@ impl Sandbox {
                 requests_left: step.limits.max_requests,
                 max_response_bytes: step.limits.max_response_bytes,
                 deny_private_networks: self.config.deny_private_networks,
+                client: Arc::clone(&self.http_client),
             },
             coordination: CoordinationCtx {
                 caller: Arc::clone(&caller),

@@ -160,8 +160,8 @@ impl ClaimStore for SqliteClaimStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let granted: Option<String> = tx
-                .query_row(
+            let granted: Option<String> = crate::db::query_row(
+                &tx,
                     &format!(
                         "INSERT INTO claims ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                          ON CONFLICT(work_item) DO UPDATE SET
@@ -192,8 +192,8 @@ impl ClaimStore for SqliteClaimStore {
             let result = if granted.is_some() {
                 Ok(record)
             } else {
-                let holder = tx
-                    .query_row(
+                let holder = crate::db::query_row(
+                    &tx,
                         &format!("SELECT {COLUMNS} FROM claims WHERE work_item = ?1"),
                         params![record.work_item],
                         row_to_claim,
@@ -219,7 +219,8 @@ impl ClaimStore for SqliteClaimStore {
                 let now = now_ms();
                 let until =
                     now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-                conn.query_row(
+                crate::db::query_row(
+                    conn,
                     &format!(
                         "UPDATE claims SET expires_at_ms = ?1
                      WHERE claim_id = ?2 AND run_id = ?3 AND expires_at_ms > ?4
@@ -239,12 +240,12 @@ impl ClaimStore for SqliteClaimStore {
         let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
         self.db
             .call(move |conn| {
-                let n = conn
-                    .execute(
-                        "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
-                        params![claim_id, run_id],
-                    )
-                    .map_err(unavailable)?;
+                let n = crate::db::exec(
+                    conn,
+                    "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
+                    params![claim_id, run_id],
+                )
+                .map_err(unavailable)?;
                 if n == 0 {
                     return Err(ClaimStoreError::NotHeld(claim_id));
                 }
@@ -258,7 +259,7 @@ impl ClaimStore for SqliteClaimStore {
         self.db
             .call(move |conn| {
                 let mut stmt = conn
-                    .prepare(&format!(
+                    .prepare_cached(&format!(
                         "DELETE FROM claims WHERE run_id = ?1 RETURNING {COLUMNS}"
                     ))
                     .map_err(unavailable)?;

@@ -8,6 +8,7 @@
 //! report.
 
 use super::Caller;
+use super::http_client::HttpClient;
 use crate::report::HttpCallRecord;
 use crate::trace::SpanId;
 use http::header::{HOST, HeaderValue};
@@ -46,6 +47,8 @@ pub struct OutboundHttp {
     /// Refuse allowlisted *names* that resolve to loopback, private or
     /// link-local addresses (an IP literal on the allowlist is still allowed).
     pub deny_private_networks: bool,
+    /// The process's pooled connections, shared by every attempt.
+    pub client: Arc<HttpClient>,
 }
 
 /// Loopback, private (RFC 1918, unique local), link-local or unspecified.
@@ -199,6 +202,7 @@ impl WasiHttpHooks for OutboundHttp {
         let limit = usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX);
 
         let deny_private = self.deny_private_networks;
+        let client = Arc::clone(&self.client);
         Box::new(async move {
             use http_body_util::BodyExt;
             if deny_private && let Some(a) = &authority {
@@ -224,7 +228,7 @@ impl WasiHttpHooks for OutboundHttp {
                     }
                 }
             }
-            let result = wasmtime_wasi_http::default_send_request(request, options).await;
+            let result = client.send(request, options).await;
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
                 Ok((response, _)) => caller.recorder.http_call_done(
@@ -249,10 +253,7 @@ impl WasiHttpHooks for OutboundHttp {
                     })
                     .boxed_unsync()
             });
-            Ok((
-                limited,
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            Ok((limited, io))
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`coordination`]: `braid:workflow/coordination` (claims, over a [`crate::store::ClaimStore`]);
 //! - [`telemetry`]: `braid:workflow/telemetry` (logs and events);
-//! - [`http`]: the policy behind `wasi:http/outgoing-handler` (allowlist, `traceparent`).
+//! - [`http`]: the policy behind `wasi:http/outgoing-handler` (allowlist, `traceparent`),
+//!   over [`http_client`], the pooled connections every step's requests share.
 //!
 //! Each module has a context type holding what its calls need and the
 //! generated `Host` impl. None knows the scheduler: a call learns who is
@@ -11,6 +12,7 @@
 
 pub mod coordination;
 pub mod http;
+pub mod http_client;
 pub mod telemetry;
 
 use crate::report::{EventRecord, RunRecorder};
