@@ -1243,10 +1243,10 @@ async fn bench_scaling(
     Ok(results)
 }
 
-/// Per-attempt cost, sequentially, in microseconds: a fresh store + instance
-/// + call + teardown of the minimal step (`noop.wasm` beside the workflow's
-/// components: returns its input, calls no host function), then of the
-/// workflow's `aggregate` (parses JSON, emits an event, returns JSON).
+/// Per-attempt cost (a fresh store, instance, call and teardown),
+/// sequentially, in microseconds: of the minimal step (`noop.wasm` beside the
+/// workflow's components: returns its input, calls no host function), then of
+/// the workflow's `aggregate` (parses JSON, emits an event, returns JSON).
 async fn bench_attempts(
     args: &BenchArgs,
     claims: &Arc<dyn ClaimStore>,

@@ -437,8 +437,10 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let client = Arc::new(HttpClient::new().expect("client"));
-        let mut options = RequestOptions::default();
-        options.first_byte_timeout = Some(Duration::from_millis(100));
+        let options = RequestOptions {
+            first_byte_timeout: Some(Duration::from_millis(100)),
+            ..RequestOptions::default()
+        };
         let err = client
             .send(get(addr), Some(options))
             .await
