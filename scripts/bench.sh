@@ -43,6 +43,7 @@ mkdir -p "$out"
   done
   echo; echo "### Process start to first completed run (warm compiled-component cache, zero-latency API)"
   echo
+  rm -f "$out/api.addr"   # a stale file from an earlier run would name a dead port
   $BRAID sample-api --listen 127.0.0.1:0 --latency-ms 0 --addr-file "$out/api.addr" > /dev/null & api=$!
   trap 'kill $api 2>/dev/null' EXIT
   for _ in $(seq 100); do [ -s "$out/api.addr" ] && break; sleep 0.05; done
