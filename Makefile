@@ -86,9 +86,10 @@ $(TEST_TOOLS): tests/requirements.txt $(COMPONENTIZE_PY)
 	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 
-## Run every test: unit tests and the integration suite (needs the guests).
+## Run every test: unit tests and the integration suite (needs the guests, and
+## starts a private PostgreSQL on 127.0.0.1:55432 for the PostgreSQL backend's tests).
 test: guests $(TEST_TOOLS)
-	$(CARGO) test --workspace --no-fail-fast
+	url=$$(scripts/test-postgres.sh) && BRAID_TEST_POSTGRES=$$url $(CARGO) test --workspace --no-fail-fast
 
 ## Start the sample API, run the reference workflow once, print the step tree.
 demo: guests build

@@ -430,7 +430,7 @@ args.token = { step = "authenticate", pointer = "/access_token" }
 /// terminal record, and no claim is left held by a run that did not succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_runs_with_random_faults_all_end_terminal() {
-    use braid::journal::SqliteJournal;
+    use braid::journal::{RunJournal, SqliteJournal};
     use braid::sandbox::{Sandbox, SandboxConfig};
     use braid::scheduler::{RunRequest, Scheduler};
     use braid::store::{ClaimStore, SqliteClaimStore};
@@ -450,7 +450,8 @@ async fn two_hundred_runs_with_random_faults_all_end_terminal() {
     let state = tempfile::tempdir().expect("tempdir");
     let claims: Arc<dyn ClaimStore> =
         Arc::new(SqliteClaimStore::open(state.path()).expect("claims"));
-    let journal = Arc::new(SqliteJournal::open(state.path()).expect("journal"));
+    let journal: Arc<dyn RunJournal> =
+        Arc::new(SqliteJournal::open(state.path()).expect("journal"));
     let config = SandboxConfig {
         cache_dir: Some(state.path().join("cache")),
         ..SandboxConfig::default()

@@ -3,6 +3,7 @@
 //! run the real guest components from `target/components/` (`make guests`).
 
 mod bench;
+mod claims;
 mod definitions;
 mod failures;
 mod hostile;

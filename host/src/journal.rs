@@ -164,6 +164,80 @@ pub struct ReportSummary {
     pub duration_ms: f64,
 }
 
+/// Says whether a run owner (`hostname:pid`) is gone, for take-over.
+pub type OwnerIsDead = Box<dyn for<'a> Fn(&'a str) -> bool + Send + 'static>;
+
+/// The durable run journal, whatever stores it. The scheduler writes a run's
+/// start, entries and terminal record through it; recovery takes over runs
+/// whose host died; `braid serve` keeps reports and `Idempotency-Key`s in it.
+///
+/// An implementation must make each write durable before it returns (a step
+/// the journal says completed must survive a crash right after), let
+/// `finish` move only a `running` run (once), and hand each abandoned run to
+/// exactly one caller of `take_over_abandoned`.
+#[async_trait::async_trait]
+pub trait RunJournal: Send + Sync + 'static {
+    /// Records a run's start; its lease runs `lease` from now.
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError>;
+    /// Appends one entry to a run's journal.
+    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
+    /// Writes the terminal record. Only a `running` run can finish, once.
+    async fn finish(
+        &self,
+        run_id: &str,
+        status: &str,
+        degraded: bool,
+        error: Option<String>,
+    ) -> Result<(), JournalError>;
+    /// Extends the lease of a running run held by `owner`.
+    async fn heartbeat(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(), JournalError>;
+    /// Takes over every running run whose lease expired or whose owner
+    /// `is_dead` says is gone; of several callers, exactly one gets each run.
+    async fn take_over_abandoned(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        is_dead: OwnerIsDead,
+    ) -> Result<Vec<AbandonedRun>, JournalError>;
+    /// Stores a finished run's report (JSON); a second save replaces the first.
+    async fn save_report(
+        &self,
+        summary: ReportSummary,
+        report_json: String,
+    ) -> Result<(), JournalError>;
+    /// A stored report (JSON), if the run is known.
+    async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError>;
+    /// The most recent reports, newest first, optionally of one workflow
+    /// and/or one outcome.
+    async fn recent_reports(
+        &self,
+        workflow: Option<String>,
+        outcome: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ReportSummary>, JournalError>;
+    /// The run an `Idempotency-Key` of `workflow` started: (body sha256, run id).
+    async fn idempotent_run(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, JournalError>;
+    /// Remembers the run an `Idempotency-Key` started (the first one wins).
+    async fn remember_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        body_sha256: &str,
+        run_id: &str,
+    ) -> Result<(), JournalError>;
+    /// Every run, oldest first.
+    async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
+}
+
 impl SqliteJournal {
     /// Opens (creating if needed) `runs.sqlite3` in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
@@ -171,9 +245,12 @@ impl SqliteJournal {
             db: Db::open(state_dir, "runs.sqlite3", SCHEMA)?,
         })
     }
+}
 
+#[async_trait::async_trait]
+impl RunJournal for SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now.
-    pub async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
         let start = start.clone();
         self.db.write(move |conn| {
             let now = now_ms();
@@ -198,7 +275,7 @@ impl SqliteJournal {
         .await
     }
 
-    pub async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
+    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
         let run_id = run_id.to_string();
         self.db
             .write(move |conn| {
@@ -215,7 +292,7 @@ impl SqliteJournal {
     }
 
     /// Writes the terminal record. Only a `running` run can finish, once.
-    pub async fn finish(
+    async fn finish(
         &self,
         run_id: &str,
         status: &str,
@@ -238,7 +315,7 @@ impl SqliteJournal {
     }
 
     /// Extends the lease of a running run held by `owner`.
-    pub async fn heartbeat(
+    async fn heartbeat(
         &self,
         run_id: &str,
         owner: &str,
@@ -260,11 +337,11 @@ impl SqliteJournal {
     /// Takes over every running run whose lease expired or whose owner
     /// `is_dead` says is gone. Each take-over is one conditional UPDATE, so
     /// of several hosts recovering at once exactly one gets each run.
-    pub async fn take_over_abandoned(
+    async fn take_over_abandoned(
         &self,
         new_owner: &str,
         lease: Duration,
-        is_dead: impl Fn(&str) -> bool + Send + 'static,
+        is_dead: OwnerIsDead,
     ) -> Result<Vec<AbandonedRun>, JournalError> {
         let new_owner = new_owner.to_string();
         self.db.call(move |conn| {
@@ -309,7 +386,7 @@ impl SqliteJournal {
 
     /// Stores a finished run's report (JSON). A second save of the same run
     /// replaces the first.
-    pub async fn save_report(
+    async fn save_report(
         &self,
         summary: ReportSummary,
         report_json: String,
@@ -336,7 +413,7 @@ impl SqliteJournal {
     }
 
     /// A stored report (JSON), if the run is known.
-    pub async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+    async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
         let run_id = run_id.to_string();
         self.db
             .call(move |conn| {
@@ -353,7 +430,7 @@ impl SqliteJournal {
 
     /// The most recent reports, newest first, optionally of one workflow
     /// and/or one outcome.
-    pub async fn recent_reports(
+    async fn recent_reports(
         &self,
         workflow: Option<String>,
         outcome: Option<String>,
@@ -386,7 +463,7 @@ impl SqliteJournal {
     }
 
     /// The run an `Idempotency-Key` of `workflow` started: (body sha256, run id).
-    pub async fn idempotent_run(
+    async fn idempotent_run(
         &self,
         workflow: &str,
         key: &str,
@@ -406,7 +483,7 @@ impl SqliteJournal {
     }
 
     /// Remembers the run an `Idempotency-Key` started (the first one wins).
-    pub async fn remember_idempotent(
+    async fn remember_idempotent(
         &self,
         workflow: &str,
         key: &str,
@@ -428,7 +505,7 @@ impl SqliteJournal {
     }
 
     /// Every run, oldest first.
-    pub async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
+    async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
         self.db.call(|conn| {
             let mut stmt = conn
                 .prepare(

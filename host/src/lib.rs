@@ -18,6 +18,7 @@ pub mod db;
 pub mod journal;
 pub mod metrics;
 pub mod otel;
+pub mod postgres;
 pub mod recovery;
 pub mod registry;
 pub mod report;

@@ -3,7 +3,7 @@
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input or definition.
 
 use anyhow::{Context, Result};
-use braid::journal::SqliteJournal;
+use braid::journal::{RunJournal, SqliteJournal};
 use braid::report::RunReport;
 use braid::sample_api::{self, Latencies};
 use braid::sandbox::{Sandbox, SandboxConfig};
@@ -521,14 +521,15 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
 struct Host {
     sandbox: Arc<Sandbox>,
     claims: Arc<dyn ClaimStore>,
-    journal: Arc<SqliteJournal>,
+    journal: Arc<dyn RunJournal>,
     owner: String,
 }
 
 fn open_host(state: &StateArgs) -> Result<Host, Exit> {
     let claims: Arc<dyn ClaimStore> =
         Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
-    let journal = Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
+    let journal: Arc<dyn RunJournal> =
+        Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
     let config = SandboxConfig {
         cache_dir: state.cache_dir(),
         fuel: state.fuel,
@@ -995,7 +996,8 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     ));
     let claims: Arc<dyn ClaimStore> =
         Arc::new(SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?);
-    let journal = Arc::new(SqliteJournal::open(&scratch).map_err(|e| Exit(1, e.into()))?);
+    let journal: Arc<dyn RunJournal> =
+        Arc::new(SqliteJournal::open(&scratch).map_err(|e| Exit(1, e.into()))?);
     let sandbox = Arc::new(
         Sandbox::new(
             SandboxConfig {
@@ -1168,7 +1170,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
 fn bench_stores<E: braid::scheduler::StepExecutor>(
     scheduler: Scheduler<E>,
     claims: &Arc<dyn ClaimStore>,
-    journal: Option<&Arc<SqliteJournal>>,
+    journal: Option<&Arc<dyn RunJournal>>,
 ) -> Scheduler<E> {
     let scheduler = scheduler.with_claims(Arc::clone(claims));
     match journal {
@@ -1186,7 +1188,7 @@ async fn bench_scaling(
     args: &BenchArgs,
     sandbox: &Arc<Sandbox>,
     claims: &Arc<dyn ClaimStore>,
-    journal: &Arc<SqliteJournal>,
+    journal: &Arc<dyn RunJournal>,
     scratch: &std::path::Path,
     api: &braid::bench::BenchApi,
 ) -> Result<Vec<braid::bench::LoadResult>, Exit> {

@@ -8,7 +8,7 @@
 //! claims and writes the terminal record `aborted`. Undos are journaled as
 //! they happen, so a recoverer that dies too leaves no step undone twice.
 
-use crate::journal::{AbandonedRun, JournalError, SqliteJournal};
+use crate::journal::{AbandonedRun, JournalError, RunJournal};
 use crate::report::{RunRecorder, UndoReport};
 use crate::sandbox::{Sandbox, SandboxExecutor};
 use crate::scheduler::{AttemptContext, JournalUndoLog, RUN_LEASE, StepExecutor, undo_step};
@@ -33,15 +33,17 @@ pub struct RecoveredRun {
 /// Finds runs abandoned by dead hosts, undoes and aborts them.
 pub async fn recover(
     sandbox: Arc<Sandbox>,
-    journal: Arc<SqliteJournal>,
+    journal: Arc<dyn RunJournal>,
     claims: Arc<dyn ClaimStore>,
     owner: &str,
 ) -> Result<Vec<RecoveredRun>, JournalError> {
     let this = owner.to_string();
     let abandoned = journal
-        .take_over_abandoned(owner, RUN_LEASE, move |o| {
-            crate::journal::owner_is_dead_here(o, &this)
-        })
+        .take_over_abandoned(
+            owner,
+            RUN_LEASE,
+            Box::new(move |o| crate::journal::owner_is_dead_here(o, &this)),
+        )
         .await?;
     let mut recovered = Vec::new();
     for run in abandoned {
@@ -52,7 +54,7 @@ pub async fn recover(
 
 async fn recover_one(
     sandbox: &Arc<Sandbox>,
-    journal: &Arc<SqliteJournal>,
+    journal: &Arc<dyn RunJournal>,
     claims: &dyn ClaimStore,
     run: AbandonedRun,
 ) -> Result<RecoveredRun, JournalError> {

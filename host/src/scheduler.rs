@@ -10,7 +10,7 @@
 //! Must not know wasmtime: a step call is executed by a [`StepExecutor`]
 //! (the sandbox in production; anything else in tests and baselines).
 
-use crate::journal::{JournalEntry, RunStart, SqliteJournal};
+use crate::journal::{JournalEntry, RunJournal, RunStart};
 use crate::report::{
     AttemptReport, CompensationReport, EventRecord, RunRecorder, RunReport, StepReport, UndoReport,
 };
@@ -167,7 +167,7 @@ pub struct Scheduler<E> {
     /// Bounds step calls in flight across every run of this scheduler.
     permits: Arc<Semaphore>,
     /// Where runs are journaled (none: runs live only in memory).
-    journal: Option<Arc<SqliteJournal>>,
+    journal: Option<Arc<dyn RunJournal>>,
     /// Where a failed run's leftover claims are released.
     claims: Option<Arc<dyn ClaimStore>>,
     /// This host, as a run owner (`hostname:pid`).
@@ -225,7 +225,7 @@ enum StepOutcome {
 /// the run (the report still says what happened).
 #[derive(Clone)]
 struct RunLog {
-    journal: Option<Arc<SqliteJournal>>,
+    journal: Option<Arc<dyn RunJournal>>,
     run_id: String,
 }
 
@@ -251,7 +251,7 @@ impl<E: StepExecutor> Scheduler<E> {
     }
 
     /// Journals every run; `owner` names this host in run leases.
-    pub fn with_journal(mut self, journal: Arc<SqliteJournal>, owner: String) -> Self {
+    pub fn with_journal(mut self, journal: Arc<dyn RunJournal>, owner: String) -> Self {
         self.journal = Some(journal);
         self.owner = owner;
         self
@@ -999,7 +999,7 @@ impl UndoLog for RunLog {
 
 /// Journals into `journal` under `run_id` (for recovery, outside a `Scheduler`).
 pub struct JournalUndoLog {
-    pub journal: Arc<SqliteJournal>,
+    pub journal: Arc<dyn RunJournal>,
     pub run_id: String,
 }
 

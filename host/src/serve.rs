@@ -11,7 +11,7 @@
 //! have `grace` to finish, then are aborted through the normal failure path
 //! (steps cancelled, completed steps undone, claims released, journaled).
 
-use crate::journal::{ReportSummary, SqliteJournal};
+use crate::journal::{ReportSummary, RunJournal};
 use crate::metrics::Metrics;
 use crate::registry::{Live, Served, SwapError, component_name};
 use crate::report::RunReport;
@@ -52,7 +52,7 @@ pub enum ServeError {
 /// What the server needs.
 pub struct ServeConfig {
     pub workflows: Vec<Served>,
-    pub journal: Arc<SqliteJournal>,
+    pub journal: Arc<dyn RunJournal>,
     pub sandbox: Arc<Sandbox>,
     /// Where component versions are kept (`<state-dir>/component-history`).
     pub state_dir: PathBuf,
@@ -78,7 +78,7 @@ type IdempotencyKey = (String, String);
 
 struct Inner {
     live: Arc<Live>,
-    journal: Arc<SqliteJournal>,
+    journal: Arc<dyn RunJournal>,
     max_body_bytes: usize,
     max_component_bytes: usize,
     admin_token: Option<String>,
@@ -725,7 +725,7 @@ async fn execute(
             if let Some(otel) = &inner.otel {
                 otel.export(report);
             }
-            store_report(&inner.journal, report).await;
+            store_report(inner.journal.as_ref(), report).await;
         }
         let _ = tx.send(result);
     });
@@ -739,7 +739,7 @@ async fn execute(
     }
 }
 
-async fn store_report(journal: &SqliteJournal, report: &RunReport) {
+async fn store_report(journal: &dyn RunJournal, report: &RunReport) {
     let json = match serde_json::to_string(report) {
         Ok(j) => j,
         Err(e) => {

@@ -70,6 +70,11 @@ pub trait ClaimStore: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
 }
 
+/// A fresh, random claim id (`c-` and 16 hex digits).
+pub fn new_claim_id() -> String {
+    format!("c-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
 /// Milliseconds since the Unix epoch by this host's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -144,7 +149,7 @@ impl ClaimStore for SqliteClaimStore {
         self.db.call(move |conn| {
             let now = now_ms();
             let record = ClaimRecord {
-                claim_id: format!("c-{}", hex::encode(rand::random::<[u8; 8]>())),
+                claim_id: new_claim_id(),
                 work_item: r.work_item,
                 run_id: r.run_id,
                 trace_id: r.trace_id,
