@@ -9,6 +9,9 @@
 //! dropped when the server closes it, when it has been idle longer than
 //! [`IDLE_TIMEOUT`], when the list for its host is full, or when a response is
 //! not read to its end (the guest dropped the body, the attempt timed out).
+//! If a server closes an idle connection just as a request is taken out, a
+//! request not yet written goes out on another connection; one already
+//! written fails like any broken connection (the step's retry policy decides).
 //!
 //! Connections carry no per-step state: the policy in [`super::http`]
 //! (allowlist, `traceparent`, limits) has already been applied to each request
