@@ -971,22 +971,11 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     use braid::bench::{self, BenchApi, Load, LoadResult, NativeExecutor};
     let (latencies, latency_label) = match (args.latency_ms, args.latency) {
         (Some(ms), _) => (
-            Latencies {
-                auth: Duration::from_millis(ms),
-                profile: Duration::from_millis(ms),
-                permissions: Duration::from_millis(ms),
-            },
+            Latencies::uniform(Duration::from_millis(ms)),
             format!("{ms} ms per call"),
         ),
         (None, BenchLatency::Seed) => (Latencies::default(), "seed (33/28/35 ms)".to_string()),
-        (None, BenchLatency::Zero) => (
-            Latencies {
-                auth: Duration::ZERO,
-                profile: Duration::ZERO,
-                permissions: Duration::ZERO,
-            },
-            "zero".to_string(),
-        ),
+        (None, BenchLatency::Zero) => (Latencies::uniform(Duration::ZERO), "zero".to_string()),
     };
     // Claims and the journal go to a scratch directory; the compiled-component
     // cache is the usual one, so a bench measures warm starts.
@@ -1138,7 +1127,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
         results.extend(bench_scaling(&args, &sandbox, &claims, &journal, &scratch, &api).await?);
     }
     let attempt = if matches!(args.mode, BenchMode::Attempt | BenchMode::All) {
-        Some(bench_attempts(&args, &claims).await?)
+        Some(bench_attempts(&args, &sandbox).await?)
     } else {
         None
     };
@@ -1203,6 +1192,11 @@ async fn bench_scaling(
     configs.extend(args.payload_bytes.iter().map(|&p| (6, p)));
     let mut seen = std::collections::HashSet::new();
     configs.retain(|c| seen.insert(*c));
+    // One native executor (and its HTTP client) serves every chain.
+    let native = Arc::new(
+        NativeExecutor::new(Arc::clone(claims), "bench".into())
+            .map_err(|e| Exit(2, anyhow::anyhow!(e)))?,
+    );
     let mut results = Vec::new();
     for (steps, payload_bytes) in configs {
         let path =
@@ -1229,10 +1223,8 @@ async fn bench_scaling(
             results.push(r);
         }
         if args.executor != BenchExecutor::Sandbox {
-            let native = NativeExecutor::new(Arc::clone(claims), "bench".into())
-                .map_err(|e| Exit(2, anyhow::anyhow!(e)))?;
             let s = Arc::new(bench_stores(
-                Scheduler::new(Arc::new(native), 4096),
+                Scheduler::new(Arc::clone(&native), 4096),
                 claims,
                 journal,
             ));
@@ -1251,16 +1243,8 @@ async fn bench_scaling(
 /// the workflow's `aggregate` (parses JSON, emits an event, returns JSON).
 async fn bench_attempts(
     args: &BenchArgs,
-    claims: &Arc<dyn ClaimStore>,
+    sandbox: &Sandbox,
 ) -> Result<Vec<serde_json::Value>, Exit> {
-    let sandbox = Sandbox::new(
-        SandboxConfig {
-            cache_dir: args.state.cache_dir(),
-            ..SandboxConfig::default()
-        },
-        Arc::clone(claims),
-    )
-    .map_err(|e| Exit(2, e.into()))?;
     let workflow = braid::workflow::Workflow::load(&args.workflow).map_err(bad_input)?;
     let aggregate = workflow.step("aggregate").cloned().ok_or_else(|| {
         bad_input(anyhow::anyhow!(
@@ -1272,7 +1256,7 @@ async fn bench_attempts(
     noop.component = aggregate.component.with_file_name("noop.wasm");
     let mut out = Vec::new();
     for step in [noop, aggregate] {
-        out.push(time_attempts(&sandbox, &workflow.name, &step, args.runs.max(1000)).await?);
+        out.push(time_attempts(sandbox, &workflow.name, &step, args.runs.max(1000)).await?);
     }
     Ok(out)
 }

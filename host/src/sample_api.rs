@@ -40,6 +40,17 @@ pub struct Latencies {
     pub permissions: Duration,
 }
 
+impl Latencies {
+    /// The same latency for every endpoint.
+    pub fn uniform(each: Duration) -> Self {
+        Latencies {
+            auth: each,
+            profile: each,
+            permissions: each,
+        }
+    }
+}
+
 impl Default for Latencies {
     fn default() -> Self {
         Latencies {
