@@ -3,7 +3,13 @@
 # prints its URL. Installs Debian's `postgresql` package if the machine has
 # no server. Idempotent: a server already answering on the port is reused.
 #
-#   BRAID_TEST_PG_PORT  port to use (default 55432)
+#   BRAID_TEST_PG_PORT   port to use (default 55432)
+#   BRAID_TEST_PG_FSYNC  `on` to flush every commit to disk like a real
+#                        server (default `off`: tests need no durability)
+#
+#   scripts/test-postgres.sh restart   restarts that server (fast shutdown:
+#                                      open connections are cut), for the
+#                                      tests of connection loss
 #
 # The cluster lives in /tmp/braid-test-pg-PORT (the `postgres` user must be
 # able to reach it when this runs as root); trust authentication on loopback
@@ -12,6 +18,7 @@ set -euo pipefail
 port=${BRAID_TEST_PG_PORT:-55432}
 dir=/tmp/braid-test-pg-$port
 url="postgres://postgres@127.0.0.1:$port/braid_test"
+fsync=${BRAID_TEST_PG_FSYNC:-off}
 
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
@@ -31,6 +38,13 @@ fi
 # Run the server's tools as `postgres` when root (initdb refuses root).
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
+if [ "${1:-}" = restart ]; then
+  as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -m fast restart >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  echo "$url"
+  exit 0
+fi
+
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   if [ ! -s "$dir/PG_VERSION" ]; then
     rm -rf "$dir"; mkdir -p "$dir"
@@ -38,7 +52,7 @@ if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
     as_pg "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >/dev/null
   fi
   as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 30 \
-    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null \
+    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=$fsync" start >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
 fi
 "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \

@@ -372,7 +372,7 @@ impl RunJournal for SqliteJournal {
                     continue;
                 }
                 let start: RunStart = serde_json::from_str(&start).map_err(unavailable)?;
-                let completed = completed_steps(conn, &run_id)?;
+                let completed = completed_steps(&read_entries(conn, &run_id)?);
                 taken.push(AbandonedRun {
                     start,
                     previous_owner: owner,
@@ -552,17 +552,20 @@ fn read_entries(conn: &Connection, run_id: &str) -> Result<Vec<JournalEntry>, Jo
     Ok(out)
 }
 
-/// The steps a run completed and has not undone, in completion order.
-fn completed_steps(conn: &Connection, run_id: &str) -> Result<Vec<CompletedStep>, JournalError> {
-    let entries = read_entries(conn, run_id)?;
+/// The steps a run completed and has not undone, in completion order, from
+/// its journal entries. A step completes once per run, so an entry written
+/// twice (a write retried after a lost acknowledgement) counts once.
+pub(crate) fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
     let undone: Vec<&str> = entries
         .iter()
         .filter(|e| e.kind == "undo" && e.outcome == "undone")
         .map(|e| e.step.as_str())
         .collect();
-    Ok(entries
+    let mut seen = std::collections::HashSet::new();
+    entries
         .iter()
         .filter(|e| e.kind == "completed" && !undone.contains(&e.step.as_str()))
+        .filter(|e| seen.insert(e.step.as_str()))
         .map(|e| CompletedStep {
             step: e.step.clone(),
             input: e.input.clone().unwrap_or_default(),
@@ -572,7 +575,7 @@ fn completed_steps(conn: &Connection, run_id: &str) -> Result<Vec<CompletedStep>
             timeout: Duration::from_millis(e.timeout_ms.unwrap_or(10_000)),
             allowed_hosts: e.allowed_hosts.clone().unwrap_or_default(),
         })
-        .collect())
+        .collect()
 }
 
 /// Whether a `hostname:pid` owner is a process of this machine that is gone.

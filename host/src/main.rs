@@ -42,6 +42,11 @@ struct StateArgs {
     /// Directory for the claim store and the compiled-component cache.
     #[arg(long, env = "BRAID_STATE_DIR", default_value = ".braid")]
     state_dir: PathBuf,
+    /// Where claims and the run journal live: `sqlite` (files in the state
+    /// directory, one machine) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+    /// (one database shared by several braid hosts; see docs/scaling.md).
+    #[arg(long, env = "BRAID_STORE", default_value = "sqlite")]
+    store: String,
     /// Where compiled components are cached (default: `<state-dir>/cache`).
     /// Entries are keyed by the component's sha256 and the engine's
     /// compatibility hash, so one cache may serve several state dirs.
@@ -434,7 +439,7 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
             json,
             state,
         } => {
-            let host = open_host(&state)?;
+            let host = open_local_host(&state)?;
             let i = host.sandbox.inspect(&component).map_err(bad_input)?;
             if json {
                 println!(
@@ -486,7 +491,7 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
             state,
         }) => policy_eval(&policy, &input, traceparent, timeout_ms, &state).await,
         Command::Recover { json, state } => {
-            let host = open_host(&state)?;
+            let host = open_host(&state).await?;
             let recovered = recover(&host).await?;
             if json {
                 println!(
@@ -525,11 +530,63 @@ struct Host {
     owner: String,
 }
 
-fn open_host(state: &StateArgs) -> Result<Host, Exit> {
+/// Connections to PostgreSQL a host keeps at most (`--store postgres://`).
+const PG_CONNECTIONS: usize = 16;
+
+/// The claim store and run journal `--store` names, and where they are (for
+/// messages).
+async fn open_stores(
+    state: &StateArgs,
+) -> Result<(Arc<dyn ClaimStore>, Arc<dyn RunJournal>, String), Exit> {
+    let store = state.store.trim();
+    if store == "sqlite" {
+        let claims = SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?;
+        let journal = SqliteJournal::open(&state.state_dir).map_err(bad_input)?;
+        let shown = claims.path().display().to_string();
+        return Ok((Arc::new(claims), Arc::new(journal), shown));
+    }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let pg = braid::postgres::PgPool::open(store, PG_CONNECTIONS)
+            .await
+            .map_err(|e| match e {
+                braid::postgres::PostgresError::BadUrl { .. } => bad_input(e),
+                other => Exit(1, other.into()),
+            })?;
+        let shown = pg.shown_url().to_string();
+        return Ok((
+            Arc::new(braid::postgres::PostgresClaimStore::new(pg.clone())),
+            Arc::new(braid::postgres::PostgresJournal::new(pg)),
+            shown,
+        ));
+    }
+    Err(bad_input(anyhow::anyhow!(
+        "--store (or BRAID_STORE) `{}`: expected `sqlite` or a postgres:// URL",
+        braid::postgres::redact(store)
+    )))
+}
+
+/// [`open_host_with`] on the stores `--store` names.
+async fn open_host(state: &StateArgs) -> Result<Host, Exit> {
+    let (claims, journal, _) = open_stores(state).await?;
+    open_host_with(state, claims, journal)
+}
+
+/// A host for commands that only load components (check, inspect, policy
+/// eval): it never claims or journals, so it opens the local files rather
+/// than connect to a shared database.
+fn open_local_host(state: &StateArgs) -> Result<Host, Exit> {
     let claims: Arc<dyn ClaimStore> =
         Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
     let journal: Arc<dyn RunJournal> =
         Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
+    open_host_with(state, claims, journal)
+}
+
+fn open_host_with(
+    state: &StateArgs,
+    claims: Arc<dyn ClaimStore>,
+    journal: Arc<dyn RunJournal>,
+) -> Result<Host, Exit> {
     let config = SandboxConfig {
         cache_dir: state.cache_dir(),
         fuel: state.fuel,
@@ -577,7 +634,7 @@ async fn run(
     state: &StateArgs,
 ) -> Result<u8, Exit> {
     let input = read_input(input).map_err(bad_input)?;
-    let host = open_host(state)?;
+    let host = open_host(state).await?;
     let (workflow, executor) =
         braid::check::load_and_prepare(workflow, Arc::clone(&host.sandbox)).map_err(bad_input)?;
     // Runs left behind by a host that died are undone before new work starts.
@@ -740,7 +797,7 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
 }
 
 fn check(workflows: &[PathBuf], state: &StateArgs) -> Result<u8, Exit> {
-    let host = open_host(state)?;
+    let host = open_local_host(state)?;
     let mut failed = false;
     for path in workflows {
         match braid::check::load_and_prepare(path, Arc::clone(&host.sandbox)) {
@@ -819,7 +876,7 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
             .collect();
         files.sort();
     }
-    let host = open_host(state)?;
+    let host = open_host(state).await?;
     // Every workflow is checked and its components compiled before the
     // server listens; all problems are reported together.
     let mut served = Vec::new();
@@ -844,6 +901,14 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
             r.run_id, r.trace_id, r.previous_owner
         );
     }
+    // Runs of hosts that die later (other hosts on a shared store, or
+    // another process on this machine) are found while serving.
+    let recovery = braid::recovery::spawn_recovery_loop(
+        Arc::clone(&host.sandbox),
+        Arc::clone(&host.journal),
+        Arc::clone(&host.claims),
+        host.owner.clone(),
+    );
     let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
     let server = Server::start(
         listen,
@@ -879,6 +944,7 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
         "shutting down: finishing runs in flight (grace {} ms)",
         grace.as_millis()
     );
+    recovery.abort();
     server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
     eprintln!("stopped");
     Ok(0)
@@ -918,7 +984,7 @@ async fn policy_eval(
     if !input.is_object() {
         return Err(bad_input(anyhow::anyhow!("--input must be a JSON object")));
     }
-    let host = open_host(state)?;
+    let host = open_local_host(state)?;
     let component = host.sandbox.load(policy).map_err(bad_input)?;
     if !component.is_policy() {
         return Err(bad_input(anyhow::anyhow!(
@@ -1388,7 +1454,7 @@ fn print_attempt(attempt: Option<&[serde_json::Value]>) {
 }
 
 async fn runs(json: bool, state: &StateArgs) -> Result<u8, Exit> {
-    let journal = SqliteJournal::open(&state.state_dir).map_err(bad_input)?;
+    let (_, journal, _) = open_stores(state).await?;
     let list = journal.runs().await.map_err(|e| Exit(1, e.into()))?;
     if json {
         println!(
@@ -1413,7 +1479,7 @@ async fn runs(json: bool, state: &StateArgs) -> Result<u8, Exit> {
 }
 
 async fn claims(json: bool, state: &StateArgs) -> Result<u8, Exit> {
-    let store = SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?;
+    let (store, _, shown) = open_stores(state).await?;
     let list = store.list().await.map_err(|e| Exit(1, e.into()))?;
     if json {
         println!(
@@ -1423,7 +1489,7 @@ async fn claims(json: bool, state: &StateArgs) -> Result<u8, Exit> {
         return Ok(0);
     }
     if list.is_empty() {
-        println!("no claims in {}", store.path().display());
+        println!("no claims in {shown}");
     }
     let now = braid::store::now_ms();
     for c in list {

@@ -52,6 +52,48 @@ pub async fn recover(
     Ok(recovered)
 }
 
+/// How often `braid serve` looks for runs abandoned by other hosts: well
+/// within a run lease, so a dead host's runs are undone soon after its
+/// leases run out.
+pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs [`recover`] every [`RECOVERY_INTERVAL`] until the task is aborted:
+/// how hosts sharing a store (`--store postgres://`) undo the runs of a host
+/// that died and is not coming back. Errors are logged and tried again on
+/// the next pass.
+pub fn spawn_recovery_loop(
+    sandbox: Arc<Sandbox>,
+    journal: Arc<dyn RunJournal>,
+    claims: Arc<dyn ClaimStore>,
+    owner: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let found = recover(
+                Arc::clone(&sandbox),
+                Arc::clone(&journal),
+                Arc::clone(&claims),
+                &owner,
+            )
+            .await;
+            match found {
+                Ok(runs) => {
+                    for r in runs {
+                        tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
+                            previous_owner = %r.previous_owner, undone = r.undo.len(),
+                            "recovered a run whose host died: aborted");
+                    }
+                }
+                Err(e) => tracing::error!("looking for abandoned runs failed: {e}"),
+            }
+        }
+    })
+}
+
 async fn recover_one(
     sandbox: &Arc<Sandbox>,
     journal: &Arc<dyn RunJournal>,

@@ -1,0 +1,371 @@
+//! The run journal in PostgreSQL: what lets several hosts share runs.
+//!
+//! Tables `braid_runs`, `braid_journal`, `braid_reports` and
+//! `braid_idempotency` (schema version 2). A run's lease is a time by the
+//! database's clock; its owner renews it, and any host may take over a run
+//! whose lease ran out with one conditional UPDATE (rows locked with
+//! `SKIP LOCKED`), so of several hosts recovering at once exactly one gets
+//! each run.
+//!
+//! Every call is safe to repeat and is repeated through connection loss for
+//! up to [`RETRY_BUDGET`](super::RETRY_BUDGET): a run's start is an insert
+//! that ignores a duplicate, an entry carries a random key stored once, a
+//! terminal record only moves a `running` run. So a server restart delays
+//! writes; it neither loses nor doubles them.
+
+use super::{CallError, DB_NOW_MS, PgPool, with_retry};
+use crate::journal::{
+    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, ReportSummary, RunJournal, RunRecord,
+    RunStart, completed_steps,
+};
+use std::time::Duration;
+
+/// The run journal of every host that shares one database.
+#[derive(Debug, Clone)]
+pub struct PostgresJournal {
+    pg: PgPool,
+}
+
+impl PostgresJournal {
+    pub fn new(pg: PgPool) -> Self {
+        PostgresJournal { pg }
+    }
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn to_ms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn journal_error(e: CallError) -> JournalError {
+    JournalError::Unavailable(e.message)
+}
+
+fn json_error(e: serde_json::Error) -> JournalError {
+    JournalError::Unavailable(format!("journal entry is not valid JSON: {e}"))
+}
+
+impl PostgresJournal {
+    /// One statement with `params`, repeated through connection loss; the
+    /// number of rows it changed.
+    async fn execute(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, JournalError> {
+        with_retry(what, || async {
+            let client = self.pg.pool.get().await?;
+            Ok(client.execute(sql, params).await?)
+        })
+        .await
+        .map_err(journal_error)
+    }
+
+    /// One query with `params`, repeated through connection loss.
+    async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, JournalError> {
+        with_retry(what, || async {
+            let client = self.pg.pool.get().await?;
+            Ok(client.query(sql, params).await?)
+        })
+        .await
+        .map_err(journal_error)
+    }
+
+    async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        let rows = self
+            .query(
+                "reading a run's journal",
+                "SELECT entry FROM braid_journal WHERE run_id = $1 ORDER BY seq",
+                &[&run_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(json_error))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl RunJournal for PostgresJournal {
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
+        let json = serde_json::to_string(start).map_err(json_error)?;
+        let sql = format!(
+            "INSERT INTO braid_runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
+             SELECT $1, $2, $3, $4, $5, now.ms + $6, 'running', now.ms FROM (SELECT {DB_NOW_MS} AS ms) now
+             ON CONFLICT (run_id) DO NOTHING"
+        );
+        self.execute(
+            "journaling a run's start",
+            &sql,
+            &[
+                &start.run_id,
+                &start.workflow,
+                &start.trace_id,
+                &json,
+                &start.owner,
+                &lease_ms(lease),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
+        let json = serde_json::to_string(&entry).map_err(json_error)?;
+        let key = hex::encode(rand::random::<[u8; 16]>());
+        let sql = format!(
+            "INSERT INTO braid_journal (run_id, entry_key, at_ms, entry) VALUES ($1, $2, {DB_NOW_MS}, $3)
+             ON CONFLICT (entry_key) DO NOTHING"
+        );
+        self.execute("journaling an entry", &sql, &[&run_id, &key, &json])
+            .await?;
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        run_id: &str,
+        status: &str,
+        degraded: bool,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
+        let sql = format!(
+            "UPDATE braid_runs SET status = $2, degraded = $3, error = $4, finished_at_ms = {DB_NOW_MS}
+             WHERE run_id = $1 AND status = 'running'"
+        );
+        self.execute(
+            "journaling a run's end",
+            &sql,
+            &[&run_id, &status, &degraded, &error],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(), JournalError> {
+        // On the lease pool, tried once: the next heartbeat comes soon.
+        let sql = format!(
+            "UPDATE braid_runs SET lease_expires_ms = {DB_NOW_MS} + $3
+             WHERE run_id = $1 AND owner = $2 AND status = 'running'"
+        );
+        let call = async {
+            let client = self.pg.leases.get().await?;
+            client
+                .execute(&sql, &[&run_id, &owner, &lease_ms(lease)])
+                .await?;
+            Ok::<_, CallError>(())
+        };
+        call.await.map_err(journal_error)
+    }
+
+    async fn take_over_abandoned(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        is_dead: OwnerIsDead,
+    ) -> Result<Vec<AbandonedRun>, JournalError> {
+        // Owners that `is_dead` knows are gone (processes of this machine):
+        // their runs are taken at once, without waiting for the lease.
+        let owners = self
+            .query(
+                "listing run owners",
+                "SELECT DISTINCT owner FROM braid_runs WHERE status = 'running' AND owner <> $1",
+                &[&new_owner],
+            )
+            .await?;
+        let dead: Vec<String> = owners
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|o| is_dead(o))
+            .collect();
+        // One statement: lock the abandoned runs no other recoverer holds
+        // (SKIP LOCKED), move them to `new_owner`, return each with its
+        // previous owner. A row another host took over meanwhile no longer
+        // matches once locked, so it is not taken twice.
+        let sql = format!(
+            "WITH now AS (SELECT {DB_NOW_MS} AS ms),
+             abandoned AS (
+               SELECT run_id, owner FROM braid_runs, now
+               WHERE status = 'running' AND owner <> $1
+                 AND (lease_expires_ms <= now.ms OR owner = ANY($3))
+               FOR UPDATE OF braid_runs SKIP LOCKED)
+             UPDATE braid_runs r SET owner = $1, lease_expires_ms = now.ms + $2
+             FROM abandoned, now
+             WHERE r.run_id = abandoned.run_id
+             RETURNING r.run_id, abandoned.owner, r.start"
+        );
+        // Not repeated: had the commit happened before the connection broke,
+        // a second try would find nothing and the runs would sit owned by
+        // this host until its lease on them ran out; the next pass gets them.
+        let rows = async {
+            let client = self.pg.leases.get().await?;
+            Ok::<_, CallError>(
+                client
+                    .query(&sql, &[&new_owner, &lease_ms(lease), &dead])
+                    .await?,
+            )
+        }
+        .await
+        .map_err(journal_error)?;
+        let mut taken = Vec::new();
+        for row in rows {
+            let run_id: String = row.get(0);
+            let start: RunStart =
+                serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
+            let entries = self.entries(&run_id).await?;
+            taken.push(AbandonedRun {
+                start,
+                previous_owner: row.get(1),
+                completed: completed_steps(&entries),
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn save_report(
+        &self,
+        summary: ReportSummary,
+        report_json: String,
+    ) -> Result<(), JournalError> {
+        self.execute(
+            "storing a run report",
+            "INSERT INTO braid_reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (run_id) DO UPDATE SET workflow = excluded.workflow,
+               trace_id = excluded.trace_id, outcome = excluded.outcome,
+               started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
+               report = excluded.report",
+            &[
+                &summary.run_id,
+                &summary.workflow,
+                &summary.trace_id,
+                &summary.outcome,
+                &i64::try_from(summary.started_at_ms).unwrap_or(i64::MAX),
+                &summary.duration_ms,
+                &report_json,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+        let rows = self
+            .query(
+                "reading a run report",
+                "SELECT report FROM braid_reports WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    async fn recent_reports(
+        &self,
+        workflow: Option<String>,
+        outcome: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ReportSummary>, JournalError> {
+        let rows = self
+            .query(
+                "listing run reports",
+                "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM braid_reports
+                 WHERE ($1::TEXT IS NULL OR workflow = $1) AND ($2::TEXT IS NULL OR outcome = $2)
+                 ORDER BY started_at_ms DESC, run_id LIMIT $3",
+                &[
+                    &workflow,
+                    &outcome,
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ReportSummary {
+                run_id: r.get(0),
+                workflow: r.get(1),
+                trace_id: r.get(2),
+                outcome: r.get(3),
+                started_at_ms: to_ms(r.get(4)),
+                duration_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn idempotent_run(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, JournalError> {
+        let rows = self
+            .query(
+                "reading an idempotency key",
+                "SELECT body_sha256, run_id FROM braid_idempotency WHERE workflow = $1 AND key = $2",
+                &[&workflow, &key],
+            )
+            .await?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn remember_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        body_sha256: &str,
+        run_id: &str,
+    ) -> Result<(), JournalError> {
+        let sql = format!(
+            "INSERT INTO braid_idempotency (workflow, key, body_sha256, run_id, at_ms)
+             VALUES ($1, $2, $3, $4, {DB_NOW_MS}) ON CONFLICT (workflow, key) DO NOTHING"
+        );
+        self.execute(
+            "storing an idempotency key",
+            &sql,
+            &[&workflow, &key, &body_sha256, &run_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
+        let rows = self
+            .query(
+                "listing runs",
+                "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
+                        r.started_at_ms, r.finished_at_ms,
+                        (SELECT COUNT(*) FROM braid_journal j WHERE j.run_id = r.run_id)
+                 FROM braid_runs r ORDER BY r.started_at_ms, r.run_id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RunRecord {
+                run_id: r.get(0),
+                workflow: r.get(1),
+                trace_id: r.get(2),
+                status: r.get(3),
+                degraded: r.get(4),
+                error: r.get(5),
+                owner: r.get(6),
+                started_at_ms: to_ms(r.get(7)),
+                finished_at_ms: r.get::<_, Option<i64>>(8).map(to_ms),
+                entries: usize::try_from(r.get::<_, i64>(9)).unwrap_or(0),
+            })
+            .collect())
+    }
+}
