@@ -10,6 +10,8 @@
 #   scripts/test-postgres.sh restart   restarts that server (fast shutdown:
 #                                      open connections are cut), for the
 #                                      tests of connection loss
+#   scripts/test-postgres.sh stop      stops it (fast); run the script
+#                                      without arguments to start it again
 #
 # The cluster lives in /tmp/braid-test-pg-PORT (the `postgres` user must be
 # able to reach it when this runs as root); trust authentication on loopback
@@ -38,12 +40,14 @@ fi
 # Run the server's tools as `postgres` when root (initdb refuses root).
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-if [ "${1:-}" = restart ]; then
-  as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -m fast restart >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
-  echo "$url"
-  exit 0
-fi
+case "${1:-}" in
+  restart)
+    as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -m fast restart >/dev/null \
+      || { cat "$dir/server.log" >&2; exit 1; }
+    echo "$url"; exit 0 ;;
+  stop)
+    as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -m fast stop >/dev/null; exit 0 ;;
+esac
 
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   if [ ! -s "$dir/PG_VERSION" ]; then

@@ -3,14 +3,15 @@
 //! run the real guest components from `target/components/` (`make guests`).
 
 mod bench;
-mod claims;
 mod definitions;
 mod failures;
 mod hostile;
 mod languages;
+mod multihost;
 mod policies;
 mod reference;
 mod sandbox;
 mod scaffold;
 mod serve;
+mod stores;
 mod support;

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `braid serve` process; killed on drop unless stopped.
-struct Served {
+pub(crate) struct Served {
     child: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     state: tempfile::TempDir,
 }
 
@@ -29,7 +29,11 @@ impl Served {
     /// own and the shared compiled cache; `env` is added to its environment.
     /// Its stderr goes to `stderr.log` in the state dir (a pipe nobody reads
     /// could fill up and stall it).
-    fn spawn(workflow: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
+    pub(crate) fn spawn(
+        workflow: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         let state = tempfile::tempdir().expect("tempdir");
         let addr_file = state.path().join("addr");
         let cache = root().join("target/test-cache");
@@ -72,6 +76,21 @@ impl Served {
         http(&self.addr, "GET", path, &[], "")
     }
 
+    /// Kills the process outright (SIGKILL: no shutdown path runs) and
+    /// returns its stderr.
+    pub(crate) fn kill(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.stderr()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("stderr.log")).unwrap_or_default()
+    }
+
     /// Sends SIGTERM.
     fn sigterm(&self) {
         let child = self.child.as_ref().expect("running");
@@ -86,9 +105,7 @@ impl Served {
     fn terminate_wait(&mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().expect("running");
         let code = wait_with_timeout(&mut child, Duration::from_secs(60));
-        let stderr =
-            std::fs::read_to_string(self.state.path().join("stderr.log")).unwrap_or_default();
-        (code, stderr)
+        (code, self.stderr())
     }
 
     /// Sends SIGTERM and waits for the process: (exit code, stderr).

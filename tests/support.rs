@@ -309,3 +309,33 @@ pub fn list(what: &str, state: &Path) -> Vec<Value> {
         other => panic!("{what} --json: {other}"),
     }
 }
+
+/// The tests' PostgreSQL server, from `make test`.
+pub fn postgres_url() -> String {
+    std::env::var("BRAID_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "BRAID_TEST_POSTGRES is not set: run `make test` (it starts PostgreSQL with \
+             scripts/test-postgres.sh), or set it to a postgres:// URL of a test server"
+        )
+    })
+}
+
+/// A new, empty database on the PostgreSQL server at `url`; its URL.
+pub async fn fresh_database_on(url: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {url}: {e}"));
+    tokio::spawn(conn);
+    let name = format!("braid_t_{}", hex::encode(rand::random::<[u8; 6]>()));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// A new, empty database on the tests' PostgreSQL server; its URL.
+pub async fn fresh_database() -> String {
+    fresh_database_on(&postgres_url()).await
+}

@@ -3,9 +3,10 @@
 //! Each call is one statement (a conflict's holder is read in a second one),
 //! so nothing is half-written; every lease time comes from the database's
 //! clock. A lost connection is [`ClaimStoreError::Unavailable`] at once (the
-//! failure model decides whether the step retries).
+//! failure model decides whether the step retries), except for
+//! `release_all`, which tries again for a while.
 
-use super::{DB_NOW_MS, PgPool};
+use super::{DB_NOW_MS, PgPool, with_retry};
 use crate::store::{ClaimRecord, ClaimRequest, ClaimStore, ClaimStoreError};
 use std::time::Duration;
 use tokio_postgres::Row;
@@ -152,10 +153,17 @@ impl ClaimStore for PostgresClaimStore {
         Ok(())
     }
 
+    /// Repeated through connection loss (see [`with_retry`]): it runs on a
+    /// failed run's way out, where a claim left behind would block its
+    /// work item until the lease ran out, and deleting twice is harmless.
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
-        let client = self.pg.client().await?;
         let sql = format!("DELETE FROM braid_claims WHERE run_id = $1 RETURNING {COLUMNS}");
-        let rows = client.query(&sql, &[&run_id]).await.map_err(unavailable)?;
+        let rows = with_retry("releasing a run's claims", || async {
+            let client = self.pg.pool.get().await?;
+            Ok(client.query(&sql, &[&run_id]).await?)
+        })
+        .await
+        .map_err(|e| ClaimStoreError::Unavailable(e.message))?;
         Ok(rows.iter().map(row_to_claim).collect())
     }
 

@@ -1,0 +1,577 @@
+//! Several `braid serve` hosts on one PostgreSQL database (`--store
+//! postgres://`), sharing work-item claims and the run journal: load spread
+//! over three hosts, a host killed mid-load, the database restarted
+//! mid-load. Each test gets a fresh database; the restart test has a server
+//! of its own (port 55433) so restarting it disturbs no other test.
+//!
+//! Every host gets its own `HOSTNAME`, so it names its runs like a host on
+//! another machine: a survivor cannot see that a killed host's process is
+//! gone and must wait for the run leases to run out, as across machines.
+
+use crate::serve::Served;
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The reference workflow's steps that undo something real.
+const REVERSIBLE: [&str; 4] = [
+    "authenticate",
+    "fetch_profile",
+    "fetch_permissions",
+    "claim_work",
+];
+
+/// One run request and what came back (`None`: the connection broke).
+#[derive(Debug)]
+struct Answer {
+    host: usize,
+    trace_id: String,
+    work_item: String,
+    lease_ms: u64,
+    answer: Option<(u16, Value)>,
+}
+
+/// POSTs one run to `addr`; `None` when the connection fails or breaks.
+async fn post_run(addr: &str, body: &str, traceparent: &str) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let head = format!(
+        "POST /v1/workflows/api-orchestration/runs HTTP/1.1\r\nHost: {addr}\r\n\
+         Connection: close\r\ncontent-type: application/json\r\ntraceparent: {traceparent}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// The load: `runs` requests, at most `in_flight` at once, run `i` on host
+/// `i % hosts` unless that host is `down` (then the next one), each on a
+/// trace of its own; `item(i)` names its work item.
+struct Load {
+    addrs: Vec<String>,
+    api_base: String,
+    runs: usize,
+    in_flight: usize,
+    lease_ms: u64,
+    item: fn(usize) -> String,
+    down: Arc<AtomicUsize>,
+}
+
+const NONE_DOWN: usize = usize::MAX;
+
+impl Load {
+    async fn drive(self) -> Vec<Answer> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(self.in_flight));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..self.runs {
+            let permit = Arc::clone(&gate).acquire_owned().await.expect("gate");
+            let n = self.addrs.len();
+            let mut host = i % n;
+            if host == self.down.load(Ordering::SeqCst) {
+                host = (host + 1) % n;
+            }
+            let addr = self.addrs[host].clone();
+            let work_item = (self.item)(i);
+            let trace_id = hex::encode(rand::random::<[u8; 16]>());
+            let traceparent = format!(
+                "00-{trace_id}-{}-01",
+                hex::encode(rand::random::<[u8; 8]>())
+            );
+            let body = json!({
+                "api_base": self.api_base,
+                "user_id": "u-100",
+                "work_item": work_item,
+                "lease_ms": self.lease_ms,
+            })
+            .to_string();
+            let lease_ms = self.lease_ms;
+            tasks.spawn(async move {
+                let answer = post_run(&addr, &body, &traceparent).await;
+                drop(permit);
+                Answer {
+                    host,
+                    trace_id,
+                    work_item,
+                    lease_ms,
+                    answer,
+                }
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(a) = tasks.join_next().await {
+            out.push(a.expect("request task"));
+        }
+        out
+    }
+}
+
+/// A run as the shared journal has it.
+#[derive(Debug, Clone)]
+struct StoredRun {
+    run_id: String,
+    status: String,
+    owner: String,
+    error: Option<String>,
+    /// Journal entries, in order.
+    entries: Vec<Value>,
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Every run in the database, by trace id.
+async fn stored_runs(db: &tokio_postgres::Client) -> HashMap<String, StoredRun> {
+    let mut entries: HashMap<String, Vec<Value>> = HashMap::new();
+    for row in db
+        .query("SELECT run_id, entry FROM braid_journal ORDER BY seq", &[])
+        .await
+        .expect("journal")
+    {
+        let entry = serde_json::from_str(row.get::<_, &str>(1)).expect("entry JSON");
+        entries.entry(row.get(0)).or_default().push(entry);
+    }
+    let rows = db
+        .query(
+            "SELECT trace_id, run_id, status, owner, error FROM braid_runs",
+            &[],
+        )
+        .await
+        .expect("runs");
+    rows.iter()
+        .map(|r| {
+            let run_id: String = r.get(1);
+            let run = StoredRun {
+                entries: entries.remove(&run_id).unwrap_or_default(),
+                run_id,
+                status: r.get(2),
+                owner: r.get(3),
+                error: r.get(4),
+            };
+            (r.get(0), run)
+        })
+        .collect()
+}
+
+/// (work item, run id) of every claim held.
+async fn held_claims(db: &tokio_postgres::Client) -> Vec<(String, String)> {
+    db.query("SELECT work_item, run_id FROM braid_claims", &[])
+        .await
+        .expect("claims")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until no run is `running` any more; the runs then.
+async fn settled(db: &tokio_postgres::Client, limit: Duration) -> HashMap<String, StoredRun> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let runs = stored_runs(db).await;
+        let running: Vec<&str> = runs
+            .values()
+            .filter(|r| r.status == "running")
+            .map(|r| r.run_id.as_str())
+            .collect();
+        if running.is_empty() {
+            return runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs still running after {limit:?}: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A failed or aborted run undid each reversible step it completed exactly
+/// once, and nothing it had not completed.
+fn assert_undone_once(run: &StoredRun) {
+    let completed: HashSet<&str> = run
+        .entries
+        .iter()
+        .filter(|e| e["kind"] == "completed")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    let mut undone: Vec<&str> = run
+        .entries
+        .iter()
+        .filter(|e| e["kind"] == "undo" && e["outcome"] == "undone")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    undone.sort_unstable();
+    let mut want: Vec<&str> = REVERSIBLE
+        .into_iter()
+        .filter(|s| completed.contains(s))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(
+        undone, want,
+        "run {} ({}): undo entries {:?}",
+        run.run_id, run.status, run.entries
+    );
+}
+
+/// The HTTP status `braid serve` answers a run with: 200 if it succeeded,
+/// 422 if it failed.
+fn status_of(report: &Value) -> u16 {
+    if report["outcome"] == "succeeded" {
+        200
+    } else {
+        422
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `n` `braid serve` hosts on `url`, named host-0, host-1, ...
+fn hosts(url: &str, n: usize) -> Vec<Served> {
+    (0..n)
+        .map(|i| {
+            let name = format!("host-{i}");
+            Served::spawn(
+                &reference_workflow(),
+                &["--store", url],
+                &[("HOSTNAME", name.as_str())],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_hosts_share_two_thousand_runs_and_two_hundred_work_items() {
+    let rt = runtime();
+    let url = rt.block_on(fresh_database());
+    let api = SampleApi::start(Some(1));
+    let hosts = hosts(&url, 3);
+    let load = Load {
+        addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
+        api_base: api.base(),
+        runs: 2000,
+        in_flight: 60,
+        lease_ms: 250,
+        item: |_| format!("item-{}", rand::random::<u32>() % 200),
+        down: Arc::new(AtomicUsize::new(NONE_DOWN)),
+    };
+    let answers = rt.block_on(load.drive());
+    let db = rt.block_on(connect(&url));
+    let stored = rt.block_on(settled(&db, Duration::from_secs(30)));
+
+    let mut by_run: HashMap<String, &Answer> = HashMap::new();
+    let mut granted: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    let mut conflicts = 0;
+    for a in &answers {
+        let (status, body) = a.answer.as_ref().expect("every host answers");
+        assert_eq!(*status, status_of(body), "host {}: {body}", a.host);
+        assert_eq!(body["trace_id"], a.trace_id.as_str(), "the caller's trace");
+        let run_id = str_of(body, "/run_id");
+        by_run.insert(run_id.to_string(), a);
+        let run = &stored[&a.trace_id];
+        assert_eq!(run.run_id, run_id);
+        assert_eq!(run.status, body["outcome"].as_str().unwrap_or("?"));
+        assert!(
+            run.owner.starts_with(&format!("host-{}:", a.host)),
+            "run {run_id} of host {} is owned by {}",
+            a.host,
+            run.owner
+        );
+        if body["outcome"] == "succeeded" {
+            let claim = &body["result"]["claim"];
+            assert_eq!(claim["work_item"], a.work_item.as_str());
+            assert_eq!(claim["trace_id"], a.trace_id.as_str(), "the claim's trace");
+            let expires = claim["expires_at_ms"].as_u64().expect("expiry");
+            granted
+                .entry(a.work_item.as_str())
+                .or_default()
+                .push((expires - a.lease_ms, expires));
+        } else {
+            let error = body["error"].as_str().unwrap_or("");
+            assert!(
+                error.contains(&format!(
+                    "work item `{}` is already claimed by run",
+                    a.work_item
+                )),
+                "only conflicts fail here: {error}"
+            );
+            conflicts += 1;
+            assert_undone_once(run);
+        }
+    }
+    // A conflict names the holder: one of these runs, on its own trace.
+    for a in &answers {
+        let body = &a.answer.as_ref().expect("answer").1;
+        if let Some(error) = body["error"].as_str() {
+            let holder = error
+                .split("claimed by run ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .expect("holder run");
+            let holder = by_run
+                .get(holder)
+                .unwrap_or_else(|| panic!("holder {holder} is not one of the runs"));
+            assert!(
+                error.contains(&format!("(trace {},", holder.trace_id)),
+                "{error}"
+            );
+            assert_eq!(holder.work_item, a.work_item);
+        }
+    }
+    // Never two live grants of one item: the leases of the runs that got
+    // it, in order, do not overlap.
+    for (item, leases) in &mut granted {
+        leases.sort_unstable();
+        for pair in leases.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "{item} granted at {} while held until {}",
+                pair[1].0,
+                pair[0].1
+            );
+        }
+    }
+    let succeeded = answers.len() - conflicts;
+    assert!(
+        succeeded >= 200 && conflicts > 0,
+        "{succeeded} succeeded, {conflicts} conflicts"
+    );
+    // Every API call carried the trace of the run that made it.
+    let traces: HashMap<&str, &Answer> = answers.iter().map(|a| (a.trace_id.as_str(), a)).collect();
+    let mut calls: HashMap<&str, usize> = HashMap::new();
+    let requests = api.requests(None);
+    for r in &requests {
+        let trace = r["trace_id"].as_str().expect("traceparent on every call");
+        let (k, _) = traces
+            .get_key_value(trace)
+            .unwrap_or_else(|| panic!("call on a foreign trace: {r}"));
+        *calls.entry(k).or_default() += 1;
+    }
+    for a in &answers {
+        let failed = a.answer.as_ref().expect("answer").1["outcome"] == "failed";
+        // token, profile, permissions; a failed run also revokes its token.
+        let want = if failed { 4 } else { 3 };
+        assert_eq!(calls.get(a.trace_id.as_str()), Some(&want), "{a:?}");
+    }
+    // Failed runs released their claims.
+    for (item, run_id) in rt.block_on(held_claims(&db)) {
+        let a = by_run[&run_id];
+        assert_eq!(a.answer.as_ref().expect("answer").1["outcome"], "succeeded");
+        assert_eq!(a.work_item, item);
+    }
+    eprintln!("3 hosts: {succeeded} runs succeeded, {conflicts} lost the race for their item");
+}
+
+#[test]
+fn a_killed_hosts_runs_are_undone_once_by_a_survivor() {
+    let rt = runtime();
+    let url = rt.block_on(fresh_database());
+    // Slow API calls, so the killed host has runs in flight.
+    let api = SampleApi::start(Some(150));
+    let mut hosts = hosts(&url, 3);
+    let down = Arc::new(AtomicUsize::new(NONE_DOWN));
+    let load = Load {
+        addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
+        api_base: api.base(),
+        runs: 600,
+        in_flight: 90,
+        lease_ms: 60_000,
+        item: |i| format!("job-{i}"),
+        down: Arc::clone(&down),
+    };
+    let driving = rt.spawn(load.drive());
+    std::thread::sleep(Duration::from_millis(1500));
+    down.store(0, Ordering::SeqCst);
+    let killed_at = Instant::now();
+    hosts[0].kill();
+    let answers = rt.block_on(driving).expect("load");
+    let db = rt.block_on(connect(&url));
+    let stored = rt.block_on(settled(&db, Duration::from_secs(40)));
+    let recovered_in = killed_at.elapsed();
+
+    let lost: Vec<&Answer> = answers.iter().filter(|a| a.answer.is_none()).collect();
+    assert!(
+        lost.iter().all(|a| a.host == 0),
+        "only the killed host's requests are lost"
+    );
+    let mut aborted = 0;
+    for a in &lost {
+        // A request the host had not yet journaled left nothing behind; a
+        // run that finished just before the kill keeps its outcome.
+        let Some(run) = stored.get(&a.trace_id) else {
+            continue;
+        };
+        if run.status != "aborted" {
+            assert!(run.owner.starts_with("host-0:"), "{run:?}");
+            continue;
+        }
+        assert!(
+            run.owner.starts_with("host-1:") || run.owner.starts_with("host-2:"),
+            "recovered by a survivor: {}",
+            run.owner
+        );
+        assert_undone_once(run);
+        // The undo reached the API once: one token revocation on the trace.
+        let revokes = api
+            .requests(Some(&a.trace_id))
+            .iter()
+            .filter(|r| r["path"] == "/oauth/revoke")
+            .count();
+        let authenticated = run
+            .entries
+            .iter()
+            .any(|e| e["kind"] == "completed" && e["step"] == "authenticate");
+        assert_eq!(revokes, usize::from(authenticated), "{run:?}");
+        aborted += 1;
+    }
+    assert!(aborted > 0, "the killed host had runs in flight: {lost:?}");
+    // No claim of an aborted run is left; the survivors kept serving.
+    let aborted_ids: HashSet<&str> = stored
+        .values()
+        .filter(|r| r.status == "aborted")
+        .map(|r| r.run_id.as_str())
+        .collect();
+    assert_eq!(aborted_ids.len(), aborted, "only the killed host's runs");
+    for (item, run_id) in rt.block_on(held_claims(&db)) {
+        assert!(!aborted_ids.contains(run_id.as_str()), "{item} still held");
+    }
+    let after: Vec<&Answer> = answers.iter().filter(|a| a.host != 0).collect();
+    assert!(after.len() > 200);
+    for a in after {
+        let (status, body) = a.answer.as_ref().expect("survivors answer");
+        assert_eq!(*status, 200);
+        assert_eq!(body["outcome"], "succeeded", "{body}");
+        assert_eq!(body["trace_id"], a.trace_id.as_str());
+    }
+    let log = hosts[1].stderr() + &hosts[2].stderr();
+    eprintln!(
+        "killed host: {aborted} runs aborted and undone by survivors within {recovered_in:?}; \
+         survivors' log mentions recovery {} times",
+        log.matches("recovered a run").count()
+    );
+}
+
+#[test]
+fn a_database_restart_mid_load_leaves_every_run_consistent() {
+    let rt = runtime();
+    let script = root().join("scripts/test-postgres.sh");
+    let pg = |args: &[&str]| {
+        let out = std::process::Command::new(&script)
+            .args(args)
+            .env("BRAID_TEST_PG_PORT", "55433")
+            .output()
+            .expect("scripts/test-postgres.sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let server = pg(&[]);
+    let url = rt.block_on(fresh_database_on(&server));
+    let api = SampleApi::start(Some(20));
+    let hosts = hosts(&url, 2);
+    let load = Load {
+        addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
+        api_base: api.base(),
+        runs: 1500,
+        in_flight: 40,
+        lease_ms: 60_000,
+        item: |i| format!("job-{i}"),
+        down: Arc::new(AtomicUsize::new(NONE_DOWN)),
+    };
+    let driving = rt.spawn(load.drive());
+    // Down for two seconds: longer than a claim step's retries last, well
+    // within the journal's retry budget.
+    std::thread::sleep(Duration::from_millis(1500));
+    pg(&["stop"]);
+    std::thread::sleep(Duration::from_secs(2));
+    pg(&[]);
+    let answers = rt.block_on(driving).expect("load");
+    let db = rt.block_on(connect(&url));
+    let stored = rt.block_on(settled(&db, Duration::from_secs(30)));
+
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let mut by_run = HashMap::new();
+    for a in &answers {
+        let (status, body) = a.answer.as_ref().expect("every run is answered");
+        assert_eq!(*status, status_of(body), "{body}");
+        let outcome = body["outcome"].as_str().expect("outcome");
+        *outcomes.entry(outcome.to_string()).or_default() += 1;
+        let run = stored
+            .get(&a.trace_id)
+            .unwrap_or_else(|| panic!("run on trace {} not journaled", a.trace_id));
+        assert_eq!(run.status, outcome, "journal and answer agree: {run:?}");
+        if outcome == "failed" {
+            // The database was away: the claim step says so, typed.
+            let error = run.error.as_deref().unwrap_or("");
+            assert!(error.contains("unavailable"), "{error}");
+            assert_undone_once(run);
+        } else {
+            assert_eq!(outcome, "succeeded");
+        }
+        by_run.insert(run.run_id.clone(), (outcome, a.work_item.clone()));
+    }
+    // Each succeeded run holds its claim; no failed run holds one.
+    let held = rt.block_on(held_claims(&db));
+    for (item, run_id) in &held {
+        let (outcome, want) = &by_run[run_id];
+        assert_eq!((*outcome, want), ("succeeded", item));
+    }
+    assert_eq!(held.len(), outcomes.get("succeeded").copied().unwrap_or(0));
+    // Each host reconnected: a new run on each succeeds.
+    let again = Load {
+        addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
+        api_base: api.base(),
+        runs: 4,
+        in_flight: 4,
+        lease_ms: 60_000,
+        item: |i| format!("after-{i}"),
+        down: Arc::new(AtomicUsize::new(NONE_DOWN)),
+    };
+    for a in rt.block_on(again.drive()) {
+        let body = &a.answer.as_ref().expect("answer").1;
+        assert_eq!(body["outcome"], "succeeded", "host {}: {body}", a.host);
+    }
+    let retried = hosts
+        .iter()
+        .map(|h| h.stderr().matches("trying again").count())
+        .sum::<usize>();
+    // Claim calls that met the restart got the typed error (and the step
+    // was tried again or failed).
+    let unavailable = stored
+        .values()
+        .flat_map(|r| &r.entries)
+        .filter(|e| e["kind"] == "attempt" && e["step"] == "claim_work")
+        .filter(|e| {
+            e["error"]
+                .as_str()
+                .is_some_and(|t| t.contains("claim store unavailable"))
+        })
+        .count();
+    // The outage met runs in flight: their journal writes waited it out.
+    assert!(retried > 0, "no journal write met the restart");
+    eprintln!(
+        "database restart: outcomes {outcomes:?}, {retried} journal writes retried, \
+         {unavailable} claim attempts met `unavailable`"
+    );
+}

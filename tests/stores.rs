@@ -1,0 +1,551 @@
+//! The store contracts (claims and the run journal), checked against every
+//! backend: the embedded SQLite files and PostgreSQL (a private server
+//! `make test` starts, see scripts/test-postgres.sh; each test gets a
+//! database of its own).
+
+use crate::support::fresh_database;
+use braid::journal::{JournalEntry, RunJournal, RunStart, SqliteJournal};
+use braid::postgres::{PgPool, PostgresClaimStore, PostgresError, PostgresJournal};
+use braid::store::{ClaimRequest, ClaimStore, ClaimStoreError, SqliteClaimStore};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn ClaimStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteClaimStore::open(dir.path()).expect("sqlite claims");
+    let pg = PgPool::open(&fresh_database().await, 16)
+        .await
+        .expect("postgres opens");
+    vec![
+        Backend {
+            name: "sqlite",
+            store: Arc::new(sqlite),
+            _dir: Some(dir),
+        },
+        Backend {
+            name: "postgres",
+            store: Arc::new(PostgresClaimStore::new(pg)),
+            _dir: None,
+        },
+    ]
+}
+
+fn request(item: &str, run: &str, lease_ms: u64) -> ClaimRequest {
+    ClaimRequest {
+        work_item: item.into(),
+        lease: Duration::from_millis(lease_ms),
+        run_id: run.into(),
+        trace_id: format!("{:0>32}", run.trim_start_matches("run-")),
+        span_id: "00f067aa0ba902b7".into(),
+        step: "claim_work".into(),
+        owner: "host-a:1".into(),
+        metadata: "{\"k\":1}".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_claim_is_granted_once_and_a_conflict_names_the_holder() {
+    for b in backends().await {
+        let s = &b.store;
+        let first = s.claim(request("item-1", "run-1", 30_000)).await;
+        let first = first.unwrap_or_else(|e| panic!("{}: first claim: {e}", b.name));
+        assert_eq!(first.run_id, "run-1", "{}", b.name);
+        assert_eq!(first.metadata, "{\"k\":1}", "{}", b.name);
+        assert!(
+            first.expires_at_ms >= first.claimed_at_ms + 29_000,
+            "{}",
+            b.name
+        );
+
+        match s.claim(request("item-1", "run-2", 30_000)).await {
+            Err(ClaimStoreError::Conflict(holder)) => {
+                assert_eq!(holder.claim_id, first.claim_id, "{}", b.name);
+                assert_eq!(holder.run_id, "run-1", "{}", b.name);
+                assert_eq!(holder.trace_id, first.trace_id, "{}", b.name);
+            }
+            other => panic!("{}: expected a conflict, got {other:?}", b.name),
+        }
+        // Only the holder may release it.
+        assert!(
+            matches!(
+                s.release(&first.claim_id, "run-2").await,
+                Err(ClaimStoreError::NotHeld(_))
+            ),
+            "{}",
+            b.name
+        );
+        s.release(&first.claim_id, "run-1")
+            .await
+            .unwrap_or_else(|e| panic!("{}: release: {e}", b.name));
+        let second = s.claim(request("item-1", "run-2", 30_000)).await;
+        assert_eq!(
+            second.map(|c| c.run_id).ok().as_deref(),
+            Some("run-2"),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_cannot_be_renewed() {
+    for b in backends().await {
+        let s = &b.store;
+        let old = s
+            .claim(request("item-2", "run-1", 50))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let new = s
+            .claim(request("item-2", "run-2", 30_000))
+            .await
+            .unwrap_or_else(|e| panic!("{}: take-over: {e}", b.name));
+        assert_ne!(new.claim_id, old.claim_id, "{}", b.name);
+        assert!(
+            matches!(
+                s.renew(&old.claim_id, "run-1", Duration::from_secs(30))
+                    .await,
+                Err(ClaimStoreError::NotHeld(_))
+            ),
+            "{}: the old holder renewed a claim it lost",
+            b.name
+        );
+        let renewed = s
+            .renew(&new.claim_id, "run-2", Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{}: renew: {e}", b.name));
+        assert!(renewed.expires_at_ms > new.expires_at_ms, "{}", b.name);
+
+        // release_all drops every claim of a run and says which.
+        s.claim(request("item-3", "run-2", 30_000))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        let mut released: Vec<String> = s
+            .release_all("run-2")
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name))
+            .into_iter()
+            .map(|c| c.work_item)
+            .collect();
+        released.sort();
+        assert_eq!(released, ["item-2", "item-3"], "{}", b.name);
+        assert!(
+            s.list().await.map(|l| l.is_empty()).unwrap_or(false),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_get_exactly_one_grant_per_item() {
+    for b in backends().await {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let s = Arc::clone(&b.store);
+            tasks.spawn(async move {
+                let item = format!("item-{}", i % 20);
+                (
+                    item.clone(),
+                    s.claim(request(&item, &format!("run-{i}"), 30_000)).await,
+                )
+            });
+        }
+        let mut granted: HashMap<String, Vec<String>> = HashMap::new();
+        let mut conflicts = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let (item, result) = joined.expect("task");
+            match result {
+                Ok(c) => granted.entry(item).or_default().push(c.run_id),
+                Err(ClaimStoreError::Conflict(holder)) => {
+                    assert_eq!(holder.work_item, item, "{}", b.name);
+                    conflicts += 1;
+                }
+                Err(e) => panic!("{}: {e}", b.name),
+            }
+        }
+        assert_eq!(granted.len(), 20, "{}: every item granted", b.name);
+        assert!(
+            granted.values().all(|runs| runs.len() == 1),
+            "{}: an item was granted twice: {granted:?}",
+            b.name
+        );
+        assert_eq!(conflicts, 180, "{}", b.name);
+        let held = b.store.list().await.expect("list");
+        for c in held {
+            assert_eq!(
+                granted[&c.work_item],
+                std::slice::from_ref(&c.run_id),
+                "{}",
+                b.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn postgres_schema_is_created_once_versioned_and_a_newer_one_refused() {
+    let url = fresh_database().await;
+    // Several hosts opening at once migrate exactly once.
+    let opens = (0..4).map(|_| PgPool::open(&url, 2));
+    for r in futures_util::future::join_all(opens).await {
+        r.expect("concurrent opens");
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM braid_schema", &[])
+        .await
+        .expect("schema table")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [braid::postgres::SCHEMA_VERSION]);
+
+    client
+        .execute("UPDATE braid_schema SET version = 99", &[])
+        .await
+        .expect("bump");
+    let err = PgPool::open(&url, 2).await.expect_err("refused");
+    assert!(
+        matches!(err, PostgresError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade braid"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    // Nothing listens on port 1.
+    let err = PgPool::open("postgres://braid:hunter2@127.0.0.1:1/braid", 2)
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(matches!(err, PostgresError::Unavailable { .. }), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+
+    let err = PgPool::open("mysql://nope", 2).await.expect_err("bad url");
+    assert!(matches!(err, PostgresError::BadUrl { .. }), "{err}");
+}
+
+struct JournalBackend {
+    name: &'static str,
+    /// Four handles on one store, as four hosts would hold.
+    hosts: Vec<Arc<dyn RunJournal>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn journal_backends() -> Vec<JournalBackend> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = (0..4)
+        .map(|_| Arc::new(SqliteJournal::open(dir.path()).expect("sqlite journal")) as _)
+        .collect();
+    let url = fresh_database().await;
+    let mut pg: Vec<Arc<dyn RunJournal>> = Vec::new();
+    for _ in 0..4 {
+        let pool = PgPool::open(&url, 4).await.expect("postgres opens");
+        pg.push(Arc::new(PostgresJournal::new(pool)));
+    }
+    vec![
+        JournalBackend {
+            name: "sqlite",
+            hosts: sqlite,
+            _dir: Some(dir),
+        },
+        JournalBackend {
+            name: "postgres",
+            hosts: pg,
+            _dir: None,
+        },
+    ]
+}
+
+fn run_start(run_id: &str, owner: &str) -> RunStart {
+    RunStart {
+        run_id: run_id.into(),
+        workflow: "wf".into(),
+        workflow_path: "wf.toml".into(),
+        trace_id: format!("{:0>32}", run_id.len()),
+        span_id: "00f067aa0ba902b7".into(),
+        trace_flags: 1,
+        tracestate: String::new(),
+        input: serde_json::json!({}),
+        components: Vec::new(),
+        owner: owner.into(),
+    }
+}
+
+fn completed(step: &str) -> JournalEntry {
+    JournalEntry {
+        kind: "completed".into(),
+        step: step.into(),
+        outcome: "succeeded".into(),
+        input: Some("{}".into()),
+        output: Some(format!("{{\"step\":\"{step}\"}}")),
+        component: Some(format!("{step}.wasm")),
+        component_sha256: Some("00".into()),
+        timeout_ms: Some(1000),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        // 40 runs of a host whose leases ran out, one of a live host.
+        for i in 0..40 {
+            let id = format!("run-dead-{i}");
+            j.start(&run_start(&id, "gone:1"), Duration::from_millis(1))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+            j.append(&id, completed("a")).await.expect("append");
+            j.append(&id, completed("b")).await.expect("append");
+            // A write repeated after a lost acknowledgement counts once.
+            j.append(&id, completed("b")).await.expect("append");
+            if i % 2 == 0 {
+                let undo = JournalEntry {
+                    kind: "undo".into(),
+                    step: "b".into(),
+                    outcome: "undone".into(),
+                    ..Default::default()
+                };
+                j.append(&id, undo).await.expect("append");
+            }
+        }
+        j.start(&run_start("run-live", "alive:2"), Duration::from_secs(60))
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, host) in b.hosts.iter().enumerate() {
+            let host = Arc::clone(host);
+            tasks.spawn(async move {
+                let owner = format!("recoverer-{n}:1");
+                let taken = host
+                    .take_over_abandoned(&owner, Duration::from_secs(60), Box::new(|_| false))
+                    .await;
+                (owner, taken)
+            });
+        }
+        let mut taken_by: HashMap<String, String> = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (owner, taken) = joined.expect("task");
+            for run in taken.unwrap_or_else(|e| panic!("{}: {e}", b.name)) {
+                assert_eq!(run.previous_owner, "gone:1", "{}", b.name);
+                let steps: Vec<&str> = run.completed.iter().map(|c| c.step.as_str()).collect();
+                let i: usize = run.start.run_id["run-dead-".len()..].parse().expect("id");
+                let want: &[&str] = if i % 2 == 0 { &["a"] } else { &["a", "b"] };
+                assert_eq!(steps, want, "{}: {}", b.name, run.start.run_id);
+                if let Some(other) = taken_by.insert(run.start.run_id.clone(), owner.clone()) {
+                    panic!(
+                        "{}: {} taken over twice ({other}, {owner})",
+                        b.name, run.start.run_id
+                    );
+                }
+            }
+        }
+        assert_eq!(taken_by.len(), 40, "{}: every abandoned run", b.name);
+        assert!(!taken_by.contains_key("run-live"), "{}", b.name);
+        // The journal now names the new owners; a second pass finds nothing.
+        let runs = j.runs().await.expect("runs");
+        for r in &runs {
+            if let Some(owner) = taken_by.get(&r.run_id) {
+                assert_eq!(&r.owner, owner, "{}", b.name);
+            }
+        }
+        let again = b.hosts[1]
+            .take_over_abandoned("late:1", Duration::from_secs(60), Box::new(|_| false))
+            .await
+            .expect("take over");
+        assert!(again.is_empty(), "{}", b.name);
+        // A dead owner's runs are taken at once, lease or not.
+        let dead = b.hosts[2]
+            .take_over_abandoned(
+                "late:1",
+                Duration::from_secs(60),
+                Box::new(|o: &str| o == "alive:2"),
+            )
+            .await
+            .expect("take over");
+        assert_eq!(dead.len(), 1, "{}", b.name);
+        assert_eq!(dead[0].start.run_id, "run-live", "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        j.start(&run_start("run-1", "h:1"), Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        j.finish("run-1", "succeeded", false, None)
+            .await
+            .expect("finish");
+        j.finish("run-1", "aborted", true, Some("late".into()))
+            .await
+            .expect("second finish is ignored");
+        let runs = j.runs().await.expect("runs");
+        assert_eq!(runs.len(), 1, "{}", b.name);
+        assert_eq!(runs[0].status, "succeeded", "{}", b.name);
+        assert!(!runs[0].degraded && runs[0].error.is_none(), "{}", b.name);
+        assert!(runs[0].finished_at_ms.is_some(), "{}", b.name);
+
+        j.remember_idempotent("wf", "key-1", "sha-a", "run-1")
+            .await
+            .expect("key");
+        b.hosts[1]
+            .remember_idempotent("wf", "key-1", "sha-b", "run-2")
+            .await
+            .expect("second key is ignored");
+        assert_eq!(
+            b.hosts[2]
+                .idempotent_run("wf", "key-1")
+                .await
+                .expect("read"),
+            Some(("sha-a".to_string(), "run-1".to_string())),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            j.idempotent_run("other", "key-1").await.expect("read"),
+            None
+        );
+
+        for (run, outcome, at) in [("run-1", "succeeded", 10), ("run-2", "failed", 20)] {
+            let summary = braid::journal::ReportSummary {
+                run_id: run.into(),
+                workflow: "wf".into(),
+                trace_id: "t".into(),
+                outcome: outcome.into(),
+                started_at_ms: at,
+                duration_ms: 1.5,
+            };
+            j.save_report(summary, format!("{{\"run\":\"{run}\"}}"))
+                .await
+                .expect("save");
+        }
+        let failed = b.hosts[3]
+            .recent_reports(Some("wf".into()), Some("failed".into()), 10)
+            .await
+            .expect("list");
+        assert_eq!(failed.len(), 1, "{}", b.name);
+        assert_eq!(failed[0].run_id, "run-2", "{}", b.name);
+        let all = j.recent_reports(None, None, 10).await.expect("list");
+        let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(order, ["run-2", "run-1"], "{}: newest first", b.name);
+        assert_eq!(
+            j.report("run-2").await.expect("report").as_deref(),
+            Some("{\"run\":\"run-2\"}"),
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// A TCP relay to the test server that the test can cut: every connection
+/// through it is dropped and new ones refused until it is restored.
+struct Relay {
+    addr: std::net::SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (open2, cut2) = (Arc::clone(&open), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !open2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut cut = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_a_typed_unavailable_claim_and_the_store_reconnects() {
+    let url = fresh_database().await;
+    // postgres://postgres@127.0.0.1:PORT/DB -> the same through the relay.
+    let (head, rest) = url.split_once("@").expect("url");
+    let (server, db) = rest.split_once('/').expect("url");
+    let relay = Relay::start(server.to_string()).await;
+    let via_relay = format!("{head}:secret@{}/{db}", relay.addr);
+    let store = PostgresClaimStore::new(PgPool::open(&via_relay, 4).await.expect("opens"));
+    store
+        .claim(request("item-1", "run-1", 30_000))
+        .await
+        .expect("first claim");
+
+    relay.cut();
+    match store.claim(request("item-2", "run-2", 30_000)).await {
+        Err(ClaimStoreError::Unavailable(why)) => {
+            assert!(!why.contains("secret"), "the password leaked: {why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // Nothing was half-written: item-2 is free, item-1 still held.
+    relay.restore();
+    let mut granted = None;
+    for _ in 0..20 {
+        match store.claim(request("item-2", "run-2", 30_000)).await {
+            Ok(c) => {
+                granted = Some(c);
+                break;
+            }
+            Err(ClaimStoreError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(granted.expect("reconnected").run_id, "run-2");
+    let held: Vec<String> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.run_id)
+        .collect();
+    assert_eq!(held, ["run-1", "run-2"]);
+}
