@@ -155,7 +155,7 @@ pub async fn drive<E: StepExecutor>(
             (report, scheduled.elapsed())
         }
     };
-    let done = |r: Result<RunReport, crate::workflow::InputError>,
+    let done = |r: Result<RunReport, crate::scheduler::RunError>,
                 latency: Duration,
                 reports: &mut Vec<(RunFacts, Duration)>| {
         if let Some(p) = &progress {

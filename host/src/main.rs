@@ -657,7 +657,10 @@ async fn run(
             trace,
         })
         .await
-        .map_err(|e| bad_input(anyhow::anyhow!("{e}")))?;
+        .map_err(|e| match e {
+            braid::scheduler::RunError::Input(_) => bad_input(anyhow::anyhow!("{e}")),
+            other => Exit(1, other.into()),
+        })?;
     if let Some(otel) = otel {
         otel.export(&report);
         otel.shutdown(Duration::from_secs(10)).await;

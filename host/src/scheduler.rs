@@ -10,7 +10,7 @@
 //! Must not know wasmtime: a step call is executed by a [`StepExecutor`]
 //! (the sandbox in production; anything else in tests and baselines).
 
-use crate::journal::{JournalEntry, RunJournal, RunStart};
+use crate::journal::{JournalEntry, JournalError, RunJournal, RunStart};
 use crate::report::{
     AttemptReport, CompensationReport, EventRecord, RunRecorder, RunReport, StepReport, UndoReport,
 };
@@ -186,6 +186,19 @@ impl<E> Clone for Scheduler<E> {
     }
 }
 
+/// Why a run was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The input does not fit the workflow.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The run's start could not be journaled (after the journal's own
+    /// retries): a run the journal does not know could not be recovered if
+    /// this host died, so it is refused before any step runs.
+    #[error("run not started: {0}")]
+    JournalUnavailable(JournalError),
+}
+
 /// The error of a run aborted by [`Scheduler::run_until`]'s cancellation.
 pub const ABORTED: &str = "run aborted: the host is shutting down";
 
@@ -284,7 +297,7 @@ impl<E: StepExecutor> Scheduler<E> {
     /// workflow is refused before anything runs; every other failure is in
     /// the report (`outcome: failed`), after cancelling what still ran and
     /// undoing what completed.
-    pub async fn run(&self, request: RunRequest) -> Result<RunReport, InputError> {
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
         self.run_until(request, &CancellationToken::new()).await
     }
 
@@ -296,7 +309,7 @@ impl<E: StepExecutor> Scheduler<E> {
         &self,
         request: RunRequest,
         cancel: &CancellationToken,
-    ) -> Result<RunReport, InputError> {
+    ) -> Result<RunReport, RunError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
@@ -323,7 +336,11 @@ impl<E: StepExecutor> Scheduler<E> {
         tracing::info!(parent: &run_tracing_span, trace_id = %trace_id, continued = incoming.continued, "run started");
         let heartbeat = self
             .journal_start(&wf, &run_id, run_span, &incoming, &inputs)
-            .await;
+            .await
+            .map_err(|e| {
+                tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "run refused: {e}");
+                RunError::JournalUnavailable(e)
+            })?;
 
         let base = AttemptContext {
             run_id: run_id.clone(),
@@ -559,8 +576,10 @@ impl<E: StepExecutor> Scheduler<E> {
         run_span: SpanId,
         incoming: &IncomingTrace,
         inputs: &serde_json::Map<String, Value>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let journal = self.journal.as_ref()?;
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, JournalError> {
+        let Some(journal) = self.journal.as_ref() else {
+            return Ok(None);
+        };
         let start = RunStart {
             run_id: run_id.to_string(),
             workflow: wf.name.clone(),
@@ -580,12 +599,10 @@ impl<E: StepExecutor> Scheduler<E> {
                 .collect(),
             owner: self.owner.clone(),
         };
-        if let Err(e) = journal.start(&start, RUN_LEASE).await {
-            tracing::error!(run_id, "journal write failed: {e}");
-        }
+        journal.start(&start, RUN_LEASE).await?;
         let (journal, run_id, owner) =
             (Arc::clone(journal), run_id.to_string(), self.owner.clone());
-        Some(tokio::spawn(async move {
+        Ok(Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(RUN_LEASE / 3);
             loop {
                 tick.tick().await;
@@ -593,7 +610,7 @@ impl<E: StepExecutor> Scheduler<E> {
                     tracing::warn!(run_id, "run lease renewal failed: {e}");
                 }
             }
-        }))
+        })))
     }
 
     async fn release_claims(&self, run_id: &str, log: &RunLog) -> Vec<String> {
@@ -1505,5 +1522,93 @@ mod tests {
         }
         assert!(backoff(1) <= BACKOFF_BASE && backoff(1) >= BACKOFF_BASE / 2);
         assert!(backoff(3) >= BACKOFF_BASE * 2);
+    }
+
+    /// A journal whose every write fails, as one that stays unreachable.
+    struct DownJournal;
+
+    fn down<T>() -> Result<T, JournalError> {
+        Err(JournalError::Unavailable("database is down".into()))
+    }
+
+    #[async_trait::async_trait]
+    impl RunJournal for DownJournal {
+        async fn start(&self, _: &RunStart, _: Duration) -> Result<(), JournalError> {
+            down()
+        }
+        async fn append(&self, _: &str, _: JournalEntry) -> Result<(), JournalError> {
+            down()
+        }
+        async fn finish(
+            &self,
+            _: &str,
+            _: &str,
+            _: bool,
+            _: Option<String>,
+        ) -> Result<(), JournalError> {
+            down()
+        }
+        async fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<(), JournalError> {
+            down()
+        }
+        async fn take_over_abandoned(
+            &self,
+            _: &str,
+            _: Duration,
+            _: crate::journal::OwnerIsDead,
+        ) -> Result<Vec<crate::journal::AbandonedRun>, JournalError> {
+            down()
+        }
+        async fn save_report(
+            &self,
+            _: crate::journal::ReportSummary,
+            _: String,
+        ) -> Result<(), JournalError> {
+            down()
+        }
+        async fn report(&self, _: &str) -> Result<Option<String>, JournalError> {
+            down()
+        }
+        async fn recent_reports(
+            &self,
+            _: Option<String>,
+            _: Option<String>,
+            _: usize,
+        ) -> Result<Vec<crate::journal::ReportSummary>, JournalError> {
+            down()
+        }
+        async fn idempotent_run(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<(String, String)>, JournalError> {
+            down()
+        }
+        async fn remember_idempotent(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<(), JournalError> {
+            down()
+        }
+        async fn runs(&self) -> Result<Vec<crate::journal::RunRecord>, JournalError> {
+            down()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_start_cannot_be_journaled_is_refused_before_any_step() {
+        let sched = Scheduler::new(Arc::new(Scripted::default()), 8)
+            .with_journal(Arc::new(DownJournal), "h:1".into());
+        let err = sched.run(request(diamond())).await.expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "run not started: run journal unavailable: database is down"
+        );
+        assert!(matches!(err, RunError::JournalUnavailable(_)));
+        let calls = sched.executor().calls.lock().expect("lock").len();
+        assert_eq!(calls, 0, "no step ran");
     }
 }

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Live, Served, SwapError, component_name};
 use crate::report::RunReport;
 use crate::sandbox::Sandbox;
-use crate::scheduler::RunRequest;
+use crate::scheduler::{RunError, RunRequest};
 use crate::trace::IncomingTrace;
 use axum::Router;
 use axum::body::Body;
@@ -731,7 +731,10 @@ async fn execute(
     });
     match rx.await {
         Ok(Ok(report)) => Ok(run_response(&report)),
-        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Ok(Err(e @ RunError::Input(_))) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Ok(Err(e @ RunError::JournalUnavailable(_))) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
         Err(_) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the run's task ended abnormally",
