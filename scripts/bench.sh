@@ -53,4 +53,16 @@ mkdir -p "$out"
     t0=$(date +%s%N); $BRAID run workflows/api-orchestration.toml --input "$(input "$i")" > /dev/null; t1=$(date +%s%N)
     echo "- run $i: $(( (t1 - t0) / 1000000 )) ms"
   done
+  echo; echo "### Claim store: SQLite (this machine's disk, WAL, synchronous=NORMAL) vs PostgreSQL (local server, fsync on)"
+  echo
+  echo "Uncontended (100,000 items), then contended (16 items: most calls are conflicts)."
+  echo
+  pg=$(BRAID_TEST_PG_PORT=55434 BRAID_TEST_PG_FSYNC=on scripts/test-postgres.sh)
+  trap 'kill $api 2>/dev/null; BRAID_TEST_PG_PORT=55434 scripts/test-postgres.sh stop' EXIT
+  bench_db="braid_bench_$RANDOM"
+  psql "$pg" -qc "CREATE DATABASE $bench_db"
+  for store in sqlite "${pg%/*}/$bench_db"; do
+    $BRAID bench --mode claims --store "$store" --concurrency 1,8,32 --runs 4000
+    $BRAID bench --mode claims --store "$store" --concurrency 32 --runs 4000 --items 16
+  done
 } 2>&1 | tee "$out/tables.md"

@@ -261,6 +261,10 @@ struct BenchArgs {
         default_value = "100,10000,100000,1000000"
     )]
     payload_bytes: Vec<usize>,
+    /// Claims mode: how many distinct work items the claimers pick from
+    /// (few items: contended, many conflicts).
+    #[arg(long, default_value_t = 100_000)]
+    items: usize,
     /// Do not journal runs (measures the journal's cost when compared).
     #[arg(long)]
     no_journal: bool,
@@ -279,6 +283,10 @@ enum BenchMode {
     Attempt,
     /// Cost vs number of steps and payload size (generated chains of `noop`).
     Scaling,
+    /// The claim store alone (`--store`: sqlite in a scratch directory, or a
+    /// postgres:// URL): claim calls per second and latency, `--concurrency`
+    /// claimers, `--runs` claim calls per rung, on `--items` work items.
+    Claims,
     All,
 }
 
@@ -1036,8 +1044,60 @@ async fn policy_eval(
     }
 }
 
+/// `braid bench --mode claims`: the claim store alone, one rung per
+/// `--concurrency` value.
+async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
+    let (store, label): (Arc<dyn ClaimStore>, String) = if args.state.store.trim() == "sqlite" {
+        let scratch = std::env::temp_dir().join(format!(
+            "braid-bench-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let store = SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?;
+        (Arc::new(store), "sqlite".into())
+    } else {
+        let (store, _, _) = open_stores(&args.state).await?;
+        (store, "postgres".into())
+    };
+    let mut rungs = Vec::new();
+    for &claimers in &args.concurrency {
+        let rung = braid::bench::claim_rung(
+            Arc::clone(&store),
+            &label,
+            claimers,
+            args.runs,
+            args.items,
+        )
+        .await
+        .map_err(|e| Exit(1, e.into()))?;
+        if !args.json {
+            println!(
+                "{:<9} {:>4} claimers {:>7} items: {:>8.0} claims/s  claim p50 {:>7.0} us p99 {:>7.0} us  release p50 {:>7.0} us  {} conflicts",
+                rung.store,
+                rung.claimers,
+                rung.items,
+                rung.claims_per_s,
+                rung.claim_p50_us,
+                rung.claim_p99_us,
+                rung.release_p50_us,
+                rung.conflicts
+            );
+        }
+        rungs.push(rung);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rungs).map_err(|e| Exit(1, e.into()))?
+        );
+    }
+    Ok(0)
+}
+
 async fn bench(args: BenchArgs) -> Result<u8, Exit> {
     use braid::bench::{self, BenchApi, Load, LoadResult, NativeExecutor};
+    if args.mode == BenchMode::Claims {
+        return bench_claims(&args).await;
+    }
     let (latencies, latency_label) = match (args.latency_ms, args.latency) {
         (Some(ms), _) => (
             Latencies::uniform(Duration::from_millis(ms)),
@@ -1094,7 +1154,7 @@ async fn bench(args: BenchArgs) -> Result<u8, Exit> {
         BenchMode::Sequential => (true, false, false),
         BenchMode::Ladder => (false, true, false),
         BenchMode::Rate => (false, false, true),
-        BenchMode::Attempt | BenchMode::Scaling => (false, false, false),
+        BenchMode::Attempt | BenchMode::Scaling | BenchMode::Claims => (false, false, false),
         BenchMode::All => (true, true, true),
     };
     if seq {
