@@ -313,7 +313,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             j.append(&id, completed("b")).await.expect("append");
             // A write repeated after a lost acknowledgement counts once.
             j.append(&id, completed("b")).await.expect("append");
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let undo = JournalEntry {
                     kind: "undo".into(),
                     step: "b".into(),
@@ -346,7 +346,11 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
                 assert_eq!(run.previous_owner, "gone:1", "{}", b.name);
                 let steps: Vec<&str> = run.completed.iter().map(|c| c.step.as_str()).collect();
                 let i: usize = run.start.run_id["run-dead-".len()..].parse().expect("id");
-                let want: &[&str] = if i % 2 == 0 { &["a"] } else { &["a", "b"] };
+                let want: &[&str] = if i.is_multiple_of(2) {
+                    &["a"]
+                } else {
+                    &["a", "b"]
+                };
                 assert_eq!(steps, want, "{}: {}", b.name, run.start.run_id);
                 if let Some(other) = taken_by.insert(run.start.run_id.clone(), owner.clone()) {
                     panic!(

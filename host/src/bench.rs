@@ -704,8 +704,8 @@ pub async fn claim_rung(
     }
     let (mut claim_us, mut release_us, mut conflicts) = (Vec::new(), Vec::new(), 0);
     while let Some(done) = tasks.join_next().await {
-        let (c, r, n) = done
-            .map_err(|e| crate::store::ClaimStoreError::Unavailable(e.to_string()))??;
+        let (c, r, n) =
+            done.map_err(|e| crate::store::ClaimStoreError::Unavailable(e.to_string()))??;
         claim_us.extend(c);
         release_us.extend(r);
         conflicts += n;

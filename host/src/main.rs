@@ -1060,15 +1060,10 @@ async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
     };
     let mut rungs = Vec::new();
     for &claimers in &args.concurrency {
-        let rung = braid::bench::claim_rung(
-            Arc::clone(&store),
-            &label,
-            claimers,
-            args.runs,
-            args.items,
-        )
-        .await
-        .map_err(|e| Exit(1, e.into()))?;
+        let rung =
+            braid::bench::claim_rung(Arc::clone(&store), &label, claimers, args.runs, args.items)
+                .await
+                .map_err(|e| Exit(1, e.into()))?;
         if !args.json {
             println!(
                 "{:<9} {:>4} claimers {:>7} items: {:>8.0} claims/s  claim p50 {:>7.0} us p99 {:>7.0} us  release p50 {:>7.0} us  {} conflicts",
