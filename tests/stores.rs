@@ -304,7 +304,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
     for b in journal_backends().await {
         let j = &b.hosts[0];
         // 40 runs of a host whose leases ran out, one of a live host.
-        for i in 0..40 {
+        for i in 0..40usize {
             let id = format!("run-dead-{i}");
             j.start(&run_start(&id, "gone:1"), Duration::from_millis(1))
                 .await
