@@ -374,6 +374,12 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             .await
             .expect("take over");
         assert!(again.is_empty(), "{}", b.name);
+        // The old owner finds out at its next renewal.
+        let renewed = j
+            .heartbeat("run-dead-0", "gone:1", Duration::from_secs(60))
+            .await
+            .expect("heartbeat");
+        assert!(!renewed, "{}: a lost run's lease was renewed", b.name);
         // A dead owner's runs are taken at once, lease or not.
         let dead = b.hosts[2]
             .take_over_abandoned(
@@ -395,10 +401,30 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         j.start(&run_start("run-1", "h:1"), Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
-        j.finish("run-1", "succeeded", false, None)
+        // Only the owner finishes it.
+        j.finish("run-1", "other:2", "failed", false, None)
+            .await
+            .expect("a stranger's finish is ignored");
+        assert!(
+            !b.hosts[1]
+                .heartbeat("run-1", "other:2", Duration::from_secs(60))
+                .await
+                .expect("heartbeat"),
+            "{}: a stranger does not hold the lease",
+            b.name
+        );
+        assert!(
+            b.hosts[1]
+                .heartbeat("run-1", "h:1", Duration::from_secs(60))
+                .await
+                .expect("heartbeat"),
+            "{}",
+            b.name
+        );
+        j.finish("run-1", "h:1", "succeeded", false, None)
             .await
             .expect("finish");
-        j.finish("run-1", "aborted", true, Some("late".into()))
+        j.finish("run-1", "h:1", "aborted", true, Some("late".into()))
             .await
             .expect("second finish is ignored");
         let runs = j.runs().await.expect("runs");

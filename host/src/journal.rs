@@ -181,21 +181,25 @@ pub trait RunJournal: Send + Sync + 'static {
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError>;
     /// Appends one entry to a run's journal.
     async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
-    /// Writes the terminal record. Only a `running` run can finish, once.
+    /// Writes the terminal record. Only a `running` run held by `owner` can
+    /// finish, once: a host whose run was taken over cannot overwrite what
+    /// the new owner records.
     async fn finish(
         &self,
         run_id: &str,
+        owner: &str,
         status: &str,
         degraded: bool,
         error: Option<String>,
     ) -> Result<(), JournalError>;
-    /// Extends the lease of a running run held by `owner`.
+    /// Extends the lease of a running run held by `owner`. `Ok(false)`: the
+    /// run is no longer `owner`'s (another host took it over).
     async fn heartbeat(
         &self,
         run_id: &str,
         owner: &str,
         lease: Duration,
-    ) -> Result<(), JournalError>;
+    ) -> Result<bool, JournalError>;
     /// Takes over every running run whose lease expired or whose owner
     /// `is_dead` says is gone; of several callers, exactly one gets each run.
     async fn take_over_abandoned(
@@ -291,22 +295,22 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    /// Writes the terminal record. Only a `running` run can finish, once.
     async fn finish(
         &self,
         run_id: &str,
+        owner: &str,
         status: &str,
         degraded: bool,
         error: Option<String>,
     ) -> Result<(), JournalError> {
-        let (run_id, status) = (run_id.to_string(), status.to_string());
+        let args = [run_id, owner, status].map(str::to_string);
         self.db
             .write(move |conn| {
                 crate::db::exec(
                     conn,
-                    "UPDATE runs SET status = ?2, degraded = ?3, error = ?4, finished_at_ms = ?5
-                 WHERE run_id = ?1 AND status = 'running'",
-                    params![run_id, status, degraded, error, ms(now_ms())],
+                    "UPDATE runs SET status = ?3, degraded = ?4, error = ?5, finished_at_ms = ?6
+                 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
+                    params![args[0], args[1], args[2], degraded, error, ms(now_ms())],
                 )
                 .map_err(unavailable)?;
                 Ok(())
@@ -314,22 +318,21 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    /// Extends the lease of a running run held by `owner`.
     async fn heartbeat(
         &self,
         run_id: &str,
         owner: &str,
         lease: Duration,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
         self.db.write(move |conn| {
-            crate::db::exec(
+            let n = crate::db::exec(
                 conn,
                 "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
                 params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
             )
             .map_err(unavailable)?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }

@@ -47,7 +47,7 @@ pub async fn recover(
         .await?;
     let mut recovered = Vec::new();
     for run in abandoned {
-        recovered.push(recover_one(&sandbox, &journal, claims.as_ref(), run).await?);
+        recovered.push(recover_one(&sandbox, &journal, claims.as_ref(), owner, run).await?);
     }
     Ok(recovered)
 }
@@ -98,6 +98,7 @@ async fn recover_one(
     sandbox: &Arc<Sandbox>,
     journal: &Arc<dyn RunJournal>,
     claims: &dyn ClaimStore,
+    owner: &str,
     run: AbandonedRun,
 ) -> Result<RecoveredRun, JournalError> {
     let start = &run.start;
@@ -193,7 +194,7 @@ async fn recover_one(
         error.push_str(p);
     }
     journal
-        .finish(&start.run_id, "aborted", false, Some(error.clone()))
+        .finish(&start.run_id, owner, "aborted", false, Some(error.clone()))
         .await?;
     tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
     Ok(RecoveredRun {

@@ -212,6 +212,17 @@ pub const MAX_COMPENSATION_RETRIES: u32 = 3;
 pub const UNDO_RETRIES: u32 = 3;
 /// A running run's lease in the journal; renewed at a third of it.
 pub const RUN_LEASE: Duration = Duration::from_secs(6);
+/// A host stops a run whose lease it has not renewed for this long: before
+/// the lease runs out and another host may take the run over and undo it.
+pub const LEASE_FENCE: Duration = Duration::from_secs(4);
+/// The error of a run stopped because its lease was lost.
+pub const LEASE_LOST: &str = "run stopped: this host lost the run's lease (the run journal was out of reach too long, or another host took the run over); whoever takes it over undoes it";
+
+/// Keeps a run's lease alive; `lost` fires when it cannot (see [`LEASE_FENCE`]).
+struct LeaseKeeper {
+    task: tokio::task::JoinHandle<()>,
+    lost: CancellationToken,
+}
 
 /// Exponential backoff with jitter: a random wait between half and all of
 /// `base * 2^(retry-1)`, capped.
@@ -232,6 +243,50 @@ enum StepOutcome {
     /// `compensate` said `continue-with`: this output stands in.
     Compensated(Value),
     Failed(String),
+}
+
+/// Renews a run's lease every third of [`RUN_LEASE`] until aborted. Fires
+/// `lost` and ends when the journal says another host owns the run, or when
+/// no renewal got through for [`LEASE_FENCE`] (counted from when the last
+/// successful renewal was sent, so the run stops at least
+/// `RUN_LEASE - LEASE_FENCE` before anyone may take it over).
+async fn keep_lease(
+    journal: Arc<dyn RunJournal>,
+    run_id: String,
+    owner: String,
+    lost: CancellationToken,
+) {
+    use tokio::time::Instant;
+    // The start was just journaled with a full lease.
+    let mut renewed = Instant::now();
+    let period = RUN_LEASE / 3;
+    let mut tick = tokio::time::interval_at(renewed + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        let renewal = journal.heartbeat(&run_id, &owner, RUN_LEASE);
+        match tokio::time::timeout_at(renewed + LEASE_FENCE, renewal).await {
+            Ok(Ok(true)) => renewed = sent,
+            Ok(Ok(false)) => {
+                // Another host took the run over (or it just finished).
+                tracing::warn!(run_id, "this host no longer holds the run's lease");
+                lost.cancel();
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(run_id, "run lease renewal failed: {e}"),
+            Err(_) => {}
+        }
+        if Instant::now() >= renewed + LEASE_FENCE {
+            tracing::error!(
+                run_id,
+                "run lease not renewed for {} s: stopping the run",
+                LEASE_FENCE.as_secs()
+            );
+            lost.cancel();
+            return;
+        }
+    }
 }
 
 /// Journals entries of one run; a journal failure is logged, never fatal to
@@ -334,13 +389,19 @@ impl<E: StepExecutor> Scheduler<E> {
             tracing::warn!(parent: &run_tracing_span, trace_id = %trace_id, "{why}");
         }
         tracing::info!(parent: &run_tracing_span, trace_id = %trace_id, continued = incoming.continued, "run started");
-        let heartbeat = self
+        let lease = self
             .journal_start(&wf, &run_id, run_span, &incoming, &inputs)
             .await
             .map_err(|e| {
                 tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "run refused: {e}");
                 RunError::JournalUnavailable(e)
             })?;
+        let lease_lost = lease
+            .as_ref()
+            .map_or_else(CancellationToken::new, |l| l.lost.clone());
+        // Set when the lease is lost: the run stops here and leaves its undo
+        // and terminal record to the host that takes it over.
+        let mut fenced = false;
 
         let base = AttemptContext {
             run_id: run_id.clone(),
@@ -420,6 +481,13 @@ impl<E: StepExecutor> Scheduler<E> {
                         tasks.abort_all();
                         continue;
                     }
+                    () = lease_lost.cancelled() => {
+                        tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{LEASE_LOST}");
+                        failure = Some(LEASE_LOST.to_string());
+                        fenced = true;
+                        tasks.abort_all();
+                        continue;
+                    }
                 }
             } else {
                 tasks.join_next_with_id().await
@@ -482,7 +550,7 @@ impl<E: StepExecutor> Scheduler<E> {
 
         let mut undo = Vec::new();
         let mut released_claims = Vec::new();
-        if failure.is_some() {
+        if failure.is_some() && !fenced {
             for (name, input) in completed.iter().rev() {
                 let Some(step) = wf.step(name) else { continue };
                 if !self.executor.is_reversible(name) {
@@ -525,12 +593,15 @@ impl<E: StepExecutor> Scheduler<E> {
             ),
         };
         if let Some(j) = &self.journal
-            && let Err(e) = j.finish(&run_id, outcome, degraded, error.clone()).await
+            && !fenced
+            && let Err(e) = j
+                .finish(&run_id, &self.owner, outcome, degraded, error.clone())
+                .await
         {
             tracing::error!(run_id = %run_id, "journal write failed: {e}");
         }
-        if let Some(h) = heartbeat {
-            h.abort();
+        if let Some(l) = lease {
+            l.task.abort();
         }
         let duration = started.elapsed();
         tracing::info!(
@@ -576,7 +647,7 @@ impl<E: StepExecutor> Scheduler<E> {
         run_span: SpanId,
         incoming: &IncomingTrace,
         inputs: &serde_json::Map<String, Value>,
-    ) -> Result<Option<tokio::task::JoinHandle<()>>, JournalError> {
+    ) -> Result<Option<LeaseKeeper>, JournalError> {
         let Some(journal) = self.journal.as_ref() else {
             return Ok(None);
         };
@@ -600,17 +671,14 @@ impl<E: StepExecutor> Scheduler<E> {
             owner: self.owner.clone(),
         };
         journal.start(&start, RUN_LEASE).await?;
-        let (journal, run_id, owner) =
-            (Arc::clone(journal), run_id.to_string(), self.owner.clone());
-        Ok(Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RUN_LEASE / 3);
-            loop {
-                tick.tick().await;
-                if let Err(e) = journal.heartbeat(&run_id, &owner, RUN_LEASE).await {
-                    tracing::warn!(run_id, "run lease renewal failed: {e}");
-                }
-            }
-        })))
+        let lost = CancellationToken::new();
+        let task = tokio::spawn(keep_lease(
+            Arc::clone(journal),
+            run_id.to_string(),
+            self.owner.clone(),
+            lost.clone(),
+        ));
+        Ok(Some(LeaseKeeper { task, lost }))
     }
 
     async fn release_claims(&self, run_id: &str, log: &RunLog) -> Vec<String> {
@@ -1524,32 +1592,43 @@ mod tests {
         assert!(backoff(3) >= BACKOFF_BASE * 2);
     }
 
-    /// A journal whose every write fails, as one that stays unreachable.
-    struct DownJournal;
+    /// A journal for the lease tests: `start` fails unless `starts`,
+    /// `heartbeat` answers `renews` (`None`: an error, as when the database
+    /// is out of reach); finishes and entries are recorded.
+    #[derive(Default)]
+    struct FakeJournal {
+        starts: bool,
+        renews: Option<bool>,
+        finishes: Mutex<Vec<String>>,
+        entries: Mutex<Vec<JournalEntry>>,
+    }
 
     fn down<T>() -> Result<T, JournalError> {
         Err(JournalError::Unavailable("database is down".into()))
     }
 
     #[async_trait::async_trait]
-    impl RunJournal for DownJournal {
+    impl RunJournal for FakeJournal {
         async fn start(&self, _: &RunStart, _: Duration) -> Result<(), JournalError> {
-            down()
+            if self.starts { Ok(()) } else { down() }
         }
-        async fn append(&self, _: &str, _: JournalEntry) -> Result<(), JournalError> {
-            down()
+        async fn append(&self, _: &str, entry: JournalEntry) -> Result<(), JournalError> {
+            self.entries.lock().expect("lock").push(entry);
+            Ok(())
         }
         async fn finish(
             &self,
             _: &str,
             _: &str,
+            status: &str,
             _: bool,
             _: Option<String>,
         ) -> Result<(), JournalError> {
-            down()
+            self.finishes.lock().expect("lock").push(status.to_string());
+            Ok(())
         }
-        async fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<(), JournalError> {
-            down()
+        async fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<bool, JournalError> {
+            self.renews.map_or_else(down, Ok)
         }
         async fn take_over_abandoned(
             &self,
@@ -1598,10 +1677,84 @@ mod tests {
         }
     }
 
+    /// The diamond with `a` reversible and `b`, `c` taking `delay`.
+    fn slow_reversible(delay: Duration) -> Scripted {
+        Scripted {
+            delay: [("b".to_string(), delay), ("c".to_string(), delay)]
+                .into_iter()
+                .collect(),
+            reversible: ["a".to_string()].into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A run whose lease is lost stops at once and leaves undo and the
+    /// terminal record to whoever takes it over.
+    async fn assert_fenced(journal: Arc<FakeJournal>, within: Duration) {
+        let sched = Scheduler::new(Arc::new(slow_reversible(RUN_LEASE * 2)), 8)
+            .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+        let started = tokio::time::Instant::now();
+        let report = sched.run(request(diamond())).await.expect("started");
+        assert!(
+            started.elapsed() <= within,
+            "stopped after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(report.outcome, "failed");
+        assert_eq!(report.error.as_deref(), Some(LEASE_LOST));
+        assert!(report.undo.is_empty(), "no undo here: {:?}", report.undo);
+        assert!(sched.executor().undos.lock().expect("lock").is_empty());
+        assert!(
+            journal.finishes.lock().expect("lock").is_empty(),
+            "no terminal record"
+        );
+        let b = report.steps.iter().find(|s| s.name == "b").expect("b");
+        assert_eq!(b.outcome, "cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_run_taken_over_by_another_host_stops_without_undoing() {
+        let journal = Arc::new(FakeJournal {
+            starts: true,
+            renews: Some(false),
+            ..Default::default()
+        });
+        // Found at the first renewal, a third of the lease in (the steps
+        // would take twice the lease).
+        assert_fenced(journal, RUN_LEASE).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_lease_cannot_be_renewed_stops_before_it_could_be_taken_over() {
+        let journal = Arc::new(FakeJournal {
+            starts: true,
+            renews: None,
+            ..Default::default()
+        });
+        // Stopped before the lease ran out, so before anyone could take over.
+        assert_fenced(journal, RUN_LEASE).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_that_renews_its_lease_runs_to_the_end() {
+        let journal = Arc::new(FakeJournal {
+            starts: true,
+            renews: Some(true),
+            ..Default::default()
+        });
+        // Long enough for a renewal or two.
+        let delay = RUN_LEASE / 3 + Duration::from_millis(500);
+        let sched = Scheduler::new(Arc::new(slow_reversible(delay)), 8)
+            .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+        let report = sched.run(request(diamond())).await.expect("started");
+        assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+        assert_eq!(*journal.finishes.lock().expect("lock"), ["succeeded"]);
+    }
+
     #[tokio::test]
     async fn a_run_whose_start_cannot_be_journaled_is_refused_before_any_step() {
         let sched = Scheduler::new(Arc::new(Scripted::default()), 8)
-            .with_journal(Arc::new(DownJournal), "h:1".into());
+            .with_journal(Arc::new(FakeJournal::default()), "h:1".into());
         let err = sched.run(request(diamond())).await.expect_err("refused");
         assert_eq!(
             err.to_string(),

@@ -134,18 +134,19 @@ impl RunJournal for PostgresJournal {
     async fn finish(
         &self,
         run_id: &str,
+        owner: &str,
         status: &str,
         degraded: bool,
         error: Option<String>,
     ) -> Result<(), JournalError> {
         let sql = format!(
-            "UPDATE braid_runs SET status = $2, degraded = $3, error = $4, finished_at_ms = {DB_NOW_MS}
-             WHERE run_id = $1 AND status = 'running'"
+            "UPDATE braid_runs SET status = $3, degraded = $4, error = $5, finished_at_ms = {DB_NOW_MS}
+             WHERE run_id = $1 AND owner = $2 AND status = 'running'"
         );
         self.execute(
             "journaling a run's end",
             &sql,
-            &[&run_id, &status, &degraded, &error],
+            &[&run_id, &owner, &status, &degraded, &error],
         )
         .await?;
         Ok(())
@@ -156,7 +157,7 @@ impl RunJournal for PostgresJournal {
         run_id: &str,
         owner: &str,
         lease: Duration,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         // On the lease pool, tried once: the next heartbeat comes soon.
         let sql = format!(
             "UPDATE braid_runs SET lease_expires_ms = {DB_NOW_MS} + $3
@@ -164,10 +165,10 @@ impl RunJournal for PostgresJournal {
         );
         let call = async {
             let client = self.pg.leases.get().await?;
-            client
+            let n = client
                 .execute(&sql, &[&run_id, &owner, &lease_ms(lease)])
                 .await?;
-            Ok::<_, CallError>(())
+            Ok::<_, CallError>(n == 1)
         };
         call.await.map_err(journal_error)
     }
