@@ -504,8 +504,17 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
     // within the journal's retry budget.
     std::thread::sleep(Duration::from_millis(1500));
     pg(&["stop"]);
+    // Readiness tells a load balancer to send runs elsewhere meanwhile.
+    let ready = http(&hosts[0].addr, "GET", "/readyz", &[], "");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body.contains("unavailable"), "{}", ready.body);
     std::thread::sleep(Duration::from_secs(2));
     pg(&[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http(&hosts[1].addr, "GET", "/readyz", &[], "").status != 200 {
+        assert!(Instant::now() < deadline, "not ready after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let answers = rt.block_on(driving).expect("load");
     let db = rt.block_on(connect(&url));
     let stored = rt.block_on(settled(&db, Duration::from_secs(30)));

@@ -211,6 +211,39 @@ async fn postgres_schema_is_created_once_versioned_and_a_newer_one_refused() {
         .collect();
     assert_eq!(versions, [braid::postgres::SCHEMA_VERSION]);
 
+    // A database left at version 1 (claims only, as braid 0.1 wrote it)
+    // keeps its claims and gains the journal tables.
+    client
+        .batch_execute(
+            "DROP TABLE braid_runs, braid_journal, braid_reports, braid_idempotency;
+             UPDATE braid_schema SET version = 1;
+             INSERT INTO braid_claims VALUES
+               ('item-old', 'c-old', 'run-old', 't', 's', 'claim_work', 'h:1', 0, 9999999999999, '{}');",
+        )
+        .await
+        .expect("downgrade to version 1");
+    let pool = PgPool::open(&url, 2).await.expect("migrates 1 -> 2");
+    let version: i32 = client
+        .query_one("SELECT version FROM braid_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, braid::postgres::SCHEMA_VERSION);
+    let held = PostgresClaimStore::new(pool.clone())
+        .list()
+        .await
+        .expect("claims");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].claim_id, "c-old");
+    let journal = PostgresJournal::new(pool);
+    assert!(
+        journal
+            .runs()
+            .await
+            .expect("journal tables exist")
+            .is_empty()
+    );
+
     client
         .execute("UPDATE braid_schema SET version = 99", &[])
         .await

@@ -240,6 +240,9 @@ pub trait RunJournal: Send + Sync + 'static {
     ) -> Result<(), JournalError>;
     /// Every run, oldest first.
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
+    /// Whether the journal answers now (one cheap query, not retried): what
+    /// `braid serve`'s readiness reports.
+    async fn ping(&self) -> Result<(), JournalError>;
 }
 
 impl SqliteJournal {
@@ -503,6 +506,15 @@ impl RunJournal for SqliteJournal {
                 )
                 .map_err(unavailable)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), JournalError> {
+        self.db
+            .call(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(unavailable)
             })
             .await
     }

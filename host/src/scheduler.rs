@@ -1675,6 +1675,9 @@ mod tests {
         async fn runs(&self) -> Result<Vec<crate::journal::RunRecord>, JournalError> {
             down()
         }
+        async fn ping(&self) -> Result<(), JournalError> {
+            down()
+        }
     }
 
     /// The diamond with `a` reversible and `b`, `c` taking `delay`.

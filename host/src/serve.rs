@@ -241,11 +241,15 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Ready unless shutting down or the run journal does not answer (runs
+/// could not start: a load balancer should send them elsewhere).
 async fn ready(State(app): State<Arc<Inner>>) -> Response {
     if app.draining.load(Ordering::SeqCst) {
-        error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else {
-        "ready".into_response()
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match app.journal.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -342,6 +342,22 @@ impl RunJournal for PostgresJournal {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), JournalError> {
+        // On the lease pool, so a busy main pool does not read as "down".
+        let call = async {
+            let client = self.pg.leases.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok::<_, CallError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(answer) => answer.map_err(journal_error),
+            Err(_) => Err(JournalError::Unavailable(format!(
+                "{}: no answer within 2 s",
+                self.pg.shown
+            ))),
+        }
+    }
+
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
         let rows = self
             .query(
