@@ -36,11 +36,19 @@ struct Answer {
 
 /// POSTs one run to `addr`; `None` when the connection fails or breaks.
 async fn post_run(addr: &str, body: &str, traceparent: &str) -> Option<(u16, Value)> {
+    post_run_with(addr, body, &format!("traceparent: {traceparent}\r\n"))
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// POSTs one run with `headers` (`name: value\r\n` lines): status, response
+/// head, body.
+async fn post_run_with(addr: &str, body: &str, headers: &str) -> Option<(u16, String, Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let head = format!(
         "POST /v1/workflows/api-orchestration/runs HTTP/1.1\r\nHost: {addr}\r\n\
-         Connection: close\r\ncontent-type: application/json\r\ntraceparent: {traceparent}\r\n\
+         Connection: close\r\ncontent-type: application/json\r\n{headers}\
          content-length: {}\r\n\r\n",
         body.len()
     );
@@ -51,7 +59,11 @@ async fn post_run(addr: &str, body: &str, traceparent: &str) -> Option<(u16, Val
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    Some((
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    ))
 }
 
 /// The load: `runs` requests, at most `in_flight` at once, run `i` on host
@@ -583,4 +595,74 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
         "database restart: outcomes {outcomes:?}, {retried} journal writes retried, \
          {unavailable} claim attempts met `unavailable`"
     );
+}
+
+#[test]
+fn an_idempotency_key_sent_to_two_hosts_at_once_runs_once() {
+    let rt = runtime();
+    let url = rt.block_on(fresh_database());
+    // Slow enough that every duplicate arrives while the first run goes on.
+    let api = SampleApi::start(Some(200));
+    let hosts = hosts(&url, 2);
+    let body =
+        json!({ "api_base": api.base(), "user_id": "u-100", "work_item": "idem-1" }).to_string();
+    let answers: Vec<(u16, String, Value)> = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (addr, body) = (hosts[i % 2].addr.clone(), body.clone());
+            tasks.spawn(async move {
+                post_run_with(&addr, &body, "idempotency-key: order-42\r\n").await
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(a) = tasks.join_next().await {
+            out.push(a.expect("task").expect("answered"));
+        }
+        out
+    });
+    let run_ids: HashSet<&str> = answers
+        .iter()
+        .map(|(_, _, b)| str_of(b, "/run_id"))
+        .collect();
+    assert_eq!(run_ids.len(), 1, "one run for one key: {answers:?}");
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["outcome"], "succeeded");
+    }
+    let replayed = answers
+        .iter()
+        .filter(|(_, head, _)| head.contains("idempotent-replayed: true"))
+        .count();
+    assert_eq!(replayed, 7, "all but the first are replays");
+    let db = rt.block_on(connect(&url));
+    let runs = rt.block_on(stored_runs(&db));
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    // One token request, one run's worth of API calls.
+    let tokens = api
+        .requests(None)
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token")
+        .count();
+    assert_eq!(tokens, 1);
+
+    // The same key with another body is refused on either host.
+    let other =
+        json!({ "api_base": api.base(), "user_id": "u-200", "work_item": "idem-2" }).to_string();
+    for h in &hosts {
+        let (status, _, body) = rt
+            .block_on(post_run_with(
+                &h.addr,
+                &other,
+                "idempotency-key: order-42\r\n",
+            ))
+            .expect("answered");
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("different body"),
+            "{body}"
+        );
+    }
 }

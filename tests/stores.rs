@@ -466,13 +466,24 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         assert!(!runs[0].degraded && runs[0].error.is_none(), "{}", b.name);
         assert!(runs[0].finished_at_ms.is_some(), "{}", b.name);
 
-        j.remember_idempotent("wf", "key-1", "sha-a", "run-1")
+        let first = j.reserve_idempotent("wf", "key-1", "sha-a", "run-1").await;
+        assert_eq!(first.expect("reserve"), None, "{}: reserved", b.name);
+        // Reserving again for the same run (a retried write) still holds.
+        let again = j.reserve_idempotent("wf", "key-1", "sha-a", "run-1").await;
+        assert_eq!(again.expect("reserve"), None, "{}", b.name);
+        let second = b.hosts[1]
+            .reserve_idempotent("wf", "key-1", "sha-b", "run-2")
             .await
-            .expect("key");
-        b.hosts[1]
-            .remember_idempotent("wf", "key-1", "sha-b", "run-2")
-            .await
-            .expect("second key is ignored");
+            .expect("reserve");
+        assert_eq!(
+            second,
+            Some(("sha-a".to_string(), "run-1".to_string())),
+            "{}: the second host learns who has the key",
+            b.name
+        );
+        let run = b.hosts[2].run("run-1").await.expect("run");
+        assert_eq!(run.map(|r| r.status).as_deref(), Some("succeeded"));
+        assert!(b.hosts[2].run("run-nope").await.expect("run").is_none());
         assert_eq!(
             b.hosts[2]
                 .idempotent_run("wf", "key-1")

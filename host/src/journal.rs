@@ -230,16 +230,20 @@ pub trait RunJournal: Send + Sync + 'static {
         workflow: &str,
         key: &str,
     ) -> Result<Option<(String, String)>, JournalError>;
-    /// Remembers the run an `Idempotency-Key` started (the first one wins).
-    async fn remember_idempotent(
+    /// Reserves an `Idempotency-Key` of `workflow` for the run `run_id` is
+    /// about to start. `None`: reserved; `Some((body sha256, run id))`: the
+    /// key was taken first (on any host sharing the journal) by that run.
+    async fn reserve_idempotent(
         &self,
         workflow: &str,
         key: &str,
         body_sha256: &str,
         run_id: &str,
-    ) -> Result<(), JournalError>;
+    ) -> Result<Option<(String, String)>, JournalError>;
     /// Every run, oldest first.
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
+    /// One run, if the journal knows it.
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError>;
     /// Whether the journal answers now (one cheap query, not retried): what
     /// `braid serve`'s readiness reports.
     async fn ping(&self) -> Result<(), JournalError>;
@@ -488,24 +492,35 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    /// Remembers the run an `Idempotency-Key` started (the first one wins).
-    async fn remember_idempotent(
+    async fn reserve_idempotent(
         &self,
         workflow: &str,
         key: &str,
         body_sha256: &str,
         run_id: &str,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Option<(String, String)>, JournalError> {
         let args = [workflow, key, body_sha256, run_id].map(str::to_string);
         self.db
             .write(move |conn| {
-                conn.execute(
-                    "INSERT OR IGNORE INTO idempotency (workflow, key, body_sha256, run_id, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![args[0], args[1], args[2], args[3], ms(now_ms())],
-                )
-                .map_err(unavailable)?;
-                Ok(())
+                let inserted = conn
+                    .execute(
+                        "INSERT OR IGNORE INTO idempotency (workflow, key, body_sha256, run_id, at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![args[0], args[1], args[2], args[3], ms(now_ms())],
+                    )
+                    .map_err(unavailable)?;
+                if inserted == 1 {
+                    return Ok(None);
+                }
+                let (sha, holder): (String, String) = conn
+                    .query_row(
+                        "SELECT body_sha256, run_id FROM idempotency WHERE workflow = ?1 AND key = ?2",
+                        params![args[0], args[1]],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(unavailable)?;
+                // Already this run's (a repeated reservation) counts as reserved.
+                Ok((holder != args[3]).then_some((sha, holder)))
             })
             .await
     }
@@ -521,35 +536,53 @@ impl RunJournal for SqliteJournal {
 
     /// Every run, oldest first.
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
-        self.db.call(|conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
-                            r.started_at_ms, r.finished_at_ms,
-                            (SELECT COUNT(*) FROM journal j WHERE j.run_id = r.run_id)
-                     FROM runs r ORDER BY r.started_at_ms, r.run_id",
-                )
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(RunRecord {
-                        run_id: r.get(0)?,
-                        workflow: r.get(1)?,
-                        trace_id: r.get(2)?,
-                        status: r.get(3)?,
-                        degraded: r.get(4)?,
-                        error: r.get(5)?,
-                        owner: r.get(6)?,
-                        started_at_ms: r.get::<_, i64>(7)?.max(0) as u64,
-                        finished_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
-                        entries: r.get::<_, i64>(9)?.max(0) as usize,
-                    })
-                })
-                .map_err(unavailable)?;
-            rows.collect::<Result<_, _>>().map_err(unavailable)
-        })
-        .await
+        self.db
+            .call(|conn| select_runs(conn, "ORDER BY r.started_at_ms, r.run_id", params![]))
+            .await
     }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
+        let run_id = run_id.to_string();
+        self.db
+            .call(move |conn| {
+                let found = select_runs(conn, "WHERE r.run_id = ?1", params![run_id])?;
+                Ok(found.into_iter().next())
+            })
+            .await
+    }
+}
+
+/// Runs as [`RunRecord`]s; `tail` filters and orders (`r` is `runs`).
+fn select_runs(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>, JournalError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
+                    r.started_at_ms, r.finished_at_ms,
+                    (SELECT COUNT(*) FROM journal j WHERE j.run_id = r.run_id)
+             FROM runs r {tail}"
+        ))
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok(RunRecord {
+                run_id: r.get(0)?,
+                workflow: r.get(1)?,
+                trace_id: r.get(2)?,
+                status: r.get(3)?,
+                degraded: r.get(4)?,
+                error: r.get(5)?,
+                owner: r.get(6)?,
+                started_at_ms: r.get::<_, i64>(7)?.max(0) as u64,
+                finished_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+                entries: r.get::<_, i64>(9)?.max(0) as usize,
+            })
+        })
+        .map_err(unavailable)?;
+    rows.collect::<Result<_, _>>().map_err(unavailable)
 }
 
 fn read_entries(conn: &Connection, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {

@@ -233,7 +233,8 @@ pub fn backoff(retry: u32) -> Duration {
     ceiling.mul_f64(jitter)
 }
 
-fn new_run_id() -> String {
+/// A new random run id (`run-` and 16 hex digits).
+pub fn new_run_id() -> String {
     format!("run-{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
@@ -365,10 +366,20 @@ impl<E: StepExecutor> Scheduler<E> {
         request: RunRequest,
         cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
+        self.run_as(request, new_run_id(), cancel).await
+    }
+
+    /// [`Scheduler::run_until`] under a run id chosen beforehand (from
+    /// [`new_run_id`]), e.g. one already reserved for an `Idempotency-Key`.
+    pub async fn run_as(
+        &self,
+        request: RunRequest,
+        run_id: String,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, RunError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
-        let run_id = new_run_id();
         let run_span = SpanId::random();
         let trace_id = incoming.parent.trace_id;
         let recorder = RunRecorder::new();
@@ -1663,13 +1674,16 @@ mod tests {
         ) -> Result<Option<(String, String)>, JournalError> {
             down()
         }
-        async fn remember_idempotent(
+        async fn reserve_idempotent(
             &self,
             _: &str,
             _: &str,
             _: &str,
             _: &str,
-        ) -> Result<(), JournalError> {
+        ) -> Result<Option<(String, String)>, JournalError> {
+            down()
+        }
+        async fn run(&self, _: &str) -> Result<Option<crate::journal::RunRecord>, JournalError> {
             down()
         }
         async fn runs(&self) -> Result<Vec<crate::journal::RunRecord>, JournalError> {

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Live, Served, SwapError, component_name};
 use crate::report::RunReport;
 use crate::sandbox::Sandbox;
-use crate::scheduler::{RunError, RunRequest};
+use crate::scheduler::{RunError, RunRequest, new_run_id};
 use crate::trace::IncomingTrace;
 use axum::Router;
 use axum::body::Body;
@@ -557,7 +557,7 @@ async fn start_run(
     );
 
     let Some(key) = header_str(&headers, "idempotency-key").map(str::to_string) else {
-        return match execute(&app, &served, input, trace).await {
+        return match execute(&app, &served, input, trace, new_run_id()).await {
             Ok((status, body)) => respond(status, &body, false),
             Err(resp) => resp,
         };
@@ -569,7 +569,8 @@ async fn start_run(
         );
     }
     let body_sha = hex::encode(Sha256::digest(&bytes));
-    // A run this key started earlier (possibly before a restart)?
+    // A run this key started earlier (on any host sharing the journal,
+    // possibly before a restart)?
     match app.journal.idempotent_run(&name, &key).await {
         Ok(Some((sha, run_id))) => return replay(&app, &sha, &body_sha, &run_id).await,
         Ok(None) => {}
@@ -594,15 +595,23 @@ async fn start_run(
         .get_or_try_init(|| {
             first = true;
             async {
-                let (status, body) = execute(&app, &served, input, trace).await?;
-                let run_id = body["run_id"].as_str().unwrap_or_default().to_string();
-                if let Err(e) = app
+                // The key is reserved before the run starts, so a duplicate
+                // reaching another host at the same moment waits for this
+                // run instead of starting its own.
+                let run_id = new_run_id();
+                let taken = app
                     .journal
-                    .remember_idempotent(&name, &key, &body_sha, &run_id)
+                    .reserve_idempotent(&name, &key, &body_sha, &run_id)
                     .await
-                {
-                    tracing::error!(run_id = %run_id, "cannot remember Idempotency-Key: {e}");
+                    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                if let Some((sha, other)) = taken {
+                    let (status, body) = answer_of(&app, &other).await?;
+                    return Ok::<_, Response>((
+                        status,
+                        json!({ "body_sha256": sha, "response": body, "replayed": true }),
+                    ));
                 }
+                let (status, body) = execute(&app, &served, input, trace, run_id).await?;
                 Ok::<_, Response>((status, json!({ "body_sha256": body_sha, "response": body })))
             }
         })
@@ -618,7 +627,11 @@ async fn start_run(
                     "this Idempotency-Key was used with a different body",
                 );
             }
-            respond(*status, &stored["response"], !first)
+            respond(
+                *status,
+                &stored["response"],
+                !first || stored["replayed"] == true,
+            )
         }
         Err(resp) => resp,
     }
@@ -643,22 +656,70 @@ async fn replay(app: &Inner, stored_sha: &str, body_sha: &str, run_id: &str) -> 
             "this Idempotency-Key was used with a different body",
         );
     }
-    match app.journal.report(run_id).await {
-        Ok(Some(json)) => match serde_json::from_str::<RunReportView>(&json) {
-            Ok(view) => {
-                let (status, body) = run_response(&view.into_report());
-                respond(status, &body, true)
+    match answer_of(app, run_id).await {
+        Ok((status, body)) => respond(status, &body, true),
+        Err(response) => response,
+    }
+}
+
+/// How long a repeat of an `Idempotency-Key` waits for the first run's
+/// answer (the run may be going on another host).
+const IDEMPOTENT_WAIT: Duration = Duration::from_secs(600);
+/// A reserved key whose run the journal still does not know after this
+/// long: the host that reserved it stopped before starting the run.
+const NEVER_STARTED: Duration = Duration::from_secs(30);
+/// A finished run's report is stored just after its terminal record.
+const REPORT_LAG: Duration = Duration::from_secs(5);
+
+/// The answer of run `run_id` (of an `Idempotency-Key`), from its stored
+/// report; waits while the run goes on, here or on another host.
+async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value), Response> {
+    let unavailable =
+        |e: crate::journal::JournalError| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let conflict = |why: String| error(StatusCode::CONFLICT, why);
+    let waiting_since = tokio::time::Instant::now();
+    let mut finished_at = None;
+    loop {
+        if let Some(json) = app.journal.report(run_id).await.map_err(unavailable)? {
+            return match serde_json::from_str::<RunReportView>(&json) {
+                Ok(view) => Ok(run_response(&view.into_report())),
+                Err(e) => Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("stored report of {run_id}: {e}"),
+                )),
+            };
+        }
+        let waited = waiting_since.elapsed();
+        match app.journal.run(run_id).await.map_err(unavailable)? {
+            Some(run) if run.status == "aborted" => {
+                return Err(conflict(format!(
+                    "run `{run_id}` of this Idempotency-Key was aborted: {}",
+                    run.error.unwrap_or_default()
+                )));
             }
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("stored report of {run_id}: {e}"),
-            ),
-        },
-        Ok(None) => error(
-            StatusCode::CONFLICT,
-            format!("run `{run_id}` of this Idempotency-Key has no report (it did not finish)"),
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Some(run) if run.status != "running" => {
+                let at = *finished_at.get_or_insert(waited);
+                if waited > at + REPORT_LAG {
+                    return Err(conflict(format!(
+                        "run `{run_id}` of this Idempotency-Key ended `{}` without a stored report",
+                        run.status
+                    )));
+                }
+            }
+            None if waited > NEVER_STARTED => {
+                return Err(conflict(format!(
+                    "run `{run_id}` of this Idempotency-Key never started (the host that took the key stopped)"
+                )));
+            }
+            _ => {}
+        }
+        if waited > IDEMPOTENT_WAIT {
+            return Err(conflict(format!(
+                "run `{run_id}` of this Idempotency-Key is still running after {} s",
+                IDEMPOTENT_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -709,6 +770,7 @@ async fn execute(
     served: &Served,
     input: Value,
     trace: IncomingTrace,
+    run_id: String,
 ) -> Result<(u16, Value), Response> {
     let request = RunRequest {
         workflow: Arc::clone(&served.workflow),
@@ -723,7 +785,7 @@ async fn execute(
     let scheduler = served.scheduler.clone();
     let inner = Arc::clone(app);
     app.runs.spawn(async move {
-        let result = scheduler.run_until(request, &abort).await;
+        let result = scheduler.run_as(request, run_id, &abort).await;
         if let Ok(report) = &result {
             inner.metrics.run_finished(report);
             if let Some(otel) = &inner.otel {

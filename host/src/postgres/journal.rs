@@ -322,24 +322,47 @@ impl RunJournal for PostgresJournal {
         Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
-    async fn remember_idempotent(
+    async fn reserve_idempotent(
         &self,
         workflow: &str,
         key: &str,
         body_sha256: &str,
         run_id: &str,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Option<(String, String)>, JournalError> {
+        // Insert, or read who has it; a retried insert that had committed
+        // reads back this very run, which counts as reserved.
         let sql = format!(
-            "INSERT INTO braid_idempotency (workflow, key, body_sha256, run_id, at_ms)
-             VALUES ($1, $2, $3, $4, {DB_NOW_MS}) ON CONFLICT (workflow, key) DO NOTHING"
+            "WITH inserted AS (
+               INSERT INTO braid_idempotency (workflow, key, body_sha256, run_id, at_ms)
+               VALUES ($1, $2, $3, $4, {DB_NOW_MS}) ON CONFLICT (workflow, key) DO NOTHING
+               RETURNING body_sha256, run_id)
+             SELECT body_sha256, run_id FROM inserted
+             UNION ALL
+             SELECT body_sha256, run_id FROM braid_idempotency
+             WHERE workflow = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM inserted)"
         );
-        self.execute(
-            "storing an idempotency key",
-            &sql,
-            &[&workflow, &key, &body_sha256, &run_id],
-        )
-        .await?;
-        Ok(())
+        let rows = self
+            .query(
+                "reserving an idempotency key",
+                &sql,
+                &[&workflow, &key, &body_sha256, &run_id],
+            )
+            .await?;
+        let mut found = rows.first().map(|r| (r.get(0), r.get(1)));
+        if found.is_none() {
+            // Lost a race with an insert committed after this statement's
+            // snapshot: a new statement sees it.
+            found = self.idempotent_run(workflow, key).await?;
+        }
+        let (sha, holder): (String, String) =
+            found.ok_or_else(|| JournalError::Unavailable("idempotency key vanished".into()))?;
+        Ok((holder != run_id).then_some((sha, holder)))
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
+        let sql = format!("{SELECT_RUNS} WHERE r.run_id = $1");
+        let rows = self.query("reading a run", &sql, &[&run_id]).await?;
+        Ok(rows.first().map(run_record))
     }
 
     async fn ping(&self) -> Result<(), JournalError> {
@@ -359,30 +382,30 @@ impl RunJournal for PostgresJournal {
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
-        let rows = self
-            .query(
-                "listing runs",
-                "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
-                        r.started_at_ms, r.finished_at_ms,
-                        (SELECT COUNT(*) FROM braid_journal j WHERE j.run_id = r.run_id)
-                 FROM braid_runs r ORDER BY r.started_at_ms, r.run_id",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RunRecord {
-                run_id: r.get(0),
-                workflow: r.get(1),
-                trace_id: r.get(2),
-                status: r.get(3),
-                degraded: r.get(4),
-                error: r.get(5),
-                owner: r.get(6),
-                started_at_ms: to_ms(r.get(7)),
-                finished_at_ms: r.get::<_, Option<i64>>(8).map(to_ms),
-                entries: usize::try_from(r.get::<_, i64>(9)).unwrap_or(0),
-            })
-            .collect())
+        let sql = format!("{SELECT_RUNS} ORDER BY r.started_at_ms, r.run_id");
+        let rows = self.query("listing runs", &sql, &[]).await?;
+        Ok(rows.iter().map(run_record).collect())
+    }
+}
+
+/// Runs as [`RunRecord`]s (`r` is `braid_runs`), see [`run_record`].
+const SELECT_RUNS: &str =
+    "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
+        r.started_at_ms, r.finished_at_ms,
+        (SELECT COUNT(*) FROM braid_journal j WHERE j.run_id = r.run_id)
+ FROM braid_runs r";
+
+fn run_record(r: &tokio_postgres::Row) -> RunRecord {
+    RunRecord {
+        run_id: r.get(0),
+        workflow: r.get(1),
+        trace_id: r.get(2),
+        status: r.get(3),
+        degraded: r.get(4),
+        error: r.get(5),
+        owner: r.get(6),
+        started_at_ms: to_ms(r.get(7)),
+        finished_at_ms: r.get::<_, Option<i64>>(8).map(to_ms),
+        entries: usize::try_from(r.get::<_, i64>(9)).unwrap_or(0),
     }
 }
