@@ -222,6 +222,9 @@ pub const LEASE_LOST: &str = "run stopped: this host lost the run's lease (the r
 struct LeaseKeeper {
     task: tokio::task::JoinHandle<()>,
     lost: CancellationToken,
+    /// Set before the terminal record is written: a renewal that then finds
+    /// the run no longer running is not news.
+    finishing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Exponential backoff with jitter: a random wait between half and all of
@@ -256,6 +259,7 @@ async fn keep_lease(
     run_id: String,
     owner: String,
     lost: CancellationToken,
+    finishing: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::time::Instant;
     // The start was just journaled with a full lease.
@@ -269,9 +273,9 @@ async fn keep_lease(
         let renewal = journal.heartbeat(&run_id, &owner, RUN_LEASE);
         match tokio::time::timeout_at(renewed + LEASE_FENCE, renewal).await {
             Ok(Ok(true)) => renewed = sent,
+            Ok(Ok(false)) if finishing.load(std::sync::atomic::Ordering::SeqCst) => return,
             Ok(Ok(false)) => {
-                // Another host took the run over (or it just finished).
-                tracing::warn!(run_id, "this host no longer holds the run's lease");
+                tracing::warn!(run_id, "another host took this run over");
                 lost.cancel();
                 return;
             }
@@ -603,6 +607,9 @@ impl<E: StepExecutor> Scheduler<E> {
                 Some(format!("result step `{}` did not run", wf.result)),
             ),
         };
+        if let Some(l) = &lease {
+            l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Some(j) = &self.journal
             && !fenced
             && let Err(e) = j
@@ -683,13 +690,19 @@ impl<E: StepExecutor> Scheduler<E> {
         };
         journal.start(&start, RUN_LEASE).await?;
         let lost = CancellationToken::new();
+        let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(keep_lease(
             Arc::clone(journal),
             run_id.to_string(),
             self.owner.clone(),
             lost.clone(),
+            Arc::clone(&finishing),
         ));
-        Ok(Some(LeaseKeeper { task, lost }))
+        Ok(Some(LeaseKeeper {
+            task,
+            lost,
+            finishing,
+        }))
     }
 
     async fn release_claims(&self, run_id: &str, log: &RunLog) -> Vec<String> {
