@@ -4,9 +4,9 @@
 //! mid-load. Each test gets a fresh database; the restart test has a server
 //! of its own (port 55433) so restarting it disturbs no other test.
 //!
-//! Every host gets its own `HOSTNAME`, so it names its runs like a host on
-//! another machine: a survivor cannot see that a killed host's process is
-//! gone and must wait for the run leases to run out, as across machines.
+//! Every host gets its own `HOSTNAME` (host-0, host-1, ...), so the tests
+//! can tell whose runs are whose. On a shared database only expired leases
+//! say a host is gone, so a survivor waits for them, as across machines.
 
 use crate::serve::Served;
 use crate::support::*;

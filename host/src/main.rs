@@ -536,6 +536,8 @@ struct Host {
     claims: Arc<dyn ClaimStore>,
     journal: Arc<dyn RunJournal>,
     owner: String,
+    /// How recovery tells a run's host is gone (by the kind of store).
+    liveness: braid::recovery::Liveness,
 }
 
 /// Connections to PostgreSQL a host keeps at most (`--store postgres://`).
@@ -603,11 +605,17 @@ fn open_host_with(
     };
     let owner = config.host_id.clone();
     let sandbox = Sandbox::new(config, Arc::clone(&claims)).map_err(|e| Exit(2, e.into()))?;
+    let liveness = if state.store.trim() == "sqlite" {
+        braid::recovery::Liveness::ThisMachine
+    } else {
+        braid::recovery::Liveness::LeasesOnly
+    };
     Ok(Host {
         sandbox: Arc::new(sandbox),
         claims,
         journal,
         owner,
+        liveness,
     })
 }
 
@@ -617,6 +625,7 @@ async fn recover(host: &Host) -> Result<Vec<braid::recovery::RecoveredRun>, Exit
         Arc::clone(&host.journal),
         Arc::clone(&host.claims),
         &host.owner,
+        host.liveness,
     )
     .await
     .map_err(|e| Exit(1, e.into()))
@@ -919,6 +928,7 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
         Arc::clone(&host.journal),
         Arc::clone(&host.claims),
         host.owner.clone(),
+        host.liveness,
     );
     let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
     let server = Server::start(

@@ -30,19 +30,35 @@ pub struct RecoveredRun {
     pub released_claims: Vec<String>,
 }
 
+/// How recovery tells that a run's host is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The store is on this machine (SQLite): a run whose owner process
+    /// (`hostname:pid`) no longer exists here is taken at once; otherwise
+    /// its lease must run out.
+    ThisMachine,
+    /// The store is shared by several machines (PostgreSQL): only an
+    /// expired lease says a host is gone. A process id seen from another
+    /// machine (or another pid namespace) proves nothing.
+    LeasesOnly,
+}
+
 /// Finds runs abandoned by dead hosts, undoes and aborts them.
 pub async fn recover(
     sandbox: Arc<Sandbox>,
     journal: Arc<dyn RunJournal>,
     claims: Arc<dyn ClaimStore>,
     owner: &str,
+    liveness: Liveness,
 ) -> Result<Vec<RecoveredRun>, JournalError> {
     let this = owner.to_string();
     let abandoned = journal
         .take_over_abandoned(
             owner,
             RUN_LEASE,
-            Box::new(move |o| crate::journal::owner_is_dead_here(o, &this)),
+            Box::new(move |o| {
+                liveness == Liveness::ThisMachine && crate::journal::owner_is_dead_here(o, &this)
+            }),
         )
         .await?;
     let mut recovered = Vec::new();
@@ -66,6 +82,7 @@ pub fn spawn_recovery_loop(
     journal: Arc<dyn RunJournal>,
     claims: Arc<dyn ClaimStore>,
     owner: String,
+    liveness: Liveness,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
@@ -78,6 +95,7 @@ pub fn spawn_recovery_loop(
                 Arc::clone(&journal),
                 Arc::clone(&claims),
                 &owner,
+                liveness,
             )
             .await;
             match found {

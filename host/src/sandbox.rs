@@ -120,6 +120,17 @@ pub struct SandboxConfig {
     pub deny_private_networks: bool,
 }
 
+/// This machine's name for run and claim owners: `HOSTNAME` if set, else
+/// the kernel's host name, else `braid`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "braid".into())
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
@@ -128,11 +139,7 @@ impl Default for SandboxConfig {
             max_table_elements: 100_000,
             max_stdio_bytes: 64 << 10,
             cache_dir: None,
-            host_id: format!(
-                "{}:{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "braid".into()),
-                std::process::id()
-            ),
+            host_id: format!("{}:{}", host_name(), std::process::id()),
             fuel: false,
             deny_private_networks: false,
         }
