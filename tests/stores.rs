@@ -367,7 +367,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             tasks.spawn(async move {
                 let owner = format!("recoverer-{n}:1");
                 let taken = host
-                    .take_over_abandoned(&owner, Duration::from_secs(60), Box::new(|_| false))
+                    .take_over_abandoned(&owner, Duration::from_secs(60), None)
                     .await;
                 (owner, taken)
             });
@@ -403,7 +403,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             }
         }
         let again = b.hosts[1]
-            .take_over_abandoned("late:1", Duration::from_secs(60), Box::new(|_| false))
+            .take_over_abandoned("late:1", Duration::from_secs(60), None)
             .await
             .expect("take over");
         assert!(again.is_empty(), "{}", b.name);
@@ -418,7 +418,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             .take_over_abandoned(
                 "late:1",
                 Duration::from_secs(60),
-                Box::new(|o: &str| o == "alive:2"),
+                Some(Box::new(|o: &str| o == "alive:2")),
             )
             .await
             .expect("take over");

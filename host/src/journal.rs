@@ -201,12 +201,13 @@ pub trait RunJournal: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<bool, JournalError>;
     /// Takes over every running run whose lease expired or whose owner
-    /// `is_dead` says is gone; of several callers, exactly one gets each run.
+    /// `is_dead` (if given) says is gone; of several callers, exactly one
+    /// gets each run.
     async fn take_over_abandoned(
         &self,
         new_owner: &str,
         lease: Duration,
-        is_dead: OwnerIsDead,
+        is_dead: Option<OwnerIsDead>,
     ) -> Result<Vec<AbandonedRun>, JournalError>;
     /// Stores a finished run's report (JSON); a second save replaces the first.
     async fn save_report(
@@ -351,7 +352,7 @@ impl RunJournal for SqliteJournal {
         &self,
         new_owner: &str,
         lease: Duration,
-        is_dead: OwnerIsDead,
+        is_dead: Option<OwnerIsDead>,
     ) -> Result<Vec<AbandonedRun>, JournalError> {
         let new_owner = new_owner.to_string();
         self.db.call(move |conn| {
@@ -368,7 +369,8 @@ impl RunJournal for SqliteJournal {
             let mut taken = Vec::new();
             for (run_id, owner, start, lease_expires) in candidates {
                 let expired = lease_expires <= ms(now);
-                if owner == new_owner || !(expired || is_dead(&owner)) {
+                let dead = is_dead.as_ref().is_some_and(|f| f(&owner));
+                if owner == new_owner || !(expired || dead) {
                     continue;
                 }
                 let n = conn

@@ -543,60 +543,89 @@ struct Host {
 /// Connections to PostgreSQL a host keeps at most (`--store postgres://`).
 const PG_CONNECTIONS: usize = 16;
 
-/// The claim store and run journal `--store` names, and where they are (for
-/// messages).
-async fn open_stores(
-    state: &StateArgs,
-) -> Result<(Arc<dyn ClaimStore>, Arc<dyn RunJournal>, String), Exit> {
-    let store = state.store.trim();
-    if store == "sqlite" {
-        let claims = SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?;
-        let journal = SqliteJournal::open(&state.state_dir).map_err(bad_input)?;
-        let shown = claims.path().display().to_string();
-        return Ok((Arc::new(claims), Arc::new(journal), shown));
+/// What `--store` names.
+enum StoreKind<'a> {
+    /// SQLite files in the state directory (one machine).
+    Sqlite,
+    /// One PostgreSQL database shared by several hosts.
+    Postgres(&'a str),
+}
+
+impl StateArgs {
+    fn store_kind(&self) -> Result<StoreKind<'_>, Exit> {
+        match self.store.trim() {
+            "sqlite" => Ok(StoreKind::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreKind::Postgres(url))
+            }
+            other => Err(bad_input(anyhow::anyhow!(
+                "--store (or BRAID_STORE) `{}`: expected `sqlite` or a postgres:// URL",
+                braid::postgres::redact(other)
+            ))),
+        }
     }
-    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
-        let pg = braid::postgres::PgPool::open(store, PG_CONNECTIONS)
-            .await
-            .map_err(|e| match e {
-                braid::postgres::PostgresError::BadUrl { .. } => bad_input(e),
-                other => Exit(1, other.into()),
-            })?;
-        let shown = pg.shown_url().to_string();
-        return Ok((
-            Arc::new(braid::postgres::PostgresClaimStore::new(pg.clone())),
-            Arc::new(braid::postgres::PostgresJournal::new(pg)),
-            shown,
-        ));
-    }
-    Err(bad_input(anyhow::anyhow!(
-        "--store (or BRAID_STORE) `{}`: expected `sqlite` or a postgres:// URL",
-        braid::postgres::redact(store)
-    )))
+}
+
+/// The claim store and run journal `--store` names.
+struct Stores {
+    claims: Arc<dyn ClaimStore>,
+    journal: Arc<dyn RunJournal>,
+    /// Where they are, for messages (a PostgreSQL password is hidden).
+    shown: String,
+    /// How recovery tells a run's host is gone, by the kind of store.
+    liveness: braid::recovery::Liveness,
+}
+
+/// The SQLite claim store and journal in `dir`.
+fn open_sqlite_stores(dir: &Path) -> Result<Stores, Exit> {
+    let claims = SqliteClaimStore::open(dir).map_err(bad_input)?;
+    let journal = SqliteJournal::open(dir).map_err(bad_input)?;
+    Ok(Stores {
+        shown: claims.path().display().to_string(),
+        claims: Arc::new(claims),
+        journal: Arc::new(journal),
+        liveness: braid::recovery::Liveness::ThisMachine,
+    })
+}
+
+async fn open_stores(state: &StateArgs) -> Result<Stores, Exit> {
+    let url = match state.store_kind()? {
+        StoreKind::Sqlite => return open_sqlite_stores(&state.state_dir),
+        StoreKind::Postgres(url) => url,
+    };
+    let pg = braid::postgres::PgPool::open(url, PG_CONNECTIONS)
+        .await
+        .map_err(|e| match e {
+            braid::postgres::PostgresError::BadUrl { .. } => bad_input(e),
+            other => Exit(1, other.into()),
+        })?;
+    Ok(Stores {
+        shown: pg.shown_url().to_string(),
+        claims: Arc::new(braid::postgres::PostgresClaimStore::new(pg.clone())),
+        journal: Arc::new(braid::postgres::PostgresJournal::new(pg)),
+        liveness: braid::recovery::Liveness::LeasesOnly,
+    })
 }
 
 /// [`open_host_with`] on the stores `--store` names.
 async fn open_host(state: &StateArgs) -> Result<Host, Exit> {
-    let (claims, journal, _) = open_stores(state).await?;
-    open_host_with(state, claims, journal)
+    open_host_with(state, open_stores(state).await?)
 }
 
 /// A host for commands that only load components (check, inspect, policy
 /// eval): it never claims or journals, so it opens the local files rather
 /// than connect to a shared database.
 fn open_local_host(state: &StateArgs) -> Result<Host, Exit> {
-    let claims: Arc<dyn ClaimStore> =
-        Arc::new(SqliteClaimStore::open(&state.state_dir).map_err(bad_input)?);
-    let journal: Arc<dyn RunJournal> =
-        Arc::new(SqliteJournal::open(&state.state_dir).map_err(bad_input)?);
-    open_host_with(state, claims, journal)
+    open_host_with(state, open_sqlite_stores(&state.state_dir)?)
 }
 
-fn open_host_with(
-    state: &StateArgs,
-    claims: Arc<dyn ClaimStore>,
-    journal: Arc<dyn RunJournal>,
-) -> Result<Host, Exit> {
+fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
+    let Stores {
+        claims,
+        journal,
+        liveness,
+        ..
+    } = stores;
     let config = SandboxConfig {
         cache_dir: state.cache_dir(),
         fuel: state.fuel,
@@ -605,11 +634,6 @@ fn open_host_with(
     };
     let owner = config.host_id.clone();
     let sandbox = Sandbox::new(config, Arc::clone(&claims)).map_err(|e| Exit(2, e.into()))?;
-    let liveness = if state.store.trim() == "sqlite" {
-        braid::recovery::Liveness::ThisMachine
-    } else {
-        braid::recovery::Liveness::LeasesOnly
-    };
     Ok(Host {
         sandbox: Arc::new(sandbox),
         claims,
@@ -1057,21 +1081,21 @@ async fn policy_eval(
 /// `braid bench --mode claims`: the claim store alone, one rung per
 /// `--concurrency` value.
 async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
-    let (store, label): (Arc<dyn ClaimStore>, String) = if args.state.store.trim() == "sqlite" {
-        let scratch = std::env::temp_dir().join(format!(
-            "braid-bench-{}",
-            hex::encode(rand::random::<[u8; 6]>())
-        ));
-        let store = SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?;
-        (Arc::new(store), "sqlite".into())
-    } else {
-        let (store, _, _) = open_stores(&args.state).await?;
-        (store, "postgres".into())
+    let (store, label): (Arc<dyn ClaimStore>, &str) = match args.state.store_kind()? {
+        StoreKind::Sqlite => {
+            let scratch = std::env::temp_dir().join(format!(
+                "braid-bench-{}",
+                hex::encode(rand::random::<[u8; 6]>())
+            ));
+            let store = SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?;
+            (Arc::new(store), "sqlite")
+        }
+        StoreKind::Postgres(_) => (open_stores(&args.state).await?.claims, "postgres"),
     };
     let mut rungs = Vec::new();
     for &claimers in &args.concurrency {
         let rung =
-            braid::bench::claim_rung(Arc::clone(&store), &label, claimers, args.runs, args.items)
+            braid::bench::claim_rung(Arc::clone(&store), label, claimers, args.runs, args.items)
                 .await
                 .map_err(|e| Exit(1, e.into()))?;
         if !args.json {
@@ -1522,8 +1546,12 @@ fn print_attempt(attempt: Option<&[serde_json::Value]>) {
 }
 
 async fn runs(json: bool, state: &StateArgs) -> Result<u8, Exit> {
-    let (_, journal, _) = open_stores(state).await?;
-    let list = journal.runs().await.map_err(|e| Exit(1, e.into()))?;
+    let list = open_stores(state)
+        .await?
+        .journal
+        .runs()
+        .await
+        .map_err(|e| Exit(1, e.into()))?;
     if json {
         println!(
             "{}",
@@ -1547,8 +1575,8 @@ async fn runs(json: bool, state: &StateArgs) -> Result<u8, Exit> {
 }
 
 async fn claims(json: bool, state: &StateArgs) -> Result<u8, Exit> {
-    let (store, _, shown) = open_stores(state).await?;
-    let list = store.list().await.map_err(|e| Exit(1, e.into()))?;
+    let Stores { claims, shown, .. } = open_stores(state).await?;
+    let list = claims.list().await.map_err(|e| Exit(1, e.into()))?;
     if json {
         println!(
             "{}",

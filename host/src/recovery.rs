@@ -51,15 +51,17 @@ pub async fn recover(
     owner: &str,
     liveness: Liveness,
 ) -> Result<Vec<RecoveredRun>, JournalError> {
-    let this = owner.to_string();
+    let is_dead: Option<crate::journal::OwnerIsDead> = match liveness {
+        Liveness::ThisMachine => {
+            let this = owner.to_string();
+            Some(Box::new(move |o| {
+                crate::journal::owner_is_dead_here(o, &this)
+            }))
+        }
+        Liveness::LeasesOnly => None,
+    };
     let abandoned = journal
-        .take_over_abandoned(
-            owner,
-            RUN_LEASE,
-            Box::new(move |o| {
-                liveness == Liveness::ThisMachine && crate::journal::owner_is_dead_here(o, &this)
-            }),
-        )
+        .take_over_abandoned(owner, RUN_LEASE, is_dead)
         .await?;
     let mut recovered = Vec::new();
     for run in abandoned {

@@ -569,14 +569,8 @@ async fn start_run(
         );
     }
     let body_sha = hex::encode(Sha256::digest(&bytes));
-    // A run this key started earlier (on any host sharing the journal,
-    // possibly before a restart)?
-    match app.journal.idempotent_run(&name, &key).await {
-        Ok(Some((sha, run_id))) => return replay(&app, &sha, &body_sha, &run_id).await,
-        Ok(None) => {}
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-    // Or one still running here: wait for it rather than run twice.
+    // A repeat of a key still running here shares its first request's
+    // answer; otherwise the journal says who has the key (below).
     let cell = {
         let Ok(mut pending) = app.pending.lock() else {
             return error(
@@ -596,8 +590,9 @@ async fn start_run(
             first = true;
             async {
                 // The key is reserved before the run starts, so a duplicate
-                // reaching another host at the same moment waits for this
-                // run instead of starting its own.
+                // reaching any host sharing the journal (at the same moment,
+                // or later, also after a restart) waits for this run and
+                // replays its answer instead of starting its own.
                 let run_id = new_run_id();
                 let taken = app
                     .journal
@@ -605,6 +600,9 @@ async fn start_run(
                     .await
                     .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
                 if let Some((sha, other)) = taken {
+                    if sha != body_sha {
+                        return Err(different_body());
+                    }
                     let (status, body) = answer_of(&app, &other).await?;
                     return Ok::<_, Response>((
                         status,
@@ -622,10 +620,7 @@ async fn start_run(
     match outcome {
         Ok((status, stored)) => {
             if stored["body_sha256"] != body_sha.as_str() {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "this Idempotency-Key was used with a different body",
-                );
+                return different_body();
             }
             respond(
                 *status,
@@ -648,18 +643,11 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Answers a repeat of an `Idempotency-Key` whose run is in the journal.
-async fn replay(app: &Inner, stored_sha: &str, body_sha: &str, run_id: &str) -> Response {
-    if stored_sha != body_sha {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "this Idempotency-Key was used with a different body",
-        );
-    }
-    match answer_of(app, run_id).await {
-        Ok((status, body)) => respond(status, &body, true),
-        Err(response) => response,
-    }
+fn different_body() -> Response {
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "this Idempotency-Key was used with a different body",
+    )
 }
 
 /// How long a repeat of an `Idempotency-Key` waits for the first run's

@@ -77,6 +77,9 @@ impl ClaimStore for PostgresClaimStore {
         let lease = lease_ms(r.lease);
         // A holder that releases between the two statements leaves nothing
         // to report: try again (bounded).
+        // Prepared once per connection, not on every call.
+        let insert = client.prepare_cached(&insert).await.map_err(unavailable)?;
+        let holder = client.prepare_cached(&holder).await.map_err(unavailable)?;
         for _ in 0..3 {
             let granted = client
                 .query_opt(
@@ -123,13 +126,9 @@ impl ClaimStore for PostgresClaimStore {
             "WITH now AS (SELECT {DB_NOW_MS} AS ms)
              UPDATE braid_claims SET expires_at_ms = now.ms + $3 FROM now
              WHERE claim_id = $1 AND run_id = $2 AND expires_at_ms > now.ms
-             RETURNING {}",
-            COLUMNS
-                .split(", ")
-                .map(|c| format!("braid_claims.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
+             RETURNING {COLUMNS}"
         );
+        let sql = client.prepare_cached(&sql).await.map_err(unavailable)?;
         client
             .query_opt(&sql, &[&claim_id, &run_id, &lease_ms(lease)])
             .await
@@ -140,11 +139,12 @@ impl ClaimStore for PostgresClaimStore {
 
     async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError> {
         let client = self.pg.client().await?;
+        let sql = client
+            .prepare_cached("DELETE FROM braid_claims WHERE claim_id = $1 AND run_id = $2")
+            .await
+            .map_err(unavailable)?;
         let n = client
-            .execute(
-                "DELETE FROM braid_claims WHERE claim_id = $1 AND run_id = $2",
-                &[&claim_id, &run_id],
-            )
+            .execute(&sql, &[&claim_id, &run_id])
             .await
             .map_err(unavailable)?;
         if n == 0 {
@@ -160,6 +160,7 @@ impl ClaimStore for PostgresClaimStore {
         let sql = format!("DELETE FROM braid_claims WHERE run_id = $1 RETURNING {COLUMNS}");
         let rows = with_retry("releasing a run's claims", || async {
             let client = self.pg.pool.get().await?;
+            let sql = client.prepare_cached(&sql).await?;
             Ok(client.query(&sql, &[&run_id]).await?)
         })
         .await

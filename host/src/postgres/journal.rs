@@ -59,7 +59,8 @@ impl PostgresJournal {
     ) -> Result<u64, JournalError> {
         with_retry(what, || async {
             let client = self.pg.pool.get().await?;
-            Ok(client.execute(sql, params).await?)
+            let sql = client.prepare_cached(sql).await?;
+            Ok(client.execute(&sql, params).await?)
         })
         .await
         .map_err(journal_error)
@@ -74,7 +75,8 @@ impl PostgresJournal {
     ) -> Result<Vec<tokio_postgres::Row>, JournalError> {
         with_retry(what, || async {
             let client = self.pg.pool.get().await?;
-            Ok(client.query(sql, params).await?)
+            let sql = client.prepare_cached(sql).await?;
+            Ok(client.query(&sql, params).await?)
         })
         .await
         .map_err(journal_error)
@@ -165,6 +167,7 @@ impl RunJournal for PostgresJournal {
         );
         let call = async {
             let client = self.pg.leases.get().await?;
+            let sql = client.prepare_cached(&sql).await?;
             let n = client
                 .execute(&sql, &[&run_id, &owner, &lease_ms(lease)])
                 .await?;
@@ -177,22 +180,25 @@ impl RunJournal for PostgresJournal {
         &self,
         new_owner: &str,
         lease: Duration,
-        is_dead: OwnerIsDead,
+        is_dead: Option<OwnerIsDead>,
     ) -> Result<Vec<AbandonedRun>, JournalError> {
-        // Owners that `is_dead` knows are gone (processes of this machine):
-        // their runs are taken at once, without waiting for the lease.
-        let owners = self
-            .query(
-                "listing run owners",
-                "SELECT DISTINCT owner FROM braid_runs WHERE status = 'running' AND owner <> $1",
-                &[&new_owner],
-            )
-            .await?;
-        let dead: Vec<String> = owners
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .filter(|o| is_dead(o))
-            .collect();
+        // Owners that `is_dead` knows are gone: their runs are taken at
+        // once, without waiting for the lease.
+        let mut dead: Vec<String> = Vec::new();
+        if let Some(is_dead) = is_dead {
+            let owners = self
+                .query(
+                    "listing run owners",
+                    "SELECT DISTINCT owner FROM braid_runs WHERE status = 'running' AND owner <> $1",
+                    &[&new_owner],
+                )
+                .await?;
+            dead = owners
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .filter(|o| is_dead(o))
+                .collect();
+        }
         // One statement: lock the abandoned runs no other recoverer holds
         // (SKIP LOCKED), move them to `new_owner`, return each with its
         // previous owner. A row another host took over meanwhile no longer
