@@ -148,6 +148,15 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 /// Every run in the database, by trace id.
 async fn stored_runs(db: &tokio_postgres::Client) -> HashMap<String, StoredRun> {
+    // Runs first: a run that has ended has all its entries written before
+    // its end, so they are all in the second read.
+    let rows = db
+        .query(
+            "SELECT trace_id, run_id, status, owner, error FROM braid_runs",
+            &[],
+        )
+        .await
+        .expect("runs");
     let mut entries: HashMap<String, Vec<Value>> = HashMap::new();
     for row in db
         .query("SELECT run_id, entry FROM braid_journal ORDER BY seq", &[])
@@ -157,13 +166,6 @@ async fn stored_runs(db: &tokio_postgres::Client) -> HashMap<String, StoredRun> 
         let entry = serde_json::from_str(row.get::<_, &str>(1)).expect("entry JSON");
         entries.entry(row.get(0)).or_default().push(entry);
     }
-    let rows = db
-        .query(
-            "SELECT trace_id, run_id, status, owner, error FROM braid_runs",
-            &[],
-        )
-        .await
-        .expect("runs");
     rows.iter()
         .map(|r| {
             let run_id: String = r.get(1);
@@ -233,18 +235,18 @@ fn assert_undone_once(run: &StoredRun) {
     want.sort_unstable();
     assert_eq!(
         undone, want,
-        "run {} ({}): undo entries {:?}",
-        run.run_id, run.status, run.entries
+        "run {} ({}, owner {}, error {:?}): entries {:?}",
+        run.run_id, run.status, run.owner, run.error, run.entries
     );
 }
 
 /// The HTTP status `braid serve` answers a run with: 200 if it succeeded,
 /// 422 if it failed.
 fn status_of(report: &Value) -> u16 {
-    if report["outcome"] == "succeeded" {
-        200
-    } else {
-        422
+    match report["outcome"].as_str() {
+        Some("succeeded") => 200,
+        Some("aborted") => 503,
+        _ => 422,
     }
 }
 
@@ -481,14 +483,28 @@ fn a_killed_hosts_runs_are_undone_once_by_a_survivor() {
     );
 }
 
-#[test]
-fn a_database_restart_mid_load_leaves_every_run_consistent() {
+/// What a database outage under load left: every answer, the journal after
+/// it settled, outcomes counted, and how many journal writes were retried.
+struct Outage {
+    answers: Vec<Answer>,
+    stored: HashMap<String, StoredRun>,
+    outcomes: HashMap<String, usize>,
+    retried: usize,
+}
+
+/// Stops the test PostgreSQL server on `port` for `down` while 2 hosts
+/// serve `runs` runs (40 in flight), starts it again, and checks what must
+/// hold whatever the outage hit: every run answered, the journal agrees
+/// with every answer, failed and aborted runs undid each reversible step
+/// once, claims are held by exactly the succeeded runs, and both hosts
+/// serve new runs afterwards.
+fn database_outage(port: &str, down: Duration, runs: usize) -> Outage {
     let rt = runtime();
     let script = root().join("scripts/test-postgres.sh");
     let pg = |args: &[&str]| {
         let out = std::process::Command::new(&script)
             .args(args)
-            .env("BRAID_TEST_PG_PORT", "55433")
+            .env("BRAID_TEST_PG_PORT", port)
             .output()
             .expect("scripts/test-postgres.sh runs");
         assert!(
@@ -505,22 +521,20 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
     let load = Load {
         addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
         api_base: api.base(),
-        runs: 1500,
+        runs,
         in_flight: 40,
         lease_ms: 60_000,
         item: |i| format!("job-{i}"),
         down: Arc::new(AtomicUsize::new(NONE_DOWN)),
     };
     let driving = rt.spawn(load.drive());
-    // Down for two seconds: longer than a claim step's retries last, well
-    // within the journal's retry budget.
     std::thread::sleep(Duration::from_millis(1500));
     pg(&["stop"]);
     // Readiness tells a load balancer to send runs elsewhere meanwhile.
     let ready = http(&hosts[0].addr, "GET", "/readyz", &[], "");
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(ready.body.contains("unavailable"), "{}", ready.body);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(down);
     pg(&[]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while http(&hosts[1].addr, "GET", "/readyz", &[], "").status != 200 {
@@ -541,18 +555,47 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
         let run = stored
             .get(&a.trace_id)
             .unwrap_or_else(|| panic!("run on trace {} not journaled", a.trace_id));
-        assert_eq!(run.status, outcome, "journal and answer agree: {run:?}");
-        if outcome == "failed" {
-            // The database was away: the claim step says so, typed.
-            let error = run.error.as_deref().unwrap_or("");
-            assert!(error.contains("unavailable"), "{error}");
-            assert_undone_once(run);
-        } else {
-            assert_eq!(outcome, "succeeded");
+        let log = || {
+            hosts
+                .iter()
+                .flat_map(|h| {
+                    h.stderr()
+                        .lines()
+                        .filter(|l| l.contains(&run.run_id))
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            run.status,
+            outcome,
+            "journal and answer agree: {body}\n{run:?}\n{}",
+            log()
+        );
+        let error = run.error.as_deref().unwrap_or("");
+        match outcome {
+            "succeeded" => {}
+            // The database was away: the claim step says so, typed, or the
+            // run stopped because its lease could not be renewed.
+            "failed" => {
+                assert!(error.contains("unavailable"), "{error}");
+                assert_undone_once(run);
+            }
+            // The lease ran out meanwhile: a host took the run over, undid
+            // and aborted it, and the answer says so.
+            "aborted" => {
+                let answered = body["error"].as_str().unwrap_or("");
+                assert!(answered.starts_with("run aborted:"), "{body}");
+                assert!(error.contains("recovered"), "{error}");
+                assert_undone_once(run);
+            }
+            other => panic!("outcome {other}: {body}"),
         }
         by_run.insert(run.run_id.clone(), (outcome, a.work_item.clone()));
     }
-    // Each succeeded run holds its claim; no failed run holds one.
+    // Each succeeded run holds its claim; no other run holds one.
     let held = rt.block_on(held_claims(&db));
     for (item, run_id) in &held {
         let (outcome, want) = &by_run[run_id];
@@ -577,9 +620,23 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
         .iter()
         .map(|h| h.stderr().matches("trying again").count())
         .sum::<usize>();
+    Outage {
+        answers,
+        stored,
+        outcomes,
+        retried,
+    }
+}
+
+#[test]
+fn a_database_restart_mid_load_leaves_every_run_consistent() {
+    // Down for two seconds: longer than a claim step's retries last, well
+    // within the journal's retry budget.
+    let outage = database_outage("55433", Duration::from_secs(2), 1500);
     // Claim calls that met the restart got the typed error (and the step
     // was tried again or failed).
-    let unavailable = stored
+    let unavailable = outage
+        .stored
         .values()
         .flat_map(|r| &r.entries)
         .filter(|e| e["kind"] == "attempt" && e["step"] == "claim_work")
@@ -590,10 +647,39 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
         })
         .count();
     // The outage met runs in flight: their journal writes waited it out.
-    assert!(retried > 0, "no journal write met the restart");
+    assert!(outage.retried > 0, "no journal write met the restart");
     eprintln!(
-        "database restart: outcomes {outcomes:?}, {retried} journal writes retried, \
-         {unavailable} claim attempts met `unavailable`"
+        "database restart: outcomes {:?}, {} journal writes retried, \
+         {unavailable} claim attempts met `unavailable`",
+        outage.outcomes, outage.retried
+    );
+}
+
+#[test]
+fn runs_whose_leases_outlast_a_database_outage_are_undone_once_and_answered_as_journaled() {
+    // Down for longer than a run lease: every run in flight stops at the
+    // lease fence; when the database is back each is either taken back and
+    // undone by its host (`failed`) or taken over and undone by the other
+    // (`aborted`), never both.
+    let outage = database_outage("55435", Duration::from_secs(8), 300);
+    let stopped: Vec<&Answer> = outage
+        .answers
+        .iter()
+        .filter(|a| {
+            let body = &a.answer.as_ref().expect("answer").1;
+            body["outcome"] == "aborted"
+                || body["error"].as_str() == Some(braid::scheduler::LEASE_UNRENEWED)
+        })
+        .collect();
+    assert!(
+        !stopped.is_empty(),
+        "no run met the lease fence: {:?}",
+        outage.outcomes
+    );
+    eprintln!(
+        "long database outage: outcomes {:?}, {} runs stopped by the lease fence",
+        outage.outcomes,
+        stopped.len()
     );
 }
 

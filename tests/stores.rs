@@ -367,7 +367,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             tasks.spawn(async move {
                 let owner = format!("recoverer-{n}:1");
                 let taken = host
-                    .take_over_abandoned(&owner, Duration::from_secs(60), None)
+                    .take_over_abandoned(&owner, Duration::from_secs(60), None, &[])
                     .await;
                 (owner, taken)
             });
@@ -403,7 +403,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             }
         }
         let again = b.hosts[1]
-            .take_over_abandoned("late:1", Duration::from_secs(60), None)
+            .take_over_abandoned("late:1", Duration::from_secs(60), None, &[])
             .await
             .expect("take over");
         assert!(again.is_empty(), "{}", b.name);
@@ -419,11 +419,33 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
                 "late:1",
                 Duration::from_secs(60),
                 Some(Box::new(|o: &str| o == "alive:2")),
+                &[],
             )
             .await
             .expect("take over");
         assert_eq!(dead.len(), 1, "{}", b.name);
         assert_eq!(dead[0].start.run_id, "run-live", "{}", b.name);
+        // A host's own run whose lease ran out (one it stopped) is taken
+        // back by that host's recovery, unless it still executes there.
+        j.start(&run_start("run-own", "self:1"), Duration::from_millis(1))
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let here = ["run-own".to_string()];
+        let kept = j
+            .take_over_abandoned("self:1", Duration::from_secs(60), None, &here)
+            .await
+            .expect("take over");
+        assert!(kept.is_empty(), "{}: a run in progress taken", b.name);
+        let own = j
+            .take_over_abandoned("self:1", Duration::from_secs(60), None, &[])
+            .await
+            .expect("take over");
+        let ids: Vec<(&str, &str)> = own
+            .iter()
+            .map(|r| (r.start.run_id.as_str(), r.previous_owner.as_str()))
+            .collect();
+        assert_eq!(ids, [("run-own", "self:1")], "{}", b.name);
     }
 }
 
@@ -435,9 +457,12 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         // Only the owner finishes it.
-        j.finish("run-1", "other:2", "failed", false, None)
-            .await
-            .expect("a stranger's finish is ignored");
+        let stranger = j.finish("run-1", "other:2", "failed", false, None).await;
+        assert!(
+            !stranger.expect("finish"),
+            "{}: a stranger's finish",
+            b.name
+        );
         assert!(
             !b.hosts[1]
                 .heartbeat("run-1", "other:2", Duration::from_secs(60))
@@ -454,12 +479,10 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             "{}",
             b.name
         );
-        j.finish("run-1", "h:1", "succeeded", false, None)
-            .await
-            .expect("finish");
-        j.finish("run-1", "h:1", "aborted", true, Some("late".into()))
-            .await
-            .expect("second finish is ignored");
+        let first = j.finish("run-1", "h:1", "succeeded", false, None).await;
+        assert!(first.expect("finish"), "{}: the owner's finish", b.name);
+        let late = j.finish("run-1", "h:1", "aborted", true, Some("late".into()));
+        assert!(!late.await.expect("finish"), "{}: a second finish", b.name);
         let runs = j.runs().await.expect("runs");
         assert_eq!(runs.len(), 1, "{}", b.name);
         assert_eq!(runs[0].status, "succeeded", "{}", b.name);

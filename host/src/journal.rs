@@ -10,7 +10,9 @@ use crate::db::{Db, DbUnavailable, ms};
 use crate::store::now_ms;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +83,50 @@ pub struct AbandonedRun {
     pub previous_owner: String,
     /// Completed, not yet undone, in completion order.
     pub completed: Vec<CompletedStep>,
+}
+
+/// The runs this host is executing right now (shared by every scheduler
+/// of the host and its recovery loop). A run of this host that is `running`
+/// in the journal but not here any more was stopped after it lost its lease
+/// (see `scheduler::LEASE_FENCE`): recovery takes it over once its lease
+/// has run out, as it would another host's.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRuns(Arc<Mutex<HashSet<String>>>);
+
+impl LocalRuns {
+    /// Marks `run_id` as executing here until the guard is dropped.
+    pub fn enter(&self, run_id: &str) -> LocalRun {
+        self.lock().insert(run_id.to_string());
+        LocalRun {
+            runs: self.clone(),
+            run_id: run_id.to_string(),
+        }
+    }
+
+    /// The run ids executing here now.
+    pub fn list(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic while holding this lock cannot leave the set half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A run in [`LocalRuns`]; leaves it when dropped.
+#[derive(Debug)]
+pub struct LocalRun {
+    runs: LocalRuns,
+    run_id: String,
+}
+
+impl Drop for LocalRun {
+    fn drop(&mut self) {
+        self.runs.lock().remove(&self.run_id);
+    }
 }
 
 /// A run's terminal state as stored.
@@ -183,7 +229,8 @@ pub trait RunJournal: Send + Sync + 'static {
     async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
     /// Writes the terminal record. Only a `running` run held by `owner` can
     /// finish, once: a host whose run was taken over cannot overwrite what
-    /// the new owner records.
+    /// the new owner records. `Ok(false)`: it was taken over (the record is
+    /// the new owner's to write).
     async fn finish(
         &self,
         run_id: &str,
@@ -191,7 +238,7 @@ pub trait RunJournal: Send + Sync + 'static {
         status: &str,
         degraded: bool,
         error: Option<String>,
-    ) -> Result<(), JournalError>;
+    ) -> Result<bool, JournalError>;
     /// Extends the lease of a running run held by `owner`. `Ok(false)`: the
     /// run is no longer `owner`'s (another host took it over).
     async fn heartbeat(
@@ -202,12 +249,14 @@ pub trait RunJournal: Send + Sync + 'static {
     ) -> Result<bool, JournalError>;
     /// Takes over every running run whose lease expired or whose owner
     /// `is_dead` (if given) says is gone; of several callers, exactly one
-    /// gets each run.
+    /// gets each run. Runs of `new_owner` itself count too (runs it stopped
+    /// after losing their lease), except those in `running_here`.
     async fn take_over_abandoned(
         &self,
         new_owner: &str,
         lease: Duration,
         is_dead: Option<OwnerIsDead>,
+        running_here: &[String],
     ) -> Result<Vec<AbandonedRun>, JournalError>;
     /// Stores a finished run's report (JSON); a second save replaces the first.
     async fn save_report(
@@ -310,18 +359,18 @@ impl RunJournal for SqliteJournal {
         status: &str,
         degraded: bool,
         error: Option<String>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         let args = [run_id, owner, status].map(str::to_string);
         self.db
             .write(move |conn| {
-                crate::db::exec(
+                let n = crate::db::exec(
                     conn,
                     "UPDATE runs SET status = ?3, degraded = ?4, error = ?5, finished_at_ms = ?6
                  WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
                     params![args[0], args[1], args[2], degraded, error, ms(now_ms())],
                 )
                 .map_err(unavailable)?;
-                Ok(())
+                Ok(n == 1)
             })
             .await
     }
@@ -353,8 +402,10 @@ impl RunJournal for SqliteJournal {
         new_owner: &str,
         lease: Duration,
         is_dead: Option<OwnerIsDead>,
+        running_here: &[String],
     ) -> Result<Vec<AbandonedRun>, JournalError> {
         let new_owner = new_owner.to_string();
+        let running_here: HashSet<String> = running_here.iter().cloned().collect();
         self.db.call(move |conn| {
             let now = now_ms();
             let candidates: Vec<(String, String, String, i64)> = {
@@ -370,14 +421,16 @@ impl RunJournal for SqliteJournal {
             for (run_id, owner, start, lease_expires) in candidates {
                 let expired = lease_expires <= ms(now);
                 let dead = is_dead.as_ref().is_some_and(|f| f(&owner));
-                if owner == new_owner || !(expired || dead) {
+                let own = owner == new_owner;
+                if (own && running_here.contains(&run_id)) || !(expired || (dead && !own)) {
                     continue;
                 }
                 let n = conn
                     .execute(
+                        // Only if nobody renewed or took the lease since it was read.
                         "UPDATE runs SET owner = ?2, lease_expires_ms = ?3
-                         WHERE run_id = ?1 AND owner = ?4 AND status = 'running'",
-                        params![run_id, new_owner, ms(now + lease.as_millis() as u64), owner],
+                         WHERE run_id = ?1 AND owner = ?4 AND status = 'running' AND lease_expires_ms = ?5",
+                        params![run_id, new_owner, ms(now + lease.as_millis() as u64), owner, lease_expires],
                     )
                     .map_err(unavailable)?;
                 if n != 1 {

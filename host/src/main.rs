@@ -538,6 +538,21 @@ struct Host {
     owner: String,
     /// How recovery tells a run's host is gone (by the kind of store).
     liveness: braid::recovery::Liveness,
+    /// The runs this host is executing (recovery leaves them alone).
+    local: braid::journal::LocalRuns,
+}
+
+impl Host {
+    fn recoverer(&self) -> braid::recovery::Recoverer {
+        braid::recovery::Recoverer {
+            sandbox: Arc::clone(&self.sandbox),
+            journal: Arc::clone(&self.journal),
+            claims: Arc::clone(&self.claims),
+            owner: self.owner.clone(),
+            liveness: self.liveness,
+            local: self.local.clone(),
+        }
+    }
 }
 
 /// Connections to PostgreSQL a host keeps at most (`--store postgres://`).
@@ -640,19 +655,15 @@ fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
         journal,
         owner,
         liveness,
+        local: braid::journal::LocalRuns::default(),
     })
 }
 
 async fn recover(host: &Host) -> Result<Vec<braid::recovery::RecoveredRun>, Exit> {
-    braid::recovery::recover(
-        Arc::clone(&host.sandbox),
-        Arc::clone(&host.journal),
-        Arc::clone(&host.claims),
-        &host.owner,
-        host.liveness,
-    )
-    .await
-    .map_err(|e| Exit(1, e.into()))
+    host.recoverer()
+        .recover()
+        .await
+        .map_err(|e| Exit(1, e.into()))
 }
 
 fn read_input(input: &str) -> Result<serde_json::Value> {
@@ -687,6 +698,7 @@ async fn run(
     }
     let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
         .with_journal(Arc::clone(&host.journal), host.owner.clone())
+        .with_local_runs(host.local.clone())
         .with_claims(Arc::clone(&host.claims));
     let trace = IncomingTrace::from_headers(traceparent.as_deref(), tracestate.as_deref());
     let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Internal)
@@ -720,8 +732,9 @@ async fn run(
     } else {
         if !json {
             eprintln!(
-                "error: run {} failed (trace {}): {}",
+                "error: run {} {} (trace {}): {}",
                 report.run_id,
+                report.outcome,
                 report.trace_id,
                 report.error.as_deref().unwrap_or("unknown reason")
             );
@@ -930,6 +943,7 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
             Ok((workflow, executor)) => {
                 let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
                     .with_journal(Arc::clone(&host.journal), host.owner.clone())
+                    .with_local_runs(host.local.clone())
                     .with_claims(Arc::clone(&host.claims));
                 served.push(Served::new(workflow, scheduler));
             }
@@ -947,13 +961,7 @@ async fn serve(mut files: Vec<PathBuf>, opts: ServeOptions, state: &StateArgs) -
     }
     // Runs of hosts that die later (other hosts on a shared store, or
     // another process on this machine) are found while serving.
-    let recovery = braid::recovery::spawn_recovery_loop(
-        Arc::clone(&host.sandbox),
-        Arc::clone(&host.journal),
-        Arc::clone(&host.claims),
-        host.owner.clone(),
-        host.liveness,
-    );
+    let recovery = host.recoverer().spawn_loop();
     let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
     let server = Server::start(
         listen,

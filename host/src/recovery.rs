@@ -7,8 +7,14 @@
 //! reverse completion order under the run's original trace id, releases its
 //! claims and writes the terminal record `aborted`. Undos are journaled as
 //! they happen, so a recoverer that dies too leaves no step undone twice.
+//!
+//! A live host's own runs are left alone while it executes them
+//! ([`LocalRuns`]); one it stopped because it could not keep its lease and
+//! could not take back either (the journal stayed out of reach) is
+//! recovered like any other once its lease has run out, by another host or
+//! by this one's recovery loop.
 
-use crate::journal::{AbandonedRun, JournalError, RunJournal};
+use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
 use crate::report::{RunRecorder, UndoReport};
 use crate::sandbox::{Sandbox, SandboxExecutor};
 use crate::scheduler::{AttemptContext, JournalUndoLog, RUN_LEASE, StepExecutor, undo_step};
@@ -43,75 +49,80 @@ pub enum Liveness {
     LeasesOnly,
 }
 
-/// Finds runs abandoned by dead hosts, undoes and aborts them.
-pub async fn recover(
-    sandbox: Arc<Sandbox>,
-    journal: Arc<dyn RunJournal>,
-    claims: Arc<dyn ClaimStore>,
-    owner: &str,
-    liveness: Liveness,
-) -> Result<Vec<RecoveredRun>, JournalError> {
-    let is_dead: Option<crate::journal::OwnerIsDead> = match liveness {
-        Liveness::ThisMachine => {
-            let this = owner.to_string();
-            Some(Box::new(move |o| {
-                crate::journal::owner_is_dead_here(o, &this)
-            }))
-        }
-        Liveness::LeasesOnly => None,
-    };
-    let abandoned = journal
-        .take_over_abandoned(owner, RUN_LEASE, is_dead)
-        .await?;
-    let mut recovered = Vec::new();
-    for run in abandoned {
-        recovered.push(recover_one(&sandbox, &journal, claims.as_ref(), owner, run).await?);
-    }
-    Ok(recovered)
+/// What recovery needs: the host's sandbox and stores, its name as a run
+/// owner, how it tells a dead host, and the runs it is executing itself.
+#[derive(Clone)]
+pub struct Recoverer {
+    pub sandbox: Arc<Sandbox>,
+    pub journal: Arc<dyn RunJournal>,
+    pub claims: Arc<dyn ClaimStore>,
+    pub owner: String,
+    pub liveness: Liveness,
+    /// This host's runs in progress: never taken over (see [`LocalRuns`]).
+    pub local: LocalRuns,
 }
 
-/// How often `braid serve` looks for runs abandoned by other hosts: well
-/// within a run lease, so a dead host's runs are undone soon after its
-/// leases run out.
+/// How often `braid serve` looks for abandoned runs: well within a run
+/// lease, so a dead host's runs are undone soon after its leases run out.
 pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs [`recover`] every [`RECOVERY_INTERVAL`] until the task is aborted:
-/// how hosts sharing a store (`--store postgres://`) undo the runs of a host
-/// that died and is not coming back. Errors are logged and tried again on
-/// the next pass.
-pub fn spawn_recovery_loop(
-    sandbox: Arc<Sandbox>,
-    journal: Arc<dyn RunJournal>,
-    claims: Arc<dyn ClaimStore>,
-    owner: String,
-    liveness: Liveness,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let found = recover(
-                Arc::clone(&sandbox),
-                Arc::clone(&journal),
-                Arc::clone(&claims),
-                &owner,
-                liveness,
-            )
-            .await;
-            match found {
-                Ok(runs) => {
-                    for r in runs {
-                        tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
-                            previous_owner = %r.previous_owner, undone = r.undo.len(),
-                            "recovered a run whose host died: aborted");
-                    }
-                }
-                Err(e) => tracing::error!("looking for abandoned runs failed: {e}"),
+impl Recoverer {
+    /// Finds runs abandoned by dead hosts (or stopped by this one after it
+    /// lost their lease), undoes and aborts them.
+    pub async fn recover(&self) -> Result<Vec<RecoveredRun>, JournalError> {
+        let is_dead: Option<crate::journal::OwnerIsDead> = match self.liveness {
+            Liveness::ThisMachine => {
+                let this = self.owner.clone();
+                Some(Box::new(move |o| {
+                    crate::journal::owner_is_dead_here(o, &this)
+                }))
             }
+            Liveness::LeasesOnly => None,
+        };
+        let abandoned = self
+            .journal
+            .take_over_abandoned(&self.owner, RUN_LEASE, is_dead, &self.local.list())
+            .await?;
+        let mut recovered = Vec::new();
+        for run in abandoned {
+            recovered.push(
+                recover_one(
+                    &self.sandbox,
+                    &self.journal,
+                    self.claims.as_ref(),
+                    &self.owner,
+                    run,
+                )
+                .await?,
+            );
         }
-    })
+        Ok(recovered)
+    }
+
+    /// Runs [`Recoverer::recover`] every [`RECOVERY_INTERVAL`] until the
+    /// task is aborted: how hosts sharing a store (`--store postgres://`)
+    /// undo the runs of a host that died and is not coming back. Errors are
+    /// logged and tried again on the next pass.
+    pub fn spawn_loop(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match self.recover().await {
+                    Ok(runs) => {
+                        for r in runs {
+                            tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
+                                previous_owner = %r.previous_owner, undone = r.undo.len(),
+                                "recovered a run its host had left: aborted");
+                        }
+                    }
+                    Err(e) => tracing::error!("looking for abandoned runs failed: {e}"),
+                }
+            }
+        })
+    }
 }
 
 async fn recover_one(
@@ -213,9 +224,13 @@ async fn recover_one(
         error.push_str("; ");
         error.push_str(p);
     }
-    journal
+    let recorded = journal
         .finish(&start.run_id, owner, "aborted", false, Some(error.clone()))
         .await?;
+    if !recorded {
+        // Held too long: its lease ran out and another host took it over.
+        tracing::warn!(run_id = %start.run_id, "recovery outlived its lease; the new owner finishes the run");
+    }
     tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
     Ok(RecoveredRun {
         run_id: start.run_id.clone(),

@@ -10,7 +10,7 @@
 //! Must not know wasmtime: a step call is executed by a [`StepExecutor`]
 //! (the sandbox in production; anything else in tests and baselines).
 
-use crate::journal::{JournalEntry, JournalError, RunJournal, RunStart};
+use crate::journal::{JournalEntry, JournalError, LocalRuns, RunJournal, RunStart};
 use crate::report::{
     AttemptReport, CompensationReport, EventRecord, RunRecorder, RunReport, StepReport, UndoReport,
 };
@@ -172,6 +172,8 @@ pub struct Scheduler<E> {
     claims: Option<Arc<dyn ClaimStore>>,
     /// This host, as a run owner (`hostname:pid`).
     owner: String,
+    /// The runs this host is executing, shared with its recovery loop.
+    local: LocalRuns,
 }
 
 impl<E> Clone for Scheduler<E> {
@@ -182,6 +184,7 @@ impl<E> Clone for Scheduler<E> {
             journal: self.journal.clone(),
             claims: self.claims.clone(),
             owner: self.owner.clone(),
+            local: self.local.clone(),
         }
     }
 }
@@ -215,12 +218,35 @@ pub const RUN_LEASE: Duration = Duration::from_secs(6);
 /// A host stops a run whose lease it has not renewed for this long: before
 /// the lease runs out and another host may take the run over and undo it.
 pub const LEASE_FENCE: Duration = Duration::from_secs(4);
-/// The error of a run stopped because its lease was lost.
-pub const LEASE_LOST: &str = "run stopped: this host lost the run's lease (the run journal was out of reach too long, or another host took the run over); whoever takes it over undoes it";
+/// How long a run stopped by [`LEASE_FENCE`] keeps trying to take its lease
+/// back (to undo itself) before it leaves the run to recovery.
+pub const RECLAIM_WAIT: Duration = Duration::from_secs(10);
+/// The error of a run stopped by [`LEASE_FENCE`] that got its lease back
+/// and undid itself (outcome `failed`).
+pub const LEASE_UNRENEWED: &str = "run stopped: the run journal was unavailable for 4 s, so the run's lease could not be renewed; undone by this host once the journal answered again";
+/// The error of a run stopped because another host took it over; that host
+/// undoes it and records it `aborted`, as this one reports it.
+pub const TAKEN_OVER: &str =
+    "run aborted: its lease ran out and another host took the run over (which undoes it)";
+/// The error of a run stopped by [`LEASE_FENCE`] whose journal stayed out of
+/// reach for [`RECLAIM_WAIT`] too: recovery undoes it once its lease has
+/// run out (any host's, this one's included).
+pub const LEFT_TO_RECOVERY: &str = "run aborted: the run journal stayed unavailable, so the run's lease could not be kept; recovery undoes the run once its lease has run out";
+
+/// Why a run's lease keeper stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseEnd {
+    /// The journal says another host owns the run.
+    TakenOver,
+    /// No renewal got through for [`LEASE_FENCE`].
+    Unrenewed,
+    /// The run is finishing (or the keeper was stopped).
+    Finished,
+}
 
 /// Keeps a run's lease alive; `lost` fires when it cannot (see [`LEASE_FENCE`]).
 struct LeaseKeeper {
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<LeaseEnd>,
     lost: CancellationToken,
     /// Set before the terminal record is written: a renewal that then finds
     /// the run no longer running is not news.
@@ -260,9 +286,9 @@ async fn keep_lease(
     owner: String,
     lost: CancellationToken,
     finishing: Arc<std::sync::atomic::AtomicBool>,
-) {
+) -> LeaseEnd {
     use tokio::time::Instant;
-    // The start was just journaled with a full lease.
+    // The start (or a renewal) was just journaled with a full lease.
     let mut renewed = Instant::now();
     let period = RUN_LEASE / 3;
     let mut tick = tokio::time::interval_at(renewed + period, period);
@@ -273,11 +299,13 @@ async fn keep_lease(
         let renewal = journal.heartbeat(&run_id, &owner, RUN_LEASE);
         match tokio::time::timeout_at(renewed + LEASE_FENCE, renewal).await {
             Ok(Ok(true)) => renewed = sent,
-            Ok(Ok(false)) if finishing.load(std::sync::atomic::Ordering::SeqCst) => return,
+            Ok(Ok(false)) if finishing.load(std::sync::atomic::Ordering::SeqCst) => {
+                return LeaseEnd::Finished;
+            }
             Ok(Ok(false)) => {
                 tracing::warn!(run_id, "another host took this run over");
                 lost.cancel();
-                return;
+                return LeaseEnd::TakenOver;
             }
             Ok(Err(e)) => tracing::warn!(run_id, "run lease renewal failed: {e}"),
             Err(_) => {}
@@ -289,7 +317,7 @@ async fn keep_lease(
                 LEASE_FENCE.as_secs()
             );
             lost.cancel();
-            return;
+            return LeaseEnd::Unrenewed;
         }
     }
 }
@@ -320,7 +348,15 @@ impl<E: StepExecutor> Scheduler<E> {
             journal: None,
             claims: None,
             owner: format!("local:{}", std::process::id()),
+            local: LocalRuns::default(),
         }
+    }
+
+    /// Lists the runs in progress in `local` (shared with the host's
+    /// recovery, which must not take them over).
+    pub fn with_local_runs(mut self, local: LocalRuns) -> Self {
+        self.local = local;
+        self
     }
 
     /// Journals every run; `owner` names this host in run leases.
@@ -350,6 +386,7 @@ impl<E: StepExecutor> Scheduler<E> {
             journal: self.journal.clone(),
             claims: self.claims.clone(),
             owner: self.owner.clone(),
+            local: self.local.clone(),
         }
     }
 
@@ -404,7 +441,9 @@ impl<E: StepExecutor> Scheduler<E> {
             tracing::warn!(parent: &run_tracing_span, trace_id = %trace_id, "{why}");
         }
         tracing::info!(parent: &run_tracing_span, trace_id = %trace_id, continued = incoming.continued, "run started");
-        let lease = self
+        // Until this run returns, this host's recovery leaves it alone.
+        let _here = self.local.enter(&run_id);
+        let mut lease = self
             .journal_start(&wf, &run_id, run_span, &incoming, &inputs)
             .await
             .map_err(|e| {
@@ -414,8 +453,8 @@ impl<E: StepExecutor> Scheduler<E> {
         let lease_lost = lease
             .as_ref()
             .map_or_else(CancellationToken::new, |l| l.lost.clone());
-        // Set when the lease is lost: the run stops here and leaves its undo
-        // and terminal record to the host that takes it over.
+        // Set when the lease is lost: the run stops at once (see
+        // `LEASE_FENCE`); what then happens is up to `after_fence`.
         let mut fenced = false;
 
         let base = AttemptContext {
@@ -497,8 +536,8 @@ impl<E: StepExecutor> Scheduler<E> {
                         continue;
                     }
                     () = lease_lost.cancelled() => {
-                        tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{LEASE_LOST}");
-                        failure = Some(LEASE_LOST.to_string());
+                        tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "run stopped: its lease was lost");
+                        failure = Some(TAKEN_OVER.to_string());
                         fenced = true;
                         tasks.abort_all();
                         continue;
@@ -563,13 +602,32 @@ impl<E: StepExecutor> Scheduler<E> {
             }
         }
 
+        // From here on, each move (undo, release, terminal record) is made
+        // only while the lease is held: a run that lost it and cannot take
+        // it back is left to the host that takes it over (or to recovery),
+        // which undoes the rest and records it `aborted`, as this report
+        // then says.
+        let mut handed_over: Option<&'static str> = None;
+        match self.hold_lease(&mut lease, &run_id).await {
+            Ok(retaken) if fenced && retaken => {
+                tracing::warn!(parent: &run_tracing_span, trace_id = %trace_id, "run lease taken back: undoing the run here");
+                failure = Some(LEASE_UNRENEWED.to_string());
+            }
+            Ok(_) => {}
+            Err(why) => handed_over = Some(why),
+        }
+
         let mut undo = Vec::new();
         let mut released_claims = Vec::new();
-        if failure.is_some() && !fenced {
+        if failure.is_some() && handed_over.is_none() {
             for (name, input) in completed.iter().rev() {
                 let Some(step) = wf.step(name) else { continue };
                 if !self.executor.is_reversible(name) {
                     continue;
+                }
+                if let Err(why) = self.hold_lease(&mut lease, &run_id).await {
+                    handed_over = Some(why);
+                    break;
                 }
                 let output = outputs.get(name).map(Value::to_string).unwrap_or_default();
                 let report = undo_step(
@@ -587,7 +645,17 @@ impl<E: StepExecutor> Scheduler<E> {
                 .await;
                 undo.push(report);
             }
-            released_claims = self.release_claims(&run_id, &log).await;
+            if handed_over.is_none() {
+                match self.hold_lease(&mut lease, &run_id).await {
+                    Ok(_) => released_claims = self.release_claims(&run_id, &log).await,
+                    Err(why) => handed_over = Some(why),
+                }
+            }
+        }
+        if handed_over.is_none()
+            && let Err(why) = self.hold_lease(&mut lease, &run_id).await
+        {
+            handed_over = Some(why);
         }
 
         let steps = build_step_reports(
@@ -599,7 +667,8 @@ impl<E: StepExecutor> Scheduler<E> {
             self.executor.as_ref(),
         );
         let result = outputs.get(&wf.result).cloned();
-        let (outcome, error) = match (&failure, &result) {
+        let (mut outcome, mut error) = match (&failure, &result) {
+            _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
             (None, Some(_)) => ("succeeded", None),
             (Some(f), _) => ("failed", Some(f.clone())),
             (None, None) => (
@@ -611,12 +680,21 @@ impl<E: StepExecutor> Scheduler<E> {
             l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         if let Some(j) = &self.journal
-            && !fenced
-            && let Err(e) = j
+            && handed_over.is_none()
+        {
+            match j
                 .finish(&run_id, &self.owner, outcome, degraded, error.clone())
                 .await
-        {
-            tracing::error!(run_id = %run_id, "journal write failed: {e}");
+            {
+                Ok(true) => {}
+                // Taken over while the terminal record waited for the
+                // journal: the new owner undoes the run and records it.
+                Ok(false) => {
+                    tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{TAKEN_OVER}");
+                    (outcome, error) = ("aborted", Some(TAKEN_OVER.to_string()));
+                }
+                Err(e) => tracing::error!(run_id = %run_id, "journal write failed: {e}"),
+            }
         }
         if let Some(l) = lease {
             l.task.abort();
@@ -689,6 +767,12 @@ impl<E: StepExecutor> Scheduler<E> {
             owner: self.owner.clone(),
         };
         journal.start(&start, RUN_LEASE).await?;
+        Ok(Some(self.keep_lease_of(journal, run_id)))
+    }
+
+    /// Renews `run_id`'s lease (just taken with a full [`RUN_LEASE`]) until
+    /// the run finishes.
+    fn keep_lease_of(&self, journal: &Arc<dyn RunJournal>, run_id: &str) -> LeaseKeeper {
         let lost = CancellationToken::new();
         let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(keep_lease(
@@ -698,11 +782,67 @@ impl<E: StepExecutor> Scheduler<E> {
             lost.clone(),
             Arc::clone(&finishing),
         ));
-        Ok(Some(LeaseKeeper {
+        LeaseKeeper {
             task,
             lost,
             finishing,
-        }))
+        }
+    }
+
+    /// Whether this host may go on with the run: `Ok(false)` while its
+    /// lease keeper holds the lease; `Ok(true)` once the keeper gave up but
+    /// the lease was taken back (see [`Scheduler::after_fence`]); `Err`
+    /// says why the run is another host's to finish.
+    async fn hold_lease(
+        &self,
+        lease: &mut Option<LeaseKeeper>,
+        run_id: &str,
+    ) -> Result<bool, &'static str> {
+        match lease.take() {
+            Some(keeper) if keeper.lost.is_cancelled() => {
+                *lease = Some(self.after_fence(keeper, run_id).await?);
+                Ok(true)
+            }
+            kept => {
+                *lease = kept;
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a run's lease keeper gave up: if only the journal was silent,
+    /// tries for [`RECLAIM_WAIT`] to renew the lease (which succeeds only
+    /// while no other host has taken the run over) and keeps it from then
+    /// on. `Err` says why the run is left to others.
+    async fn after_fence(
+        &self,
+        keeper: LeaseKeeper,
+        run_id: &str,
+    ) -> Result<LeaseKeeper, &'static str> {
+        let Some(journal) = &self.journal else {
+            return Err(LEFT_TO_RECOVERY);
+        };
+        match keeper.task.await {
+            Ok(LeaseEnd::Unrenewed) => {}
+            Ok(LeaseEnd::TakenOver | LeaseEnd::Finished) => return Err(TAKEN_OVER),
+            Err(_) => return Err(LEFT_TO_RECOVERY),
+        }
+        let deadline = tokio::time::Instant::now() + RECLAIM_WAIT;
+        for retry in 1.. {
+            let renewal = journal.heartbeat(run_id, &self.owner, RUN_LEASE);
+            match tokio::time::timeout_at(deadline, renewal).await {
+                Ok(Ok(true)) => return Ok(self.keep_lease_of(journal, run_id)),
+                Ok(Ok(false)) => return Err(TAKEN_OVER),
+                Ok(Err(e)) => tracing::warn!(run_id, "taking the run's lease back failed: {e}"),
+                Err(_) => break,
+            }
+            let wait = backoff(retry);
+            if tokio::time::Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Err(LEFT_TO_RECOVERY)
     }
 
     async fn release_claims(&self, run_id: &str, log: &RunLog) -> Vec<String> {
@@ -1616,14 +1756,28 @@ mod tests {
         assert!(backoff(3) >= BACKOFF_BASE * 2);
     }
 
-    /// A journal for the lease tests: `start` fails unless `starts`,
-    /// `heartbeat` answers `renews` (`None`: an error, as when the database
-    /// is out of reach); finishes are recorded.
+    /// A journal for the lease tests: `start` fails unless `starts`; the
+    /// n-th `heartbeat` answers `renews[n]` (the last one from then on;
+    /// `None`: an error, as when the database is out of reach); finishes
+    /// are recorded.
     #[derive(Default)]
     struct FakeJournal {
         starts: bool,
-        renews: Option<bool>,
+        renews: Vec<Option<bool>>,
+        heartbeats: std::sync::atomic::AtomicUsize,
         finishes: Mutex<Vec<String>>,
+        /// `finish` finds the run taken over.
+        taken_before_finish: bool,
+    }
+
+    impl FakeJournal {
+        fn renewing(renews: &[Option<bool>]) -> Arc<Self> {
+            Arc::new(FakeJournal {
+                starts: true,
+                renews: renews.to_vec(),
+                ..Default::default()
+            })
+        }
     }
 
     fn down<T>() -> Result<T, JournalError> {
@@ -1645,18 +1799,23 @@ mod tests {
             status: &str,
             _: bool,
             _: Option<String>,
-        ) -> Result<(), JournalError> {
+        ) -> Result<bool, JournalError> {
             self.finishes.lock().expect("lock").push(status.to_string());
-            Ok(())
+            Ok(!self.taken_before_finish)
         }
         async fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<bool, JournalError> {
-            self.renews.map_or_else(down, Ok)
+            let n = self
+                .heartbeats
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = self.renews.get(n).or(self.renews.last()).copied();
+            answer.flatten().map_or_else(down, Ok)
         }
         async fn take_over_abandoned(
             &self,
             _: &str,
             _: Duration,
             _: Option<crate::journal::OwnerIsDead>,
+            _: &[String],
         ) -> Result<Vec<crate::journal::AbandonedRun>, JournalError> {
             down()
         }
@@ -1716,11 +1875,14 @@ mod tests {
         }
     }
 
-    /// A run whose lease is lost stops at once and leaves undo and the
-    /// terminal record to whoever takes it over.
-    async fn assert_fenced(journal: Arc<FakeJournal>, within: Duration) {
+    /// Runs the diamond with slow `b` and `c` (twice a lease) on `journal`;
+    /// the run must end within `within`, with `b` cancelled.
+    async fn lease_run(
+        journal: &Arc<FakeJournal>,
+        within: Duration,
+    ) -> (RunReport, Scheduler<Scripted>) {
         let sched = Scheduler::new(Arc::new(slow_reversible(RUN_LEASE * 2)), 8)
-            .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+            .with_journal(Arc::clone(journal) as Arc<dyn RunJournal>, "h:1".into());
         let started = tokio::time::Instant::now();
         let report = sched.run(request(diamond())).await.expect("started");
         assert!(
@@ -1728,48 +1890,74 @@ mod tests {
             "stopped after {:?}",
             started.elapsed()
         );
-        assert_eq!(report.outcome, "failed");
-        assert_eq!(report.error.as_deref(), Some(LEASE_LOST));
+        let b = report.steps.iter().find(|s| s.name == "b").expect("b");
+        assert_eq!(b.outcome, "cancelled");
+        (report, sched)
+    }
+
+    /// The run stopped and left undo and the terminal record to whoever
+    /// takes it over: it reports `aborted` with `why`.
+    fn assert_handed_over(
+        report: &RunReport,
+        sched: &Scheduler<Scripted>,
+        journal: &FakeJournal,
+        why: &str,
+    ) {
+        assert_eq!(report.outcome, "aborted");
+        assert_eq!(report.error.as_deref(), Some(why));
         assert!(report.undo.is_empty(), "no undo here: {:?}", report.undo);
         assert!(sched.executor().undos.lock().expect("lock").is_empty());
         assert!(
             journal.finishes.lock().expect("lock").is_empty(),
             "no terminal record"
         );
-        let b = report.steps.iter().find(|s| s.name == "b").expect("b");
-        assert_eq!(b.outcome, "cancelled");
     }
 
     #[tokio::test]
     async fn a_run_taken_over_by_another_host_stops_without_undoing() {
-        let journal = Arc::new(FakeJournal {
-            starts: true,
-            renews: Some(false),
-            ..Default::default()
-        });
         // Found at the first renewal, a third of the lease in (the steps
         // would take twice the lease).
-        assert_fenced(journal, RUN_LEASE).await;
+        let journal = FakeJournal::renewing(&[Some(false)]);
+        let (report, sched) = lease_run(&journal, RUN_LEASE).await;
+        assert_handed_over(&report, &sched, &journal, TAKEN_OVER);
     }
 
     #[tokio::test]
-    async fn a_run_whose_lease_cannot_be_renewed_stops_before_it_could_be_taken_over() {
-        let journal = Arc::new(FakeJournal {
-            starts: true,
-            renews: None,
-            ..Default::default()
-        });
-        // Stopped before the lease ran out, so before anyone could take over.
-        assert_fenced(journal, RUN_LEASE).await;
+    async fn a_run_whose_lease_cannot_be_renewed_stops_and_undoes_itself_once_the_journal_is_back()
+    {
+        // Two renewals fail (the run stops, before the lease could run
+        // out), then the journal answers and the lease is still this host's.
+        let journal = FakeJournal::renewing(&[None, None, Some(true)]);
+        let (report, sched) = lease_run(&journal, RUN_LEASE).await;
+        assert_eq!(report.outcome, "failed");
+        assert_eq!(report.error.as_deref(), Some(LEASE_UNRENEWED));
+        let undone: Vec<&str> = report.undo.iter().map(|u| u.step.as_str()).collect();
+        assert_eq!(undone, ["a"]);
+        assert_eq!(*sched.executor().undos.lock().expect("lock"), ["a#1"]);
+        assert_eq!(*journal.finishes.lock().expect("lock"), ["failed"]);
+    }
+
+    #[tokio::test]
+    async fn a_run_taken_over_while_its_journal_was_silent_is_left_to_the_new_owner() {
+        let journal = FakeJournal::renewing(&[None, None, Some(false)]);
+        let (report, sched) = lease_run(&journal, RUN_LEASE).await;
+        assert_handed_over(&report, &sched, &journal, TAKEN_OVER);
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_journal_stays_silent_is_left_to_recovery() {
+        let journal = FakeJournal::renewing(&[None]);
+        let within = LEASE_FENCE + RECLAIM_WAIT + Duration::from_secs(2);
+        let (report, sched) = lease_run(&journal, within).await;
+        assert_handed_over(&report, &sched, &journal, LEFT_TO_RECOVERY);
+        // It kept trying to take the lease back, with backoff.
+        let tries = journal.heartbeats.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(tries > 4, "{tries} heartbeats");
     }
 
     #[tokio::test]
     async fn a_run_that_renews_its_lease_runs_to_the_end() {
-        let journal = Arc::new(FakeJournal {
-            starts: true,
-            renews: Some(true),
-            ..Default::default()
-        });
+        let journal = FakeJournal::renewing(&[Some(true)]);
         // Long enough for a renewal or two.
         let delay = RUN_LEASE / 3 + Duration::from_millis(500);
         let sched = Scheduler::new(Arc::new(slow_reversible(delay)), 8)
@@ -1777,6 +1965,22 @@ mod tests {
         let report = sched.run(request(diamond())).await.expect("started");
         assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
         assert_eq!(*journal.finishes.lock().expect("lock"), ["succeeded"]);
+    }
+
+    #[tokio::test]
+    async fn a_run_taken_over_before_its_end_was_recorded_reports_aborted() {
+        let journal = Arc::new(FakeJournal {
+            starts: true,
+            renews: vec![Some(true)],
+            taken_before_finish: true,
+            ..Default::default()
+        });
+        let sched = Scheduler::new(Arc::new(Scripted::default()), 8)
+            .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+        let report = sched.run(request(diamond())).await.expect("started");
+        assert_eq!(*journal.finishes.lock().expect("lock"), ["succeeded"]);
+        assert_eq!(report.outcome, "aborted");
+        assert_eq!(report.error.as_deref(), Some(TAKEN_OVER));
     }
 
     #[tokio::test]

@@ -438,10 +438,12 @@ async fn get_run(State(app): State<Arc<Inner>>, Path(id): Path<String>) -> Respo
 
 /// What a run request answers (also what an idempotent repeat gets).
 fn run_response(report: &RunReport) -> (u16, Value) {
-    let status = if report.outcome == "succeeded" {
-        200
-    } else {
-        422
+    // `aborted`: this host lost the run's lease (its journal was out of
+    // reach); the run is undone elsewhere and can be sent again.
+    let status = match report.outcome.as_str() {
+        "succeeded" => 200,
+        "aborted" => 503,
+        _ => 422,
     };
     let body = json!({
         "run_id": report.run_id,

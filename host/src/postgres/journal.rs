@@ -140,18 +140,33 @@ impl RunJournal for PostgresJournal {
         status: &str,
         degraded: bool,
         error: Option<String>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         let sql = format!(
             "UPDATE braid_runs SET status = $3, degraded = $4, error = $5, finished_at_ms = {DB_NOW_MS}
              WHERE run_id = $1 AND owner = $2 AND status = 'running'"
         );
-        self.execute(
-            "journaling a run's end",
-            &sql,
-            &[&run_id, &owner, &status, &degraded, &error],
-        )
-        .await?;
-        Ok(())
+        let n = self
+            .execute(
+                "journaling a run's end",
+                &sql,
+                &[&run_id, &owner, &status, &degraded, &error],
+            )
+            .await?;
+        if n == 1 {
+            return Ok(true);
+        }
+        // Nothing moved: another host took the run over, or a first try
+        // whose answer was lost already wrote this very end.
+        let rows = self
+            .query(
+                "reading a run's end",
+                "SELECT owner, status FROM braid_runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .is_some_and(|r| r.get::<_, &str>(0) == owner && r.get::<_, &str>(1) == status))
     }
 
     async fn heartbeat(
@@ -181,6 +196,7 @@ impl RunJournal for PostgresJournal {
         new_owner: &str,
         lease: Duration,
         is_dead: Option<OwnerIsDead>,
+        running_here: &[String],
     ) -> Result<Vec<AbandonedRun>, JournalError> {
         // Owners that `is_dead` knows are gone: their runs are taken at
         // once, without waiting for the lease.
@@ -201,13 +217,15 @@ impl RunJournal for PostgresJournal {
         }
         // One statement: lock the abandoned runs no other recoverer holds
         // (SKIP LOCKED), move them to `new_owner`, return each with its
-        // previous owner. A row another host took over meanwhile no longer
+        // previous owner. This host's own runs count unless they still run
+        // here (`running_here`). A row another host took over meanwhile no longer
         // matches once locked, so it is not taken twice.
         let sql = format!(
             "WITH now AS (SELECT {DB_NOW_MS} AS ms),
              abandoned AS (
                SELECT run_id, owner FROM braid_runs, now
-               WHERE status = 'running' AND owner <> $1
+               WHERE status = 'running'
+                 AND (owner <> $1 OR run_id <> ALL($4))
                  AND (lease_expires_ms <= now.ms OR owner = ANY($3))
                FOR UPDATE OF braid_runs SKIP LOCKED)
              UPDATE braid_runs r SET owner = $1, lease_expires_ms = now.ms + $2
@@ -222,7 +240,7 @@ impl RunJournal for PostgresJournal {
             let client = self.pg.leases.get().await?;
             Ok::<_, CallError>(
                 client
-                    .query(&sql, &[&new_owner, &lease_ms(lease), &dead])
+                    .query(&sql, &[&new_owner, &lease_ms(lease), &dead, &running_here])
                     .await?,
             )
         }
