@@ -306,6 +306,140 @@ fn a_conflicting_run_undoes_itself_without_touching_the_holder() {
     assert_eq!(claims[0]["run_id"], first["run_id"]);
 }
 
+/// The state directory's journal, except that every lease renewal finds the
+/// run taken over by another host.
+struct LeaseAlwaysLost(braid::journal::SqliteJournal);
+
+fn not_used<T>() -> Result<T, braid::journal::JournalError> {
+    Err(braid::journal::JournalError::Unavailable(
+        "not used by recovery".into(),
+    ))
+}
+
+#[async_trait::async_trait]
+impl braid::journal::RunJournal for LeaseAlwaysLost {
+    async fn start(
+        &self,
+        _: &braid::journal::RunStart,
+        _: Duration,
+    ) -> Result<(), braid::journal::JournalError> {
+        not_used()
+    }
+    async fn append(
+        &self,
+        run_id: &str,
+        entry: braid::journal::JournalEntry,
+    ) -> Result<(), braid::journal::JournalError> {
+        self.0.append(run_id, entry).await
+    }
+    async fn finish(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status: &str,
+        degraded: bool,
+        error: Option<String>,
+    ) -> Result<bool, braid::journal::JournalError> {
+        self.0.finish(run_id, owner, status, degraded, error).await
+    }
+    async fn heartbeat(
+        &self,
+        _: &str,
+        _: &str,
+        _: Duration,
+    ) -> Result<bool, braid::journal::JournalError> {
+        Ok(false)
+    }
+    async fn take_over_abandoned(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        is_dead: Option<braid::journal::OwnerIsDead>,
+        running_here: &[String],
+    ) -> Result<Vec<braid::journal::AbandonedRun>, braid::journal::JournalError> {
+        self.0
+            .take_over_abandoned(new_owner, lease, is_dead, running_here)
+            .await
+    }
+    async fn save_report(
+        &self,
+        _: braid::journal::ReportSummary,
+        _: String,
+    ) -> Result<(), braid::journal::JournalError> {
+        not_used()
+    }
+    async fn report(&self, _: &str) -> Result<Option<String>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn recent_reports(
+        &self,
+        _: Option<String>,
+        _: Option<String>,
+        _: usize,
+    ) -> Result<Vec<braid::journal::ReportSummary>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn idempotent_run(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<(String, String)>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn reserve_idempotent(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<(String, String)>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn runs(&self) -> Result<Vec<braid::journal::RunRecord>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn run(
+        &self,
+        _: &str,
+    ) -> Result<Option<braid::journal::RunRecord>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn ping(&self) -> Result<(), braid::journal::JournalError> {
+        not_used()
+    }
+}
+
+/// Recovers `state`'s abandoned runs through [`LeaseAlwaysLost`], as a
+/// process of this machine that has since died (so `braid recover` can take
+/// the runs from it at once afterwards).
+async fn recover_losing_the_lease(state: &std::path::Path) -> Vec<braid::recovery::RecoveredRun> {
+    use braid::sandbox::{Sandbox, SandboxConfig};
+    use braid::store::{ClaimStore, SqliteClaimStore};
+    use std::sync::Arc;
+    let claims: Arc<dyn ClaimStore> = Arc::new(SqliteClaimStore::open(state).expect("claims"));
+    let journal = braid::journal::SqliteJournal::open(state).expect("journal");
+    let config = SandboxConfig {
+        cache_dir: Some(state.join("cache")),
+        ..SandboxConfig::default()
+    };
+    // No process has this pid (the largest is 2^22): "dead" to the next
+    // recoverer on this machine.
+    let machine = config.host_id.rsplit_once(':').expect("host:pid").0;
+    let owner = format!("{machine}:4000000000");
+    let sandbox = Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox"));
+    braid::recovery::Recoverer {
+        sandbox,
+        journal: Arc::new(LeaseAlwaysLost(journal)),
+        claims,
+        owner,
+        liveness: braid::recovery::Liveness::ThisMachine,
+        local: braid::journal::LocalRuns::default(),
+    }
+    .recover()
+    .await
+    .expect("recover")
+}
+
 /// A host killed with SIGKILL mid-run: the next `braid recover` undoes the
 /// run's completed steps (releasing its claim) exactly once and marks it
 /// `aborted` under its original trace id.
@@ -374,6 +508,16 @@ args.token = { step = "authenticate", pointer = "/access_token" }
         "the dead host left no terminal record"
     );
     let run_id = str_of(&running[0], "/run_id").to_string();
+
+    // A recoverer that loses the run to another host before its first undo
+    // (its lease renewal says so) leaves the run alone: nothing undone.
+    let taken = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(recover_losing_the_lease(state.path()));
+    assert!(taken.is_empty(), "{taken:?}");
+    assert_eq!(revokes(&api, &trace), 0, "nothing undone");
+    assert_eq!(list("claims", state.path()).len(), 1, "claim kept");
+    assert_eq!(journal_status(state.path(), &run_id)["status"], "running");
 
     let out = braid(&[
         "recover",

@@ -85,16 +85,15 @@ impl Recoverer {
             .await?;
         let mut recovered = Vec::new();
         for run in abandoned {
-            recovered.push(
-                recover_one(
-                    &self.sandbox,
-                    &self.journal,
-                    self.claims.as_ref(),
-                    &self.owner,
-                    run,
-                )
-                .await?,
-            );
+            let done = recover_one(
+                &self.sandbox,
+                &self.journal,
+                self.claims.as_ref(),
+                &self.owner,
+                run,
+            )
+            .await?;
+            recovered.extend(done);
         }
         Ok(recovered)
     }
@@ -131,8 +130,18 @@ async fn recover_one(
     claims: &dyn ClaimStore,
     owner: &str,
     run: AbandonedRun,
-) -> Result<RecoveredRun, JournalError> {
+) -> Result<Option<RecoveredRun>, JournalError> {
     let start = &run.start;
+    // Each undo (and the release, and the end) only while the run is still
+    // ours, its lease renewed: a recoverer slower than a lease must not undo
+    // alongside the one that took the run from it.
+    let still_ours = || async {
+        let ours = journal.heartbeat(&start.run_id, owner, RUN_LEASE).await?;
+        if !ours {
+            tracing::warn!(run_id = %start.run_id, "another host took over this recovery; leaving the rest to it");
+        }
+        Ok::<_, JournalError>(ours)
+    };
     tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, previous_owner = %run.previous_owner,
         steps = run.completed.len(), "recovering a run whose host died");
     let trace = AttemptTrace {
@@ -170,6 +179,9 @@ async fn recover_one(
         if !prepared.is_reversible() {
             continue;
         }
+        if !still_ours().await? {
+            return Ok(None);
+        }
         let executor =
             SandboxExecutor::from_components(Arc::clone(sandbox), [(done.step.clone(), prepared)]);
         let spec = StepSpec {
@@ -203,6 +215,9 @@ async fn recover_one(
             .await,
         );
     }
+    if !still_ours().await? {
+        return Ok(None);
+    }
     let released_claims = match claims.release_all(&start.run_id).await {
         Ok(list) => list.into_iter().map(|c| c.claim_id).collect(),
         Err(e) => {
@@ -228,16 +243,16 @@ async fn recover_one(
         .finish(&start.run_id, owner, "aborted", false, Some(error.clone()))
         .await?;
     if !recorded {
-        // Held too long: its lease ran out and another host took it over.
-        tracing::warn!(run_id = %start.run_id, "recovery outlived its lease; the new owner finishes the run");
+        tracing::warn!(run_id = %start.run_id, "another host took over this recovery; it records the end");
+        return Ok(None);
     }
     tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
-    Ok(RecoveredRun {
+    Ok(Some(RecoveredRun {
         run_id: start.run_id.clone(),
         workflow: start.workflow.clone(),
         trace_id: start.trace_id.clone(),
         previous_owner: run.previous_owner,
         undo,
         released_claims,
-    })
+    }))
 }
