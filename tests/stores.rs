@@ -63,6 +63,16 @@ async fn a_claim_is_granted_once_and_a_conflict_names_the_holder() {
             "{}",
             b.name
         );
+        // The store's clock (what `braid claims` compares expiries with) is
+        // the one the lease was measured by.
+        let clock = s.clock_ms().await.expect("clock");
+        assert!(
+            (first.claimed_at_ms..first.expires_at_ms).contains(&clock),
+            "{}: {clock} outside the lease {}..{}",
+            b.name,
+            first.claimed_at_ms,
+            first.expires_at_ms
+        );
 
         match s.claim(request("item-1", "run-2", 30_000)).await {
             Err(ClaimStoreError::Conflict(holder)) => {

@@ -1595,7 +1595,8 @@ async fn claims(json: bool, state: &StateArgs) -> Result<u8, Exit> {
     if list.is_empty() {
         println!("no claims in {shown}");
     }
-    let now = braid::store::now_ms();
+    // Leases are measured by the store's clock (the database's, when shared).
+    let now = claims.clock_ms().await.map_err(|e| Exit(1, e.into()))?;
     for c in list {
         let state = if c.expires_at_ms > now {
             "live"

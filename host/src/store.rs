@@ -68,6 +68,11 @@ pub trait ClaimStore: Send + Sync + 'static {
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
     /// Every stored claim, live or expired, oldest first.
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
+    /// Now, by the clock this store's leases use (milliseconds since the
+    /// Unix epoch): what a claim's `expires_at_ms` is compared with.
+    async fn clock_ms(&self) -> Result<u64, ClaimStoreError> {
+        Ok(now_ms())
+    }
 }
 
 /// A fresh, random claim id (`c-` and 16 hex digits).

@@ -174,4 +174,14 @@ impl ClaimStore for PostgresClaimStore {
         let rows = client.query(&sql, &[]).await.map_err(unavailable)?;
         Ok(rows.iter().map(row_to_claim).collect())
     }
+
+    /// The database's clock, which every lease here is measured by.
+    async fn clock_ms(&self) -> Result<u64, ClaimStoreError> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one(&format!("SELECT {DB_NOW_MS}"), &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
 }
