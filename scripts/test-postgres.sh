@@ -12,6 +12,13 @@
 #                                      tests of connection loss
 #   scripts/test-postgres.sh stop      stops it (fast); run the script
 #                                      without arguments to start it again
+#   scripts/test-postgres.sh ca        prints the path of the CA certificate
+#                                      the server's TLS certificate is
+#                                      signed by (for the TLS tests)
+#
+# TLS: the server offers TLS with a certificate for localhost and 127.0.0.1
+# signed by a CA made for it (openssl, in /tmp/braid-test-pg-PORT/tls);
+# the role `braid_tls` may only connect over TLS.
 #
 # The cluster lives in /tmp/braid-test-pg-PORT (the `postgres` user must be
 # able to reach it when this runs as root); trust authentication on loopback
@@ -47,6 +54,9 @@ case "${1:-}" in
     echo "$url"; exit 0 ;;
   stop)
     as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -m fast stop >/dev/null; exit 0 ;;
+  ca)
+    [ -s "$dir/tls/ca.pem" ] || { echo "error: no test CA in $dir/tls: start the server first" >&2; exit 1; }
+    echo "$dir/tls/ca.pem"; exit 0 ;;
 esac
 
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
@@ -62,4 +72,36 @@ fi
 "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
   "SELECT 1 FROM pg_database WHERE datname = 'braid_test'" | grep -q 1 \
   || "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE braid_test" >/dev/null
+
+# TLS, set up once per cluster (ssl settings take effect on reload).
+psql_pg() { "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
+tls=$dir/tls
+if [ ! -s "$tls/server.crt" ]; then
+  command -v openssl >/dev/null || { echo "error: openssl is needed for the test server's TLS certificate" >&2; exit 1; }
+  as_pg mkdir -p "$tls"
+  as_pg sh -c "cd '$tls' && umask 077 &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=braid test CA' \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.pem 2>/dev/null &&
+    openssl req -newkey rsa:2048 -nodes -subj '/CN=localhost' -keyout server.key -out server.csr 2>/dev/null &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null &&
+    chmod 644 ca.pem server.crt" \
+    || { echo "error: could not make the test server's TLS certificate" >&2; exit 1; }
+fi
+reload=""
+if ! grep -q braid_tls "$dir/pg_hba.conf"; then
+  reload=yes
+  as_pg sh -c "{ printf 'hostnossl all braid_tls 0.0.0.0/0 reject\nhostnossl all braid_tls ::/0 reject\n'; cat '$dir/pg_hba.conf'; } > '$dir/pg_hba.new' && mv '$dir/pg_hba.new' '$dir/pg_hba.conf'"
+fi
+if [ "$(psql_pg -tAc 'SHOW ssl')" != on ]; then
+  psql_pg -c "ALTER SYSTEM SET ssl = on" -c "ALTER SYSTEM SET ssl_cert_file = '$tls/server.crt'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$tls/server.key'" -c "SELECT pg_reload_conf()" >/dev/null
+  for _ in $(seq 50); do [ "$(psql_pg -tAc 'SHOW ssl')" = on ] && break; sleep 0.1; done
+elif [ -n "$reload" ]; then
+  psql_pg -c "SELECT pg_reload_conf()" >/dev/null
+fi
+psql_pg -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'braid_tls'" | grep -q 1 \
+  || psql_pg -c "CREATE ROLE braid_tls LOGIN SUPERUSER" >/dev/null
 echo "$url"

@@ -3,7 +3,7 @@
 //! `make test` starts, see scripts/test-postgres.sh; each test gets a
 //! database of its own).
 
-use crate::support::fresh_database;
+use crate::support::{fresh_database, root};
 use braid::journal::{JournalEntry, RunJournal, RunStart, SqliteJournal};
 use braid::postgres::{PgPool, PostgresClaimStore, PostgresError, PostgresJournal};
 use braid::store::{ClaimRequest, ClaimStore, ClaimStoreError, SqliteClaimStore};
@@ -279,6 +279,67 @@ async fn an_unreachable_database_is_a_clear_error_without_the_password() {
 
     let err = PgPool::open("mysql://nope", 2).await.expect_err("bad url");
     assert!(matches!(err, PostgresError::BadUrl { .. }), "{err}");
+}
+
+/// The CA that signed the test server's TLS certificate
+/// (`scripts/test-postgres.sh ca` for the server of `url`).
+fn test_server_ca(url: &str) -> String {
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("a port in the test server's URL");
+    let out = std::process::Command::new(root().join("scripts/test-postgres.sh"))
+        .arg("ca")
+        .env("BRAID_TEST_PG_PORT", port)
+        .output()
+        .expect("scripts/test-postgres.sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let url = fresh_database().await;
+    let ca = test_server_ca(&url);
+    // The test server lets the role braid_tls in over TLS only.
+    let tls_only = url.replacen("postgres@", "braid_tls@", 1);
+    let err = PgPool::open(&tls_only, 2).await.expect_err("plain refused");
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    // Verified TLS, reaching the server by address and by name (the
+    // certificate carries both).
+    for host in ["127.0.0.1", "localhost"] {
+        let verified = format!(
+            "{}?sslmode=verify-full&sslrootcert={ca}",
+            tls_only.replacen("127.0.0.1", host, 1)
+        );
+        let pool = PgPool::open(&verified, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let store = PostgresClaimStore::new(pool);
+        let item = format!("tls-{host}");
+        let claim = store.claim(request(&item, "run-tls", 30_000)).await;
+        assert_eq!(claim.expect("a claim over TLS").work_item, item);
+    }
+    // `require` verifies too: without the test CA (Mozilla roots only) the
+    // server's certificate is not trusted, so there is no connection.
+    let err = PgPool::open(&format!("{tls_only}?sslmode=require"), 2)
+        .await
+        .expect_err("untrusted certificate");
+    assert!(matches!(err, PostgresError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Modes braid does not offer are a bad URL, named.
+    let err = PgPool::open(&format!("{tls_only}?sslmode=verify-ca"), 2)
+        .await
+        .expect_err("verify-ca");
+    assert!(matches!(err, PostgresError::BadUrl { .. }), "{err}");
+    assert!(
+        err.to_string().contains("verify-ca is not supported"),
+        "{err}"
+    );
 }
 
 struct JournalBackend {

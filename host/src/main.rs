@@ -44,7 +44,8 @@ struct StateArgs {
     state_dir: PathBuf,
     /// Where claims and the run journal live: `sqlite` (files in the state
     /// directory, one machine) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
-    /// (one database shared by several braid hosts; see docs/scaling.md).
+    /// (one database shared by several braid hosts; TLS with
+    /// `?sslmode=verify-full&sslrootcert=CA.pem`; see docs/scaling.md).
     #[arg(long, env = "BRAID_STORE", default_value = "sqlite")]
     store: String,
     /// Where compiled components are cached (default: `<state-dir>/cache`).

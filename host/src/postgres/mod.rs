@@ -17,6 +17,7 @@
 
 mod claims;
 mod journal;
+mod tls;
 
 pub use claims::PostgresClaimStore;
 pub use journal::PostgresJournal;
@@ -24,7 +25,6 @@ pub use journal::PostgresJournal;
 use crate::store::ClaimStoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// The schema version this build writes; older versions are migrated on open.
 pub const SCHEMA_VERSION: i32 = 2;
@@ -144,20 +144,25 @@ pub fn redact(url: &str) -> String {
 }
 
 impl PgPool {
-    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`),
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`,
+    /// with `?sslmode=...&sslrootcert=...` for TLS: see the `tls` module),
     /// then creates or migrates braid's tables.
     pub async fn open(url: &str, max_connections: usize) -> Result<Self, PostgresError> {
         let shown = redact(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::BadUrl {
+        let bad_url = |reason: String| PostgresError::BadUrl {
             url: shown.clone(),
-            reason: format!("{e}"),
-        })?;
-        let mut config = config;
+            reason,
+        };
+        let (rest, tls) = tls::split_url(url).map_err(bad_url)?;
+        let mut config: tokio_postgres::Config =
+            rest.parse().map_err(|e| bad_url(format!("{e}")))?;
         config.connect_timeout(Duration::from_secs(5));
+        config.ssl_mode(tls.mode);
+        let connector = tls.connector().map_err(bad_url)?;
         let build = |size: usize| {
             let manager = Manager::from_config(
                 config.clone(),
-                NoTls,
+                connector.clone(),
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -185,9 +190,15 @@ impl PgPool {
     }
 
     fn unavailable(&self, e: impl std::error::Error + 'static) -> PostgresError {
+        let mut reason = chain(&e);
+        if reason.contains("invalid peer certificate") && !self.shown.contains("sslrootcert=") {
+            reason.push_str(
+                " (to trust the server's own CA, add sslrootcert=PATH-TO-CA.pem to the URL)",
+            );
+        }
         PostgresError::Unavailable {
             url: self.shown.clone(),
-            reason: chain(&e),
+            reason,
         }
     }
 
