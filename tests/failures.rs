@@ -395,6 +395,14 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     ) -> Result<Option<(String, String)>, braid::journal::JournalError> {
         not_used()
     }
+    async fn release_idempotent(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<bool, braid::journal::JournalError> {
+        not_used()
+    }
     async fn runs(&self) -> Result<Vec<braid::journal::RunRecord>, braid::journal::JournalError> {
         not_used()
     }

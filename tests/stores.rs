@@ -591,6 +591,28 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             j.idempotent_run("other", "key-1").await.expect("read"),
             None
         );
+        // A key is given up only for a run that never started, and only by
+        // the run it is reserved for.
+        let released = |host: usize, key: &'static str, run: &'static str| {
+            let j = Arc::clone(&b.hosts[host]);
+            async move { j.release_idempotent("wf", key, run).await.expect("release") }
+        };
+        assert!(
+            !released(1, "key-1", "run-1").await,
+            "{}: run-1 started",
+            b.name
+        );
+        let never = j
+            .reserve_idempotent("wf", "key-2", "sha-a", "run-never")
+            .await;
+        assert_eq!(never.expect("reserve"), None, "{}", b.name);
+        assert!(!released(1, "key-2", "run-other").await, "{}", b.name);
+        assert!(released(1, "key-2", "run-never").await, "{}", b.name);
+        assert!(!released(1, "key-2", "run-never").await, "{}: once", b.name);
+        let retry = b.hosts[2]
+            .reserve_idempotent("wf", "key-2", "sha-a", "run-retry")
+            .await;
+        assert_eq!(retry.expect("reserve"), None, "{}: free again", b.name);
 
         for (run, outcome, at) in [("run-1", "succeeded", 10), ("run-2", "failed", 20)] {
             let summary = braid::journal::ReportSummary {

@@ -290,6 +290,15 @@ pub trait RunJournal: Send + Sync + 'static {
         body_sha256: &str,
         run_id: &str,
     ) -> Result<Option<(String, String)>, JournalError>;
+    /// Gives `key` up again when its run `run_id` never started (its start
+    /// could not be journaled), so a retry with the key runs. `Ok(false)`:
+    /// kept, because the key is another run's or the run did start.
+    async fn release_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        run_id: &str,
+    ) -> Result<bool, JournalError>;
     /// Every run, oldest first.
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
     /// One run, if the journal knows it.
@@ -576,6 +585,27 @@ impl RunJournal for SqliteJournal {
                     .map_err(unavailable)?;
                 // Already this run's (a repeated reservation) counts as reserved.
                 Ok((holder != args[3]).then_some((sha, holder)))
+            })
+            .await
+    }
+
+    async fn release_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        run_id: &str,
+    ) -> Result<bool, JournalError> {
+        let args = [workflow, key, run_id].map(str::to_string);
+        self.db
+            .write(move |conn| {
+                let n = crate::db::exec(
+                    conn,
+                    "DELETE FROM idempotency WHERE workflow = ?1 AND key = ?2 AND run_id = ?3
+                     AND NOT EXISTS (SELECT 1 FROM runs WHERE run_id = ?3)",
+                    params![args[0], args[1], args[2]],
+                )
+                .map_err(unavailable)?;
+                Ok(n == 1)
             })
             .await
     }

@@ -1853,6 +1853,14 @@ mod tests {
         ) -> Result<Option<(String, String)>, JournalError> {
             down()
         }
+        async fn release_idempotent(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<bool, JournalError> {
+            down()
+        }
         async fn run(&self, _: &str) -> Result<Option<crate::journal::RunRecord>, JournalError> {
             down()
         }

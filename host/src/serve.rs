@@ -611,7 +611,22 @@ async fn start_run(
                         json!({ "body_sha256": sha, "response": body, "replayed": true }),
                     ));
                 }
-                let (status, body) = execute(&app, &served, input, trace, run_id).await?;
+                let (status, body) = match execute(&app, &served, input, trace, run_id.clone())
+                    .await
+                {
+                    Ok(answer) => answer,
+                    // 503 from `execute`: the run was not started (its start
+                    // could not be journaled). The key is given up again so
+                    // the client's retry runs, if the journal answers now.
+                    Err(refused) if refused.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        match app.journal.release_idempotent(&name, &key, &run_id).await {
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(%run_id, "idempotency key `{key}` kept: {e}"),
+                        }
+                        return Err(refused);
+                    }
+                    Err(other) => return Err(other),
+                };
                 Ok::<_, Response>((status, json!({ "body_sha256": body_sha, "response": body })))
             }
         })

@@ -383,6 +383,24 @@ impl RunJournal for PostgresJournal {
         Ok((holder != run_id).then_some((sha, holder)))
     }
 
+    async fn release_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        run_id: &str,
+    ) -> Result<bool, JournalError> {
+        // Safe to repeat: a second try deletes nothing, and says so.
+        let n = self
+            .execute(
+                "releasing an idempotency key",
+                "DELETE FROM braid_idempotency WHERE workflow = $1 AND key = $2 AND run_id = $3
+                 AND NOT EXISTS (SELECT 1 FROM braid_runs WHERE run_id = $3)",
+                &[&workflow, &key, &run_id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
         let sql = format!("{SELECT_RUNS} WHERE r.run_id = $1");
         let rows = self.query("reading a run", &sql, &[&run_id]).await?;
