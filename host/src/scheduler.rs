@@ -537,6 +537,8 @@ impl<E: StepExecutor> Scheduler<E> {
                     }
                     () = lease_lost.cancelled() => {
                         tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "run stopped: its lease was lost");
+                        // Stands until the lease check after the loop
+                        // says what happened (taken back or handed over).
                         failure = Some(TAKEN_OVER.to_string());
                         fenced = true;
                         tasks.abort_all();
