@@ -500,20 +500,7 @@ struct Outage {
 /// serve new runs afterwards.
 fn database_outage(port: &str, down: Duration, runs: usize) -> Outage {
     let rt = runtime();
-    let script = root().join("scripts/test-postgres.sh");
-    let pg = |args: &[&str]| {
-        let out = std::process::Command::new(&script)
-            .args(args)
-            .env("BRAID_TEST_PG_PORT", port)
-            .output()
-            .expect("scripts/test-postgres.sh runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let pg = |args: &[&str]| test_postgres(port, args);
     let server = pg(&[]);
     let url = rt.block_on(fresh_database_on(&server));
     let api = SampleApi::start(Some(20));

@@ -3,7 +3,7 @@
 //! `make test` starts, see scripts/test-postgres.sh; each test gets a
 //! database of its own).
 
-use crate::support::{fresh_database, root};
+use crate::support::{fresh_database, test_postgres};
 use braid::journal::{JournalEntry, RunJournal, RunStart, SqliteJournal};
 use braid::postgres::{PgPool, PostgresClaimStore, PostgresError, PostgresJournal};
 use braid::store::{ClaimRequest, ClaimStore, ClaimStoreError, SqliteClaimStore};
@@ -288,17 +288,7 @@ fn test_server_ca(url: &str) -> String {
         .rsplit_once(':')
         .and_then(|(_, rest)| rest.split('/').next())
         .expect("a port in the test server's URL");
-    let out = std::process::Command::new(root().join("scripts/test-postgres.sh"))
-        .arg("ca")
-        .env("BRAID_TEST_PG_PORT", port)
-        .output()
-        .expect("scripts/test-postgres.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    test_postgres(port, &["ca"])
 }
 
 #[tokio::test]

@@ -320,6 +320,22 @@ pub fn postgres_url() -> String {
     })
 }
 
+/// Runs `scripts/test-postgres.sh ARGS` for the test server on `port`
+/// (start, `stop`, `ca`, ...); what it printed.
+pub fn test_postgres(port: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(root().join("scripts/test-postgres.sh"))
+        .args(args)
+        .env("BRAID_TEST_PG_PORT", port)
+        .output()
+        .expect("scripts/test-postgres.sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A new, empty database on the PostgreSQL server at `url`; its URL.
 pub async fn fresh_database_on(url: &str) -> String {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -28,5 +28,6 @@ pub mod scaffold;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod trace;
 pub mod workflow;

@@ -83,13 +83,7 @@ impl HttpClient {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = crate::tls::client_config(roots)?;
         Ok(HttpClient {
             idle: Mutex::new(HashMap::new()),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),

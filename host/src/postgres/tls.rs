@@ -16,7 +16,6 @@
 //! they are taken out of the URL here before it parses the rest.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -110,14 +109,7 @@ impl TlsChoice {
                 }
             }
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-        Ok(MakeRustlsConnect::new(config))
+        Ok(MakeRustlsConnect::new(crate::tls::client_config(store)?))
     }
 }
 
