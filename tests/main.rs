@@ -2,6 +2,7 @@
 //! processes (the `braid` binary and its bundled sample API) on 127.0.0.1 and
 //! run the real guest components from `target/components/` (`make guests`).
 
+mod architecture;
 mod bench;
 mod definitions;
 mod failures;

@@ -12,6 +12,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod bench;
+pub mod bindings;
 pub mod capabilities;
 pub mod check;
 pub mod db;

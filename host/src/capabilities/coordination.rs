@@ -2,8 +2,8 @@
 //! calling step, stamped with its run id, trace id and span id.
 
 use super::Caller;
-use crate::sandbox::bindings::braid::workflow::coordination::{ClaimError, Host, WorkClaim};
-use crate::sandbox::bindings::braid::workflow::types::TraceContext;
+use crate::bindings::step::braid::workflow::coordination::{ClaimError, Host, WorkClaim};
+use crate::bindings::step::braid::workflow::types::TraceContext;
 use crate::store::{ClaimRecord, ClaimRequest, ClaimStore, ClaimStoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +74,9 @@ impl CoordinationCtx {
 fn elapsed_ms(started: std::time::Instant) -> String {
     format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0)
 }
+
+/// `types` declares no functions; the generated trait only needs an impl.
+impl crate::bindings::step::braid::workflow::types::Host for CoordinationCtx {}
 
 impl Host for CoordinationCtx {
     async fn claim(

@@ -15,8 +15,8 @@ pub mod http;
 pub mod http_client;
 pub mod telemetry;
 
+use crate::bindings::step::braid::workflow::types::TraceContext;
 use crate::report::{EventRecord, RunRecorder};
-use crate::sandbox::bindings::braid::workflow::types::TraceContext;
 use crate::trace::AttemptTrace;
 use std::collections::BTreeMap;
 

@@ -2,9 +2,9 @@
 //! trace id, span id, run id and step name, into `tracing` and the run report.
 
 use super::Caller;
+use crate::bindings::step::braid::workflow::telemetry::{Host, Level, TelemetryError};
+use crate::bindings::step::braid::workflow::types::TraceContext;
 use crate::report::EventRecord;
-use crate::sandbox::bindings::braid::workflow::telemetry::{Host, Level, TelemetryError};
-use crate::sandbox::bindings::braid::workflow::types::TraceContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -61,6 +61,9 @@ impl TelemetryCtx {
         });
     }
 }
+
+/// `types` declares no functions; the generated trait only needs an impl.
+impl crate::bindings::step::braid::workflow::types::Host for TelemetryCtx {}
 
 impl Host for TelemetryCtx {
     async fn log(

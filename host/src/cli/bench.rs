@@ -1,0 +1,308 @@
+//! `braid bench`: turns its flags into a [`braid::bench::suite::Plan`] and
+//! prints the tables (see docs/PERFORMANCE.md); the harness itself is the
+//! library's `bench` module.
+
+use super::host::{StoreKind, open_stores};
+use super::{Exit, StateArgs, print_json};
+use braid::bench::Load;
+use braid::bench::suite::{Plan, Scaling, SuiteError};
+use braid::sample_api::Latencies;
+use braid::store::{ClaimStore, SqliteClaimStore};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The workflow to run (its steps must be the reference workflow's for the native baseline).
+    #[arg(long, default_value = "workflows/api-orchestration.toml")]
+    workflow: PathBuf,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "sequential")]
+    mode: BenchMode,
+    /// Sample API latencies: the seed's (~33/28/35 ms) or none.
+    #[arg(long, value_enum, default_value = "zero")]
+    latency: BenchLatency,
+    /// Every sample API call answers after this many milliseconds (overrides --latency).
+    #[arg(long)]
+    latency_ms: Option<u64>,
+    /// Which executors to run; with both, the table gives the sandbox/native ratio.
+    #[arg(long, value_enum, default_value = "both")]
+    executor: BenchExecutor,
+    /// Runs per load (sequential, and per ladder rung at least).
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Ladder rungs (runs in flight).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,20,100")]
+    concurrency: Vec<usize>,
+    /// Open-loop rates (runs started per second).
+    #[arg(long, value_delimiter = ',', default_value = "5,15,30,300")]
+    rate: Vec<f64>,
+    /// How long each rate is held.
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    /// Scaling mode: chains of this many `noop` steps (100-byte payload).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,6,12,24")]
+    steps: Vec<usize>,
+    /// Scaling mode: payload sizes in bytes handed along a 6-step chain.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,10000,100000,1000000"
+    )]
+    payload_bytes: Vec<usize>,
+    /// Claims mode: how many distinct work items the claimers pick from
+    /// (few items: contended, many conflicts).
+    #[arg(long, default_value_t = 100_000)]
+    items: usize,
+    /// Do not journal runs (measures the journal's cost when compared).
+    #[arg(long)]
+    no_journal: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchMode {
+    Sequential,
+    Ladder,
+    Rate,
+    Attempt,
+    /// Cost vs number of steps and payload size (generated chains of `noop`).
+    Scaling,
+    /// The claim store alone (`--store`: sqlite in a scratch directory, or a
+    /// postgres:// URL): claim calls per second and latency, `--concurrency`
+    /// claimers, `--runs` claim calls per rung, on `--items` work items.
+    Claims,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchLatency {
+    Seed,
+    Zero,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchExecutor {
+    Sandbox,
+    Native,
+    Both,
+}
+
+pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
+    if args.mode == BenchMode::Claims {
+        return bench_claims(&args).await;
+    }
+    let (latencies, latency_label) = match (args.latency_ms, args.latency) {
+        (Some(ms), _) => (
+            Latencies::uniform(Duration::from_millis(ms)),
+            format!("{ms} ms per call"),
+        ),
+        (None, BenchLatency::Seed) => (Latencies::default(), "seed (33/28/35 ms)".to_string()),
+        (None, BenchLatency::Zero) => (Latencies::uniform(Duration::ZERO), "zero".to_string()),
+    };
+    let mut loads = Vec::new();
+    let (seq, ladder, rate) = match args.mode {
+        BenchMode::Sequential => (true, false, false),
+        BenchMode::Ladder => (false, true, false),
+        BenchMode::Rate => (false, false, true),
+        BenchMode::Attempt | BenchMode::Scaling | BenchMode::Claims => (false, false, false),
+        BenchMode::All => (true, true, true),
+    };
+    if seq {
+        loads.push(Load::Sequential { runs: args.runs });
+    }
+    if ladder {
+        for &c in &args.concurrency {
+            loads.push(Load::Concurrent {
+                in_flight: c,
+                runs: args.runs.max(c * 3),
+            });
+        }
+    }
+    if rate {
+        for &r in &args.rate {
+            loads.push(Load::Rate {
+                per_sec: r,
+                duration: Duration::from_secs_f64(args.duration_s),
+            });
+        }
+    }
+    let plan = Plan {
+        workflow: args.workflow.clone(),
+        latencies,
+        cache_dir: args.state.cache_dir(),
+        journal: !args.no_journal,
+        sandbox: args.executor != BenchExecutor::Native,
+        native: args.executor != BenchExecutor::Sandbox,
+        loads,
+        scaling: matches!(args.mode, BenchMode::Scaling | BenchMode::All).then(|| Scaling {
+            steps: args.steps.clone(),
+            payload_bytes: args.payload_bytes.clone(),
+            runs: args.runs,
+        }),
+        attempt_calls: matches!(args.mode, BenchMode::Attempt | BenchMode::All)
+            .then(|| args.runs.max(1000)),
+    };
+    let outcome = braid::bench::suite::run(&plan, &progress)
+        .await
+        .map_err(|e| match e {
+            SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
+            SuiteError::Run(_) => Exit(1, e.into()),
+        })?;
+    let results = outcome.loads;
+    let attempt = outcome.attempt;
+    let violations: usize = results.iter().map(|r| r.trace_violations.len()).sum();
+    if args.json {
+        let out = serde_json::json!({ "loads": results, "attempt": attempt, "trace_violations": violations });
+        print_json(&out)?;
+    } else {
+        print_bench(
+            &results,
+            attempt.as_deref(),
+            &latency_label,
+            !args.no_journal,
+        );
+    }
+    for r in &results {
+        for v in r.trace_violations.iter().take(5) {
+            eprintln!("trace check failed ({} · {}): {v}", r.load, r.executor);
+        }
+    }
+    Ok(if violations == 0 { 0 } else { 1 })
+}
+
+/// A progress bar for one load of one executor.
+fn progress(load: &Load, who: &str) -> Option<indicatif::ProgressBar> {
+    let total = match load {
+        Load::Sequential { runs } | Load::Concurrent { runs, .. } => *runs as u64,
+        Load::Rate { per_sec, duration } => (per_sec * duration.as_secs_f64()).round() as u64,
+    };
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_message(format!("{} · {who}", load.label()));
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:28} {bar:40} {pos}/{len} {per_sec}")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// `braid bench --mode claims`: the claim store alone, one rung per
+/// `--concurrency` value.
+async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
+    let (store, label): (Arc<dyn ClaimStore>, &str) = match args.state.store_kind()? {
+        StoreKind::Sqlite => {
+            let scratch = std::env::temp_dir().join(format!(
+                "braid-bench-{}",
+                hex::encode(rand::random::<[u8; 6]>())
+            ));
+            let store = SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?;
+            (Arc::new(store), "sqlite")
+        }
+        StoreKind::Postgres(_) => (open_stores(&args.state).await?.claims, "postgres"),
+    };
+    let mut rungs = Vec::new();
+    for &claimers in &args.concurrency {
+        let rung =
+            braid::bench::claim_rung(Arc::clone(&store), label, claimers, args.runs, args.items)
+                .await
+                .map_err(|e| Exit(1, e.into()))?;
+        if !args.json {
+            println!(
+                "{:<9} {:>4} claimers {:>7} items: {:>8.0} claims/s  claim p50 {:>7.0} us p99 {:>7.0} us  release p50 {:>7.0} us  {} conflicts",
+                rung.store,
+                rung.claimers,
+                rung.items,
+                rung.claims_per_s,
+                rung.claim_p50_us,
+                rung.claim_p99_us,
+                rung.release_p50_us,
+                rung.conflicts
+            );
+        }
+        rungs.push(rung);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rungs).map_err(|e| Exit(1, e.into()))?
+        );
+    }
+    Ok(0)
+}
+
+fn print_bench(
+    results: &[braid::bench::LoadResult],
+    attempt: Option<&[serde_json::Value]>,
+    latency: &str,
+    journal: bool,
+) {
+    println!(
+        "API latency: {latency}; journal: {}; peak RSS {:.0} MiB",
+        if journal { "on" } else { "off" },
+        braid::bench::peak_rss_mib()
+    );
+    if results.is_empty() {
+        print_attempt(attempt);
+        return;
+    }
+    println!();
+    println!(
+        "| load | executor | runs | ok | runs/s | p50 ms | p90 ms | p99 ms | max ms | traces | sandbox/native |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for r in results {
+        let ratio = results
+            .iter()
+            .find(|o| o.load == r.load && o.executor == "native")
+            .filter(|_| r.executor == "sandbox")
+            .map_or(String::new(), |n| {
+                format!("{:.2}", r.throughput_per_s / n.throughput_per_s.max(1e-9))
+            });
+        println!(
+            "| {} | {} | {} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            r.load,
+            r.executor,
+            r.runs,
+            100.0 * r.succeeded as f64 / r.runs.max(1) as f64,
+            r.throughput_per_s,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.max_ms,
+            if r.trace_violations.is_empty() {
+                "intact".to_string()
+            } else {
+                format!("{} violations", r.trace_violations.len())
+            },
+            ratio
+        );
+    }
+    print_attempt(attempt);
+}
+
+fn print_attempt(attempt: Option<&[serde_json::Value]>) {
+    let Some(timed) = attempt else { return };
+    println!(
+        "\nper step attempt (fresh store + instance + call + teardown), sequential, after 100 warm-up calls:\n"
+    );
+    println!("| step | calls | p50 us | p90 us | p99 us | max us |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for a in timed {
+        println!(
+            "| `{}` | {} | {} | {} | {} | {} |",
+            a["step"].as_str().unwrap_or(""),
+            a["calls"],
+            a["p50_us"],
+            a["p90_us"],
+            a["p99_us"],
+            a["max_us"]
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! `braid check`: validates workflow definitions and the components they name.
+
+use super::host::open_local_host;
+use super::{Exit, StateArgs};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[arg(required = true)]
+    workflows: Vec<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+pub fn exec(args: CheckArgs) -> Result<u8, Exit> {
+    let CheckArgs { workflows, state } = args;
+    let state = &state;
+    let host = open_local_host(state)?;
+    let mut failed = false;
+    for path in &workflows {
+        match braid::check::load_and_prepare(path, Arc::clone(&host.sandbox)) {
+            Ok((wf, _)) => println!(
+                "{}: ok (workflow `{}`, {} steps)",
+                path.display(),
+                wf.name,
+                wf.steps.len()
+            ),
+            Err(e) => {
+                failed = true;
+                eprint!("{e}");
+            }
+        }
+    }
+    Ok(if failed { 2 } else { 0 })
+}

@@ -1,0 +1,102 @@
+//! The `braid` commands, one module each (as cargo's `commands/`): each holds
+//! its clap arguments and an `exec` that runs it. What they share lives
+//! here: the state options, the [`Exit`] error, and (in [`host`]) opening the
+//! stores and the sandbox. Only the CLI prints for humans.
+//!
+//! A command must not hold logic the library should own: it parses,
+//! calls the library, and prints.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+/// `println!` that ignores a closed stdout (`braid ... | head`): the reader
+/// has gone, so there is no one left to tell; `println!` would panic.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+pub mod bench;
+pub mod check;
+pub mod claims;
+pub mod host;
+pub mod inspect;
+pub mod new;
+pub mod policy;
+pub mod recover;
+pub mod run;
+pub mod runs;
+pub mod sample_api;
+pub mod serve;
+
+/// A failure with the exit code it maps to.
+pub struct Exit(pub u8, pub anyhow::Error);
+
+pub fn bad_input(e: impl Into<anyhow::Error>) -> Exit {
+    Exit(2, e.into())
+}
+
+#[derive(Args, Clone)]
+pub struct StateArgs {
+    /// Directory for the claim store and the compiled-component cache.
+    #[arg(long, env = "BRAID_STATE_DIR", default_value = ".braid")]
+    pub state_dir: PathBuf,
+    /// Where claims and the run journal live: `sqlite` (files in the state
+    /// directory, one machine) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+    /// (one database shared by several braid hosts; TLS with
+    /// `?sslmode=verify-full&sslrootcert=CA.pem`; see docs/scaling.md).
+    #[arg(long, env = "BRAID_STORE", default_value = "sqlite")]
+    pub store: String,
+    /// Where compiled components are cached (default: `<state-dir>/cache`).
+    /// Entries are keyed by the component's sha256 and the engine's
+    /// compatibility hash, so one cache may serve several state dirs.
+    #[arg(long, env = "BRAID_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the compiled-component cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Meter fuel so steps can set a CPU budget (`fuel` in the workflow).
+    #[arg(long)]
+    pub fuel: bool,
+    /// Refuse allowlisted host names that resolve to loopback or private
+    /// addresses (allowlist the IP itself to reach one).
+    #[arg(long)]
+    pub deny_private_networks: bool,
+}
+
+impl StateArgs {
+    /// The compiled-component cache directory, unless `--no-cache`.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        Some(
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("cache")),
+        )
+    }
+}
+
+/// A JSON `--input`: the text itself, or `@FILE`.
+pub fn read_input(input: &str) -> Result<serde_json::Value> {
+    let text = match input.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--input: cannot read {path}"))?
+        }
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).context("--input is not valid JSON")
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), Exit> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).map_err(|e| Exit(1, e.into()))?
+    );
+    Ok(())
+}

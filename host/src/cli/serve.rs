@@ -1,0 +1,149 @@
+//! `braid serve`: serves workflows over HTTP (see docs/serving.md), with
+//! recovery of abandoned runs and graceful shutdown.
+
+use super::host::{open_host, recover};
+use super::{Exit, StateArgs, bad_input};
+use anyhow::Context;
+use braid::scheduler::Scheduler;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Workflow files to serve (default: every workflows/*.toml).
+    workflows: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Write the bound address here once listening.
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// On SIGTERM/ctrl-c, how long runs in flight may take to finish
+    /// before they are aborted (undone, journaled), in ms.
+    #[arg(long, default_value_t = 30_000)]
+    grace_ms: u64,
+    /// Step attempts in flight at once, per workflow.
+    #[arg(long, default_value_t = 256)]
+    max_concurrency: usize,
+    /// Enables `PUT /v1/components/NAME` and rollback for callers that
+    /// send `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Watch the component files and hot-swap a changed one.
+    #[arg(long)]
+    watch: bool,
+    /// How often `--watch` looks, in ms.
+    #[arg(long, default_value_t = 500)]
+    watch_interval_ms: u64,
+    /// Largest accepted component upload, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_component_bytes: usize,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
+    let ServeArgs {
+        workflows: mut files,
+        listen,
+        addr_file,
+        max_body_bytes,
+        grace_ms,
+        max_concurrency,
+        admin_token,
+        watch,
+        watch_interval_ms,
+        max_component_bytes,
+        state,
+    } = args;
+    let state = &state;
+    let grace = Duration::from_millis(grace_ms);
+    let watch = watch.then(|| Duration::from_millis(watch_interval_ms.max(10)));
+    use braid::registry::Served;
+    use braid::serve::{ServeConfig, Server};
+    if files.is_empty() {
+        let dir = Path::new("workflows");
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("no workflow files given and cannot read {}", dir.display()))
+            .map_err(bad_input)?;
+        files = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+    }
+    let host = open_host(state).await?;
+    // Every workflow is checked and its components compiled before the
+    // server listens; all problems are reported together.
+    let mut served = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        match braid::check::load_and_prepare(file, Arc::clone(&host.sandbox)) {
+            Ok((workflow, executor)) => {
+                let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
+                    .with_journal(Arc::clone(&host.journal), host.owner.clone())
+                    .with_local_runs(host.local.clone())
+                    .with_claims(Arc::clone(&host.claims));
+                served.push(Served::new(workflow, scheduler));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(bad_input(anyhow::anyhow!("{}", problems.join("\n"))));
+    }
+    for r in recover(&host).await? {
+        eprintln!(
+            "recovered run {} (trace {}) left by {}: aborted",
+            r.run_id, r.trace_id, r.previous_owner
+        );
+    }
+    // Runs of hosts that die later (other hosts on a shared store, or
+    // another process on this machine) are found while serving.
+    let recovery = host.recoverer().spawn_loop();
+    let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
+    let server = Server::start(
+        listen,
+        ServeConfig {
+            workflows: served,
+            journal: Arc::clone(&host.journal),
+            sandbox: Arc::clone(&host.sandbox),
+            state_dir: state.state_dir.clone(),
+            admin_token,
+            watch,
+            max_component_bytes,
+            max_body_bytes,
+            grace,
+            otel: braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
+                .map_err(bad_input)?,
+        },
+    )
+    .await
+    .map_err(bad_input)?;
+    eprintln!(
+        "braid serving {} on http://{} (owner {})",
+        names.join(", "),
+        server.addr,
+        host.owner
+    );
+    if let Some(path) = addr_file {
+        std::fs::write(&path, server.addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(|e| Exit(1, e))?;
+    }
+    braid::serve::shutdown_signal().await;
+    eprintln!(
+        "shutting down: finishing runs in flight (grace {} ms)",
+        grace.as_millis()
+    );
+    recovery.abort();
+    server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
+    eprintln!("stopped");
+    Ok(0)
+}

@@ -1,0 +1,192 @@
+//! One step of a run: its attempts, each a new span and a fresh call, retried
+//! with backoff while the failure is retryable and attempts are left, then
+//! handed to compensation ([`super::saga`]). Journals each attempt and the
+//! step's completion.
+//!
+//! Must not know wasmtime, the lease, or what other steps do.
+
+use super::saga::compensate;
+use super::{AttemptContext, RunLog, StepExecutor, StepFailure, StepOutcome, backoff};
+use crate::journal::JournalEntry;
+use crate::report::EventRecord;
+use crate::trace::{AttemptTrace, SpanId};
+use crate::workflow::StepSpec;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// One attempt of `run`: a new span, the call, the JSON check, the record.
+async fn attempt_once<E: StepExecutor>(
+    executor: &E,
+    permits: &Semaphore,
+    step: &StepSpec,
+    base: &AttemptContext,
+    attempt: u32,
+    input: &str,
+    log: &RunLog,
+) -> Result<Value, StepFailure> {
+    let recorder = &base.recorder;
+    let span_id = SpanId::random();
+    let ctx = AttemptContext {
+        attempt,
+        trace: AttemptTrace {
+            span_id,
+            ..base.trace.clone()
+        },
+        ..base.clone()
+    };
+    let parsed = {
+        let _permit = permits.acquire().await;
+        let index =
+            recorder.attempt_started(&step.name, attempt, span_id.to_string(), Instant::now());
+        let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
+        let out = executor
+            .execute(step, ctx, input.to_string())
+            .instrument(span)
+            .await;
+        let parsed = out.and_then(|text| {
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| StepFailure::InvalidOutput(e.to_string()))
+        });
+        let outcome = parsed.as_ref().map_or_else(|f| f.kind(), |_| "succeeded");
+        recorder.attempt_finished(
+            &step.name,
+            index,
+            outcome,
+            parsed.as_ref().err().map(ToString::to_string),
+        );
+        parsed
+    };
+    log.append(JournalEntry {
+        kind: "attempt".into(),
+        step: step.name.clone(),
+        span_id: span_id.to_string(),
+        attempt,
+        outcome: parsed
+            .as_ref()
+            .map_or_else(|f| f.kind(), |_| "succeeded")
+            .to_string(),
+        error: parsed.as_ref().err().map(ToString::to_string),
+        ..Default::default()
+    })
+    .await;
+    parsed
+}
+
+/// Runs a step until it succeeds, is compensated, or fails for good:
+/// retries retryable failures with backoff, then asks a reversible step to
+/// compensate.
+pub(super) async fn run_step<E: StepExecutor>(
+    executor: Arc<E>,
+    permits: Arc<Semaphore>,
+    step: StepSpec,
+    input: String,
+    base: AttemptContext,
+    log: RunLog,
+) -> StepOutcome {
+    let started = Instant::now();
+    let recorder = base.recorder.clone();
+    let trace_id = base.trace.trace_id;
+    let mut attempt = 0u32;
+    // Attempts left before the step has failed for good.
+    let mut budget = step.max_retries + 1;
+    let mut compensation_retries = 0u32;
+    let outcome = loop {
+        attempt += 1;
+        budget -= 1;
+        let failure = match attempt_once(
+            executor.as_ref(),
+            &permits,
+            &step,
+            &base,
+            attempt,
+            &input,
+            &log,
+        )
+        .await
+        {
+            Ok(v) => break StepOutcome::Succeeded(v),
+            Err(f) => f,
+        };
+        if failure.is_retryable() && budget > 0 {
+            let wait = backoff(attempt);
+            tracing::warn!(step = %step.name, attempt, trace_id = %trace_id,
+                wait_ms = wait.as_millis() as u64, "attempt failed ({}): {failure}; retrying", failure.kind());
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        if !executor.is_reversible(&step.name) {
+            break StepOutcome::Failed(format!("{}: {failure}", failure.kind()));
+        }
+        match compensate(
+            executor.as_ref(),
+            &permits,
+            &step,
+            &base,
+            attempt,
+            &input,
+            failure,
+            &mut compensation_retries,
+            &log,
+        )
+        .await
+        {
+            Some(outcome) => break outcome,
+            // `compensate` said retry: one more attempt.
+            None => budget = 1,
+        }
+    };
+
+    if let StepOutcome::Succeeded(v) = &outcome {
+        let (component, sha) = executor.component_of(&step.name);
+        log.append(JournalEntry {
+            kind: "completed".into(),
+            step: step.name.clone(),
+            outcome: "succeeded".into(),
+            input: Some(input.clone()),
+            output: Some(v.to_string()),
+            component: Some(component),
+            component_sha256: Some(sha),
+            timeout_ms: Some(step.timeout.as_millis() as u64),
+            allowed_hosts: Some(step.allowed_hosts.clone()),
+            ..Default::default()
+        })
+        .await;
+    }
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (name, level, message) = match &outcome {
+        StepOutcome::Succeeded(_) => ("step.succeeded", "info", String::new()),
+        StepOutcome::Compensated(_) => (
+            "step.compensated",
+            "warn",
+            "continued with a substitute output".to_string(),
+        ),
+        StepOutcome::Failed(e) => ("step.failed", "warn", e.clone()),
+    };
+    tracing::info!(step = %step.name, outcome = name, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished {message}");
+    let mut measurements = BTreeMap::new();
+    measurements.insert("duration_ms".to_string(), duration_ms);
+    measurements.insert("attempts".to_string(), f64::from(attempt));
+    let last_span = recorder
+        .timeline(&step.name)
+        .attempts
+        .last()
+        .map(|(a, _)| a.span_id.clone())
+        .unwrap_or_default();
+    recorder.event(EventRecord {
+        kind: "host".into(),
+        name: name.into(),
+        level: level.into(),
+        message,
+        trace_id: trace_id.to_string(),
+        span_id: last_span,
+        step: step.name.clone(),
+        at_ms: 0.0,
+        measurements,
+        metadata: BTreeMap::new(),
+    });
+    outcome
+}

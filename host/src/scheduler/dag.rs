@@ -1,0 +1,291 @@
+//! The run's DAG: which steps may start (every step they depend on has
+//! succeeded), each step's input (built from the run's inputs and other
+//! steps' outputs), what the run knows as its steps end, and the step
+//! reports in the order the steps started.
+//!
+//! Must not know wasmtime or how a step is attempted (that is `attempt`).
+
+use super::attempt::run_step;
+use super::lease::TAKEN_OVER;
+use super::{ABORTED, AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
+use crate::journal::JournalEntry;
+use crate::report::{RunRecorder, StepReport};
+use crate::workflow::{ArgSource, StepSpec, Workflow};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What a run knows about its steps while they run.
+#[derive(Default)]
+pub(super) struct RunState {
+    pub(super) outputs: HashMap<String, Value>,
+    pub(super) outcomes: HashMap<String, String>,
+    pub(super) errors: HashMap<String, String>,
+    /// Steps that completed (not compensated), in completion order, with their input.
+    pub(super) completed: Vec<(String, String)>,
+    inputs_of: HashMap<String, String>,
+    /// Steps in the order they started.
+    pub(super) order: Vec<String>,
+    /// Why the run failed, once it has.
+    pub(super) failure: Option<String>,
+    /// A step continued with a substitute output.
+    pub(super) degraded: bool,
+    tasks: JoinSet<StepOutcome>,
+    task_steps: HashMap<tokio::task::Id, String>,
+}
+
+impl<E: StepExecutor> Scheduler<E> {
+    /// Runs the DAG until every started step has ended: starts steps as
+    /// their dependencies succeed and, once the run fails (a step failed,
+    /// `cancel` fired, or the lease was lost), cancels the steps still
+    /// running. Returns whether the run was stopped by losing its lease.
+    pub(super) async fn execute(
+        &self,
+        run: &RunCtx,
+        state: &mut RunState,
+        cancel: &CancellationToken,
+        lease_lost: &CancellationToken,
+    ) -> bool {
+        let trace_id = run.trace_id;
+        // Set when the lease is lost: the run stops at once (see
+        // `LEASE_FENCE`); what then happens is up to `after_fence`.
+        let mut fenced = false;
+        loop {
+            if state.failure.is_none() {
+                self.start_ready(run, state);
+                if state.failure.is_some() {
+                    // Stop whatever is still running: the run has failed.
+                    state.tasks.abort_all();
+                }
+            }
+            let joined = if state.failure.is_none() {
+                tokio::select! {
+                    joined = state.tasks.join_next_with_id() => joined,
+                    () = cancel.cancelled() => {
+                        tracing::warn!(parent: &run.span, trace_id = %trace_id, "run aborted: the host is shutting down");
+                        state.failure = Some(ABORTED.to_string());
+                        state.tasks.abort_all();
+                        continue;
+                    }
+                    () = lease_lost.cancelled() => {
+                        tracing::error!(parent: &run.span, trace_id = %trace_id, "run stopped: its lease was lost");
+                        // Stands until the lease check after the loop
+                        // says what happened (taken back or handed over).
+                        state.failure = Some(TAKEN_OVER.to_string());
+                        fenced = true;
+                        state.tasks.abort_all();
+                        continue;
+                    }
+                }
+            } else {
+                state.tasks.join_next_with_id().await
+            };
+            let Some(joined) = joined else {
+                break;
+            };
+            let (name, outcome) = match joined {
+                Ok((id, outcome)) => (
+                    state.task_steps.remove(&id).unwrap_or_default(),
+                    Some(outcome),
+                ),
+                Err(e) => {
+                    let name = state.task_steps.remove(&e.id()).unwrap_or_default();
+                    if e.is_cancelled() {
+                        (name, None)
+                    } else {
+                        (
+                            name,
+                            Some(StepOutcome::Failed(format!(
+                                "step task ended abnormally: {e}"
+                            ))),
+                        )
+                    }
+                }
+            };
+            run.base.recorder.step_finished(&name, Instant::now());
+            state.step_ended(run, name, outcome).await;
+        }
+        fenced
+    }
+
+    /// Starts every step not started yet whose dependencies have all
+    /// succeeded. A step whose input cannot be built fails the run.
+    fn start_ready(&self, run: &RunCtx, state: &mut RunState) {
+        let recorder = &run.base.recorder;
+        for step in &run.wf.steps {
+            if state.order.contains(&step.name)
+                || !step
+                    .dependencies()
+                    .iter()
+                    .all(|d| state.outputs.contains_key(*d))
+            {
+                continue;
+            }
+            state.order.push(step.name.clone());
+            recorder.step_started(&step.name, Instant::now());
+            let input = match build_input(step, &run.inputs, &state.outputs) {
+                Ok(v) => v.to_string(),
+                Err(e) => {
+                    recorder.step_finished(&step.name, Instant::now());
+                    state.outcomes.insert(step.name.clone(), "failed".into());
+                    state.errors.insert(step.name.clone(), e.clone());
+                    state.failure = Some(format!("step `{}`: {e}", step.name));
+                    break;
+                }
+            };
+            state.inputs_of.insert(step.name.clone(), input.clone());
+            let span = tracing::info_span!(parent: &run.span, "step", step = %step.name, trace_id = %run.trace_id);
+            let handle = state.tasks.spawn(
+                run_step(
+                    Arc::clone(&self.executor),
+                    Arc::clone(&self.permits),
+                    step.clone(),
+                    input,
+                    AttemptContext {
+                        step: step.name.clone(),
+                        ..run.base.clone()
+                    },
+                    run.log.clone(),
+                )
+                .instrument(span),
+            );
+            state.task_steps.insert(handle.id(), step.name.clone());
+        }
+    }
+}
+
+impl RunState {
+    /// Takes in how step `name` ended (`None`: it was cancelled).
+    async fn step_ended(&mut self, run: &RunCtx, name: String, outcome: Option<StepOutcome>) {
+        match outcome {
+            Some(StepOutcome::Succeeded(v)) => {
+                self.outputs.insert(name.clone(), v);
+                self.outcomes.insert(name.clone(), "succeeded".into());
+                self.completed.push((
+                    name.clone(),
+                    self.inputs_of.get(&name).cloned().unwrap_or_default(),
+                ));
+            }
+            Some(StepOutcome::Compensated(v)) => {
+                self.outputs.insert(name.clone(), v);
+                self.outcomes.insert(name.clone(), "compensated".into());
+                self.degraded = true;
+            }
+            Some(StepOutcome::Failed(e)) => {
+                self.outcomes.insert(name.clone(), "failed".into());
+                self.errors.insert(name.clone(), e.clone());
+                if self.failure.is_none() {
+                    self.failure = Some(format!("step `{name}` failed: {e}"));
+                    self.tasks.abort_all();
+                }
+            }
+            None => {
+                self.outcomes.insert(name.clone(), "cancelled".into());
+                tracing::warn!(parent: &run.span, step = %name, trace_id = %run.trace_id, "step cancelled: the run failed");
+                run.log
+                    .append(JournalEntry {
+                        kind: "cancelled".into(),
+                        step: name.clone(),
+                        outcome: "cancelled".into(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Builds a step's input object from its argument sources.
+fn build_input(
+    step: &StepSpec,
+    inputs: &serde_json::Map<String, Value>,
+    outputs: &HashMap<String, Value>,
+) -> Result<Value, String> {
+    let mut obj = serde_json::Map::new();
+    for (name, source) in &step.args {
+        let value = match source {
+            ArgSource::Input(input) => inputs.get(input).cloned().unwrap_or(Value::Null),
+            ArgSource::Value(v) => v.clone(),
+            ArgSource::Step { step: dep, pointer } => {
+                let output = outputs
+                    .get(dep)
+                    .ok_or_else(|| format!("argument `{name}`: step `{dep}` has no output"))?;
+                match pointer {
+                    None => output.clone(),
+                    Some(p) => output.pointer(p).cloned().ok_or_else(|| {
+                        format!("argument `{name}`: pointer `{p}` matches nothing in the output of step `{dep}`")
+                    })?,
+                }
+            }
+        };
+        obj.insert(name.clone(), value);
+    }
+    Ok(Value::Object(obj))
+}
+
+/// One report per step: those that started, in the order they started,
+/// then those that never did (`skipped`).
+pub(super) fn build_step_reports<E: StepExecutor>(
+    wf: &Workflow,
+    order: &[String],
+    outcomes: &HashMap<String, String>,
+    errors: &HashMap<String, String>,
+    recorder: &RunRecorder,
+    executor: &E,
+) -> Vec<StepReport> {
+    let timelines: HashMap<String, _> = wf
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), recorder.timeline(&s.name)))
+        .collect();
+    let interval = |name: &str| {
+        let t = timelines.get(name)?;
+        Some((t.started?, t.finished?))
+    };
+    let names = order.iter().cloned().chain(
+        wf.steps
+            .iter()
+            .map(|s| s.name.clone())
+            .filter(|n| !order.contains(n)),
+    );
+    let mut reports = Vec::new();
+    for name in names {
+        let (component, component_sha256) = executor.component_of(&name);
+        let timeline = timelines.get(&name).cloned().unwrap_or_default();
+        let (start_ms, duration_ms) = match interval(&name) {
+            Some((a, b)) => (recorder.offset_ms(a), (b - a).as_secs_f64() * 1000.0),
+            None => (0.0, 0.0),
+        };
+        let parallel_with = match interval(&name) {
+            Some((a, b)) => order
+                .iter()
+                .filter(|other| **other != name)
+                .filter(|other| interval(other).is_some_and(|(c, d)| c < b && a < d))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        reports.push(StepReport {
+            outcome: outcomes
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| "skipped".into()),
+            error: errors.get(&name).cloned(),
+            name,
+            component,
+            component_sha256,
+            start_ms,
+            duration_ms,
+            parallel_with,
+            attempts: timeline.attempts.into_iter().map(|(a, _)| a).collect(),
+            compensations: timeline.compensations,
+        });
+    }
+    reports
+}

@@ -1,0 +1,421 @@
+//! The scheduler: runs a workflow's DAG on tokio, and owns the failure model.
+//!
+//! Owns: when a step starts (as soon as every step it depends on has
+//! succeeded, bounded by a concurrency limit), each step's input (built from
+//! workflow inputs and other steps' outputs), retries with backoff, the
+//! compensation decision of a failed step, cancelling steps still running when
+//! the run fails, undoing completed steps in reverse completion order,
+//! releasing a failed run's claims, journaling all of it, and the run report.
+//!
+//! Must not know wasmtime: a step call is executed by a [`StepExecutor`]
+//! (the sandbox in production; anything else in tests and baselines).
+//!
+//! Rooms: this file holds the public [`Scheduler`] and a run's lifecycle
+//! (start, execute, wind down, finish); [`executor`] the seam to whatever runs
+//! a call; `dag` readiness, inputs and step reports; `attempt` one step's
+//! attempts, retries and backoff; `saga` compensation, undo and releasing
+//! claims; `lease` the run's lease and the fence around it.
+
+mod attempt;
+mod dag;
+pub mod executor;
+mod lease;
+mod saga;
+#[cfg(test)]
+mod tests;
+
+pub use executor::{AttemptContext, Compensation, LimitKind, StepExecutor, StepFailure};
+pub use lease::{
+    LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
+};
+pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
+
+use crate::journal::{JournalEntry, JournalError, LocalRuns, RunJournal};
+use crate::report::{RunRecorder, RunReport};
+use crate::store::ClaimStore;
+use crate::trace::{AttemptTrace, IncomingTrace, SpanId, TraceId};
+use crate::workflow::{InputError, Workflow};
+use dag::{RunState, build_step_reports};
+use lease::LeaseKeeper;
+use saga::Ending;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// A request to run a workflow once.
+pub struct RunRequest {
+    pub workflow: Arc<Workflow>,
+    pub input: Value,
+    pub trace: IncomingTrace,
+}
+
+/// Runs workflows with one executor and a shared concurrency bound. A clone
+/// shares the executor, the bound, the journal and the claim store.
+pub struct Scheduler<E> {
+    executor: Arc<E>,
+    /// Bounds step calls in flight across every run of this scheduler.
+    permits: Arc<Semaphore>,
+    /// Where runs are journaled (none: runs live only in memory).
+    journal: Option<Arc<dyn RunJournal>>,
+    /// Where a failed run's leftover claims are released.
+    claims: Option<Arc<dyn ClaimStore>>,
+    /// This host, as a run owner (`hostname:pid`).
+    owner: String,
+    /// The runs this host is executing, shared with its recovery loop.
+    local: LocalRuns,
+}
+
+impl<E> Clone for Scheduler<E> {
+    fn clone(&self) -> Self {
+        Scheduler {
+            executor: Arc::clone(&self.executor),
+            permits: Arc::clone(&self.permits),
+            journal: self.journal.clone(),
+            claims: self.claims.clone(),
+            owner: self.owner.clone(),
+            local: self.local.clone(),
+        }
+    }
+}
+
+/// Why a run was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The input does not fit the workflow.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The run's start could not be journaled (after the journal's own
+    /// retries): a run the journal does not know could not be recovered if
+    /// this host died, so it is refused before any step runs.
+    #[error("run not started: {0}")]
+    JournalUnavailable(JournalError),
+}
+
+/// The error of a run aborted by [`Scheduler::run_until`]'s cancellation.
+pub const ABORTED: &str = "run aborted: the host is shutting down";
+
+/// First retry waits about this long; each further retry doubles it.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// No retry waits longer than this.
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Exponential backoff with jitter: a random wait between half and all of
+/// `base * 2^(retry-1)`, capped.
+pub fn backoff(retry: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << retry.saturating_sub(1).min(16));
+    let ceiling = exp.min(BACKOFF_CAP);
+    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+    ceiling.mul_f64(jitter)
+}
+
+/// How a step ended.
+enum StepOutcome {
+    Succeeded(Value),
+    /// `compensate` said `continue-with`: this output stands in.
+    Compensated(Value),
+    Failed(String),
+}
+
+/// A new random run id (`run-` and 16 hex digits).
+pub fn new_run_id() -> String {
+    format!("run-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// Journals entries of one run; a journal failure is logged, never fatal to
+/// the run (the report still says what happened).
+#[derive(Clone)]
+struct RunLog {
+    journal: Option<Arc<dyn RunJournal>>,
+    run_id: String,
+}
+
+impl RunLog {
+    async fn append(&self, entry: JournalEntry) {
+        if let Some(j) = &self.journal
+            && let Err(e) = j.append(&self.run_id, entry).await
+        {
+            tracing::error!(run_id = %self.run_id, "journal write failed: {e}");
+        }
+    }
+}
+
+/// What every phase of one run needs to know about it.
+struct RunCtx {
+    wf: Arc<Workflow>,
+    run_id: String,
+    /// The run's input, bound to the workflow's declared inputs.
+    inputs: serde_json::Map<String, Value>,
+    incoming: IncomingTrace,
+    trace_id: TraceId,
+    run_span: SpanId,
+    /// What every attempt of the run shares (its step and span are set per call).
+    base: AttemptContext,
+    log: RunLog,
+    /// The run's `tracing` span.
+    span: tracing::Span,
+    started_at_ms: u64,
+    started: Instant,
+}
+
+impl<E: StepExecutor> Scheduler<E> {
+    pub fn new(executor: Arc<E>, max_concurrency: usize) -> Self {
+        Scheduler {
+            executor,
+            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            journal: None,
+            claims: None,
+            owner: format!("local:{}", std::process::id()),
+            local: LocalRuns::default(),
+        }
+    }
+
+    /// Lists the runs in progress in `local` (shared with the host's
+    /// recovery, which must not take them over).
+    pub fn with_local_runs(mut self, local: LocalRuns) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// Journals every run; `owner` names this host in run leases.
+    pub fn with_journal(mut self, journal: Arc<dyn RunJournal>, owner: String) -> Self {
+        self.journal = Some(journal);
+        self.owner = owner;
+        self
+    }
+
+    /// Releases a failed run's leftover claims in `claims`.
+    pub fn with_claims(mut self, claims: Arc<dyn ClaimStore>) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    pub fn executor(&self) -> &Arc<E> {
+        &self.executor
+    }
+
+    /// A scheduler for `executor` that shares this one's concurrency bound,
+    /// journal and claim store: how a hot swap changes the components new
+    /// runs use while runs in flight keep theirs.
+    pub fn with_executor<F>(&self, executor: Arc<F>) -> Scheduler<F> {
+        Scheduler {
+            executor,
+            permits: Arc::clone(&self.permits),
+            journal: self.journal.clone(),
+            claims: self.claims.clone(),
+            owner: self.owner.clone(),
+            local: self.local.clone(),
+        }
+    }
+
+    /// Runs the workflow to completion. An input that does not fit the
+    /// workflow is refused before anything runs; every other failure is in
+    /// the report (`outcome: failed`), after cancelling what still ran and
+    /// undoing what completed.
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
+        self.run_until(request, &CancellationToken::new()).await
+    }
+
+    /// [`Scheduler::run`], aborted when `cancel` fires: steps still running
+    /// are cancelled and the run fails through the normal failure path
+    /// (completed steps undone, claims released, all journaled) with the
+    /// error "run aborted: the host is shutting down".
+    pub async fn run_until(
+        &self,
+        request: RunRequest,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, RunError> {
+        self.run_as(request, new_run_id(), cancel).await
+    }
+
+    /// [`Scheduler::run_until`] under a run id chosen beforehand (from
+    /// [`new_run_id`]), e.g. one already reserved for an `Idempotency-Key`.
+    pub async fn run_as(
+        &self,
+        request: RunRequest,
+        run_id: String,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, RunError> {
+        let wf = request.workflow;
+        let inputs = wf.bind_inputs(&request.input)?;
+        let incoming = request.trace;
+        let run_span = SpanId::random();
+        let trace_id = incoming.parent.trace_id;
+        let span = tracing::info_span!(
+            "run",
+            workflow = %wf.name,
+            run_id = %run_id,
+            trace_id = %trace_id,
+            span_id = %run_span,
+        );
+        if let Some(why) = &incoming.rejected {
+            tracing::warn!(parent: &span, trace_id = %trace_id, "{why}");
+        }
+        tracing::info!(parent: &span, trace_id = %trace_id, continued = incoming.continued, "run started");
+        let run = RunCtx {
+            base: AttemptContext {
+                run_id: run_id.clone(),
+                workflow: wf.name.clone(),
+                step: String::new(),
+                attempt: 0,
+                trace: AttemptTrace {
+                    trace_id,
+                    span_id: run_span,
+                    parent_span_id: run_span,
+                    flags: incoming.parent.flags,
+                    state: incoming.state.clone(),
+                },
+                recorder: RunRecorder::new(),
+            },
+            log: RunLog {
+                journal: self.journal.clone(),
+                run_id: run_id.clone(),
+            },
+            started_at_ms: crate::store::now_ms(),
+            started: Instant::now(),
+            wf,
+            run_id,
+            inputs,
+            incoming,
+            trace_id,
+            run_span,
+            span,
+        };
+        // Until this run returns, this host's recovery leaves it alone.
+        let _here = self.local.enter(&run.run_id);
+        let mut lease = self
+            .journal_start(&run.wf, &run.run_id, run_span, &run.incoming, &run.inputs)
+            .await
+            .map_err(|e| {
+                tracing::error!(parent: &run.span, trace_id = %trace_id, "run refused: {e}");
+                RunError::JournalUnavailable(e)
+            })?;
+        let lease_lost = lease
+            .as_ref()
+            .map_or_else(CancellationToken::new, |l| l.lost.clone());
+
+        let mut state = RunState::default();
+        let fenced = self.execute(&run, &mut state, cancel, &lease_lost).await;
+        let done = saga::Done {
+            completed: &state.completed,
+            outputs: &state.outputs,
+            failure: &mut state.failure,
+        };
+        let ending = self.wind_down(&run, done, &mut lease, fenced).await;
+        Ok(self.finish(run, state, lease, ending).await)
+    }
+
+    /// Ends a run: its outcome, the terminal record (unless the run is
+    /// another host's to finish) and the report.
+    async fn finish(
+        &self,
+        run: RunCtx,
+        state: RunState,
+        lease: Option<LeaseKeeper>,
+        ending: Ending,
+    ) -> RunReport {
+        let RunCtx {
+            wf,
+            run_id,
+            incoming,
+            trace_id,
+            run_span,
+            base,
+            span: run_tracing_span,
+            started_at_ms,
+            started,
+            ..
+        } = run;
+        let Ending {
+            undo,
+            released_claims,
+            handed_over,
+        } = ending;
+        let recorder = base.recorder;
+        let RunState {
+            outputs,
+            outcomes,
+            errors,
+            order,
+            failure,
+            degraded,
+            ..
+        } = state;
+        let steps = build_step_reports(
+            &wf,
+            &order,
+            &outcomes,
+            &errors,
+            &recorder,
+            self.executor.as_ref(),
+        );
+        let result = outputs.get(&wf.result).cloned();
+        let (mut outcome, mut error) = match (&failure, &result) {
+            _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
+            (None, Some(_)) => ("succeeded", None),
+            (Some(f), _) => ("failed", Some(f.clone())),
+            (None, None) => (
+                "failed",
+                Some(format!("result step `{}` did not run", wf.result)),
+            ),
+        };
+        if let Some(l) = &lease {
+            l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Some(j) = &self.journal
+            && handed_over.is_none()
+        {
+            match j
+                .finish(&run_id, &self.owner, outcome, degraded, error.clone())
+                .await
+            {
+                Ok(true) => {}
+                // Taken over while the terminal record waited for the
+                // journal: the new owner undoes the run and records it.
+                Ok(false) => {
+                    tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{TAKEN_OVER}");
+                    (outcome, error) = ("aborted", Some(TAKEN_OVER.to_string()));
+                }
+                Err(e) => tracing::error!(run_id = %run_id, "journal write failed: {e}"),
+            }
+        }
+        if let Some(l) = lease {
+            l.task.abort();
+        }
+        let duration = started.elapsed();
+        tracing::info!(
+            parent: &run_tracing_span,
+            trace_id = %trace_id,
+            outcome,
+            degraded,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            error = error.as_deref().unwrap_or(""),
+            "run finished"
+        );
+        let (events, http_calls) = recorder.take();
+        RunReport {
+            run_id,
+            workflow: wf.name.clone(),
+            trace_id: trace_id.to_string(),
+            span_id: run_span.to_string(),
+            parent_span_id: incoming
+                .continued
+                .then(|| incoming.parent.parent_id.to_string()),
+            traceparent: incoming.parent.with_parent(run_span).to_string(),
+            tracestate: incoming.state.to_string(),
+            continued_trace: incoming.continued,
+            started_at_ms,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            outcome: outcome.to_string(),
+            degraded,
+            error,
+            result,
+            steps,
+            events,
+            http_calls,
+            undo,
+            released_claims,
+        }
+    }
+}

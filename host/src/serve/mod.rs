@@ -1,0 +1,392 @@
+//! `braid serve`: the HTTP front door (axum).
+//!
+//! Owns: the HTTP API (see docs/serving.md), `Idempotency-Key` handling,
+//! stored run reports, metrics, and graceful shutdown. Runs go through the
+//! same [`Scheduler`] as `braid run`, journaled, with the caller's
+//! `traceparent`/`tracestate` continued per W3C Trace Context (parsed by
+//! braid's strict parser; an invalid or absent header starts a new trace).
+//!
+//! Shutdown: on [`Server::shutdown`] (SIGTERM or ctrl-c in the CLI) the
+//! server stops accepting connections and new runs get 503; runs in flight
+//! have `grace` to finish, then are aborted through the normal failure path
+//! (steps cancelled, completed steps undone, claims released, journaled).//!
+//! Rooms: this file holds the [`Server`] (routes, start, shutdown) and the
+//! read-only endpoints; `runs` starting runs (`Idempotency-Key`, answers,
+//! stored reports); `admin` the component upload and rollback endpoints.
+//!
+//! Must not know wasmtime (runs go through the scheduler, components
+//! through the registry).
+
+mod admin;
+mod runs;
+
+use crate::journal::RunJournal;
+use crate::metrics::Metrics;
+use crate::registry::{Live, Served, component_name};
+use crate::sandbox::Sandbox;
+use admin::{rollback_component, upload_component};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use runs::start_run;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("two workflows are named `{0}` ({1} and {2})")]
+    DuplicateWorkflow(String, PathBuf, PathBuf),
+    #[error("no workflows to serve")]
+    NoWorkflows,
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the server needs.
+pub struct ServeConfig {
+    pub workflows: Vec<Served>,
+    pub journal: Arc<dyn RunJournal>,
+    pub sandbox: Arc<Sandbox>,
+    /// Where component versions are kept (`<state-dir>/component-history`).
+    pub state_dir: PathBuf,
+    /// Bearer token for `PUT /v1/components/..` and rollback; `None`
+    /// disables both.
+    pub admin_token: Option<String>,
+    /// Poll the component files this often and install changed ones.
+    pub watch: Option<Duration>,
+    /// Largest accepted component upload.
+    pub max_component_bytes: usize,
+    /// Where finished runs are exported as OTLP spans, if anywhere.
+    pub otel: Option<crate::otel::OtlpExport>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long runs in flight may take to finish after shutdown begins.
+    pub grace: Duration,
+}
+
+/// An answer kept for an `Idempotency-Key`: (HTTP status, body).
+type StoredAnswer = (u16, Value);
+/// (workflow, `Idempotency-Key`).
+type IdempotencyKey = (String, String);
+
+struct Inner {
+    live: Arc<Live>,
+    journal: Arc<dyn RunJournal>,
+    max_body_bytes: usize,
+    max_component_bytes: usize,
+    admin_token: Option<String>,
+    otel: Option<crate::otel::OtlpExport>,
+    metrics: Metrics,
+    /// Runs started under an `Idempotency-Key` and not yet remembered in the
+    /// journal: a repeat waits for the first run instead of starting another.
+    pending: Mutex<HashMap<IdempotencyKey, Arc<OnceCell<StoredAnswer>>>>,
+    draining: AtomicBool,
+    /// Fires when the grace period is over: runs still going are aborted.
+    abort: CancellationToken,
+    runs: TaskTracker,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop_accepting: CancellationToken,
+    grace: Duration,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+/// A JSON error body.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl Server {
+    /// Binds `listen` and starts serving.
+    pub async fn start(listen: SocketAddr, config: ServeConfig) -> Result<Server, ServeError> {
+        let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for served in &config.workflows {
+            let name = served.workflow.name.clone();
+            if let Some(other) = sources.get(&name) {
+                return Err(ServeError::DuplicateWorkflow(
+                    name,
+                    other.clone(),
+                    served.workflow.source.clone(),
+                ));
+            }
+            sources.insert(name, served.workflow.source.clone());
+        }
+        if sources.is_empty() {
+            return Err(ServeError::NoWorkflows);
+        }
+        let live = Arc::new(Live::new(
+            config.sandbox,
+            config.workflows,
+            &config.state_dir,
+        ));
+        let inner = Arc::new(Inner {
+            live: Arc::clone(&live),
+            journal: config.journal,
+            max_body_bytes: config.max_body_bytes,
+            max_component_bytes: config.max_component_bytes,
+            admin_token: config.admin_token,
+            otel: config.otel,
+            metrics: Metrics::new(),
+            pending: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+            runs: TaskTracker::new(),
+        });
+        let router = Router::new()
+            .route("/v1/workflows", get(list_workflows))
+            .route("/v1/workflows/{name}/runs", post(start_run))
+            .route("/v1/runs", get(list_runs))
+            .route("/v1/runs/{id}", get(get_run))
+            .route("/v1/components", get(list_components))
+            .route("/v1/components/{name}", put(upload_component))
+            .route("/v1/components/{name}/rollback", post(rollback_component))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(metrics))
+            .fallback(|| async {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "no such endpoint; see docs/serving.md",
+                )
+            })
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| ServeError::Listen(listen, e))?;
+        let addr = listener.local_addr()?;
+        let stop_accepting = CancellationToken::new();
+        if let Some(interval) = config.watch {
+            live.watch(interval, stop_accepting.clone());
+        }
+        let stop = stop_accepting.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        Ok(Server {
+            addr,
+            inner,
+            stop_accepting,
+            grace: config.grace,
+            task,
+        })
+    }
+
+    /// Stops accepting, gives runs in flight the grace period, aborts the
+    /// rest through the failure path, and returns once every response is out.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.stop_accepting.cancel();
+        self.inner.runs.close();
+        let in_flight = self.inner.runs.len();
+        tracing::warn!(
+            in_flight,
+            grace_ms = self.grace.as_millis() as u64,
+            "shutting down: no new runs; waiting for runs in flight"
+        );
+        if tokio::time::timeout(self.grace, self.inner.runs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = self.inner.runs.len(),
+                "grace period over: aborting the runs still going"
+            );
+            self.inner.abort.cancel();
+            self.inner.runs.wait().await;
+        }
+        let served = self
+            .task
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        if let Some(otel) = &self.inner.otel {
+            otel.shutdown(Duration::from_secs(10)).await;
+        }
+        served?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Ready unless shutting down or the run journal does not answer (runs
+/// could not start: a load balancer should send them elsewhere).
+async fn ready(State(app): State<Arc<Inner>>) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match app.journal.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn metrics(State(app): State<Arc<Inner>>) -> Response {
+    match app.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")),
+    }
+}
+
+async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
+    let list: Vec<Value> = app
+        .live
+        .workflows()
+        .iter()
+        .map(|s| {
+            let wf = &s.workflow;
+            json!({
+                "name": wf.name,
+                "description": wf.description,
+                "source": wf.source,
+                "inputs": wf.inputs.iter().map(|(name, spec)| json!({
+                    "name": name,
+                    "description": spec.description,
+                    "required": spec.default.is_none(),
+                    "default": spec.default,
+                })).collect::<Vec<_>>(),
+                "result": wf.result,
+                "steps": wf.steps.iter().map(|step| {
+                    let info = s.components.get(&step.name);
+                    json!({
+                        "name": step.name,
+                        "component": component_name(&step.component),
+                        "component_sha256": info.map(|i| i.sha256.as_str()),
+                        "world": info.map(|i| i.world),
+                    })
+                }).collect::<Vec<_>>(),
+                "runs": format!("/v1/workflows/{}/runs", wf.name),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn list_components(State(app): State<Arc<Inner>>) -> Response {
+    // One entry per component, with the steps using it and every version
+    // (oldest first; the last is live).
+    let mut by_name: BTreeMap<String, (PathBuf, String, &'static str, Vec<String>)> =
+        BTreeMap::new();
+    for served in app.live.workflows() {
+        for (step, info) in &served.components {
+            by_name
+                .entry(info.name.clone())
+                .or_insert_with(|| {
+                    (
+                        info.path.clone(),
+                        info.sha256.clone(),
+                        info.world,
+                        Vec::new(),
+                    )
+                })
+                .3
+                .push(format!("{}/{step}", served.workflow.name));
+        }
+    }
+    let versions = app.live.versions();
+    let list: Vec<Value> = by_name
+        .into_iter()
+        .map(|(name, (path, sha256, world, used_by))| {
+            json!({
+                "name": name,
+                "path": path,
+                "sha256": sha256,
+                "world": world,
+                "used_by": used_by,
+                "versions": versions.get(&name),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match app
+        .journal
+        .recent_reports(q.workflow, q.status, limit)
+        .await
+    {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn get_run(State(app): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    match app.journal.report(&id).await {
+        Ok(Some(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no finished run `{id}`")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Reads a body of at most `limit` bytes, or answers 413 naming `what`.
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, Box<Response>> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} larger than {limit} bytes"),
+        ))
+    })
+}
+
+pub(super) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

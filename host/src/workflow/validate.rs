@@ -1,0 +1,429 @@
+//! Validation: a [`RawWorkflow`] becomes a [`Workflow`] or a
+//! [`DefinitionError`] listing every problem with its file, step and field.
+//! Split by concern: the top level, step names, each step's limits, its
+//! arguments and pointers, its `wait_for`, and the graph (result, cycles).
+//! Problems are listed in that order.
+//!
+//! Must not touch wasmtime or do IO (component files are `check`'s).
+
+use super::raw::{RawLimits, RawStep, RawWorkflow};
+use super::{
+    ArgSource, DEFAULT_TIMEOUT, DefinitionError, InputSpec, MAX_MEMORY_MB, Problem, StepLimits,
+    StepSpec, Workflow,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+/// Longest timeout a definition may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most retries a definition may ask for.
+const MAX_RETRIES: u32 = 100;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, step: Option<&str>, field: Option<String>, message: String) {
+        self.list.push(Problem {
+            file: self.file.to_path_buf(),
+            step: step.map(str::to_string),
+            field,
+            message,
+        });
+    }
+}
+
+/// Checks `raw` and builds the workflow it defines.
+pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> {
+    let mut p = Problems {
+        file: path,
+        list: Vec::new(),
+    };
+    top_level(&raw, &mut p);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let components_dir = base.join(raw.components_dir.as_deref().unwrap_or("."));
+    let seen = step_names(&raw, &mut p);
+    let steps: Vec<StepSpec> = raw
+        .steps
+        .iter()
+        .map(|s| {
+            let component = if s.component.ends_with(".wasm") || s.component.contains('/') {
+                base.join(&s.component)
+            } else {
+                components_dir.join(format!("{}.wasm", s.component))
+            };
+            step(&raw, s, component, &seen, &mut p)
+        })
+        .collect();
+    graph(&raw, &steps, &seen, &mut p);
+
+    if !p.list.is_empty() {
+        return Err(DefinitionError { problems: p.list });
+    }
+    let inputs = raw
+        .inputs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                InputSpec {
+                    description: v.description,
+                    default: v.default,
+                },
+            )
+        })
+        .collect();
+    Ok(Workflow {
+        name: raw.name,
+        description: raw.description,
+        source: path.to_path_buf(),
+        inputs,
+        steps,
+        result: raw.result,
+    })
+}
+
+/// The workflow's name, its inputs' names, and that it has steps.
+fn top_level(raw: &RawWorkflow, p: &mut Problems<'_>) {
+    if !valid_name(&raw.name) {
+        p.add(
+            None,
+            Some("name".into()),
+            format!(
+                "`{}` is not a valid name (use a-z, 0-9, '_' and '-')",
+                raw.name
+            ),
+        );
+    }
+    for name in raw.inputs.keys() {
+        if !valid_name(name) {
+            p.add(
+                None,
+                Some(format!("inputs.{name}")),
+                "not a valid input name (use a-z, 0-9, '_' and '-')".into(),
+            );
+        }
+    }
+    if raw.steps.is_empty() {
+        p.add(
+            None,
+            Some("steps".into()),
+            "the workflow has no steps".into(),
+        );
+    }
+}
+
+/// Step names: valid and unique. Returns each name's index.
+fn step_names<'r>(raw: &'r RawWorkflow, p: &mut Problems<'_>) -> HashMap<&'r str, usize> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in raw.steps.iter().enumerate() {
+        if !valid_name(&s.name) {
+            p.add(
+                Some(&s.name),
+                Some("name".into()),
+                "not a valid step name (use a-z, 0-9, '_' and '-')".into(),
+            );
+        }
+        if let Some(first) = seen.insert(&s.name, i) {
+            p.add(
+                Some(&s.name),
+                Some("name".into()),
+                format!("duplicate step name (also step #{})", first + 1),
+            );
+        }
+    }
+
+    seen
+}
+
+/// One step: its limits, arguments and `wait_for`.
+fn step(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    component: std::path::PathBuf,
+    seen: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> StepSpec {
+    let step = Some(s.name.as_str());
+    let (timeout, max_retries, allowed_hosts, step_limits) = limits(raw, s, p);
+    let args = arguments(raw, s, seen, p);
+    for (i, w) in s.wait_for.iter().enumerate() {
+        if !seen.contains_key(w.as_str()) {
+            p.add(
+                step,
+                Some(format!("wait_for[{i}]")),
+                format!("unknown step `{w}`"),
+            );
+        } else if w == &s.name {
+            p.add(
+                step,
+                Some(format!("wait_for[{i}]")),
+                "a step cannot wait for itself".into(),
+            );
+        }
+    }
+    StepSpec {
+        name: s.name.clone(),
+        component,
+        args,
+        wait_for: s.wait_for.clone(),
+        timeout,
+        max_retries,
+        allowed_hosts,
+        limits: step_limits,
+    }
+}
+
+/// A step's limits, its own or `[defaults]`, each within its range.
+fn limits(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    p: &mut Problems<'_>,
+) -> (Duration, u32, Vec<String>, StepLimits) {
+    let step = Some(s.name.as_str());
+    let limits = |f: fn(&RawLimits) -> Option<u64>| f(&s.limits).or(f(&raw.defaults));
+    let timeout = limits(|l| l.timeout_ms).map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        p.add(
+            step,
+            Some("timeout_ms".into()),
+            format!("must be between 1 and {} ms", MAX_TIMEOUT.as_millis()),
+        );
+    }
+    let max_retries = s
+        .limits
+        .max_retries
+        .or(raw.defaults.max_retries)
+        .unwrap_or(0);
+    if max_retries > MAX_RETRIES {
+        p.add(
+            step,
+            Some("max_retries".into()),
+            format!("must be at most {MAX_RETRIES}"),
+        );
+    }
+    let allowed_hosts = s
+        .limits
+        .allowed_hosts
+        .clone()
+        .or_else(|| raw.defaults.allowed_hosts.clone())
+        .unwrap_or_default();
+    for h in &allowed_hosts {
+        if !valid_host_pattern(h) {
+            p.add(
+                step,
+                Some("allowed_hosts".into()),
+                format!("`{h}` is not `host`, `host:port` or `*.domain`"),
+            );
+        }
+    }
+    let d = StepLimits::default();
+    let memory_mb = limits(|l| l.memory_limit_mb).unwrap_or(d.memory_bytes >> 20);
+    if memory_mb == 0 || memory_mb > MAX_MEMORY_MB {
+        p.add(
+            step,
+            Some("memory_limit_mb".into()),
+            format!("must be between 1 and {MAX_MEMORY_MB}"),
+        );
+    }
+    let max_output_bytes = limits(|l| l.max_output_bytes).unwrap_or(d.max_output_bytes);
+    if max_output_bytes == 0 || max_output_bytes > 64 << 20 {
+        p.add(
+            step,
+            Some("max_output_bytes".into()),
+            "must be between 1 and 67108864".into(),
+        );
+    }
+    let step_limits = StepLimits {
+        memory_bytes: memory_mb << 20,
+        max_output_bytes,
+        max_requests: s
+            .limits
+            .max_requests
+            .or(raw.defaults.max_requests)
+            .unwrap_or(d.max_requests),
+        max_claims: s
+            .limits
+            .max_claims
+            .or(raw.defaults.max_claims)
+            .unwrap_or(d.max_claims),
+        max_response_bytes: limits(|l| l.max_response_bytes).unwrap_or(d.max_response_bytes),
+        fuel: limits(|l| l.fuel),
+    };
+    if step_limits.fuel == Some(0) {
+        p.add(step, Some("fuel".into()), "must be at least 1".into());
+    }
+    (timeout, max_retries, allowed_hosts, step_limits)
+}
+
+/// A step's arguments: one source each, known inputs and steps, JSON pointers.
+fn arguments(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    seen: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> BTreeMap<String, ArgSource> {
+    let step = Some(s.name.as_str());
+    let mut args = BTreeMap::new();
+    for (arg, a) in &s.args {
+        let field = |sub: &str| Some(format!("args.{arg}{sub}"));
+        let sources = [a.input.is_some(), a.step.is_some(), a.value.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if sources != 1 {
+            p.add(
+                step,
+                field(""),
+                "set exactly one of `input`, `step` or `value`".into(),
+            );
+            continue;
+        }
+        if a.pointer.is_some() && a.step.is_none() {
+            p.add(
+                step,
+                field(".pointer"),
+                "`pointer` only applies to a `step` argument".into(),
+            );
+        }
+        let source = if let Some(input) = &a.input {
+            if !raw.inputs.contains_key(input) {
+                p.add(step, field(".input"), format!("unknown input `{input}`"));
+            }
+            ArgSource::Input(input.clone())
+        } else if let Some(dep) = &a.step {
+            if !seen.contains_key(dep.as_str()) {
+                p.add(step, field(".step"), format!("unknown step `{dep}`"));
+            } else if dep == &s.name {
+                p.add(
+                    step,
+                    field(".step"),
+                    "a step cannot read its own output".into(),
+                );
+            }
+            if let Some(ptr) = &a.pointer
+                && !ptr.is_empty()
+                && !ptr.starts_with('/')
+            {
+                p.add(
+                    step,
+                    field(".pointer"),
+                    format!("`{ptr}` is not a JSON pointer (it must start with '/')"),
+                );
+            }
+            ArgSource::Step {
+                step: dep.clone(),
+                pointer: a.pointer.clone().filter(|p| !p.is_empty()),
+            }
+        } else {
+            ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))
+        };
+        args.insert(arg.clone(), source);
+    }
+    args
+}
+
+/// The graph: the result step exists, and no dependency cycle.
+fn graph(raw: &RawWorkflow, steps: &[StepSpec], seen: &HashMap<&str, usize>, p: &mut Problems<'_>) {
+    if !seen.contains_key(raw.result.as_str()) {
+        p.add(
+            None,
+            Some("result".into()),
+            format!("unknown step `{}`", raw.result),
+        );
+    }
+    if let Some(cycle) = find_cycle(steps) {
+        p.add(
+            Some(&cycle[0]),
+            None,
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+}
+
+/// Finds one dependency cycle, returned as the path `a -> b -> ... -> a`.
+/// Self-references and unknown steps are reported elsewhere and skipped here.
+fn find_cycle(steps: &[StepSpec]) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| {
+            s.dependencies()
+                .into_iter()
+                .filter(|d| *d != s.name)
+                .filter_map(|d| index.get(d).copied())
+                .collect()
+        })
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done
+    let mut state = vec![0u8; steps.len()];
+    let mut path: Vec<usize> = Vec::new();
+    fn visit(
+        n: usize,
+        deps: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[n] = 1;
+        path.push(n);
+        for &d in &deps[n] {
+            if state[d] == 1 {
+                let start = path.iter().position(|&x| x == d).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(d);
+                return Some(cycle);
+            }
+            if state[d] == 0
+                && let Some(c) = visit(d, deps, state, path)
+            {
+                return Some(c);
+            }
+        }
+        path.pop();
+        state[n] = 2;
+        None
+    }
+    for n in 0..steps.len() {
+        if state[n] == 0
+            && let Some(cycle) = visit(n, &deps, &mut state, &mut path)
+        {
+            // `visit` follows dependencies; print in execution order.
+            return Some(
+                cycle
+                    .into_iter()
+                    .rev()
+                    .map(|i| steps[i].name.clone())
+                    .collect(),
+            );
+        }
+    }
+    None
+}
