@@ -415,6 +415,13 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     async fn ping(&self) -> Result<(), braid::journal::JournalError> {
         not_used()
     }
+    async fn prune(
+        &self,
+        _: braid::journal::Retention,
+        _: usize,
+    ) -> Result<braid::journal::Pruned, braid::journal::JournalError> {
+        not_used()
+    }
 }
 
 /// Recovers `state`'s abandoned runs through [`LeaseAlwaysLost`], as a

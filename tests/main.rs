@@ -4,6 +4,7 @@
 
 mod architecture;
 mod bench;
+mod budgets;
 mod definitions;
 mod failures;
 mod hostile;

@@ -289,6 +289,56 @@ fn an_idempotency_key_runs_once_and_replays_the_first_answer() {
 }
 
 #[test]
+fn a_pruned_run_is_gone_and_its_idempotency_key_starts_a_new_run() {
+    let api = SampleApi::start(None);
+    let served = Served::start(&[]);
+    let body = input(&api, "serve-prune");
+    let key = [("idempotency-key", "order-p")];
+    let first = served.post_run(&body, &key);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first_id = str_of(&first.json(), "/run_id").to_string();
+    let replay = served.post_run(&body, &key);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+
+    // What `braid serve --retain 0s` does every minute, from the CLI while
+    // the server runs.
+    let state = served.state.path().to_str().expect("utf-8");
+    let out = braid(&[
+        "runs",
+        "prune",
+        "--retain",
+        "0s",
+        "--json",
+        "--state-dir",
+        state,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pruned: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(pruned["runs"], 1, "{pruned}");
+    assert_eq!(pruned["reports"], 1, "{pruned}");
+    assert_eq!(pruned["idempotency_keys"], 1, "{pruned}");
+
+    // The run and its report are gone; the key is free, so a retry with it
+    // is a new run (documented in docs/serving.md).
+    assert_eq!(served.get(&format!("/v1/runs/{first_id}")).status, 404);
+    // (It runs the workflow again: here its `claim_work` step finds the work
+    // item still claimed by the first run, so it fails for its own reason.)
+    let again = served.post_run(&body, &key);
+    assert_eq!(again.header("idempotent-replayed"), None, "{}", again.body);
+    assert_ne!(str_of(&again.json(), "/run_id"), first_id);
+    let tokens = api
+        .requests(None)
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token")
+        .count();
+    assert_eq!(tokens, 2, "the workflow ran again");
+}
+
+#[test]
 fn bad_requests_get_a_json_error_that_says_what_is_wrong() {
     let api = SampleApi::start(None);
     let served = Served::start(&["--max-body-bytes", "300"]);
@@ -701,6 +751,13 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
                 body.contains("needs braid:workflow/step-component"),
                 "{body}"
             );
+            // A refused upload leaves nothing on disk.
+            let kept = served
+                .state
+                .path()
+                .join("component-history/aggregate")
+                .join(format!("{}.wasm", sha(&broken)));
+            assert!(!kept.exists(), "{} was kept", kept.display());
         } else {
             assert_eq!(*status, 200, "swap {i}: {body}");
             assert!(body.contains("\"swapped\":true"), "swap {i}: {body}");

@@ -729,3 +729,122 @@ async fn a_lost_connection_is_a_typed_unavailable_claim_and_the_store_reconnects
         .collect();
     assert_eq!(held, ["run-1", "run-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() {
+    use braid::journal::{Retention, prune_all};
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        // 12 finished runs, each with an entry, a report and a key; 2 running.
+        for i in 0..14 {
+            let run_id = format!("run-{i:02}");
+            j.start(&run_start(&run_id, "h:1"), Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+            j.append(&run_id, completed("a")).await.expect("append");
+            j.reserve_idempotent("wf", &format!("key-{i}"), "sha", &run_id)
+                .await
+                .expect("reserve");
+            if i < 12 {
+                assert!(
+                    j.finish(&run_id, "h:1", "succeeded", false, None)
+                        .await
+                        .expect("finish")
+                );
+                let summary = braid::journal::ReportSummary {
+                    run_id: run_id.clone(),
+                    workflow: "wf".into(),
+                    trace_id: "t".into(),
+                    outcome: "succeeded".into(),
+                    started_at_ms: 1,
+                    duration_ms: 1.0,
+                };
+                j.save_report(summary, "{}".into()).await.expect("report");
+            }
+        }
+        // A key whose run never started, and is old: pruned by age only.
+        j.reserve_idempotent("wf", "orphan", "sha", "run-never")
+            .await
+            .expect("reserve");
+        let keep = |max_runs| Retention {
+            max_age: Duration::from_secs(3600),
+            max_runs,
+        };
+        // Keep the newest 5 finished runs: 7 go, in batches of 3.
+        let mut total = braid::journal::Pruned::default();
+        loop {
+            let pruned = j.prune(keep(5), 3).await.expect("prune");
+            total.add(pruned);
+            if pruned.runs < 3 {
+                break;
+            }
+        }
+        assert_eq!(total.runs, 7, "{}: {total:?}", b.name);
+        assert_eq!(total.entries, 7, "{}", b.name);
+        assert_eq!(total.reports, 7, "{}", b.name);
+        assert_eq!(total.idempotency_keys, 7, "{}: the orphan is young", b.name);
+        let left: Vec<String> = j
+            .runs()
+            .await
+            .expect("runs")
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        let expected: Vec<String> = (7..14).map(|i| format!("run-{i:02}")).collect();
+        assert_eq!(
+            left, expected,
+            "{}: the newest finished and the running stay",
+            b.name
+        );
+        assert!(
+            j.report("run-03").await.expect("report").is_none(),
+            "{}",
+            b.name
+        );
+        assert!(
+            j.report("run-08").await.expect("report").is_some(),
+            "{}",
+            b.name
+        );
+        // A pruned run's key is free again: a retry with it starts a new run.
+        assert_eq!(
+            j.reserve_idempotent("wf", "key-3", "sha", "run-new")
+                .await
+                .expect("reserve"),
+            None,
+            "{}",
+            b.name
+        );
+        // Age zero: every finished run goes, the running two and their keys stay.
+        let pruned = prune_all(
+            j.as_ref(),
+            Retention {
+                max_age: Duration::ZERO,
+                max_runs: u64::MAX,
+            },
+        )
+        .await
+        .expect("prune");
+        assert_eq!(pruned.runs, 5, "{}", b.name);
+        let left: Vec<String> = j
+            .runs()
+            .await
+            .expect("runs")
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left, ["run-12", "run-13"], "{}", b.name);
+        assert_eq!(
+            j.idempotent_run("wf", "key-12").await.expect("key"),
+            Some(("sha".to_string(), "run-12".to_string())),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            j.idempotent_run("wf", "orphan").await.expect("key"),
+            None,
+            "{}: an old key of a run that never started goes",
+            b.name
+        );
+    }
+}

@@ -144,6 +144,9 @@ impl Db {
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(10))?;
+            // Pages freed by pruning go back to the file system (takes
+            // effect only on a new file; an older one reuses them instead).
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.execute_batch(schema)?;

@@ -49,13 +49,14 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// Attempt outcomes that mean a sandbox limit stopped the guest.
-const LIMIT_OUTCOMES: [&str; 6] = [
+const LIMIT_OUTCOMES: [&str; 7] = [
     "timeout",
     "memory-limit",
     "output-too-large",
     "stack-overflow",
     "table-limit",
     "fuel-exhausted",
+    "refusals",
 ];
 
 pub struct Metrics {
@@ -67,6 +68,8 @@ pub struct Metrics {
     attempts: Family<StepLabels, Counter>,
     claims: Family<WorkflowLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
+    telemetry_dropped: Family<WorkflowLabels, Counter>,
+    host_log_suppressed: Family<WorkflowLabels, Counter>,
     in_flight: Gauge,
 }
 
@@ -86,6 +89,8 @@ impl Metrics {
             attempts: Family::default(),
             claims: Family::default(),
             limit_hits: Family::default(),
+            telemetry_dropped: Family::default(),
+            host_log_suppressed: Family::default(),
             in_flight: Gauge::default(),
             registry: Registry::with_prefix("braid"),
         };
@@ -121,8 +126,18 @@ impl Metrics {
         );
         m.registry.register(
             "sandbox_limit_hits",
-            "Attempts stopped by a sandbox limit (timeout, memory, output, stack, table, fuel)",
+            "Attempts stopped by a sandbox limit (timeout, memory, output, stack, table, fuel, refusals)",
             m.limit_hits.clone(),
+        );
+        m.registry.register(
+            "telemetry_dropped",
+            "Guest records (logs, events, stdout/stderr lines) and outbound call records not kept, past an attempt's budget or a run report's ceiling",
+            m.telemetry_dropped.clone(),
+        );
+        m.registry.register(
+            "host_log_suppressed",
+            "Guest lines not written to the host's log, past an attempt's budget",
+            m.host_log_suppressed.clone(),
         );
         m.registry
             .register("runs_in_flight", "Runs executing now", m.in_flight.clone());
@@ -189,8 +204,19 @@ impl Metrics {
             .filter(|e| e.name == "claim.granted")
             .count();
         self.claims
-            .get_or_create(&WorkflowLabels { workflow })
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.clone(),
+            })
             .inc_by(granted as u64);
+        let d = &report.dropped;
+        self.telemetry_dropped
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.clone(),
+            })
+            .inc_by(d.telemetry_records + d.http_calls);
+        self.host_log_suppressed
+            .get_or_create(&WorkflowLabels { workflow })
+            .inc_by(d.host_log_lines);
     }
 
     /// The OpenMetrics text exposition.

@@ -233,6 +233,44 @@ impl Live {
         }
     }
 
+    /// Compiles, checks and pre-instantiates the file `kept` off the async
+    /// threads, and checks it implements what every step using `name` needs.
+    async fn load_checked(
+        &self,
+        name: &str,
+        kept: &Path,
+    ) -> Result<(Arc<PreparedComponent>, f64), SwapError> {
+        let sandbox = Arc::clone(&self.sandbox);
+        let to_load = kept.to_path_buf();
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&to_load))
+            .await
+            .map_err(|e| SwapError::Rejected {
+                name: name.to_string(),
+                reason: format!("loading failed: {e}"),
+            })?;
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let rejected = |reason: String| SwapError::Rejected {
+            name: name.to_string(),
+            reason,
+        };
+        let component = Arc::new(loaded.map_err(|e| rejected(e.to_string()))?);
+        // It must implement what the steps that use it need.
+        for served in self.workflows() {
+            for (step, info) in &served.components {
+                if info.name == name && info.world != component.world() {
+                    return Err(rejected(format!(
+                        "it implements {}, but step `{}/{step}` needs {}",
+                        component.world(),
+                        served.workflow.name,
+                        info.world
+                    )));
+                }
+            }
+        }
+        Ok((component, load_ms))
+    }
+
     /// Makes `bytes` the live version of component `name`, or says why not.
     /// With `write_back`, the registry file is replaced too (atomically), so
     /// a restart serves the same version.
@@ -267,37 +305,27 @@ impl Live {
         let dir = self.history_dir.join(name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let kept = dir.join(format!("{sha256}.wasm"));
-        if !kept.exists() {
+        let written = !kept.exists();
+        if written {
             write_atomically(&kept, &bytes).map_err(io(&kept))?;
         }
-        let sandbox = Arc::clone(&self.sandbox);
-        let to_load = kept.clone();
-        let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&to_load))
-            .await
-            .map_err(|e| SwapError::Rejected {
-                name: name.to_string(),
-                reason: format!("loading failed: {e}"),
-            })?;
-        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let component = self.load_checked(name, &kept).await;
+        let (component, load_ms) = match component {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // A refused upload leaves nothing behind (the directory goes
+                // too if it holds nothing else).
+                if written {
+                    let _ = std::fs::remove_file(&kept);
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                return Err(e);
+            }
+        };
         let rejected = |reason: String| SwapError::Rejected {
             name: name.to_string(),
             reason,
         };
-        let component = Arc::new(loaded.map_err(|e| rejected(e.to_string()))?);
-        // It must implement what the steps that use it need.
-        for served in self.workflows() {
-            for (step, info) in &served.components {
-                if info.name == name && info.world != component.world() {
-                    return Err(rejected(format!(
-                        "it implements {}, but step `{}/{step}` needs {}",
-                        component.world(),
-                        served.workflow.name,
-                        info.world
-                    )));
-                }
-            }
-        }
         // Go live: one swap of every affected workflow.
         {
             let mut workflows = self

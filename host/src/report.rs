@@ -45,7 +45,64 @@ pub struct RunReport {
     pub undo: Vec<UndoReport>,
     /// Claims the host released for the failed run after its undo.
     pub released_claims: Vec<String>,
+    /// What the host did not keep for this run, past its budgets.
+    pub dropped: Dropped,
 }
+
+/// What the host did not keep or print for a run: records past a step
+/// attempt's telemetry budget or the run's report ceiling, and guest lines
+/// not written to the host's log. docs/security.md lists the bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Dropped {
+    /// Log lines, events and stdout/stderr lines not kept in the report.
+    pub telemetry_records: u64,
+    /// Their bytes.
+    pub telemetry_bytes: u64,
+    /// Outbound calls not listed in the report (they were still made or refused).
+    pub http_calls: u64,
+    /// Guest lines (logs, stdout/stderr, refused calls) not written to the host's log.
+    pub host_log_lines: u64,
+}
+
+impl Dropped {
+    pub fn is_empty(&self) -> bool {
+        *self == Dropped::default()
+    }
+
+    pub fn add(&mut self, other: Dropped) {
+        self.telemetry_records += other.telemetry_records;
+        self.telemetry_bytes += other.telemetry_bytes;
+        self.http_calls += other.http_calls;
+        self.host_log_lines += other.host_log_lines;
+    }
+}
+
+/// Longest error text the host keeps (a step's, an undo's, a policy's, a
+/// trap's): past it the text is cut, saying how many bytes were cut.
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+
+/// `text`, cut to at most `max` bytes (on a character boundary) with a note
+/// of how many bytes were cut.
+pub fn bounded(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
+}
+
+/// Most events (logs, stdout/stderr lines, host and guest events) one run's
+/// report keeps, and their bytes; past either, events are counted in
+/// [`RunReport::dropped`] instead.
+pub const MAX_RUN_EVENTS: usize = 10_000;
+pub const MAX_RUN_EVENT_BYTES: usize = 1 << 20;
+/// Most outbound calls one run's report lists.
+pub const MAX_RUN_HTTP_CALLS: usize = 2_000;
+/// Longest URL kept in a call's record.
+const MAX_URL_BYTES: usize = 2 * 1024;
 
 /// One `compensate` call.
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +176,30 @@ pub struct EventRecord {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl EventRecord {
+    /// Bytes this event takes in a report, roughly: its texts and a fixed
+    /// share for its ids and numbers.
+    pub fn size(&self) -> usize {
+        const FIXED: usize = 160;
+        FIXED
+            + self.kind.len()
+            + self.name.len()
+            + self.level.len()
+            + self.message.len()
+            + self.step.len()
+            + self
+                .measurements
+                .keys()
+                .map(|k| k.len() + 24)
+                .sum::<usize>()
+            + self
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpCallRecord {
     pub step: String,
@@ -147,8 +228,11 @@ pub struct RunRecorder {
 #[derive(Default)]
 struct Recorded {
     events: Vec<EventRecord>,
+    /// Bytes of `events`, as [`EventRecord::size`] counts them.
+    event_bytes: usize,
     http_calls: Vec<HttpCallRecord>,
     steps: BTreeMap<String, StepTimeline>,
+    dropped: Dropped,
 }
 
 /// What happened to one step, as it happens (so a cancelled step keeps its history).
@@ -184,21 +268,46 @@ impl RunRecorder {
         self.offset_ms(Instant::now())
     }
 
+    /// Keeps `event`, unless the run's report is full ([`MAX_RUN_EVENTS`],
+    /// [`MAX_RUN_EVENT_BYTES`]): then it is counted as dropped.
     pub fn event(&self, mut event: EventRecord) {
         event.at_ms = self.now_ms();
+        let size = event.size();
         if let Ok(mut r) = self.inner.lock() {
+            if r.events.len() >= MAX_RUN_EVENTS || r.event_bytes + size > MAX_RUN_EVENT_BYTES {
+                r.dropped.telemetry_records += 1;
+                r.dropped.telemetry_bytes += size as u64;
+                return;
+            }
+            r.event_bytes += size;
             r.events.push(event);
         }
     }
 
-    /// Records an outbound call as it is sent; returns its index for `http_call_done`.
-    pub fn http_call(&self, call: HttpCallRecord) -> usize {
+    /// Records an outbound call as it is sent; returns its index for
+    /// `http_call_done` (`usize::MAX`, which matches nothing, once
+    /// [`MAX_RUN_HTTP_CALLS`] are listed: then the call is only counted).
+    pub fn http_call(&self, mut call: HttpCallRecord) -> usize {
+        if call.url.len() > MAX_URL_BYTES {
+            call.url = bounded(std::mem::take(&mut call.url), MAX_URL_BYTES);
+        }
         match self.inner.lock() {
+            Ok(mut r) if r.http_calls.len() >= MAX_RUN_HTTP_CALLS => {
+                r.dropped.http_calls += 1;
+                usize::MAX
+            }
             Ok(mut r) => {
                 r.http_calls.push(call);
                 r.http_calls.len() - 1
             }
             Err(_) => usize::MAX,
+        }
+    }
+
+    /// Counts what a step attempt's budget did not keep.
+    pub fn dropped(&self, dropped: Dropped) {
+        if let Ok(mut r) = self.inner.lock() {
+            r.dropped.add(dropped);
         }
     }
 
@@ -280,13 +389,15 @@ impl RunRecorder {
     }
 
     /// Takes what was recorded (events and calls, in order).
-    pub fn take(&self) -> (Vec<EventRecord>, Vec<HttpCallRecord>) {
+    /// The run's events, outbound calls and what was dropped, for its report.
+    pub fn take(&self) -> (Vec<EventRecord>, Vec<HttpCallRecord>, Dropped) {
         match self.inner.lock() {
             Ok(mut r) => (
                 std::mem::take(&mut r.events),
                 std::mem::take(&mut r.http_calls),
+                std::mem::take(&mut r.dropped),
             ),
-            Err(_) => (Vec::new(), Vec::new()),
+            Err(_) => (Vec::new(), Vec::new(), Dropped::default()),
         }
     }
 }

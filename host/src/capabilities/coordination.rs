@@ -86,30 +86,79 @@ impl Host for CoordinationCtx {
         lease_ms: u64,
         metadata: String,
     ) -> wasmtime::Result<Result<WorkClaim, ClaimError>> {
+        self.caller.within_refusals()?;
+        let result = self.take(ctx, work_item, lease_ms, metadata).await;
+        Ok(self.counted("coordination.claim", result))
+    }
+
+    async fn renew(
+        &mut self,
+        ctx: TraceContext,
+        claim_id: String,
+        lease_ms: u64,
+    ) -> wasmtime::Result<Result<WorkClaim, ClaimError>> {
+        self.caller.within_refusals()?;
+        let result = self.extend(ctx, claim_id, lease_ms).await;
+        Ok(self.counted("coordination.renew", result))
+    }
+
+    async fn release(
+        &mut self,
+        ctx: TraceContext,
+        claim_id: String,
+    ) -> wasmtime::Result<Result<(), ClaimError>> {
+        self.caller.within_refusals()?;
+        let result = self.give_back(ctx, claim_id).await;
+        Ok(self.counted("coordination.release", result))
+    }
+}
+
+impl CoordinationCtx {
+    /// Counts a refused call in the attempt's budget: any claim error but a
+    /// conflict (an item another run holds is an answer, and claims are
+    /// bounded by `max_claims`) and a refused context (counted when refused).
+    // The error type is the WIT's (`claim-error` carries a whole claim).
+    #[allow(clippy::result_large_err)]
+    fn counted<T>(&self, call: &str, result: Result<T, ClaimError>) -> Result<T, ClaimError> {
+        if let Err(e) = &result
+            && !matches!(e, ClaimError::Conflict(_) | ClaimError::InvalidContext(_))
+        {
+            self.caller.budget.refused(&format!("{call}: {e:?}"));
+        }
+        result
+    }
+
+    async fn take(
+        &mut self,
+        ctx: TraceContext,
+        work_item: String,
+        lease_ms: u64,
+        metadata: String,
+    ) -> Result<WorkClaim, ClaimError> {
         if let Err(why) = self.caller.verify("coordination.claim", &ctx) {
-            return Ok(Err(ClaimError::InvalidContext(why)));
+            return Err(ClaimError::InvalidContext(why));
         }
         if work_item.is_empty() || work_item.len() > MAX_WORK_ITEM_LEN {
-            return Ok(Err(ClaimError::InvalidArgument(format!(
+            return Err(ClaimError::InvalidArgument(format!(
                 "work-item must be 1 to {MAX_WORK_ITEM_LEN} bytes"
-            ))));
+            )));
         }
         if metadata.len() > MAX_METADATA_LEN
             || serde_json::from_str::<serde_json::Value>(&metadata).is_err()
         {
-            return Ok(Err(ClaimError::InvalidArgument(format!(
+            return Err(ClaimError::InvalidArgument(format!(
                 "metadata must be a JSON document of at most {MAX_METADATA_LEN} bytes"
-            ))));
+            )));
         }
         let lease = match lease(lease_ms) {
             Ok(l) => l,
-            Err(why) => return Ok(Err(ClaimError::InvalidArgument(why))),
+            Err(why) => return Err(ClaimError::InvalidArgument(why)),
         };
         if self.claims_left == 0 {
             let reason = "this step attempt's max_claims is used up".to_string();
             self.caller
                 .host_event("limit.claims", "warn", &reason, BTreeMap::new());
-            return Ok(Err(ClaimError::LimitReached(reason)));
+            return Err(ClaimError::LimitReached(reason));
         }
         self.claims_left -= 1;
         let c = &self.caller;
@@ -128,8 +177,10 @@ impl Host for CoordinationCtx {
         let took = elapsed_ms(started);
         match &result {
             Ok(claim) => {
-                tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
-                    claim_id = %claim.claim_id, "work item claimed");
+                if c.budget.host_line() {
+                    tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
+                        claim_id = %claim.claim_id, "work item claimed");
+                }
                 self.outcome_event(
                     "claim.granted",
                     &work_item,
@@ -141,8 +192,10 @@ impl Host for CoordinationCtx {
                 );
             }
             Err(ClaimStoreError::Conflict(holder)) => {
-                tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
-                    holder_trace_id = %holder.trace_id, holder_run_id = %holder.run_id, "claim conflict");
+                if c.budget.host_line() {
+                    tracing::info!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item,
+                        holder_trace_id = %holder.trace_id, holder_run_id = %holder.run_id, "claim conflict");
+                }
                 self.outcome_event(
                     "claim.conflict",
                     &work_item,
@@ -155,40 +208,35 @@ impl Host for CoordinationCtx {
                 );
             }
             Err(e) => {
-                tracing::warn!(trace_id = %c.trace.trace_id, span_id = %c.trace.span_id, work_item = %work_item, "claim failed: {e}");
+                c.log_line("warn", &format!("claim of `{work_item}` failed: {e}"));
             }
         }
-        Ok(result.map(to_wit).map_err(store_error))
+        result.map(to_wit).map_err(store_error)
     }
 
-    async fn renew(
+    async fn extend(
         &mut self,
         ctx: TraceContext,
         claim_id: String,
         lease_ms: u64,
-    ) -> wasmtime::Result<Result<WorkClaim, ClaimError>> {
+    ) -> Result<WorkClaim, ClaimError> {
         if let Err(why) = self.caller.verify("coordination.renew", &ctx) {
-            return Ok(Err(ClaimError::InvalidContext(why)));
+            return Err(ClaimError::InvalidContext(why));
         }
         let lease = match lease(lease_ms) {
             Ok(l) => l,
-            Err(why) => return Ok(Err(ClaimError::InvalidArgument(why))),
+            Err(why) => return Err(ClaimError::InvalidArgument(why)),
         };
-        Ok(self
-            .store
+        self.store
             .renew(&claim_id, &self.caller.run_id, lease)
             .await
             .map(to_wit)
-            .map_err(store_error))
+            .map_err(store_error)
     }
 
-    async fn release(
-        &mut self,
-        ctx: TraceContext,
-        claim_id: String,
-    ) -> wasmtime::Result<Result<(), ClaimError>> {
+    async fn give_back(&mut self, ctx: TraceContext, claim_id: String) -> Result<(), ClaimError> {
         if let Err(why) = self.caller.verify("coordination.release", &ctx) {
-            return Ok(Err(ClaimError::InvalidContext(why)));
+            return Err(ClaimError::InvalidContext(why));
         }
         let started = std::time::Instant::now();
         let result = self.store.release(&claim_id, &self.caller.run_id).await;
@@ -204,6 +252,6 @@ impl Host for CoordinationCtx {
                 .into(),
             );
         }
-        Ok(result.map_err(store_error))
+        result.map_err(store_error)
     }
 }

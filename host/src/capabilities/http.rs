@@ -147,18 +147,22 @@ impl WasiHttpHooks for OutboundHttp {
         if !allowed {
             let reason = format!(
                 "outbound request to `{}` denied: not in the step's allowed_hosts [{}]",
-                authority
-                    .as_ref()
-                    .map_or("(no host)".to_string(), ToString::to_string),
+                authority.as_ref().map_or("(no host)".to_string(), |a| {
+                    crate::report::bounded(a.to_string(), 256)
+                }),
                 self.allowed_hosts.join(", ")
             );
-            tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id,
-                run_id = %caller.run_id, step = %caller.step, "{reason}");
+            caller.log_line("warn", &reason);
+            caller.budget.refused(&reason);
             caller.host_event(
                 "http.denied",
                 "warn",
                 &reason,
-                [("url".to_string(), record.url.clone())].into(),
+                [(
+                    "url".to_string(),
+                    crate::report::bounded(record.url.clone(), 2048),
+                )]
+                .into(),
             );
             record.error = Some(reason);
             caller.recorder.http_call(record);
@@ -169,8 +173,8 @@ impl WasiHttpHooks for OutboundHttp {
             let reason =
                 "outbound request refused: the step's max_requests for this attempt is used up"
                     .to_string();
-            tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id,
-                run_id = %caller.run_id, step = %caller.step, "{reason}");
+            caller.log_line("warn", &reason);
+            caller.budget.refused(&reason);
             caller.host_event("limit.requests", "warn", &reason, BTreeMap::new());
             record.error = Some(reason);
             caller.recorder.http_call(record);
@@ -219,7 +223,8 @@ impl WasiHttpHooks for OutboundHttp {
                     Err(reason) => {
                         let reason =
                             format!("outbound request denied: {reason} (deny_private_networks)");
-                        tracing::warn!(trace_id = %caller.trace.trace_id, span_id = %caller.trace.span_id, "{reason}");
+                        caller.log_line("warn", &reason);
+                        caller.budget.refused(&reason);
                         caller.host_event("http.denied", "warn", &reason, BTreeMap::new());
                         caller
                             .recorder

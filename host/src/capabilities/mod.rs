@@ -10,6 +10,7 @@
 //! calling from the [`Caller`] the sandbox built for the attempt. Every braid
 //! import first checks that the trace context passed is the caller's own.
 
+pub mod budget;
 pub mod coordination;
 pub mod http;
 pub mod http_client;
@@ -29,6 +30,8 @@ pub struct Caller {
     /// The host process, recorded as a claim's owner.
     pub host_id: String,
     pub recorder: RunRecorder,
+    /// What the host keeps, prints and refuses for this attempt.
+    pub budget: budget::AttemptBudget,
 }
 
 impl Caller {
@@ -67,19 +70,50 @@ impl Caller {
             return Ok(());
         };
         let reason = format!("{interface}: trace context refused: {reason}");
-        tracing::warn!(
-            trace_id = %own.trace_id,
-            span_id = %own.span_id,
-            run_id = %self.run_id,
-            step = %self.step,
-            forged_trace_id = %ctx.trace_id,
-            "{reason}"
-        );
+        if self.budget.host_line() {
+            tracing::warn!(
+                trace_id = %own.trace_id,
+                span_id = %own.span_id,
+                run_id = %self.run_id,
+                step = %self.step,
+                forged_trace_id = %crate::report::bounded(ctx.trace_id.clone(), 64),
+                "{reason}"
+            );
+        }
         self.host_event("context.refused", "warn", &reason, BTreeMap::new());
+        self.budget.refused(&reason);
         Err(reason)
     }
 
-    /// Records a host-side event about this attempt in the run report.
+    /// Ends the attempt (as a trap the sandbox maps to the `refusals` limit)
+    /// once it has refused more calls than its budget allows. Braid imports
+    /// check this first; calls the sandbox does not see (wasi:http) are
+    /// caught at the next epoch tick.
+    pub fn within_refusals(&self) -> wasmtime::Result<()> {
+        match self.budget.exceeded() {
+            Some(refused) => Err(refused.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a line about this attempt to the host's log at `level`, within
+    /// the attempt's budget of host log lines.
+    pub fn log_line(&self, level: &str, message: &str) {
+        if !self.budget.host_line() {
+            return;
+        }
+        let (trace_id, span_id) = (self.trace.trace_id, self.trace.span_id);
+        let (run_id, step) = (&self.run_id, &self.step);
+        match level {
+            "error" => tracing::error!(%trace_id, %span_id, %run_id, %step, "{message}"),
+            "warn" => tracing::warn!(%trace_id, %span_id, %run_id, %step, "{message}"),
+            "info" => tracing::info!(%trace_id, %span_id, %run_id, %step, "{message}"),
+            _ => tracing::debug!(%trace_id, %span_id, %run_id, %step, "{message}"),
+        }
+    }
+
+    /// Records a host-side event about this attempt in the run report,
+    /// within the attempt's record budget.
     pub fn host_event(
         &self,
         name: &str,
@@ -87,7 +121,7 @@ impl Caller {
         message: &str,
         metadata: BTreeMap<String, String>,
     ) {
-        self.recorder.event(EventRecord {
+        self.record(EventRecord {
             kind: "host".into(),
             name: name.into(),
             level: level.into(),
@@ -99,5 +133,55 @@ impl Caller {
             measurements: BTreeMap::new(),
             metadata,
         });
+    }
+
+    /// Keeps `event` in the run report if the attempt's budget allows.
+    pub fn record(&self, event: EventRecord) {
+        if self.budget.keep_record(event.size()) {
+            self.recorder.event(event);
+        }
+    }
+
+    /// At the attempt's end: one event (and one log line) saying what its
+    /// budget dropped or suppressed, and the counts into the run's report.
+    pub fn report_dropped(&self) {
+        let dropped = self.budget.dropped();
+        if dropped.is_empty() {
+            return;
+        }
+        let limits = self.budget.limits();
+        let message = format!(
+            "over the attempt's budget: {} records ({} bytes) not kept (max_log_records {}, max_log_bytes {}), {} lines not written to the host log (at most {} per attempt)",
+            dropped.telemetry_records,
+            dropped.telemetry_bytes,
+            limits.log_records,
+            limits.log_bytes,
+            dropped.host_log_lines,
+            limits.host_log_lines
+        );
+        tracing::warn!(trace_id = %self.trace.trace_id, span_id = %self.trace.span_id,
+            run_id = %self.run_id, step = %self.step, "{message}");
+        let measurements = [
+            ("records", dropped.telemetry_records),
+            ("bytes", dropped.telemetry_bytes),
+            ("host_log_lines", dropped.host_log_lines),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v as f64))
+        .collect();
+        // Past the attempt's budget by design: it is the one record saying so.
+        self.recorder.event(EventRecord {
+            kind: "host".into(),
+            name: "telemetry.dropped".into(),
+            level: "warn".into(),
+            message,
+            trace_id: self.trace.trace_id.to_string(),
+            span_id: self.trace.span_id.to_string(),
+            step: self.step.clone(),
+            at_ms: 0.0,
+            measurements,
+            metadata: BTreeMap::new(),
+        });
+        self.recorder.dropped(dropped);
     }
 }

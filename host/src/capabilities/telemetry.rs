@@ -29,9 +29,29 @@ fn level_name(level: Level) -> &'static str {
 }
 
 impl TelemetryCtx {
-    /// Writes a guest's log line (also used for its stdout and stderr).
+    /// Writes a guest's log line (also used for its stdout and stderr) to
+    /// the host's log and the run report, each within the attempt's budget.
     pub fn guest_log(&self, level: &str, source: &str, message: &str) {
         let c = &self.caller;
+        let (trace_id, span_id) = (c.trace.trace_id, c.trace.span_id);
+        if c.budget.host_line() {
+            Self::trace_line(c, level, source, message);
+        }
+        c.record(EventRecord {
+            kind: "log".into(),
+            name: source.into(),
+            level: level.into(),
+            message: message.into(),
+            trace_id: trace_id.to_string(),
+            span_id: span_id.to_string(),
+            step: c.step.clone(),
+            at_ms: 0.0,
+            measurements: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        });
+    }
+
+    fn trace_line(c: &Caller, level: &str, source: &str, message: &str) {
         let (trace_id, span_id) = (c.trace.trace_id, c.trace.span_id);
         match level {
             "error" => {
@@ -47,18 +67,6 @@ impl TelemetryCtx {
                 tracing::debug!(target: "braid::guest", %trace_id, %span_id, run_id = %c.run_id, step = %c.step, source, "{message}")
             }
         }
-        c.recorder.event(EventRecord {
-            kind: "log".into(),
-            name: source.into(),
-            level: level.into(),
-            message: message.into(),
-            trace_id: trace_id.to_string(),
-            span_id: span_id.to_string(),
-            step: c.step.clone(),
-            at_ms: 0.0,
-            measurements: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-        });
     }
 }
 
@@ -72,13 +80,14 @@ impl Host for TelemetryCtx {
         level: Level,
         message: String,
     ) -> wasmtime::Result<Result<(), TelemetryError>> {
+        self.caller.within_refusals()?;
         if let Err(why) = self.caller.verify("telemetry.log", &ctx) {
             return Ok(Err(TelemetryError::InvalidContext(why)));
         }
         if message.len() > MAX_TEXT {
-            return Ok(Err(TelemetryError::InvalidArgument(format!(
-                "message longer than {MAX_TEXT} bytes"
-            ))));
+            let why = format!("message longer than {MAX_TEXT} bytes");
+            self.caller.budget.refused(&format!("telemetry.log: {why}"));
+            return Ok(Err(TelemetryError::InvalidArgument(why)));
         }
         self.guest_log(level_name(level), "log", &message);
         Ok(Ok(()))
@@ -91,6 +100,7 @@ impl Host for TelemetryCtx {
         measurements: Vec<(String, f64)>,
         metadata: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), TelemetryError>> {
+        self.caller.within_refusals()?;
         if let Err(why) = self.caller.verify("telemetry.event", &ctx) {
             return Ok(Err(TelemetryError::InvalidContext(why)));
         }
@@ -102,25 +112,31 @@ impl Host for TelemetryCtx {
             || metadata.iter().any(|(k, v)| too_long(k) || too_long(v))
             || measurements.iter().any(|(k, _)| too_long(k))
         {
-            return Ok(Err(TelemetryError::InvalidArgument(format!(
+            let why = format!(
                 "an event needs a name; names and values are at most {MAX_TEXT} bytes, at most {MAX_ENTRIES} entries each"
-            ))));
+            );
+            self.caller
+                .budget
+                .refused(&format!("telemetry.event: {why}"));
+            return Ok(Err(TelemetryError::InvalidArgument(why)));
         }
         let c = &self.caller;
         let measurements: BTreeMap<String, f64> = measurements.into_iter().collect();
         let metadata: BTreeMap<String, String> = metadata.into_iter().collect();
-        tracing::info!(
-            target: "braid::event",
-            trace_id = %c.trace.trace_id,
-            span_id = %c.trace.span_id,
-            run_id = %c.run_id,
-            step = %c.step,
-            event = %name,
-            measurements = ?measurements,
-            metadata = ?metadata,
-            "guest event"
-        );
-        c.recorder.event(EventRecord {
+        if c.budget.host_line() {
+            tracing::info!(
+                target: "braid::event",
+                trace_id = %c.trace.trace_id,
+                span_id = %c.trace.span_id,
+                run_id = %c.run_id,
+                step = %c.step,
+                event = %name,
+                measurements = ?measurements,
+                metadata = ?metadata,
+                "guest event"
+            );
+        }
+        c.record(EventRecord {
             kind: "event".into(),
             name,
             level: "info".into(),

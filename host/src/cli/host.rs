@@ -123,6 +123,12 @@ fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
         cache_dir: state.cache_dir(),
         fuel: state.fuel,
         deny_private_networks: state.deny_private_networks,
+        ceilings: braid::capabilities::budget::BudgetLimits {
+            log_records: state.max_step_log_records,
+            log_bytes: state.max_step_log_bytes,
+            refusals: state.max_step_refusals,
+            host_log_lines: state.max_step_host_log_lines,
+        },
         ..SandboxConfig::default()
     };
     let owner = config.host_id.clone();

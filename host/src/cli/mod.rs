@@ -65,6 +65,20 @@ pub struct StateArgs {
     /// addresses (allowlist the IP itself to reach one).
     #[arg(long)]
     pub deny_private_networks: bool,
+    /// Host-wide ceiling on any step's `max_log_records` (records the report
+    /// keeps per attempt).
+    #[arg(long, env = "BRAID_MAX_STEP_LOG_RECORDS", default_value_t = 10_000)]
+    pub max_step_log_records: u32,
+    /// Host-wide ceiling on any step's `max_log_bytes`.
+    #[arg(long, env = "BRAID_MAX_STEP_LOG_BYTES", default_value_t = 1 << 20)]
+    pub max_step_log_bytes: u64,
+    /// Host-wide ceiling on any step's `max_refusals`.
+    #[arg(long, env = "BRAID_MAX_STEP_REFUSALS", default_value_t = 1_000)]
+    pub max_step_refusals: u32,
+    /// Lines one step attempt may write to the host's log (its logs,
+    /// stdout/stderr and refused calls); more are counted, not written.
+    #[arg(long, env = "BRAID_MAX_STEP_HOST_LOG_LINES", default_value_t = 100)]
+    pub max_step_host_log_lines: u32,
 }
 
 impl StateArgs {
@@ -79,6 +93,49 @@ impl StateArgs {
                 .unwrap_or_else(|| self.state_dir.join("cache")),
         )
     }
+}
+
+/// How long and how many finished runs the journal keeps (`braid serve`,
+/// `braid runs prune`).
+#[derive(Args, Clone, Copy)]
+pub struct RetainArgs {
+    /// Keep finished runs (their reports, journal entries and
+    /// Idempotency-Keys) this long: e.g. `7d`, `12h`, `30m`, `90s`.
+    #[arg(long, env = "BRAID_RETAIN", default_value = "7d", value_parser = parse_age)]
+    pub retain: std::time::Duration,
+    /// Keep at most this many finished runs (the newest).
+    #[arg(long, env = "BRAID_RETAIN_RUNS", default_value_t = 100_000)]
+    pub retain_runs: u64,
+}
+
+impl RetainArgs {
+    pub fn retention(self) -> braid::journal::Retention {
+        braid::journal::Retention {
+            max_age: self.retain,
+            max_runs: self.retain_runs,
+        }
+    }
+}
+
+/// `7d`, `12h`, `30m`, `90s` or `0s` as a duration.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit (d, h, m or s), e.g. 7d"))?;
+    let seconds = match unit {
+        "d" => n.checked_mul(24 * 3600),
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => None,
+    }
+    .ok_or_else(|| format!("`{text}`: expected a number and a unit (d, h, m or s), e.g. 7d"))?;
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// A JSON `--input`: the text itself, or `@FILE`.

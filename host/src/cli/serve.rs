@@ -2,7 +2,7 @@
 //! recovery of abandoned runs and graceful shutdown.
 
 use super::host::{open_host, recover};
-use super::{Exit, StateArgs, bad_input};
+use super::{Exit, RetainArgs, StateArgs, bad_input};
 use anyhow::Context;
 use braid::scheduler::Scheduler;
 use clap::Args;
@@ -45,6 +45,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64 << 20)]
     max_component_bytes: usize,
     #[command(flatten)]
+    retain: RetainArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -60,6 +62,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         watch,
         watch_interval_ms,
         max_component_bytes,
+        retain,
         state,
     } = args;
     let state = &state;
@@ -107,6 +110,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     // Runs of hosts that die later (other hosts on a shared store, or
     // another process on this machine) are found while serving.
     let recovery = host.recoverer().spawn_loop();
+    // Finished runs past the retention are pruned now and every minute.
+    let pruning = braid::journal::spawn_pruning(Arc::clone(&host.journal), retain.retention());
     let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
     let server = Server::start(
         listen,
@@ -143,6 +148,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         grace.as_millis()
     );
     recovery.abort();
+    pruning.abort();
     server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
     eprintln!("stopped");
     Ok(0)

@@ -15,8 +15,8 @@
 
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
-    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, ReportSummary, RunJournal, RunRecord,
-    RunStart, completed_steps,
+    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportSummary, Retention,
+    RunJournal, RunRecord, RunStart, completed_steps,
 };
 use std::time::Duration;
 
@@ -399,6 +399,46 @@ impl RunJournal for PostgresJournal {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn prune(&self, retention: Retention, batch: usize) -> Result<Pruned, JournalError> {
+        // One statement (so one transaction), its rows locked `SKIP LOCKED`
+        // so two hosts pruning at once take different runs; times by the
+        // database's clock. Safe to repeat: a second try finds less to do.
+        let sql = format!(
+            "WITH doomed AS (
+               SELECT run_id FROM braid_runs
+               WHERE status <> 'running'
+                 AND (COALESCE(finished_at_ms, started_at_ms) < {DB_NOW_MS} - $1
+                      OR run_id NOT IN (
+                        SELECT run_id FROM braid_runs WHERE status <> 'running'
+                        ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
+                        LIMIT $2))
+               ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id
+               LIMIT $3
+               FOR UPDATE SKIP LOCKED),
+             e AS (DELETE FROM braid_journal WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
+             r AS (DELETE FROM braid_reports WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
+             k AS (DELETE FROM braid_idempotency WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
+             never AS (DELETE FROM braid_idempotency i WHERE i.at_ms < {DB_NOW_MS} - $1
+                        AND NOT EXISTS (SELECT 1 FROM braid_runs WHERE run_id = i.run_id) RETURNING 1),
+             d AS (DELETE FROM braid_runs WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1)
+             SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM e), (SELECT count(*) FROM r),
+                    (SELECT count(*) FROM k) + (SELECT count(*) FROM never)"
+        );
+        let age = lease_ms(retention.max_age);
+        let keep = i64::try_from(retention.max_runs).unwrap_or(i64::MAX);
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let rows = self
+            .query("pruning finished runs", &sql, &[&age, &keep, &batch])
+            .await?;
+        let count = |i: usize| rows.first().map_or(0, |row| to_ms(row.get::<_, i64>(i)));
+        Ok(Pruned {
+            runs: count(0),
+            entries: count(1),
+            reports: count(2),
+            idempotency_keys: count(3),
+        })
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {

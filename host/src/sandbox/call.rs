@@ -8,9 +8,11 @@
 use super::{ComponentKind, PreparedComponent, Sandbox};
 use crate::bindings::step::braid::workflow::types::TraceContext;
 use crate::capabilities::Caller;
+use crate::capabilities::budget::{AttemptBudget, BudgetLimits, RefusalsExceeded};
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http::OutboundHttp;
 use crate::capabilities::telemetry::TelemetryCtx;
+use crate::report::{MAX_ERROR_BYTES, bounded};
 use crate::scheduler::{AttemptContext, Compensation, LimitKind, StepFailure};
 use crate::workflow::StepSpec;
 use std::collections::BTreeMap;
@@ -111,6 +113,28 @@ impl WasiHttpView for StepState {
     }
 }
 
+/// A value the guest returned that cannot be its output; raised as the
+/// error that ends the attempt (`invalid-output`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InvalidOutput(String);
+
+/// A policy's obligations as a map: each key at most once.
+fn obligations(list: Vec<(String, String)>) -> wasmtime::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for (key, value) in list {
+        if map.contains_key(&key) {
+            let key = crate::report::bounded(key, 256);
+            return Err(InvalidOutput(format!(
+                "invalid output: the policy's obligations name `{key}` more than once"
+            ))
+            .into());
+        }
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
 /// A policy's answer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PolicyDecision {
@@ -190,6 +214,7 @@ impl Sandbox {
             trace: ctx.trace,
             host_id: self.config.host_id.clone(),
             recorder: ctx.recorder,
+            budget: AttemptBudget::new(self.budget_of(step)),
         });
         let stdout = MemoryOutputPipe::new(self.config.max_stdio_bytes);
         let stderr = MemoryOutputPipe::new(self.config.max_stdio_bytes);
@@ -209,9 +234,12 @@ impl Sandbox {
         }
         let deadline = Instant::now() + step.timeout;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
             if Instant::now() >= deadline {
                 Err(Trap::Interrupt.into())
+            } else if let Some(refused) = store.data().telemetry.caller.budget.exceeded() {
+                // Too many refused calls: the attempt ends at the next tick.
+                Err(refused.into())
             } else {
                 // Let other tasks run, then check again at the next tick.
                 Ok(UpdateDeadline::YieldCustom(
@@ -236,6 +264,7 @@ impl Sandbox {
         forward_stdio(&telemetry, "stdout", &stdout);
         forward_stdio(&telemetry, "stderr", &stderr);
         drop(store);
+        caller.report_dropped();
         // A language runtime reports an uncaught exception on stderr, then traps.
         let stderr_hint = if stderr.contents().is_empty() {
             ""
@@ -243,6 +272,17 @@ impl Sandbox {
             " (the guest's stderr, e.g. an exception, is in the log and the run's events)"
         };
         ending(result, step, stderr_hint)
+    }
+
+    /// An attempt's budget: the step's limits, capped by the host's ceilings.
+    fn budget_of(&self, step: &StepSpec) -> BudgetLimits {
+        let (l, c) = (&step.limits, &self.config.ceilings);
+        BudgetLimits {
+            log_records: l.max_log_records.min(c.log_records),
+            log_bytes: l.max_log_bytes.min(c.log_bytes),
+            refusals: l.max_refusals.min(c.refusals),
+            host_log_lines: c.host_log_lines,
+        }
     }
 
     /// The store data of one call: WASI granting nothing, outbound HTTP
@@ -320,11 +360,15 @@ async fn invoke(
                 let out = guest
                     .call_evaluate(&mut *store, trace_context, &input)
                     .await?;
-                Ok(Ok(CallResult::Decision(out.map(|d| PolicyDecision {
-                    allow: d.allow,
-                    reasons: d.reasons,
-                    obligations: d.obligations.into_iter().collect(),
-                }))))
+                let decision = match out {
+                    Ok(d) => Ok(PolicyDecision {
+                        allow: d.allow,
+                        obligations: obligations(d.obligations)?,
+                        reasons: d.reasons,
+                    }),
+                    Err(e) => Err(e),
+                };
+                Ok(Ok(CallResult::Decision(decision)))
             }
         },
         StepCall::Compensate { input, error } => {
@@ -363,55 +407,104 @@ async fn invoke(
 }
 
 /// What a call's end means for the step: its output (within the output
-/// limit), its typed error, or the limit, trap or timeout that stopped it.
+/// limit), its typed error (cut to [`MAX_ERROR_BYTES`]), or the limit, trap
+/// or timeout that stopped it.
 fn ending(
     result: Result<wasmtime::Result<Result<CallResult, WitStepError>>, tokio::time::error::Elapsed>,
     step: &StepSpec,
     stderr_hint: &str,
 ) -> Result<CallResult, StepFailure> {
+    let cut = |m: String| bounded(m, MAX_ERROR_BYTES);
     match result {
         Err(_elapsed) => Err(StepFailure::Timeout(step.timeout)),
-        Ok(Ok(Ok(CallResult::Output(out)))) if out.len() as u64 > step.limits.max_output_bytes => {
-            Err(StepFailure::Limit(
-                LimitKind::Output,
-                format!(
-                    "{} bytes returned, the limit is {}",
-                    out.len(),
-                    step.limits.max_output_bytes
-                ),
-            ))
-        }
-        Ok(Ok(Ok(out))) => Ok(out),
-        Ok(Ok(Err(WitStepError::Retryable(m)))) => Err(StepFailure::Retryable(m)),
-        Ok(Ok(Err(WitStepError::Fatal(m)))) => Err(StepFailure::Fatal(m)),
-        Ok(Err(e)) => Err(if let Some(hit) = e.downcast_ref::<LimitHit>() {
-            StepFailure::Limit(hit.kind, hit.to_string())
-        } else {
-            match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
-                Some(Trap::StackOverflow) => {
-                    StepFailure::Limit(LimitKind::Stack, "call stack exhausted".into())
-                }
-                Some(Trap::OutOfFuel) => StepFailure::Limit(
-                    LimitKind::Fuel,
-                    format!(
-                        "the budget of {} fuel is spent",
-                        step.limits.fuel.unwrap_or(u64::MAX)
-                    ),
-                ),
-                Some(trap) => StepFailure::Trap(format!("{trap}{stderr_hint}")),
-                None => StepFailure::Trap(format!("{}{stderr_hint}", root_cause(&e))),
-            }
-        }),
+        Ok(Ok(Ok(out))) => within_output_limit(out, step),
+        Ok(Ok(Err(WitStepError::Retryable(m)))) => Err(StepFailure::Retryable(cut(m))),
+        Ok(Ok(Err(WitStepError::Fatal(m)))) => Err(StepFailure::Fatal(cut(m))),
+        Ok(Err(e)) => Err(trap_failure(&e, step, stderr_hint)),
     }
 }
 
+/// Every value that becomes a step's output is held to its
+/// `max_output_bytes`: `run`'s result, a `continue-with` substitute, and a
+/// policy's decision (reasons and obligations). A policy's error is cut.
+fn within_output_limit(out: CallResult, step: &StepSpec) -> Result<CallResult, StepFailure> {
+    let limit = step.limits.max_output_bytes;
+    let too_large = |what: &str, bytes: usize| {
+        StepFailure::Limit(
+            LimitKind::Output,
+            format!("{what}: {bytes} bytes, the limit is {limit}"),
+        )
+    };
+    match out {
+        CallResult::Output(out) if out.len() as u64 > limit => Err(StepFailure::Limit(
+            LimitKind::Output,
+            format!("{} bytes returned, the limit is {limit}", out.len()),
+        )),
+        CallResult::Compensation(Compensation::ContinueWith(v)) if v.len() as u64 > limit => {
+            Err(too_large("continue-with value", v.len()))
+        }
+        CallResult::Decision(Ok(d)) => {
+            let bytes = d.reasons.iter().map(String::len).sum::<usize>()
+                + d.obligations
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            if bytes as u64 > limit {
+                return Err(too_large(
+                    "policy decision (reasons and obligations)",
+                    bytes,
+                ));
+            }
+            Ok(CallResult::Decision(Ok(d)))
+        }
+        CallResult::Decision(Err(e)) => Ok(CallResult::Decision(Err(bounded(e, MAX_ERROR_BYTES)))),
+        other => Ok(other),
+    }
+}
+
+/// The failure an error that ended a call stands for: a limit (the
+/// sandbox's or the attempt's budget), an invalid output, or a trap.
+fn trap_failure(e: &wasmtime::Error, step: &StepSpec, stderr_hint: &str) -> StepFailure {
+    if let Some(hit) = e.downcast_ref::<LimitHit>() {
+        return StepFailure::Limit(hit.kind, hit.to_string());
+    }
+    if let Some(refused) = e.downcast_ref::<RefusalsExceeded>() {
+        return StepFailure::Limit(LimitKind::Refusals, refused.to_string());
+    }
+    if let Some(InvalidOutput(why)) = e.downcast_ref::<InvalidOutput>() {
+        return StepFailure::InvalidOutput(why.clone());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => StepFailure::Timeout(step.timeout),
+        Some(Trap::StackOverflow) => {
+            StepFailure::Limit(LimitKind::Stack, "call stack exhausted".into())
+        }
+        Some(Trap::OutOfFuel) => StepFailure::Limit(
+            LimitKind::Fuel,
+            format!(
+                "the budget of {} fuel is spent",
+                step.limits.fuel.unwrap_or(u64::MAX)
+            ),
+        ),
+        Some(trap) => StepFailure::Trap(bounded(format!("{trap}{stderr_hint}"), MAX_ERROR_BYTES)),
+        None => StepFailure::Trap(bounded(
+            format!("{}{stderr_hint}", root_cause(e)),
+            MAX_ERROR_BYTES,
+        )),
+    }
+}
+
+/// What ended a call, in a line: the error, and what caused it when that
+/// says more (a host call's own error under wasmtime's backtrace context).
 fn root_cause(e: &wasmtime::Error) -> String {
-    format!("{e:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    let first = |text: String| text.lines().next().unwrap_or_default().trim().to_string();
+    let top = first(format!("{e}"));
+    let root = first(e.root_cause().to_string());
+    if root.is_empty() || top.contains(&root) {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
 }
 
 fn forward_stdio(telemetry: &TelemetryCtx, source: &str, pipe: &MemoryOutputPipe) {

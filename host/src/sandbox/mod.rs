@@ -15,6 +15,7 @@
 mod call;
 mod executor;
 
+use crate::capabilities::budget::BudgetLimits;
 pub use call::{CallResult, LimitHit, PolicyDecision, StepCall, StepState};
 pub use executor::SandboxExecutor;
 
@@ -85,6 +86,10 @@ pub struct SandboxConfig {
     pub fuel: bool,
     /// Refuse allowlisted host names that resolve to private addresses.
     pub deny_private_networks: bool,
+    /// Host-wide ceilings on every attempt's budget (a step's own
+    /// `max_log_records`, `max_log_bytes` and `max_refusals` are capped by
+    /// these), and the lines an attempt may write to the host's log.
+    pub ceilings: BudgetLimits,
 }
 
 /// This machine's name for run and claim owners: `HOSTNAME` if set, else
@@ -109,6 +114,12 @@ impl Default for SandboxConfig {
             host_id: format!("{}:{}", host_name(), std::process::id()),
             fuel: false,
             deny_private_networks: false,
+            ceilings: BudgetLimits {
+                log_records: 10_000,
+                log_bytes: 1 << 20,
+                refusals: 1_000,
+                host_log_lines: 100,
+            },
         }
     }
 }

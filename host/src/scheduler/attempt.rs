@@ -49,7 +49,7 @@ async fn attempt_once<E: StepExecutor>(
             .await;
         let parsed = out.and_then(|text| {
             serde_json::from_str::<Value>(&text)
-                .map_err(|e| StepFailure::InvalidOutput(e.to_string()))
+                .map_err(|e| StepFailure::InvalidOutput(format!("output is not valid JSON: {e}")))
         });
         let outcome = parsed.as_ref().map_or_else(|f| f.kind(), |_| "succeeded");
         recorder.attempt_finished(

@@ -34,7 +34,9 @@ pub enum StepFailure {
     /// The guest trapped (panic, unreachable, out of bounds, ...).
     #[error("guest trapped: {0}")]
     Trap(String),
-    #[error("output is not valid JSON: {0}")]
+    /// The output cannot be the step's (not JSON, or a policy decision
+    /// that repeats an obligation); the text says which.
+    #[error("{0}")]
     InvalidOutput(String),
     /// The attempt hit one of its limits.
     #[error("{kind}: {1}", kind = .0.as_str())]
@@ -57,6 +59,8 @@ pub enum LimitKind {
     Table,
     /// The attempt used up its `fuel` (CPU budget).
     Fuel,
+    /// The attempt made more refused calls than its `max_refusals`.
+    Refusals,
 }
 
 impl LimitKind {
@@ -67,6 +71,7 @@ impl LimitKind {
             LimitKind::Stack => "stack-overflow",
             LimitKind::Table => "table-limit",
             LimitKind::Fuel => "fuel-exhausted",
+            LimitKind::Refusals => "refusals",
         }
     }
 }

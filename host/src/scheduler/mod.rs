@@ -393,7 +393,7 @@ impl<E: StepExecutor> Scheduler<E> {
             error = error.as_deref().unwrap_or(""),
             "run finished"
         );
-        let (events, http_calls) = recorder.take();
+        let (events, http_calls, dropped) = recorder.take();
         RunReport {
             run_id,
             workflow: wf.name.clone(),
@@ -416,6 +416,7 @@ impl<E: StepExecutor> Scheduler<E> {
             http_calls,
             undo,
             released_claims,
+            dropped,
         }
     }
 }

@@ -540,6 +540,13 @@ impl RunJournal for FakeJournal {
     async fn ping(&self) -> Result<(), JournalError> {
         down()
     }
+    async fn prune(
+        &self,
+        _: crate::journal::Retention,
+        _: usize,
+    ) -> Result<crate::journal::Pruned, JournalError> {
+        down()
+    }
 }
 
 /// The diamond with `a` reversible and `b`, `c` taking `delay`.

@@ -332,6 +332,7 @@ impl RunReportView {
             http_calls: Vec::new(),
             undo: Vec::new(),
             released_claims: Vec::new(),
+            dropped: crate::report::Dropped::default(),
         }
     }
 }

@@ -125,6 +125,14 @@ pub struct StepLimits {
     /// CPU budget of one attempt in wasmtime fuel units (roughly one per
     /// instruction); needs a sandbox with fuel metering (`braid run --fuel`).
     pub fuel: Option<u64>,
+    /// Most records (log lines, events, stdout/stderr lines) the run report
+    /// keeps for one attempt; more are dropped and counted.
+    pub max_log_records: u32,
+    /// Most bytes of those records per attempt.
+    pub max_log_bytes: u64,
+    /// Most refused calls (bad trace context, denied or over-limit HTTP,
+    /// claim errors, invalid arguments) before the attempt ends (`refusals`).
+    pub max_refusals: u32,
 }
 
 impl Default for StepLimits {
@@ -136,6 +144,9 @@ impl Default for StepLimits {
             max_claims: 16,
             max_response_bytes: 8 << 20,
             fuel: None,
+            max_log_records: 1000,
+            max_log_bytes: 256 << 10,
+            max_refusals: 64,
         }
     }
 }

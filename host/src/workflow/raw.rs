@@ -42,6 +42,9 @@ pub(super) struct RawLimits {
     pub(super) max_claims: Option<u32>,
     pub(super) max_response_bytes: Option<u64>,
     pub(super) fuel: Option<u64>,
+    pub(super) max_log_records: Option<u32>,
+    pub(super) max_log_bytes: Option<u64>,
+    pub(super) max_refusals: Option<u32>,
 }
 
 #[derive(Deserialize)]

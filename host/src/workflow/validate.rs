@@ -17,6 +17,12 @@ use std::time::Duration;
 
 /// Longest timeout a definition may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most records per attempt a definition may ask the report to keep.
+const MAX_LOG_RECORDS: u32 = 100_000;
+/// Most bytes of records per attempt a definition may ask for.
+const MAX_LOG_BYTES: u64 = 16 << 20;
+/// Most refused calls per attempt a definition may allow.
+const MAX_REFUSALS: u32 = 10_000;
 /// Most retries a definition may ask for.
 const MAX_RETRIES: u32 = 100;
 
@@ -273,9 +279,41 @@ fn limits(
             .unwrap_or(d.max_claims),
         max_response_bytes: limits(|l| l.max_response_bytes).unwrap_or(d.max_response_bytes),
         fuel: limits(|l| l.fuel),
+        max_log_records: s
+            .limits
+            .max_log_records
+            .or(raw.defaults.max_log_records)
+            .unwrap_or(d.max_log_records),
+        max_log_bytes: limits(|l| l.max_log_bytes).unwrap_or(d.max_log_bytes),
+        max_refusals: s
+            .limits
+            .max_refusals
+            .or(raw.defaults.max_refusals)
+            .unwrap_or(d.max_refusals),
     };
     if step_limits.fuel == Some(0) {
         p.add(step, Some("fuel".into()), "must be at least 1".into());
+    }
+    if step_limits.max_log_records > MAX_LOG_RECORDS {
+        p.add(
+            step,
+            Some("max_log_records".into()),
+            format!("must be at most {MAX_LOG_RECORDS}"),
+        );
+    }
+    if step_limits.max_log_bytes > MAX_LOG_BYTES {
+        p.add(
+            step,
+            Some("max_log_bytes".into()),
+            format!("must be at most {MAX_LOG_BYTES}"),
+        );
+    }
+    if step_limits.max_refusals > MAX_REFUSALS {
+        p.add(
+            step,
+            Some("max_refusals".into()),
+            format!("must be at most {MAX_REFUSALS}"),
+        );
     }
     (timeout, max_retries, allowed_hosts, step_limits)
 }

@@ -1,0 +1,309 @@
+//! The durable run journal: every run is recorded as it goes, so a host that
+//! dies mid-run leaves enough behind for another start to undo and abort it.
+//!
+//! Owns: the [`RunJournal`] contract (what every backend must guarantee),
+//! run leases (a live host keeps extending the lease of its runs), the
+//! atomic take-over of abandoned runs, and what is kept (`retention`).
+//! Rooms: this file the contract and its types; `sqlite` the SQLite backend
+//! (PostgreSQL's is in `crate::postgres`); `retention` pruning finished runs.
+//! Knows nothing of wasmtime or the DAG; the scheduler writes entries,
+//! recovery reads them.
+
+mod retention;
+mod sqlite;
+
+pub use retention::{PRUNE_BATCH, PRUNE_INTERVAL, Pruned, Retention, prune_all, spawn_pruning};
+pub use sqlite::SqliteJournal;
+
+use crate::db::DbUnavailable;
+use crate::store::now_ms;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("run journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Unavailable(e.to_string())
+}
+
+/// What a run starts with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStart {
+    pub run_id: String,
+    pub workflow: String,
+    pub workflow_path: String,
+    pub trace_id: String,
+    /// The run span: every step attempt (and every undo) is its child.
+    pub span_id: String,
+    pub trace_flags: u8,
+    pub tracestate: String,
+    pub input: serde_json::Value,
+    /// Step name -> (component path, sha256).
+    pub components: Vec<(String, String, String)>,
+    /// The host running it (`hostname:pid`).
+    pub owner: String,
+}
+
+/// One journal entry. `kind` says which fields matter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// `attempt`, `completed`, `compensation`, `cancelled`, `undo`, `claims-released`.
+    pub kind: String,
+    pub step: String,
+    pub span_id: String,
+    pub attempt: u32,
+    /// e.g. `succeeded`, `timeout`, `undone`, `give-up`.
+    pub outcome: String,
+    pub error: Option<String>,
+    /// For `completed`: the step's input and output, its component and
+    /// timeout, so recovery can undo it without the workflow file.
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub component: Option<String>,
+    pub component_sha256: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// A step that completed and was not undone, as recovery needs it.
+#[derive(Debug, Clone)]
+pub struct CompletedStep {
+    pub step: String,
+    pub input: String,
+    pub output: String,
+    pub component: PathBuf,
+    pub component_sha256: String,
+    pub timeout: Duration,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A run whose host died, now owned by the caller of `take_over_abandoned`.
+#[derive(Debug, Clone)]
+pub struct AbandonedRun {
+    pub start: RunStart,
+    pub previous_owner: String,
+    /// Completed, not yet undone, in completion order.
+    pub completed: Vec<CompletedStep>,
+}
+
+/// The runs this host is executing right now (shared by every scheduler
+/// of the host and its recovery loop). A run of this host that is `running`
+/// in the journal but not here any more was stopped after it lost its lease
+/// (see `scheduler::LEASE_FENCE`): recovery takes it over once its lease
+/// has run out, as it would another host's.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRuns(Arc<Mutex<HashSet<String>>>);
+
+impl LocalRuns {
+    /// Marks `run_id` as executing here until the guard is dropped.
+    pub fn enter(&self, run_id: &str) -> LocalRun {
+        self.lock().insert(run_id.to_string());
+        LocalRun {
+            runs: self.clone(),
+            run_id: run_id.to_string(),
+        }
+    }
+
+    /// The run ids executing here now.
+    pub fn list(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic while holding this lock cannot leave the set half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A run in [`LocalRuns`]; leaves it when dropped.
+#[derive(Debug)]
+pub struct LocalRun {
+    runs: LocalRuns,
+    run_id: String,
+}
+
+impl Drop for LocalRun {
+    fn drop(&mut self) {
+        self.runs.lock().remove(&self.run_id);
+    }
+}
+
+/// A run's terminal state as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub workflow: String,
+    pub trace_id: String,
+    pub status: String,
+    pub degraded: bool,
+    pub error: Option<String>,
+    pub owner: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub entries: usize,
+}
+
+impl From<DbUnavailable> for JournalError {
+    fn from(e: DbUnavailable) -> Self {
+        JournalError::Unavailable(e.0)
+    }
+}
+
+/// A stored run report's summary, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    pub run_id: String,
+    pub workflow: String,
+    pub trace_id: String,
+    pub outcome: String,
+    pub started_at_ms: u64,
+    pub duration_ms: f64,
+}
+
+/// Says whether a run owner (`hostname:pid`) is gone, for take-over.
+pub type OwnerIsDead = Box<dyn for<'a> Fn(&'a str) -> bool + Send + 'static>;
+
+/// The durable run journal, whatever stores it. The scheduler writes a run's
+/// start, entries and terminal record through it; recovery takes over runs
+/// whose host died; `braid serve` keeps reports and `Idempotency-Key`s in it.
+///
+/// An implementation must make each write durable before it returns (a step
+/// the journal says completed must survive a crash right after), let
+/// `finish` move only a `running` run (once), and hand each abandoned run to
+/// exactly one caller of `take_over_abandoned`.
+#[async_trait::async_trait]
+pub trait RunJournal: Send + Sync + 'static {
+    /// Records a run's start; its lease runs `lease` from now.
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError>;
+    /// Appends one entry to a run's journal.
+    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
+    /// Writes the terminal record. Only a `running` run held by `owner` can
+    /// finish, once: a host whose run was taken over cannot overwrite what
+    /// the new owner records. `Ok(false)`: it was taken over (the record is
+    /// the new owner's to write).
+    async fn finish(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status: &str,
+        degraded: bool,
+        error: Option<String>,
+    ) -> Result<bool, JournalError>;
+    /// Extends the lease of a running run held by `owner`. `Ok(false)`: the
+    /// run is no longer `owner`'s (another host took it over).
+    async fn heartbeat(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, JournalError>;
+    /// Takes over every running run whose lease expired or whose owner
+    /// `is_dead` (if given) says is gone; of several callers, exactly one
+    /// gets each run. Runs of `new_owner` itself count too (runs it stopped
+    /// after losing their lease), except those in `running_here`.
+    async fn take_over_abandoned(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        is_dead: Option<OwnerIsDead>,
+        running_here: &[String],
+    ) -> Result<Vec<AbandonedRun>, JournalError>;
+    /// Stores a finished run's report (JSON); a second save replaces the first.
+    async fn save_report(
+        &self,
+        summary: ReportSummary,
+        report_json: String,
+    ) -> Result<(), JournalError>;
+    /// A stored report (JSON), if the run is known.
+    async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError>;
+    /// The most recent reports, newest first, optionally of one workflow
+    /// and/or one outcome.
+    async fn recent_reports(
+        &self,
+        workflow: Option<String>,
+        outcome: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ReportSummary>, JournalError>;
+    /// The run an `Idempotency-Key` of `workflow` started: (body sha256, run id).
+    async fn idempotent_run(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, JournalError>;
+    /// Reserves an `Idempotency-Key` of `workflow` for the run `run_id` is
+    /// about to start. `None`: reserved; `Some((body sha256, run id))`: the
+    /// key was taken first (on any host sharing the journal) by that run.
+    async fn reserve_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        body_sha256: &str,
+        run_id: &str,
+    ) -> Result<Option<(String, String)>, JournalError>;
+    /// Gives `key` up again when its run `run_id` never started (its start
+    /// could not be journaled), so a retry with the key runs. `Ok(false)`:
+    /// kept, because the key is another run's or the run did start.
+    async fn release_idempotent(
+        &self,
+        workflow: &str,
+        key: &str,
+        run_id: &str,
+    ) -> Result<bool, JournalError>;
+    /// Every run, oldest first.
+    async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
+    /// One run, if the journal knows it.
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError>;
+    /// Whether the journal answers now (one cheap query, not retried): what
+    /// `braid serve`'s readiness reports.
+    async fn ping(&self) -> Result<(), JournalError>;
+    /// Deletes at most `batch` finished runs that `retention` does not keep
+    /// (oldest first), with their journal entries, stored reports and
+    /// `Idempotency-Key`s, in one short transaction; and keys older than
+    /// `retention.max_age` whose run never started. Running runs are never
+    /// touched. Safe to repeat; call again while it deletes a full batch.
+    async fn prune(&self, retention: Retention, batch: usize) -> Result<Pruned, JournalError>;
+}
+
+/// The steps a run completed and has not undone, in completion order, from
+/// its journal entries. A step completes once per run, so an entry written
+/// twice (a write retried after a lost acknowledgement) counts once.
+pub(crate) fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
+    let undone: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind == "undo" && e.outcome == "undone")
+        .map(|e| e.step.as_str())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .filter(|e| e.kind == "completed" && !undone.contains(&e.step.as_str()))
+        .filter(|e| seen.insert(e.step.as_str()))
+        .map(|e| CompletedStep {
+            step: e.step.clone(),
+            input: e.input.clone().unwrap_or_default(),
+            output: e.output.clone().unwrap_or_default(),
+            component: PathBuf::from(e.component.clone().unwrap_or_default()),
+            component_sha256: e.component_sha256.clone().unwrap_or_default(),
+            timeout: Duration::from_millis(e.timeout_ms.unwrap_or(10_000)),
+            allowed_hosts: e.allowed_hosts.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Whether a `hostname:pid` owner is a process of this machine that is gone.
+pub fn owner_is_dead_here(owner: &str, this_host: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let this = this_host.rsplit_once(':').map_or(this_host, |(h, _)| h);
+    host == this && pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+}

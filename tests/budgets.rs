@@ -1,0 +1,391 @@
+//! A step cannot make the host keep, print or refuse without bound: each
+//! budget of docs/security.md against the `flood` and `flood_policy` guests.
+//! In-process (the library), with the real components.
+
+use crate::support::*;
+use braid::report::{MAX_ERROR_BYTES, RunReport};
+use braid::sandbox::{Sandbox, SandboxConfig, SandboxExecutor};
+use braid::scheduler::{RunRequest, Scheduler};
+use braid::store::{ClaimStore, SqliteClaimStore};
+use braid::trace::IncomingTrace;
+use braid::workflow::Workflow;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `flood` as told, then `after` (another `flood`, by default `ok`): a
+/// failing `after` makes the run undo `flood`.
+const FLOOD: &str = r#"
+name = "flood"
+result = "after"
+[inputs.mode]
+[inputs.count]
+default = 1000
+[inputs.bytes]
+default = 8192
+[inputs.continue_bytes]
+default = 0
+[inputs.undo_error_bytes]
+default = 0
+[inputs.after]
+default = "ok"
+[defaults]
+timeout_ms = 20000
+max_retries = 0
+memory_limit_mb = 256
+allowed_hosts = ["localhost"]
+[[steps]]
+name = "flood"
+component = "flood"
+args.mode = { input = "mode" }
+args.count = { input = "count" }
+args.bytes = { input = "bytes" }
+args.continue_bytes = { input = "continue_bytes" }
+args.undo_error_bytes = { input = "undo_error_bytes" }
+[[steps]]
+name = "after"
+component = "flood"
+wait_for = ["flood"]
+args.mode = { input = "after" }
+"#;
+
+/// A policy step deciding on its input.
+const POLICY: &str = r#"
+name = "flood-policy"
+result = "decide"
+[inputs.facts]
+[[steps]]
+name = "decide"
+component = "flood_policy"
+memory_limit_mb = 256
+args.facts = { input = "facts" }
+"#;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    sandbox: Arc<Sandbox>,
+    claims: Arc<dyn ClaimStore>,
+    flood: Arc<Workflow>,
+    policy: Arc<Workflow>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let claims: Arc<dyn ClaimStore> =
+            Arc::new(SqliteClaimStore::open(dir.path()).expect("claims"));
+        let config = SandboxConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            ..SandboxConfig::default()
+        };
+        let sandbox = Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox"));
+        let load = |name: &str, body: &str| {
+            let path = write_workflow(dir.path(), name, body);
+            Arc::new(Workflow::load(&path).expect("workflow"))
+        };
+        Harness {
+            flood: load("flood.toml", FLOOD),
+            policy: load("policy.toml", POLICY),
+            _dir: dir,
+            sandbox,
+            claims,
+        }
+    }
+
+    async fn run(&self, workflow: &Arc<Workflow>, input: Value) -> RunReport {
+        let executor = SandboxExecutor::prepare(Arc::clone(&self.sandbox), workflow)
+            .unwrap_or_else(|e| panic!("components load: {}", e[0].1));
+        Scheduler::new(Arc::new(executor), 64)
+            .with_claims(Arc::clone(&self.claims))
+            .run(RunRequest {
+                workflow: Arc::clone(workflow),
+                input,
+                trace: IncomingTrace::from_headers(None, None),
+            })
+            .await
+            .expect("input fits")
+    }
+}
+
+/// The report as JSON, in bytes.
+fn report_bytes(report: &RunReport) -> usize {
+    serde_json::to_vec(report).expect("report serializes").len()
+}
+
+/// Events of `step` (run-level: `None`) named `name`.
+fn events<'r>(report: &'r RunReport, name: &str) -> Vec<&'r braid::report::EventRecord> {
+    report.events.iter().filter(|e| e.name == name).collect()
+}
+
+/// The flood step's first attempt: (outcome, error).
+fn flood_attempt(report: &RunReport) -> (String, String) {
+    let step = report
+        .steps
+        .iter()
+        .find(|s| s.name == "flood")
+        .expect("flood");
+    let a = &step.attempts[0];
+    (a.outcome.clone(), a.error.clone().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_storm_keeps_the_attempts_budget_and_says_what_it_dropped() {
+    let h = Harness::new();
+    let report = h
+        .run(
+            &h.flood,
+            json!({"mode": "log-storm", "count": 5000, "bytes": 8192}),
+        )
+        .await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    let kept = events(&report, "log");
+    // Defaults: 1000 records, 256 KiB per attempt (each line ~8.3 KiB as counted).
+    let kept_bytes: usize = kept.iter().map(|e| e.size()).sum();
+    assert!(kept_bytes <= 256 << 10, "{kept_bytes} bytes kept");
+    assert!(!kept.is_empty() && kept.len() < 5000, "{} kept", kept.len());
+    assert_eq!(
+        report.dropped.telemetry_records,
+        5000 - kept.len() as u64,
+        "every line is either kept or counted"
+    );
+    assert!(report.dropped.host_log_lines >= 5000 - 100);
+    // One summary, not one per drop, on the attempt's span.
+    let summary = events(&report, "telemetry.dropped");
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0].step, "flood");
+    assert_eq!(
+        summary[0].measurements.get("records").copied(),
+        Some(report.dropped.telemetry_records as f64)
+    );
+    assert!(
+        report_bytes(&report) < 2 << 20,
+        "{} bytes",
+        report_bytes(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_storm_until_the_timeout_leaves_a_small_report() {
+    let h = Harness::new();
+    let wf = {
+        let body = FLOOD.replace("timeout_ms = 20000", "timeout_ms = 1500");
+        let path = write_workflow(h._dir.path(), "storm.toml", &body);
+        Arc::new(Workflow::load(&path).expect("workflow"))
+    };
+    // No count: logs until the attempt's timeout.
+    let report = h
+        .run(&wf, json!({"mode": "log-storm", "count": 1u64 << 40}))
+        .await;
+    assert_eq!(flood_attempt(&report).0, "timeout");
+    assert!(report.dropped.telemetry_records > 0);
+    assert!(
+        report_bytes(&report) < 2 << 20,
+        "{} bytes",
+        report_bytes(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_storm_is_dropped_past_the_byte_budget() {
+    let h = Harness::new();
+    // Each event: 64 metadata values of 8 KiB, over the 256 KiB budget.
+    let report = h
+        .run(
+            &h.flood,
+            json!({"mode": "event-storm", "count": 50, "bytes": 8192}),
+        )
+        .await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    assert!(events(&report, "storm").len() <= 1);
+    assert!(report.dropped.telemetry_records >= 49);
+    assert!(report.dropped.telemetry_bytes >= 49 * 64 * 8192);
+    assert_eq!(events(&report, "telemetry.dropped").len(), 1);
+    assert!(report_bytes(&report) < 2 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_storm_ends_the_attempt_with_the_refusals_limit() {
+    let h = Harness::new();
+    for mode in ["context-storm", "denied-storm"] {
+        let report = h
+            .run(&h.flood, json!({"mode": mode, "count": 1u64 << 40}))
+            .await;
+        let (outcome, error) = flood_attempt(&report);
+        assert_eq!(outcome, "refusals", "{mode}: {error}");
+        assert!(
+            error.contains("max_refusals is 64"),
+            "{mode}: the error names the limit: {error}"
+        );
+        let last = if mode == "context-storm" {
+            "trace context refused"
+        } else {
+            "not in the step's allowed_hosts"
+        };
+        assert!(
+            error.contains(last),
+            "{mode}: and the last refusal: {error}"
+        );
+        assert_eq!(report.outcome, "failed");
+        assert!(report_bytes(&report) < 2 << 20);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_flood_is_suppressed_in_the_host_log_and_counted() {
+    let h = Harness::new();
+    let report = h
+        .run(
+            &h.flood,
+            json!({"mode": "stderr-flood", "count": 100000, "bytes": 100}),
+        )
+        .await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    // stderr is captured up to 64 KiB, ~640 lines; at most 100 reach the host log.
+    let lines = events(&report, "stderr").len() as u64;
+    assert!(lines > 100, "{lines} stderr lines kept");
+    assert_eq!(report.dropped.host_log_lines, lines - 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_texts_are_cut_to_a_few_kib_saying_how_much() {
+    let h = Harness::new();
+    // 50 MB from `run`.
+    let report = h
+        .run(&h.flood, json!({"mode": "error", "bytes": 50_000_000}))
+        .await;
+    let (outcome, error) = flood_attempt(&report);
+    assert_eq!(outcome, "fatal");
+    assert!(error.len() <= MAX_ERROR_BYTES + 64, "{} bytes", error.len());
+    assert!(
+        error.ends_with("… [49995904 bytes cut]"),
+        "{}",
+        &error[error.len() - 40..]
+    );
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.len() < 2 * MAX_ERROR_BYTES)
+    );
+    assert!(report_bytes(&report) < 64 << 10);
+
+    // 20 MB from `undo` (the run fails after `flood` completed).
+    let report = h
+        .run(
+            &h.flood,
+            json!({"mode": "ok", "undo_error_bytes": 20_000_000, "after": "fail"}),
+        )
+        .await;
+    assert_eq!(report.outcome, "failed");
+    assert_eq!(report.undo.len(), 1, "{:?}", report.undo);
+    let undo = &report.undo[0];
+    assert_eq!(undo.outcome, "failed");
+    let error = undo.error.as_deref().unwrap_or_default();
+    assert!(error.contains("bytes cut]"), "{}", error.len());
+    assert!(error.len() <= MAX_ERROR_BYTES + 64);
+    assert!(
+        report_bytes(&report) < 64 << 10,
+        "{}",
+        report_bytes(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_with_is_held_to_the_output_limit() {
+    let h = Harness::new();
+    // 8 MB substitute output against the default 1 MiB.
+    let report = h
+        .run(
+            &h.flood,
+            json!({"mode": "fail", "continue_bytes": 8_000_000}),
+        )
+        .await;
+    assert_eq!(report.outcome, "failed", "not `succeeded, degraded`");
+    assert!(!report.degraded);
+    let step = report
+        .steps
+        .iter()
+        .find(|s| s.name == "flood")
+        .expect("flood");
+    assert_eq!(step.compensations.len(), 1);
+    let c = &step.compensations[0];
+    assert_eq!(c.decision, "error");
+    let why = c.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("output-too-large: continue-with value: 8000002 bytes, the limit is 1048576"),
+        "{why}"
+    );
+    // A small substitute still stands in.
+    let report = h
+        .run(&h.flood, json!({"mode": "fail", "continue_bytes": 10}))
+        .await;
+    assert_eq!(report.outcome, "succeeded");
+    assert!(report.degraded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_decision_is_held_to_the_output_limit_and_its_error_cut() {
+    let h = Harness::new();
+    let decide = |report: &RunReport| {
+        let a = &report.steps[0].attempts[0];
+        (a.outcome.clone(), a.error.clone().unwrap_or_default())
+    };
+    let report = h
+        .run(&h.policy, json!({"facts": {"reasons_bytes": 5_000_000}}))
+        .await;
+    let (outcome, error) = decide(&report);
+    assert_eq!(outcome, "output-too-large", "{error}");
+    assert!(error.contains("policy decision (reasons and obligations): 5000000 bytes"));
+
+    let report = h
+        .run(&h.policy, json!({"facts": {"error_bytes": 50_000_000}}))
+        .await;
+    let (outcome, error) = decide(&report);
+    assert_eq!(outcome, "fatal");
+    assert!(
+        error.starts_with("policy could not decide: eee"),
+        "{}",
+        &error[..40]
+    );
+    assert!(error.len() <= MAX_ERROR_BYTES + 64, "{}", error.len());
+    assert!(report_bytes(&report) < 64 << 10);
+
+    let report = h.run(&h.policy, json!({"facts": {}})).await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_obligation_keys_are_an_invalid_output() {
+    let h = Harness::new();
+    let report = h
+        .run(&h.policy, json!({"facts": {"duplicate": true}}))
+        .await;
+    let a = &report.steps[0].attempts[0];
+    assert_eq!(a.outcome, "invalid-output");
+    assert_eq!(
+        a.error.as_deref(),
+        Some("invalid output: the policy's obligations name `mask` more than once")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_runs_beside_storms_keep_everything() {
+    let h = Arc::new(Harness::new());
+    let storm = {
+        let h = Arc::clone(&h);
+        tokio::spawn(async move {
+            h.run(
+                &h.flood,
+                json!({"mode": "log-storm", "count": 20000, "bytes": 4096}),
+            )
+            .await
+        })
+    };
+    for _ in 0..10 {
+        let report = h.run(&h.flood, json!({"mode": "ok"})).await;
+        assert_eq!(report.outcome, "succeeded");
+        assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+        assert!(events(&report, "telemetry.dropped").is_empty());
+    }
+    let storm = storm.await.expect("storm run");
+    assert!(storm.dropped.telemetry_records > 0);
+}
