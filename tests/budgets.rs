@@ -389,3 +389,105 @@ async fn normal_runs_beside_storms_keep_everything() {
     let storm = storm.await.expect("storm run");
     assert!(storm.dropped.telemetry_records > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_side_limit_says_which_limit() {
+    let h = Harness::new();
+    // 100,000 header values of 1 KiB in one fields resource; 5 million
+    // pollables held at once. Each is stopped by a limit inside wasmtime's
+    // host code; the step's error names it (not only "error while executing").
+    let cases = [
+        (
+            json!({"mode": "headers", "count": 100000, "bytes": 1024}),
+            "total size of fields exceeds limit",
+        ),
+        (
+            json!({"mode": "pollables", "count": 5_000_000}),
+            "store handle limit exceeded",
+        ),
+    ];
+    for (input, reason) in cases {
+        let report = h.run(&h.flood, input.clone()).await;
+        let (outcome, error) = flood_attempt(&report);
+        assert_eq!(outcome, "trap", "{input}: {error}");
+        assert!(error.contains(reason), "{input}: {error}");
+        assert!(!error.contains("error while executing"), "{input}: {error}");
+    }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// The journal's files (database and write-ahead log), in bytes.
+fn journal_bytes(state: &std::path::Path) -> u64 {
+    ["runs.sqlite3", "runs.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(state.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_log_storm_under_serve_leaves_memory_the_journal_and_its_report_bounded() {
+    use crate::serve::Served;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 5 s storm of 8 KiB log lines (docs/security.md has the 10 s figures).
+    let body = FLOOD.replace("timeout_ms = 20000", "timeout_ms = 5000");
+    let workflow = write_workflow(dir.path(), "flood.toml", &body);
+    let served = Served::spawn(&workflow, &[], &[]);
+    let post = |input: Value| {
+        http(
+            &served.addr,
+            "POST",
+            "/v1/workflows/flood/runs",
+            &[],
+            &input.to_string(),
+        )
+    };
+    // Warm up, then measure.
+    for _ in 0..20 {
+        assert_eq!(post(json!({"mode": "ok"})).status, 200);
+    }
+    let rss_before = rss_bytes(served.pid());
+    let journal_before = journal_bytes(served.state_dir());
+    let storm = post(json!({"mode": "log-storm", "count": 1u64 << 40}));
+    assert_eq!(storm.status, 422, "{}", storm.body);
+    let journal_growth = journal_bytes(served.state_dir()).saturating_sub(journal_before);
+    let report = http(
+        &served.addr,
+        "GET",
+        str_of(&storm.json(), "/report"),
+        &[],
+        "",
+    );
+    assert_eq!(report.status, 200, "the storm run's report is kept");
+    assert!(report.body.len() <= 2 << 20, "{} bytes", report.body.len());
+    let report = report.json();
+    assert!(report["dropped"]["telemetry_records"].as_u64() > Some(0));
+    for _ in 0..100 {
+        let r = post(json!({"mode": "ok"}));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let rss_growth = rss_bytes(served.pid()).saturating_sub(rss_before);
+    assert!(rss_growth <= 64 << 20, "RSS grew {} MiB", rss_growth >> 20);
+    assert!(
+        journal_growth <= 4 << 20,
+        "the storm run grew the journal by {journal_growth} bytes"
+    );
+    // The host log got at most 100 of the storm's lines.
+    let logged = served
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("xxxxxxxx"))
+        .count();
+    assert!(logged <= 100, "{logged} storm lines in the host log");
+}

@@ -86,6 +86,16 @@ impl Served {
         self.stderr()
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Its state directory (journal, claims, component history).
+    pub(crate) fn state_dir(&self) -> &std::path::Path {
+        self.state.path()
+    }
+
     /// What the process wrote to stderr so far.
     pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.state.path().join("stderr.log")).unwrap_or_default()

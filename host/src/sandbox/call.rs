@@ -500,8 +500,13 @@ fn root_cause(e: &wasmtime::Error) -> String {
     let first = |text: String| text.lines().next().unwrap_or_default().trim().to_string();
     let top = first(format!("{e}"));
     let root = first(e.root_cause().to_string());
+    // A host call's error under wasmtime's generic context (a host-side
+    // limit: a field size, the store's handle limit, ...): the error itself.
+    let generic = top.trim_end_matches(':') == "error while executing at wasm backtrace";
     if root.is_empty() || top.contains(&root) {
         top
+    } else if generic {
+        root
     } else {
         format!("{top}: {root}")
     }

@@ -6,7 +6,10 @@
 //! (`count` events with 64 metadata values of `bytes` bytes), `context-storm`
 //! (`count` log calls under a forged trace id), `denied-storm` (`count`
 //! requests to `url`, off the allowlist), `stderr-flood` (`count` lines of
-//! `bytes` bytes on stderr), `error` (fails with an error of `bytes` bytes),
+//! `bytes` bytes on stderr), `pollables` (`count` clock pollables kept at
+//! once), `headers` (`count` header values of `bytes` bytes in one fields
+//! resource), `body` (a POST to `url` whose body is `count` chunks of
+//! `bytes` bytes), `error` (fails with an error of `bytes` bytes),
 //! `fail` (fails fatally, so `compensate` runs), `ok` (returns its input).
 //!
 //! `compensate`: `continue-with` a JSON string of `continue_bytes` bytes when
@@ -75,6 +78,57 @@ impl Step for Flood {
                     let _ = writeln!(stderr, "{line}");
                     done += 1;
                 }
+            }
+            "pollables" => {
+                use braid_step::bindings::wasi::clocks::monotonic_clock;
+                let mut kept = Vec::new();
+                for _ in 0..count {
+                    kept.push(monotonic_clock::subscribe_duration(1_000_000_000));
+                    done += 1;
+                }
+            }
+            "headers" => {
+                use braid_step::bindings::wasi::http::types::Fields;
+                let fields = Fields::new();
+                for i in 0..count {
+                    if let Err(e) = fields.append("x-flood", line.as_bytes()) {
+                        return Ok(json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
+                            .to_string());
+                    }
+                    done += 1;
+                }
+            }
+            "body" => {
+                use braid_step::bindings::wasi::http::outgoing_handler;
+                use braid_step::bindings::wasi::http::types::{
+                    Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
+                };
+                let request = OutgoingRequest::new(Fields::new());
+                let _ = request.set_method(&Method::Post);
+                let _ = request.set_scheme(Some(&Scheme::Http));
+                let authority = url
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                let _ = request.set_authority(Some(authority));
+                let _ = request.set_path_with_query(Some("/"));
+                let body = request
+                    .body()
+                    .map_err(|()| StepError::Fatal("no body".into()))?;
+                let _pending = outgoing_handler::handle(request, None);
+                let stream = body
+                    .write()
+                    .map_err(|()| StepError::Fatal("no stream".into()))?;
+                for i in 0..count {
+                    if let Err(e) = stream.blocking_write_and_flush(line.as_bytes()) {
+                        return Ok(json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
+                            .to_string());
+                    }
+                    done += 1;
+                }
+                drop(stream);
+                let _ = OutgoingBody::finish(body, None);
             }
             "error" => return Err(StepError::Fatal("e".repeat(bytes))),
             "fail" => return Err(StepError::Fatal("flood fails on purpose".into())),
