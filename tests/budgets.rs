@@ -427,8 +427,23 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
-/// The journal's files (database and write-ahead log), in bytes.
-fn journal_bytes(state: &std::path::Path) -> u64 {
+/// The journal's size: the SQLite files (database and write-ahead log),
+/// or the PostgreSQL database's.
+fn journal_bytes(state: &std::path::Path, postgres: Option<&str>) -> u64 {
+    if let Some(url) = postgres {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        return rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            let row = client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .expect("size");
+            row.get::<_, i64>(0).max(0) as u64
+        });
+    }
     ["runs.sqlite3", "runs.sqlite3-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(state.join(f)).ok())
@@ -438,12 +453,22 @@ fn journal_bytes(state: &std::path::Path) -> u64 {
 
 #[test]
 fn a_log_storm_under_serve_leaves_memory_the_journal_and_its_report_bounded() {
+    storm_under_serve(None);
+    let url = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fresh_database());
+    storm_under_serve(Some(&url));
+}
+
+/// A 5 s storm of 8 KiB log lines then 100 normal runs under `braid serve`
+/// on SQLite or (with a URL) PostgreSQL (docs/security.md has 10 s figures).
+fn storm_under_serve(postgres: Option<&str>) {
     use crate::serve::Served;
+    let store = postgres.unwrap_or("sqlite");
     let dir = tempfile::tempdir().expect("tempdir");
-    // A 5 s storm of 8 KiB log lines (docs/security.md has the 10 s figures).
     let body = FLOOD.replace("timeout_ms = 20000", "timeout_ms = 5000");
     let workflow = write_workflow(dir.path(), "flood.toml", &body);
-    let served = Served::spawn(&workflow, &[], &[]);
+    let served = Served::spawn(&workflow, &["--store", store], &[]);
     let post = |input: Value| {
         http(
             &served.addr,
@@ -455,13 +480,13 @@ fn a_log_storm_under_serve_leaves_memory_the_journal_and_its_report_bounded() {
     };
     // Warm up, then measure.
     for _ in 0..20 {
-        assert_eq!(post(json!({"mode": "ok"})).status, 200);
+        assert_eq!(post(json!({"mode": "ok"})).status, 200, "{store}");
     }
     let rss_before = rss_bytes(served.pid());
-    let journal_before = journal_bytes(served.state_dir());
+    let journal_before = journal_bytes(served.state_dir(), postgres);
     let storm = post(json!({"mode": "log-storm", "count": 1u64 << 40}));
-    assert_eq!(storm.status, 422, "{}", storm.body);
-    let journal_growth = journal_bytes(served.state_dir()).saturating_sub(journal_before);
+    assert_eq!(storm.status, 422, "{store}: {}", storm.body);
+    let journal_growth = journal_bytes(served.state_dir(), postgres).saturating_sub(journal_before);
     let report = http(
         &served.addr,
         "GET",
@@ -469,19 +494,30 @@ fn a_log_storm_under_serve_leaves_memory_the_journal_and_its_report_bounded() {
         &[],
         "",
     );
-    assert_eq!(report.status, 200, "the storm run's report is kept");
-    assert!(report.body.len() <= 2 << 20, "{} bytes", report.body.len());
+    assert_eq!(
+        report.status, 200,
+        "{store}: the storm run's report is kept"
+    );
+    assert!(
+        report.body.len() <= 2 << 20,
+        "{store}: {} bytes",
+        report.body.len()
+    );
     let report = report.json();
     assert!(report["dropped"]["telemetry_records"].as_u64() > Some(0));
     for _ in 0..100 {
         let r = post(json!({"mode": "ok"}));
-        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.status, 200, "{store}: {}", r.body);
     }
     let rss_growth = rss_bytes(served.pid()).saturating_sub(rss_before);
-    assert!(rss_growth <= 64 << 20, "RSS grew {} MiB", rss_growth >> 20);
+    assert!(
+        rss_growth <= 64 << 20,
+        "{store}: RSS grew {} MiB",
+        rss_growth >> 20
+    );
     assert!(
         journal_growth <= 4 << 20,
-        "the storm run grew the journal by {journal_growth} bytes"
+        "{store}: the storm run grew the journal by {journal_growth} bytes"
     );
     // The host log got at most 100 of the storm's lines.
     let logged = served
@@ -489,5 +525,100 @@ fn a_log_storm_under_serve_leaves_memory_the_journal_and_its_report_bounded() {
         .lines()
         .filter(|l| l.contains("xxxxxxxx"))
         .count();
-    assert!(logged <= 100, "{logged} storm lines in the host log");
+    assert!(
+        logged <= 100,
+        "{store}: {logged} storm lines in the host log"
+    );
+}
+
+#[test]
+fn two_thousand_hostile_runs_under_serve_with_a_short_retention_keep_the_journal_small() {
+    use crate::serve::Served;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = write_workflow(dir.path(), "flood.toml", FLOOD);
+    let served = Served::spawn(
+        &workflow,
+        &["--retain-runs", "50", "--prune-interval-s", "1"],
+        &[],
+    );
+    let modes = [
+        json!({"mode": "log-storm", "count": 2000}),
+        json!({"mode": "event-storm", "count": 10}),
+        json!({"mode": "context-storm", "count": 1u64 << 40}),
+        json!({"mode": "denied-storm", "count": 1u64 << 40}),
+        json!({"mode": "stderr-flood", "count": 2000, "bytes": 100}),
+        json!({"mode": "error", "bytes": 1_000_000}),
+        json!({"mode": "ok"}),
+        json!({"mode": "fail", "continue_bytes": 2_000_000}),
+    ];
+    let post = |i: usize| {
+        let r = http(
+            &served.addr,
+            "POST",
+            "/v1/workflows/flood/runs",
+            &[],
+            // Mixed per thread too (thread t posts i = t, t + 8, ...).
+            &modes[(i + i / 8) % modes.len()].to_string(),
+        );
+        assert!(
+            r.status == 200 || r.status == 422,
+            "run {i}: {} {}",
+            r.status,
+            r.body
+        );
+    };
+    // 200 to warm up, then 1,800 more, 8 at a time.
+    for i in 0..200 {
+        post(i);
+    }
+    let rss_warm = rss_bytes(served.pid());
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let post = &post;
+            s.spawn(move || {
+                for i in (200 + t..2000).step_by(8) {
+                    post(i);
+                }
+            });
+        }
+    });
+    let rss_growth = rss_bytes(served.pid()).saturating_sub(rss_warm);
+    // A prune runs every second: then 50 finished runs are left, and the
+    // pages they freed are given back. What the journal holds (pages in
+    // use), and its files on disk (the database file shrinks at checkpoints;
+    // the log is cut to 8 MiB after one).
+    let state = served.state_dir().to_str().expect("utf-8").to_string();
+    let live_bytes = || {
+        let db = rusqlite::Connection::open(served.state_dir().join("runs.sqlite3"))
+            .expect("open the journal");
+        let pragma = |name: &str| -> u64 {
+            db.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                .expect("pragma")
+                .max(0) as u64
+        };
+        (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (left, live) = loop {
+        let out = braid(&["runs", "--json", "--state-dir", &state]);
+        let runs: Value = serde_json::from_slice(&out.stdout).expect("runs JSON");
+        let n = runs.as_array().map_or(0, Vec::len);
+        let live = live_bytes();
+        if (n <= 50 && live <= 16 << 20) || std::time::Instant::now() > deadline {
+            break (n, live);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(left, 50, "the newest 50 finished runs are kept");
+    // 50 runs, a storm's report being ~260 KB (a report's ceiling is ~2 MiB).
+    assert!(live <= 16 << 20, "{} KiB in use", live >> 10);
+    let files = journal_bytes(served.state_dir(), None);
+    assert!(files <= 32 << 20, "journal files {} MiB", files >> 20);
+    assert!(rss_growth <= 64 << 20, "RSS grew {} MiB", rss_growth >> 20);
+    eprintln!(
+        "2,000 hostile runs: journal {} KiB in use, {} KiB of files, RSS growth {} MiB",
+        live >> 10,
+        files >> 10,
+        rss_growth >> 20
+    );
 }

@@ -119,7 +119,7 @@ impl Served {
     }
 
     /// Sends SIGTERM and waits for the process: (exit code, stderr).
-    fn terminate(&mut self) -> (Option<i32>, String) {
+    pub(crate) fn terminate(&mut self) -> (Option<i32>, String) {
         self.sigterm();
         self.terminate_wait()
     }

@@ -148,6 +148,9 @@ impl Db {
             // effect only on a new file; an older one reuses them instead).
             conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
+            // After a checkpoint the write-ahead log is cut back to this
+            // (SQLite leaves it at its largest otherwise).
+            conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.execute_batch(schema)?;
             Ok(conn)

@@ -108,6 +108,14 @@ pub struct RetainArgs {
     pub retain_runs: u64,
 }
 
+/// How often `braid serve` prunes (seconds).
+#[derive(Args, Clone, Copy)]
+pub struct PruneEvery {
+    /// How often `braid serve` prunes finished runs past the retention, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub prune_interval_s: u64,
+}
+
 impl RetainArgs {
     pub fn retention(self) -> braid::journal::Retention {
         braid::journal::Retention {

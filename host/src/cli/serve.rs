@@ -2,7 +2,7 @@
 //! recovery of abandoned runs and graceful shutdown.
 
 use super::host::{open_host, recover};
-use super::{Exit, RetainArgs, StateArgs, bad_input};
+use super::{Exit, PruneEvery, RetainArgs, StateArgs, bad_input};
 use anyhow::Context;
 use braid::scheduler::Scheduler;
 use clap::Args;
@@ -47,6 +47,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     retain: RetainArgs,
     #[command(flatten)]
+    prune: PruneEvery,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -63,6 +65,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         watch_interval_ms,
         max_component_bytes,
         retain,
+        prune,
         state,
     } = args;
     let state = &state;
@@ -110,8 +113,13 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     // Runs of hosts that die later (other hosts on a shared store, or
     // another process on this machine) are found while serving.
     let recovery = host.recoverer().spawn_loop();
-    // Finished runs past the retention are pruned now and every minute.
-    let pruning = braid::journal::spawn_pruning(Arc::clone(&host.journal), retain.retention());
+    // Finished runs past the retention are pruned now and every
+    // `--prune-interval-s` (a minute).
+    let pruning = braid::journal::spawn_pruning(
+        Arc::clone(&host.journal),
+        retain.retention(),
+        Duration::from_secs(prune.prune_interval_s),
+    );
     let names: Vec<String> = served.iter().map(|s| s.workflow.name.clone()).collect();
     let server = Server::start(
         listen,

@@ -45,17 +45,18 @@ impl Pruned {
 /// Runs at most this many per prune transaction.
 pub const PRUNE_BATCH: usize = 500;
 
-/// How often `braid serve` prunes its journal.
+/// How often `braid serve` prunes its journal by default.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Prunes `journal` now and every [`PRUNE_INTERVAL`] (`braid serve`), each
-/// batch its own short transaction so live runs are not held up.
+/// Prunes `journal` now and every `every` (`braid serve`), each batch its
+/// own short transaction so live runs are not held up.
 pub fn spawn_pruning(
     journal: std::sync::Arc<dyn RunJournal>,
     retention: Retention,
+    every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

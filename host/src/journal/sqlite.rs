@@ -421,8 +421,13 @@ impl RunJournal for SqliteJournal {
             // this braid has incremental auto-vacuum; an older one reuses them).
             self.db
                 .write(|conn| {
-                    conn.execute_batch("PRAGMA incremental_vacuum")
-                        .map_err(unavailable)
+                    // One row per page freed: step it to the end.
+                    let mut stmt = conn
+                        .prepare("PRAGMA incremental_vacuum")
+                        .map_err(unavailable)?;
+                    let mut rows = stmt.query([]).map_err(unavailable)?;
+                    while rows.next().map_err(unavailable)?.is_some() {}
+                    Ok::<_, JournalError>(())
                 })
                 .await?;
         }
