@@ -419,6 +419,37 @@ mod tests {
     }
 
     #[test]
+    fn budgets_are_bounded_and_default_from_defaults() {
+        let good = r#"
+            name = "budgets"
+            result = "a"
+            [defaults]
+            max_log_records = 10
+            max_refusals = 5
+            [[steps]]
+            name = "a"
+            component = "x"
+            max_log_bytes = 4096
+        "#;
+        let a = load(good).expect("valid").steps[0].limits;
+        assert_eq!(
+            (a.max_log_records, a.max_log_bytes, a.max_refusals),
+            (10, 4096, 5)
+        );
+        let bad = format!(
+            "{good}\n[[steps]]\nname = \"b\"\ncomponent = \"x\"\nmax_log_records = 1000000\nmax_log_bytes = 1000000000\nmax_refusals = 20000\n"
+        );
+        assert_eq!(
+            messages(load(&bad).unwrap_err()),
+            [
+                "wf/test.toml: step `b`: field `max_log_records`: must be at most 100000",
+                "wf/test.toml: step `b`: field `max_log_bytes`: must be at most 16777216",
+                "wf/test.toml: step `b`: field `max_refusals`: must be at most 10000",
+            ]
+        );
+    }
+
+    #[test]
     fn rejects_unknown_fields_and_bad_toml() {
         let msgs = messages(load("name = \"x\"\nresult = \"a\"\n[[steps]]\nname = \"a\"\ncomponent = \"x\"\ntimeout = 5\n").unwrap_err());
         assert!(msgs[0].contains("unknown field `timeout`"), "{msgs:?}");

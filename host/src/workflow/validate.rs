@@ -212,6 +212,7 @@ fn limits(
 ) -> (Duration, u32, Vec<String>, StepLimits) {
     let step = Some(s.name.as_str());
     let limits = |f: fn(&RawLimits) -> Option<u64>| f(&s.limits).or(f(&raw.defaults));
+    let limits32 = |f: fn(&RawLimits) -> Option<u32>| f(&s.limits).or(f(&raw.defaults));
     let timeout = limits(|l| l.timeout_ms).map_or(DEFAULT_TIMEOUT, Duration::from_millis);
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
         p.add(
@@ -267,53 +268,34 @@ fn limits(
     let step_limits = StepLimits {
         memory_bytes: memory_mb << 20,
         max_output_bytes,
-        max_requests: s
-            .limits
-            .max_requests
-            .or(raw.defaults.max_requests)
-            .unwrap_or(d.max_requests),
-        max_claims: s
-            .limits
-            .max_claims
-            .or(raw.defaults.max_claims)
-            .unwrap_or(d.max_claims),
+        max_requests: limits32(|l| l.max_requests).unwrap_or(d.max_requests),
+        max_claims: limits32(|l| l.max_claims).unwrap_or(d.max_claims),
         max_response_bytes: limits(|l| l.max_response_bytes).unwrap_or(d.max_response_bytes),
         fuel: limits(|l| l.fuel),
-        max_log_records: s
-            .limits
-            .max_log_records
-            .or(raw.defaults.max_log_records)
-            .unwrap_or(d.max_log_records),
+        max_log_records: limits32(|l| l.max_log_records).unwrap_or(d.max_log_records),
         max_log_bytes: limits(|l| l.max_log_bytes).unwrap_or(d.max_log_bytes),
-        max_refusals: s
-            .limits
-            .max_refusals
-            .or(raw.defaults.max_refusals)
-            .unwrap_or(d.max_refusals),
+        max_refusals: limits32(|l| l.max_refusals).unwrap_or(d.max_refusals),
     };
     if step_limits.fuel == Some(0) {
         p.add(step, Some("fuel".into()), "must be at least 1".into());
     }
-    if step_limits.max_log_records > MAX_LOG_RECORDS {
-        p.add(
-            step,
-            Some("max_log_records".into()),
-            format!("must be at most {MAX_LOG_RECORDS}"),
-        );
-    }
-    if step_limits.max_log_bytes > MAX_LOG_BYTES {
-        p.add(
-            step,
-            Some("max_log_bytes".into()),
-            format!("must be at most {MAX_LOG_BYTES}"),
-        );
-    }
-    if step_limits.max_refusals > MAX_REFUSALS {
-        p.add(
-            step,
-            Some("max_refusals".into()),
-            format!("must be at most {MAX_REFUSALS}"),
-        );
+    let l = &step_limits;
+    for (field, value, max) in [
+        (
+            "max_log_records",
+            u64::from(l.max_log_records),
+            u64::from(MAX_LOG_RECORDS),
+        ),
+        ("max_log_bytes", l.max_log_bytes, MAX_LOG_BYTES),
+        (
+            "max_refusals",
+            u64::from(l.max_refusals),
+            u64::from(MAX_REFUSALS),
+        ),
+    ] {
+        if value > max {
+            p.add(step, Some(field.into()), format!("must be at most {max}"));
+        }
     }
     (timeout, max_retries, allowed_hosts, step_limits)
 }
