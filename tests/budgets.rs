@@ -185,6 +185,24 @@ async fn a_log_storm_until_the_timeout_leaves_a_small_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_after_a_storm_is_still_in_the_report() {
+    let h = Harness::new();
+    // The storm spends the attempt's record budget; the claim that follows
+    // is an effect, kept (metrics, the step tree and OTLP count on it).
+    let report = h
+        .run(&h.flood, json!({"mode": "storm-then-claim", "count": 3000}))
+        .await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    assert!(report.dropped.telemetry_records > 0);
+    let granted = events(&report, "claim.granted");
+    assert_eq!(granted.len(), 1, "the claim is reported");
+    assert_eq!(
+        granted[0].metadata.get("work_item").map(String::as_str),
+        Some("flood-claim")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_storm_is_dropped_past_the_byte_budget() {
     let h = Harness::new();
     // Each event: 64 metadata values of 8 KiB, over the 256 KiB budget.

@@ -268,13 +268,17 @@ impl RunRecorder {
         self.offset_ms(Instant::now())
     }
 
-    /// Keeps `event`, unless the run's report is full ([`MAX_RUN_EVENTS`],
-    /// [`MAX_RUN_EVENT_BYTES`]): then it is counted as dropped.
+    /// Keeps `event`. A guest's own records (`log`, `event`) past the run's
+    /// ceiling ([`MAX_RUN_EVENTS`], [`MAX_RUN_EVENT_BYTES`]) are counted as
+    /// dropped instead; the host's (`host`: step outcomes, claims, refusals,
+    /// undo) are always kept, being bounded by the step budgets that cause them.
     pub fn event(&self, mut event: EventRecord) {
         event.at_ms = self.now_ms();
         let size = event.size();
         if let Ok(mut r) = self.inner.lock() {
-            if r.events.len() >= MAX_RUN_EVENTS || r.event_bytes + size > MAX_RUN_EVENT_BYTES {
+            let full =
+                r.events.len() >= MAX_RUN_EVENTS || r.event_bytes + size > MAX_RUN_EVENT_BYTES;
+            if full && event.kind != "host" {
                 r.dropped.telemetry_records += 1;
                 r.dropped.telemetry_bytes += size as u64;
                 return;

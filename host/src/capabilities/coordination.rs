@@ -65,7 +65,7 @@ impl CoordinationCtx {
     fn outcome_event(&self, name: &str, item: &str, detail: BTreeMap<String, String>) {
         let mut metadata = detail;
         metadata.insert("work_item".into(), item.into());
-        self.caller.host_event(name, "info", "", metadata);
+        self.caller.effect_event(name, metadata);
     }
 }
 
@@ -241,10 +241,8 @@ impl CoordinationCtx {
         let started = std::time::Instant::now();
         let result = self.store.release(&claim_id, &self.caller.run_id).await;
         if result.is_ok() {
-            self.caller.host_event(
+            self.caller.effect_event(
                 "claim.released",
-                "info",
-                "",
                 [
                     ("claim_id".to_string(), claim_id),
                     ("duration_ms".to_string(), elapsed_ms(started)),

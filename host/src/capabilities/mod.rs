@@ -135,6 +135,25 @@ impl Caller {
         });
     }
 
+    /// Records an effect of this attempt on the world (a claim granted,
+    /// refused by a holder, or released) in the run report, past the
+    /// attempt's record budget: metrics, the step tree and the OTLP export
+    /// count on them, and `max_claims` bounds them.
+    pub fn effect_event(&self, name: &str, metadata: BTreeMap<String, String>) {
+        self.recorder.event(EventRecord {
+            kind: "host".into(),
+            name: name.into(),
+            level: "info".into(),
+            message: String::new(),
+            trace_id: self.trace.trace_id.to_string(),
+            span_id: self.trace.span_id.to_string(),
+            step: self.step.clone(),
+            at_ms: 0.0,
+            measurements: BTreeMap::new(),
+            metadata,
+        });
+    }
+
     /// Keeps `event` in the run report if the attempt's budget allows.
     pub fn record(&self, event: EventRecord) {
         if self.budget.keep_record(event.size()) {

@@ -6,7 +6,8 @@
 //! (`count` events with 64 metadata values of `bytes` bytes), `context-storm`
 //! (`count` log calls under a forged trace id), `denied-storm` (`count`
 //! requests to `url`, off the allowlist), `stderr-flood` (`count` lines of
-//! `bytes` bytes on stderr), `pollables` (`count` clock pollables kept at
+//! `bytes` bytes on stderr), `storm-then-claim` (a log storm, then one
+//! claim of `flood-claim`), `pollables` (`count` clock pollables kept at
 //! once), `headers` (`count` header values of `bytes` bytes in one fields
 //! resource), `body` (a POST to `url` whose body is `count` chunks of
 //! `bytes` bytes), `error` (fails with an error of `bytes` bytes),
@@ -46,7 +47,15 @@ impl Step for Flood {
                     done += 1;
                 }
             }
-            "event-storm" => {
+            "storm-then-claim" => {
+                for _ in 0..count {
+                    let _ = telemetry::log(&ctx, Level::Info, &line);
+                    done += 1;
+                }
+                braid_step::coordination::claim(&ctx, "flood-claim", 60_000, "{}")
+                    .map_err(|e| StepError::Fatal(format!("claim: {e:?}")))?;
+            }
+                        "event-storm" => {
                 let metadata: Vec<(String, String)> =
                     (0..64).map(|i| (format!("k{i}"), line.clone())).collect();
                 for _ in 0..count {
