@@ -730,6 +730,12 @@ async fn a_lost_connection_is_a_typed_unavailable_claim_and_the_store_reconnects
     assert_eq!(held, ["run-1", "run-2"]);
 }
 
+/// The runs a journal knows, oldest first.
+async fn run_ids(journal: &dyn RunJournal) -> Vec<String> {
+    let runs = journal.runs().await.expect("runs");
+    runs.into_iter().map(|r| r.run_id).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() {
     use braid::journal::{Retention, prune_all};
@@ -783,13 +789,7 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
         assert_eq!(total.entries, 7, "{}", b.name);
         assert_eq!(total.reports, 7, "{}", b.name);
         assert_eq!(total.idempotency_keys, 7, "{}: the orphan is young", b.name);
-        let left: Vec<String> = j
-            .runs()
-            .await
-            .expect("runs")
-            .into_iter()
-            .map(|r| r.run_id)
-            .collect();
+        let left = run_ids(j.as_ref()).await;
         let expected: Vec<String> = (7..14).map(|i| format!("run-{i:02}")).collect();
         assert_eq!(
             left, expected,
@@ -826,13 +826,7 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
         .await
         .expect("prune");
         assert_eq!(pruned.runs, 5, "{}", b.name);
-        let left: Vec<String> = j
-            .runs()
-            .await
-            .expect("runs")
-            .into_iter()
-            .map(|r| r.run_id)
-            .collect();
+        let left = run_ids(j.as_ref()).await;
         assert_eq!(left, ["run-12", "run-13"], "{}", b.name);
         assert_eq!(
             j.idempotent_run("wf", "key-12").await.expect("key"),

@@ -94,15 +94,15 @@ pub fn bounded(text: String, max: usize) -> String {
     format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
 }
 
-/// Most events (logs, stdout/stderr lines, host and guest events) one run's
-/// report keeps, and their bytes; past either, events are counted in
-/// [`RunReport::dropped`] instead.
+/// Most of a guest's own records (logs, events, stdout/stderr lines) one
+/// run's report keeps, and their bytes; past either, they are counted in
+/// [`RunReport::dropped`] instead (see [`RunRecorder::event`]).
 pub const MAX_RUN_EVENTS: usize = 10_000;
 pub const MAX_RUN_EVENT_BYTES: usize = 1 << 20;
 /// Most outbound calls one run's report lists.
 pub const MAX_RUN_HTTP_CALLS: usize = 2_000;
-/// Longest URL kept in a call's record.
-const MAX_URL_BYTES: usize = 2 * 1024;
+/// Longest URL kept in a call's record (or an event's metadata).
+pub const MAX_URL_BYTES: usize = 2 * 1024;
 
 /// One `compensate` call.
 #[derive(Debug, Clone, Serialize)]

@@ -31,6 +31,16 @@ pub struct BudgetLimits {
     pub host_log_lines: u32,
 }
 
+impl BudgetLimits {
+    /// The host-wide ceilings a host has unless told otherwise.
+    pub const CEILINGS: BudgetLimits = BudgetLimits {
+        log_records: 10_000,
+        log_bytes: 1 << 20,
+        refusals: 1_000,
+        host_log_lines: 100,
+    };
+}
+
 /// The per-attempt counters behind [`BudgetLimits`].
 pub struct AttemptBudget {
     limits: BudgetLimits,

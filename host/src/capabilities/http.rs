@@ -152,15 +152,12 @@ impl WasiHttpHooks for OutboundHttp {
                 }),
                 self.allowed_hosts.join(", ")
             );
-            caller.log_line("warn", &reason);
-            caller.budget.refused(&reason);
-            caller.host_event(
+            caller.refuse(
                 "http.denied",
-                "warn",
                 &reason,
                 [(
                     "url".to_string(),
-                    crate::report::bounded(record.url.clone(), 2048),
+                    crate::report::bounded(record.url.clone(), crate::report::MAX_URL_BYTES),
                 )]
                 .into(),
             );
@@ -173,9 +170,7 @@ impl WasiHttpHooks for OutboundHttp {
             let reason =
                 "outbound request refused: the step's max_requests for this attempt is used up"
                     .to_string();
-            caller.log_line("warn", &reason);
-            caller.budget.refused(&reason);
-            caller.host_event("limit.requests", "warn", &reason, BTreeMap::new());
+            caller.refuse("limit.requests", &reason, BTreeMap::new());
             record.error = Some(reason);
             caller.recorder.http_call(record);
             return Box::new(async { Err(Error::ConnectionLimitReached) });
@@ -223,9 +218,7 @@ impl WasiHttpHooks for OutboundHttp {
                     Err(reason) => {
                         let reason =
                             format!("outbound request denied: {reason} (deny_private_networks)");
-                        caller.log_line("warn", &reason);
-                        caller.budget.refused(&reason);
-                        caller.host_event("http.denied", "warn", &reason, BTreeMap::new());
+                        caller.refuse("http.denied", &reason, BTreeMap::new());
                         caller
                             .recorder
                             .http_call_done(index, None, Some(reason), 0.0);

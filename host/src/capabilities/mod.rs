@@ -112,6 +112,22 @@ impl Caller {
         }
     }
 
+    /// An event of this attempt (its trace id, span id and step), to fill in.
+    pub fn event(&self, kind: &str, name: &str, level: &str, message: &str) -> EventRecord {
+        EventRecord {
+            kind: kind.into(),
+            name: name.into(),
+            level: level.into(),
+            message: message.into(),
+            trace_id: self.trace.trace_id.to_string(),
+            span_id: self.trace.span_id.to_string(),
+            step: self.step.clone(),
+            at_ms: 0.0,
+            measurements: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
     /// Records a host-side event about this attempt in the run report,
     /// within the attempt's record budget.
     pub fn host_event(
@@ -122,17 +138,18 @@ impl Caller {
         metadata: BTreeMap<String, String>,
     ) {
         self.record(EventRecord {
-            kind: "host".into(),
-            name: name.into(),
-            level: level.into(),
-            message: message.into(),
-            trace_id: self.trace.trace_id.to_string(),
-            span_id: self.trace.span_id.to_string(),
-            step: self.step.clone(),
-            at_ms: 0.0,
-            measurements: BTreeMap::new(),
             metadata,
+            ..self.event("host", name, level, message)
         });
+    }
+
+    /// A call refused for `reason`: a line in the host's log, an `event`
+    /// in the report (both within the attempt's budget), and one refusal
+    /// counted against `max_refusals`.
+    pub fn refuse(&self, event: &str, reason: &str, metadata: BTreeMap<String, String>) {
+        self.log_line("warn", reason);
+        self.budget.refused(reason);
+        self.host_event(event, "warn", reason, metadata);
     }
 
     /// Records an effect of this attempt on the world (a claim granted,
@@ -141,16 +158,8 @@ impl Caller {
     /// count on them, and `max_claims` bounds them.
     pub fn effect_event(&self, name: &str, metadata: BTreeMap<String, String>) {
         self.recorder.event(EventRecord {
-            kind: "host".into(),
-            name: name.into(),
-            level: "info".into(),
-            message: String::new(),
-            trace_id: self.trace.trace_id.to_string(),
-            span_id: self.trace.span_id.to_string(),
-            step: self.step.clone(),
-            at_ms: 0.0,
-            measurements: BTreeMap::new(),
             metadata,
+            ..self.event("host", name, "info", "")
         });
     }
 
@@ -190,16 +199,8 @@ impl Caller {
         .collect();
         // Past the attempt's budget by design: it is the one record saying so.
         self.recorder.event(EventRecord {
-            kind: "host".into(),
-            name: "telemetry.dropped".into(),
-            level: "warn".into(),
-            message,
-            trace_id: self.trace.trace_id.to_string(),
-            span_id: self.trace.span_id.to_string(),
-            step: self.step.clone(),
-            at_ms: 0.0,
             measurements,
-            metadata: BTreeMap::new(),
+            ..self.event("host", "telemetry.dropped", "warn", &message)
         });
         self.recorder.dropped(dropped);
     }

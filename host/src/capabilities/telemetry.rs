@@ -33,22 +33,10 @@ impl TelemetryCtx {
     /// the host's log and the run report, each within the attempt's budget.
     pub fn guest_log(&self, level: &str, source: &str, message: &str) {
         let c = &self.caller;
-        let (trace_id, span_id) = (c.trace.trace_id, c.trace.span_id);
         if c.budget.host_line() {
             Self::trace_line(c, level, source, message);
         }
-        c.record(EventRecord {
-            kind: "log".into(),
-            name: source.into(),
-            level: level.into(),
-            message: message.into(),
-            trace_id: trace_id.to_string(),
-            span_id: span_id.to_string(),
-            step: c.step.clone(),
-            at_ms: 0.0,
-            measurements: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-        });
+        c.record(c.event("log", source, level, message));
     }
 
     fn trace_line(c: &Caller, level: &str, source: &str, message: &str) {
@@ -137,16 +125,9 @@ impl Host for TelemetryCtx {
             );
         }
         c.record(EventRecord {
-            kind: "event".into(),
-            name,
-            level: "info".into(),
-            message: String::new(),
-            trace_id: c.trace.trace_id.to_string(),
-            span_id: c.trace.span_id.to_string(),
-            step: c.step.clone(),
-            at_ms: 0.0,
             measurements,
             metadata,
+            ..c.event("event", &name, "info", "")
         });
         Ok(Ok(()))
     }

@@ -7,6 +7,8 @@
 //! calls the library, and prints.
 
 use anyhow::{Context, Result};
+use braid::capabilities::budget::BudgetLimits;
+use braid::journal::Retention;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -67,17 +69,17 @@ pub struct StateArgs {
     pub deny_private_networks: bool,
     /// Host-wide ceiling on any step's `max_log_records` (records the report
     /// keeps per attempt).
-    #[arg(long, env = "BRAID_MAX_STEP_LOG_RECORDS", default_value_t = 10_000)]
+    #[arg(long, env = "BRAID_MAX_STEP_LOG_RECORDS", default_value_t = BudgetLimits::CEILINGS.log_records)]
     pub max_step_log_records: u32,
     /// Host-wide ceiling on any step's `max_log_bytes`.
-    #[arg(long, env = "BRAID_MAX_STEP_LOG_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "BRAID_MAX_STEP_LOG_BYTES", default_value_t = BudgetLimits::CEILINGS.log_bytes)]
     pub max_step_log_bytes: u64,
     /// Host-wide ceiling on any step's `max_refusals`.
-    #[arg(long, env = "BRAID_MAX_STEP_REFUSALS", default_value_t = 1_000)]
+    #[arg(long, env = "BRAID_MAX_STEP_REFUSALS", default_value_t = BudgetLimits::CEILINGS.refusals)]
     pub max_step_refusals: u32,
     /// Lines one step attempt may write to the host's log (its logs,
     /// stdout/stderr and refused calls); more are counted, not written.
-    #[arg(long, env = "BRAID_MAX_STEP_HOST_LOG_LINES", default_value_t = 100)]
+    #[arg(long, env = "BRAID_MAX_STEP_HOST_LOG_LINES", default_value_t = BudgetLimits::CEILINGS.host_log_lines)]
     pub max_step_host_log_lines: u32,
 }
 
@@ -104,7 +106,7 @@ pub struct RetainArgs {
     #[arg(long, env = "BRAID_RETAIN", default_value = "7d", value_parser = parse_age)]
     pub retain: std::time::Duration,
     /// Keep at most this many finished runs (the newest).
-    #[arg(long, env = "BRAID_RETAIN_RUNS", default_value_t = 100_000)]
+    #[arg(long, env = "BRAID_RETAIN_RUNS", default_value_t = Retention::default().max_runs)]
     pub retain_runs: u64,
 }
 
@@ -112,13 +114,13 @@ pub struct RetainArgs {
 #[derive(Args, Clone, Copy)]
 pub struct PruneEvery {
     /// How often `braid serve` prunes finished runs past the retention, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = braid::journal::PRUNE_INTERVAL.as_secs())]
     pub prune_interval_s: u64,
 }
 
 impl RetainArgs {
-    pub fn retention(self) -> braid::journal::Retention {
-        braid::journal::Retention {
+    pub fn retention(self) -> Retention {
+        Retention {
             max_age: self.retain,
             max_runs: self.retain_runs,
         }
@@ -132,9 +134,8 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a number and a unit (d, h, m or s), e.g. 7d"))?;
+    let unclear = || format!("`{text}`: expected a number and a unit (d, h, m or s), e.g. 7d");
+    let n: u64 = number.parse().map_err(|_| unclear())?;
     let seconds = match unit {
         "d" => n.checked_mul(24 * 3600),
         "h" => n.checked_mul(3600),
@@ -142,7 +143,7 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
         "s" => Some(n),
         _ => None,
     }
-    .ok_or_else(|| format!("`{text}`: expected a number and a unit (d, h, m or s), e.g. 7d"))?;
+    .ok_or_else(unclear)?;
     Ok(std::time::Duration::from_secs(seconds))
 }
 
@@ -164,4 +165,21 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), Exit> {
         serde_json::to_string_pretty(value).map_err(|e| Exit(1, e.into()))?
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_and_the_default_is_the_librarys() {
+        assert_eq!(parse_age("7d"), Ok(Retention::default().max_age));
+        assert_eq!(parse_age("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_age("12h"),
+            Ok(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert!(parse_age("7x").is_err());
+        assert!(parse_age("d").is_err());
+    }
 }

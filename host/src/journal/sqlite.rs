@@ -380,23 +380,32 @@ impl RunJournal for SqliteJournal {
             .db
             .write(move |conn| {
                 let mut pruned = Pruned::default();
-                // The same runs each time: `runs` itself goes last.
+                // The runs to go, chosen once; `runs` itself goes last.
+                let doomed: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT run_id FROM runs
+                         WHERE status != 'running'
+                           AND (COALESCE(finished_at_ms, started_at_ms) < ?1
+                                OR run_id NOT IN (
+                                  SELECT run_id FROM runs WHERE status != 'running'
+                                  ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
+                                  LIMIT ?2))
+                         ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id
+                         LIMIT ?3",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![ms(cutoff), keep, batch as i64], |r| r.get(0))?
+                            .collect()
+                    })
+                    .map_err(unavailable)?;
+                let ids = serde_json::to_string(&doomed).map_err(unavailable)?;
                 let delete = |table: &str| {
                     crate::db::exec(
                         conn,
                         &format!(
-                            "DELETE FROM {table} WHERE run_id IN (
-                               SELECT run_id FROM runs
-                               WHERE status != 'running'
-                                 AND (COALESCE(finished_at_ms, started_at_ms) < ?1
-                                      OR run_id NOT IN (
-                                        SELECT run_id FROM runs WHERE status != 'running'
-                                        ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
-                                        LIMIT ?2))
-                               ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id
-                               LIMIT ?3)"
+                            "DELETE FROM {table} WHERE run_id IN (SELECT value FROM json_each(?1))"
                         ),
-                        params![ms(cutoff), keep, batch as i64],
+                        params![ids],
                     )
                     .map(|n| n as u64)
                     .map_err(unavailable)

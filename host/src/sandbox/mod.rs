@@ -114,12 +114,7 @@ impl Default for SandboxConfig {
             host_id: format!("{}:{}", host_name(), std::process::id()),
             fuel: false,
             deny_private_networks: false,
-            ceilings: BudgetLimits {
-                log_records: 10_000,
-                log_bytes: 1 << 20,
-                refusals: 1_000,
-                host_log_lines: 100,
-            },
+            ceilings: BudgetLimits::CEILINGS,
         }
     }
 }
