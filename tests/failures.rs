@@ -339,8 +339,11 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
         status: &str,
         degraded: bool,
         error: Option<String>,
+        report: Option<braid::journal::StoredReport>,
     ) -> Result<bool, braid::journal::JournalError> {
-        self.0.finish(run_id, owner, status, degraded, error).await
+        self.0
+            .finish(run_id, owner, status, degraded, error, report)
+            .await
     }
     async fn heartbeat(
         &self,
@@ -449,15 +452,18 @@ async fn recover_losing_the_lease(state: &std::path::Path) -> Vec<braid::recover
         owner,
         liveness: braid::recovery::Liveness::ThisMachine,
         local: braid::journal::LocalRuns::default(),
+        history_dir: None,
+        max_concurrency: 16,
     }
     .recover()
     .await
     .expect("recover")
 }
 
-/// A host killed with SIGKILL mid-run: the next `braid recover` undoes the
-/// run's completed steps (releasing its claim) exactly once and marks it
-/// `aborted` under its original trace id.
+/// A host killed with SIGKILL mid-run of a workflow with `on_crash =
+/// "undo"`: the next `braid recover` undoes the run's completed steps
+/// (releasing its claim) exactly once and marks it `aborted` under its
+/// original trace id. (Resuming is tests/resume.rs.)
 #[test]
 fn a_killed_run_is_recovered_aborted_and_undone_exactly_once() {
     let api = SampleApi::start(Some(0));
@@ -471,6 +477,7 @@ fn a_killed_run_is_recovered_aborted_and_undone_exactly_once() {
             "name = \"api-orchestration\"",
             "name = \"api-orchestration-audited\"",
         )
+        .replace("on_crash = \"resume\"", "on_crash = \"undo\"")
         + r#"
 [[steps]]
 name = "audit"

@@ -12,6 +12,7 @@ mod languages;
 mod multihost;
 mod policies;
 mod reference;
+mod resume;
 mod sandbox;
 mod scaffold;
 mod serve;

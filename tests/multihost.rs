@@ -370,20 +370,33 @@ fn three_hosts_share_two_thousand_runs_and_two_hundred_work_items() {
     );
     // Every API call carried the trace of the run that made it.
     let traces: HashMap<&str, &Answer> = answers.iter().map(|a| (a.trace_id.as_str(), a)).collect();
-    let mut calls: HashMap<&str, usize> = HashMap::new();
+    let mut calls: HashMap<&str, Vec<Value>> = HashMap::new();
     let requests = api.requests(None);
     for r in &requests {
         let trace = r["trace_id"].as_str().expect("traceparent on every call");
         let (k, _) = traces
             .get_key_value(trace)
             .unwrap_or_else(|| panic!("call on a foreign trace: {r}"));
-        *calls.entry(k).or_default() += 1;
+        calls.entry(k).or_default().push(r.clone());
     }
+    // On a busy machine an attempt may time out and be tried again, so the
+    // calls are not counted exactly; what must hold: one token per run (its
+    // idempotency key), both fetches made, and a failed run's token revoked.
     for a in &answers {
         let failed = a.answer.as_ref().expect("answer").1["outcome"] == "failed";
-        // token, profile, permissions; a failed run also revokes its token.
-        let want = if failed { 4 } else { 3 };
-        assert_eq!(calls.get(a.trace_id.as_str()), Some(&want), "{a:?}");
+        let mine = calls.get(a.trace_id.as_str()).cloned().unwrap_or_default();
+        assert_eq!(tokens_issued(&mine), 1, "{a:?}: {mine:?}");
+        for path in ["/users/u-100/profile", "/users/u-100/permissions"] {
+            assert!(
+                mine.iter().any(|r| r["path"] == path && r["status"] == 200),
+                "{a:?}: {path}"
+            );
+        }
+        let revoked = mine
+            .iter()
+            .filter(|r| r["path"] == "/oauth/revoke" && r["status"] == 200)
+            .count();
+        assert_eq!(revoked, usize::from(failed), "{a:?}: {mine:?}");
     }
     // Failed runs released their claims.
     for (item, run_id) in rt.block_on(held_claims(&db)) {
@@ -394,8 +407,13 @@ fn three_hosts_share_two_thousand_runs_and_two_hundred_work_items() {
     eprintln!("3 hosts: {succeeded} runs succeeded, {conflicts} lost the race for their item");
 }
 
+/// A host killed with SIGKILL mid-load: a survivor takes each of its runs
+/// over once its lease has run out and carries it on (`on_crash =
+/// "resume"`): every run the killed host had started ends `succeeded` with
+/// its report, and the API issued one token per run (the authenticate step
+/// sends its idempotency key, the same after the take-over).
 #[test]
-fn a_killed_hosts_runs_are_undone_once_by_a_survivor() {
+fn a_killed_hosts_runs_are_resumed_by_a_survivor() {
     let rt = runtime();
     let url = rt.block_on(fresh_database());
     // Slow API calls, so the killed host has runs in flight.
@@ -418,55 +436,49 @@ fn a_killed_hosts_runs_are_undone_once_by_a_survivor() {
     hosts[0].kill();
     let answers = rt.block_on(driving).expect("load");
     let db = rt.block_on(connect(&url));
-    let stored = rt.block_on(settled(&db, Duration::from_secs(40)));
+    let stored = rt.block_on(settled(&db, Duration::from_secs(60)));
     let recovered_in = killed_at.elapsed();
+    let reports: HashSet<String> = rt
+        .block_on(db.query("SELECT run_id FROM braid_reports", &[]))
+        .expect("reports")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
 
     let lost: Vec<&Answer> = answers.iter().filter(|a| a.answer.is_none()).collect();
     assert!(
         lost.iter().all(|a| a.host == 0),
         "only the killed host's requests are lost"
     );
-    let mut aborted = 0;
+    let mut resumed = 0;
     for a in &lost {
-        // A request the host had not yet journaled left nothing behind; a
-        // run that finished just before the kill keeps its outcome.
+        // A request the host had not yet journaled left nothing behind.
         let Some(run) = stored.get(&a.trace_id) else {
             continue;
         };
-        if run.status != "aborted" {
-            assert!(run.owner.starts_with("host-0:"), "{run:?}");
-            continue;
+        assert_eq!(run.status, "succeeded", "{run:?}");
+        assert!(reports.contains(&run.run_id), "{}: no report", run.run_id);
+        let requests = api.requests(Some(&a.trace_id));
+        assert_eq!(tokens_issued(&requests), 1, "{run:?}: {requests:?}");
+        if run.entries.iter().any(|e| e["kind"] == "resumed") {
+            assert!(
+                run.owner.starts_with("host-1:") || run.owner.starts_with("host-2:"),
+                "resumed by a survivor: {}",
+                run.owner
+            );
+            resumed += 1;
+        } else {
+            assert!(
+                run.owner.starts_with("host-0:"),
+                "ended before the kill: {run:?}"
+            );
         }
-        assert!(
-            run.owner.starts_with("host-1:") || run.owner.starts_with("host-2:"),
-            "recovered by a survivor: {}",
-            run.owner
-        );
-        assert_undone_once(run);
-        // The undo reached the API once: one token revocation on the trace.
-        let revokes = api
-            .requests(Some(&a.trace_id))
-            .iter()
-            .filter(|r| r["path"] == "/oauth/revoke")
-            .count();
-        let authenticated = run
-            .entries
-            .iter()
-            .any(|e| e["kind"] == "completed" && e["step"] == "authenticate");
-        assert_eq!(revokes, usize::from(authenticated), "{run:?}");
-        aborted += 1;
     }
-    assert!(aborted > 0, "the killed host had runs in flight: {lost:?}");
-    // No claim of an aborted run is left; the survivors kept serving.
-    let aborted_ids: HashSet<&str> = stored
-        .values()
-        .filter(|r| r.status == "aborted")
-        .map(|r| r.run_id.as_str())
-        .collect();
-    assert_eq!(aborted_ids.len(), aborted, "only the killed host's runs");
-    for (item, run_id) in rt.block_on(held_claims(&db)) {
-        assert!(!aborted_ids.contains(run_id.as_str()), "{item} still held");
-    }
+    assert!(resumed > 0, "the killed host had runs in flight: {lost:?}");
+    assert!(
+        stored.values().all(|r| r.status == "succeeded"),
+        "no run failed or was aborted"
+    );
     let after: Vec<&Answer> = answers.iter().filter(|a| a.host != 0).collect();
     assert!(after.len() > 200);
     for a in after {
@@ -475,11 +487,8 @@ fn a_killed_hosts_runs_are_undone_once_by_a_survivor() {
         assert_eq!(body["outcome"], "succeeded", "{body}");
         assert_eq!(body["trace_id"], a.trace_id.as_str());
     }
-    let log = hosts[1].stderr() + &hosts[2].stderr();
     eprintln!(
-        "killed host: {aborted} runs aborted and undone by survivors within {recovered_in:?}; \
-         survivors' log mentions recovery {} times",
-        log.matches("recovered a run").count()
+        "killed host: {resumed} runs resumed by survivors, all settled within {recovered_in:?}"
     );
 }
 

@@ -14,6 +14,9 @@ pub(crate) struct Served {
     child: Option<Child>,
     pub(crate) addr: String,
     state: tempfile::TempDir,
+    /// How it was started (workflow, extra arguments, environment), to
+    /// start it again on the same state directory.
+    started_with: (PathBuf, Vec<String>, Vec<(String, String)>),
 }
 
 impl Served {
@@ -35,34 +38,65 @@ impl Served {
         env: &[(&str, &str)],
     ) -> Served {
         let state = tempfile::tempdir().expect("tempdir");
-        let addr_file = state.path().join("addr");
+        let started_with = (
+            workflow.to_path_buf(),
+            extra.iter().map(|s| s.to_string()).collect(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let (child, addr) = Self::spawn_in(state.path(), &started_with);
+        Served {
+            child: Some(child),
+            addr,
+            state,
+            started_with,
+        }
+    }
+
+    /// Starts it again, as it was started, on the same state directory
+    /// (after `kill`): a restart of a host.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        let (child, addr) = Self::spawn_in(self.state.path(), &self.started_with);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    fn spawn_in(
+        state: &std::path::Path,
+        (workflow, extra, env): &(PathBuf, Vec<String>, Vec<(String, String)>),
+    ) -> (Child, String) {
+        let addr_file = state.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
         let cache = root().join("target/test-cache");
-        let log = std::fs::File::create(state.path().join("stderr.log")).expect("log file");
+        // Appended to: a restarted host's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("stderr.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_braid"))
             .arg("serve")
             .arg(workflow)
             .args(["--listen", "127.0.0.1:0", "--addr-file"])
             .arg(&addr_file)
             .arg("--state-dir")
-            .arg(state.path())
+            .arg(state)
             .arg("--cache-dir")
             .arg(&cache)
             .args(extra)
             .env("BRAID_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("braid serve starts");
         let addr = wait_for_addr(&addr_file, Duration::from_secs(60), "braid serve");
-        Served {
-            child: Some(child),
-            addr,
-            state,
-        }
+        (child, addr)
     }
 
-    fn post_run(&self, input: &Value, headers: &[(&str, &str)]) -> HttpResponse {
+    pub(crate) fn post_run(&self, input: &Value, headers: &[(&str, &str)]) -> HttpResponse {
         http(
             &self.addr,
             "POST",
@@ -72,7 +106,7 @@ impl Served {
         )
     }
 
-    fn get(&self, path: &str) -> HttpResponse {
+    pub(crate) fn get(&self, path: &str) -> HttpResponse {
         http(&self.addr, "GET", path, &[], "")
     }
 
@@ -567,7 +601,7 @@ fn runs_outliving_the_grace_period_are_aborted_and_undone() {
 
 /// A registry of its own: the reference workflow's components copied to a
 /// temporary directory (swaps replace files there), with roomier timeouts.
-fn private_registry(dir: &std::path::Path) -> PathBuf {
+pub(crate) fn private_registry(dir: &std::path::Path) -> PathBuf {
     let components = dir.join("components");
     std::fs::create_dir_all(&components).expect("mkdir");
     for name in [
@@ -596,16 +630,16 @@ fn private_registry(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-fn component_bytes(name: &str) -> Vec<u8> {
+pub(crate) fn component_bytes(name: &str) -> Vec<u8> {
     std::fs::read(crate::support::components().join(format!("{name}.wasm"))).expect("component")
 }
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }
 
 /// One HTTP/1.1 request on tokio (the load test keeps 1,000 open at once).
-async fn request_async(
+pub(crate) async fn request_async(
     addr: &str,
     method: &str,
     path: &str,

@@ -82,6 +82,20 @@ async fn a_claim_is_granted_once_and_a_conflict_names_the_holder() {
             }
             other => panic!("{}: expected a conflict, got {other:?}", b.name),
         }
+        // The holding run claiming again (a retried or resumed step) gets
+        // it again, under a new grant; the old grant is gone.
+        let again = s.claim(request("item-1", "run-1", 30_000)).await;
+        let again = again.unwrap_or_else(|e| panic!("{}: claim again: {e}", b.name));
+        assert_ne!(again.claim_id, first.claim_id, "{}", b.name);
+        assert!(
+            matches!(
+                s.release(&first.claim_id, "run-1").await,
+                Err(ClaimStoreError::NotHeld(_))
+            ),
+            "{}: the first grant was replaced",
+            b.name
+        );
+        let first = again;
         // Only the holder may release it.
         assert!(
             matches!(
@@ -376,6 +390,8 @@ fn run_start(run_id: &str, owner: &str) -> RunStart {
         input: serde_json::json!({}),
         components: Vec::new(),
         owner: owner.into(),
+        parent_span_id: None,
+        definition: String::new(),
     }
 }
 
@@ -438,7 +454,8 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             let (owner, taken) = joined.expect("task");
             for run in taken.unwrap_or_else(|e| panic!("{}: {e}", b.name)) {
                 assert_eq!(run.previous_owner, "gone:1", "{}", b.name);
-                let steps: Vec<&str> = run.completed.iter().map(|c| c.step.as_str()).collect();
+                let done = run.completed();
+                let steps: Vec<&str> = done.iter().map(|c| c.step.as_str()).collect();
                 let i: usize = run.start.run_id["run-dead-".len()..].parse().expect("id");
                 let want: &[&str] = if i.is_multiple_of(2) {
                     &["a"]
@@ -518,7 +535,9 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         // Only the owner finishes it.
-        let stranger = j.finish("run-1", "other:2", "failed", false, None).await;
+        let stranger = j
+            .finish("run-1", "other:2", "failed", false, None, None)
+            .await;
         assert!(
             !stranger.expect("finish"),
             "{}: a stranger's finish",
@@ -540,9 +559,11 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             "{}",
             b.name
         );
-        let first = j.finish("run-1", "h:1", "succeeded", false, None).await;
+        let first = j
+            .finish("run-1", "h:1", "succeeded", false, None, None)
+            .await;
         assert!(first.expect("finish"), "{}: the owner's finish", b.name);
-        let late = j.finish("run-1", "h:1", "aborted", true, Some("late".into()));
+        let late = j.finish("run-1", "h:1", "aborted", true, Some("late".into()), None);
         assert!(!late.await.expect("finish"), "{}: a second finish", b.name);
         let runs = j.runs().await.expect("runs");
         assert_eq!(runs.len(), 1, "{}", b.name);
@@ -753,7 +774,7 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
                 .expect("reserve");
             if i < 12 {
                 assert!(
-                    j.finish(&run_id, "h:1", "succeeded", false, None)
+                    j.finish(&run_id, "h:1", "succeeded", false, None, None)
                         .await
                         .expect("finish")
                 );

@@ -355,3 +355,12 @@ pub async fn fresh_database_on(url: &str) -> String {
 pub async fn fresh_database() -> String {
     fresh_database_on(&postgres_url()).await
 }
+
+/// How many tokens the sample API issued among `requests`: answered token
+/// requests that were not a replay of an `Idempotency-Key`'s first answer.
+pub fn tokens_issued(requests: &[Value]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token" && r["status"] == 200 && r["replayed"] != true)
+        .count()
+}

@@ -1,12 +1,23 @@
-//! Crash recovery: runs whose host died are undone and marked `aborted`.
+//! Crash recovery: runs whose host died are taken over, then resumed or
+//! undone, as each workflow's `on_crash` says.
 //!
 //! A running run keeps a lease in the journal. When its host is killed, the
 //! lease runs out (or, on the same machine, its process is plainly gone), and
-//! the next `braid run` or `braid recover` takes the run over (atomically:
-//! exactly one recoverer gets it), undoes its completed reversible steps in
-//! reverse completion order under the run's original trace id, releases its
-//! claims and writes the terminal record `aborted`. Undos are journaled as
-//! they happen, so a recoverer that dies too leaves no step undone twice.
+//! the next `braid run`, `braid recover` or a `braid serve` sharing the store
+//! takes the run over (atomically: exactly one recoverer gets it). Then:
+//!
+//! - `on_crash = "resume"` (the default): the run goes on here
+//!   ([`Scheduler::resume`]) with the definition and the component versions
+//!   it started with (pinned by sha256; a version hot-swapped out since is
+//!   taken from `component-history/`). Completed steps are not run again;
+//!   steps in flight are, with the same idempotency keys. It ends
+//!   `succeeded` or `failed` with its report, as it would have.
+//! - `on_crash = "undo"`, or a run that cannot be resumed (a journal of an
+//!   older braid, a component version this host does not have): its
+//!   completed reversible steps are undone in reverse completion order under
+//!   the run's original trace id, its claims released, and it is recorded
+//!   `aborted`. Undos are journaled as they happen, so a recoverer that dies
+//!   too leaves no step undone twice.
 //!
 //! A live host's own runs are left alone while it executes them
 //! ([`LocalRuns`]); one it stopped because it could not keep its lease and
@@ -16,22 +27,31 @@
 
 use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
 use crate::report::{RunRecorder, UndoReport};
-use crate::sandbox::{Sandbox, SandboxExecutor};
-use crate::scheduler::{AttemptContext, JournalUndoLog, RUN_LEASE, StepExecutor, undo_step};
+use crate::sandbox::{PreparedComponent, Sandbox, SandboxExecutor};
+use crate::scheduler::{
+    AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, undo_step,
+};
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
-use crate::workflow::StepSpec;
+use crate::workflow::{OnCrash, StepSpec, Workflow};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
-/// What recovery did to one abandoned run.
+/// What recovery did with one abandoned run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveredRun {
     pub run_id: String,
     pub workflow: String,
     pub trace_id: String,
     pub previous_owner: String,
+    /// `resumed` (carried on to its end) or `undone` (undone and aborted).
+    pub action: &'static str,
+    /// How the run ended: `succeeded` or `failed` (resumed), `aborted` (undone).
+    pub outcome: String,
+    pub error: Option<String>,
     pub undo: Vec<UndoReport>,
     pub released_claims: Vec<String>,
 }
@@ -60,15 +80,25 @@ pub struct Recoverer {
     pub liveness: Liveness,
     /// This host's runs in progress: never taken over (see [`LocalRuns`]).
     pub local: LocalRuns,
+    /// Where earlier component versions are kept
+    /// (`<state-dir>/component-history`, see [`crate::registry`]): a run
+    /// resumed after a hot swap runs the version it started with from there.
+    pub history_dir: Option<PathBuf>,
+    /// Step calls in flight at once across the runs one pass resumes.
+    pub max_concurrency: usize,
 }
 
 /// How often `braid serve` looks for abandoned runs: well within a run
-/// lease, so a dead host's runs are undone soon after its leases run out.
+/// lease, so a dead host's runs are taken over soon after its leases run out.
 pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Prepared components by (file, sha256), shared by the runs of one pass.
+type Loaded = HashMap<(PathBuf, String), Arc<PreparedComponent>>;
 
 impl Recoverer {
     /// Finds runs abandoned by dead hosts (or stopped by this one after it
-    /// lost their lease), undoes and aborts them.
+    /// lost their lease) and resumes or undoes each; returns when every
+    /// one has ended.
     pub async fn recover(&self) -> Result<Vec<RecoveredRun>, JournalError> {
         let is_dead: Option<crate::journal::OwnerIsDead> = match self.liveness {
             Liveness::ThisMachine => {
@@ -83,38 +113,177 @@ impl Recoverer {
             .journal
             .take_over_abandoned(&self.owner, RUN_LEASE, is_dead, &self.local.list())
             .await?;
-        let mut recovered = Vec::new();
+        self.recover_runs(abandoned).await
+    }
+
+    /// Resumes or undoes runs this host has taken over (resumed runs go on
+    /// side by side); returns when every one has ended.
+    pub async fn recover_runs(
+        &self,
+        abandoned: Vec<AbandonedRun>,
+    ) -> Result<Vec<RecoveredRun>, JournalError> {
+        let mut loaded = Loaded::new();
+        let base = Scheduler::new(
+            Arc::new(SandboxExecutor::from_shared(
+                Arc::clone(&self.sandbox),
+                std::iter::empty(),
+            )),
+            self.max_concurrency,
+        )
+        .with_journal(Arc::clone(&self.journal), self.owner.clone())
+        .with_claims(Arc::clone(&self.claims))
+        .with_local_runs(self.local.clone())
+        // Stored with the terminal record, as `braid serve` stores its runs'
+        // (it answers `GET /v1/runs/ID` and a repeated key from them).
+        .with_reports();
+        let mut resuming = tokio::task::JoinSet::new();
+        let mut to_undo = Vec::new();
         for run in abandoned {
+            match self.resume_plan(&run, &mut loaded) {
+                Ok(Some((wf, executor))) => {
+                    let scheduler = base.with_executor(Arc::new(executor));
+                    resuming.spawn(async move {
+                        let resumed = scheduler.resume(wf, &run, &CancellationToken::new()).await;
+                        (run, resumed)
+                    });
+                }
+                Ok(None) => to_undo.push((run, None)),
+                Err(why) => to_undo.push((run, Some(why))),
+            }
+        }
+        let mut recovered = Vec::new();
+        for (run, why) in to_undo {
             let done = recover_one(
                 &self.sandbox,
                 &self.journal,
                 self.claims.as_ref(),
                 &self.owner,
                 run,
+                why,
             )
             .await?;
             recovered.extend(done);
         }
+        while let Some(joined) = resuming.join_next().await {
+            let Ok((run, resumed)) = joined else {
+                tracing::error!("a resumed run's task ended abnormally");
+                continue;
+            };
+            match resumed {
+                // It lost its lease to another recoverer, which finishes it.
+                Ok(report) if report.outcome == "aborted" => {
+                    tracing::warn!(run_id = %report.run_id, "another host took this resumed run over; it finishes the run");
+                }
+                Ok(report) => recovered.push(RecoveredRun {
+                    run_id: report.run_id,
+                    workflow: report.workflow,
+                    trace_id: report.trace_id,
+                    previous_owner: run.previous_owner,
+                    action: "resumed",
+                    outcome: report.outcome,
+                    error: report.error,
+                    undo: report.undo,
+                    released_claims: report.released_claims,
+                }),
+                Err(why) => {
+                    let done = recover_one(
+                        &self.sandbox,
+                        &self.journal,
+                        self.claims.as_ref(),
+                        &self.owner,
+                        run,
+                        Some(format!("cannot resume: {why}")),
+                    )
+                    .await?;
+                    recovered.extend(done);
+                }
+            }
+        }
         Ok(recovered)
     }
 
-    /// Runs [`Recoverer::recover`] every [`RECOVERY_INTERVAL`] until the
-    /// task is aborted: how hosts sharing a store (`--store postgres://`)
-    /// undo the runs of a host that died and is not coming back. Errors are
-    /// logged and tried again on the next pass.
+    /// The workflow and executor to resume `run` with, as it started;
+    /// `Ok(None)`: its workflow says `on_crash = "undo"`; `Err`: why it
+    /// cannot be resumed here.
+    fn resume_plan(
+        &self,
+        run: &AbandonedRun,
+        loaded: &mut Loaded,
+    ) -> Result<Option<(Arc<Workflow>, SandboxExecutor)>, String> {
+        let start = &run.start;
+        if start.definition.is_empty() {
+            return Err(
+                "cannot resume: the run's journal holds no definition (started by an older braid)"
+                    .into(),
+            );
+        }
+        let wf = Workflow::from_toml(&start.definition, Path::new(&start.workflow_path))
+            .map_err(|e| format!("cannot resume: its definition no longer loads: {e}"))?;
+        if wf.on_crash == OnCrash::Undo {
+            return Ok(None);
+        }
+        let mut components = Vec::new();
+        for (step, path, sha) in &start.components {
+            let path = PathBuf::from(path);
+            let prepared = match loaded.get(&(path.clone(), sha.clone())) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(self.load_pinned(step, &path, sha)?);
+                    loaded.insert((path, sha.clone()), Arc::clone(&c));
+                    c
+                }
+            };
+            components.push((step.clone(), prepared));
+        }
+        let executor = SandboxExecutor::from_shared(Arc::clone(&self.sandbox), components);
+        Ok(Some((Arc::new(wf), executor)))
+    }
+
+    /// The component version `sha256` a run's step started with: the file
+    /// it ran from if it still holds that version, else the version kept in
+    /// the component history.
+    fn load_pinned(
+        &self,
+        step: &str,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<PreparedComponent, String> {
+        let kept = self.history_dir.as_ref().map(|dir| {
+            dir.join(crate::registry::component_name(path))
+                .join(format!("{sha256}.wasm"))
+        });
+        let mut tried = Vec::new();
+        for file in std::iter::once(path.to_path_buf()).chain(kept) {
+            match self.sandbox.load(&file) {
+                Ok(c) if c.sha256 == sha256 => return Ok(c),
+                Ok(c) => tried.push(format!("{} is version {}", file.display(), c.sha256)),
+                Err(e) => tried.push(e.to_string()),
+            }
+        }
+        Err(format!(
+            "cannot resume: step `{step}` started with component version {sha256}, which this host does not have ({})",
+            tried.join("; ")
+        ))
+    }
+
+    /// Runs [`Recoverer::recover`] now and then every [`RECOVERY_INTERVAL`]
+    /// until the task is aborted: how `braid serve` carries on the runs it
+    /// left when it last stopped, and how hosts sharing a store (`--store
+    /// postgres://`) carry on (or undo) the runs of a host that died and is
+    /// not coming back. Errors are logged and tried again on the next pass.
     pub fn spawn_loop(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tick.tick().await;
                 match self.recover().await {
                     Ok(runs) => {
                         for r in runs {
                             tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
-                                previous_owner = %r.previous_owner, undone = r.undo.len(),
-                                "recovered a run its host had left: aborted");
+                                previous_owner = %r.previous_owner, action = r.action,
+                                outcome = %r.outcome, undone = r.undo.len(),
+                                "recovered a run its host had left");
                         }
                     }
                     Err(e) => tracing::error!("looking for abandoned runs failed: {e}"),
@@ -130,8 +299,10 @@ async fn recover_one(
     claims: &dyn ClaimStore,
     owner: &str,
     run: AbandonedRun,
+    not_resumed: Option<String>,
 ) -> Result<Option<RecoveredRun>, JournalError> {
     let start = &run.start;
+    let completed = run.completed();
     // Each undo (and the release, and the end) only while the run is still
     // ours, its lease renewed: a recoverer slower than a lease must not undo
     // alongside the one that took the run from it.
@@ -143,7 +314,7 @@ async fn recover_one(
         Ok::<_, JournalError>(ours)
     };
     tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, previous_owner = %run.previous_owner,
-        steps = run.completed.len(), "recovering a run whose host died");
+        steps = completed.len(), "recovering a run whose host died");
     let trace = AttemptTrace {
         trace_id: TraceId::parse(&start.trace_id).unwrap_or_else(|_| TraceId::random()),
         span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
@@ -157,8 +328,8 @@ async fn recover_one(
         run_id: start.run_id.clone(),
     };
     let mut undo = Vec::new();
-    let mut problems = Vec::new();
-    for done in run.completed.iter().rev() {
+    let mut problems: Vec<String> = not_resumed.into_iter().collect();
+    for done in completed.iter().rev() {
         let prepared = match sandbox.load(&done.component) {
             Ok(c) if c.sha256 == done.component_sha256 => c,
             Ok(c) => {
@@ -193,6 +364,7 @@ async fn recover_one(
             max_retries: 0,
             allowed_hosts: done.allowed_hosts.clone(),
             limits: crate::workflow::StepLimits::default(),
+            idempotency_header: None,
         };
         let ctx = AttemptContext {
             run_id: start.run_id.clone(),
@@ -240,7 +412,14 @@ async fn recover_one(
         error.push_str(p);
     }
     let recorded = journal
-        .finish(&start.run_id, owner, "aborted", false, Some(error.clone()))
+        .finish(
+            &start.run_id,
+            owner,
+            "aborted",
+            false,
+            Some(error.clone()),
+            None,
+        )
         .await?;
     if !recorded {
         tracing::warn!(run_id = %start.run_id, "another host took over this recovery; it records the end");
@@ -252,6 +431,9 @@ async fn recover_one(
         workflow: start.workflow.clone(),
         trace_id: start.trace_id.clone(),
         previous_owner: run.previous_owner,
+        action: "undone",
+        outcome: "aborted".into(),
+        error: Some(error),
         undo,
         released_claims,
     }))

@@ -47,6 +47,24 @@ pub struct RunReport {
     pub released_claims: Vec<String>,
     /// What the host did not keep for this run, past its budgets.
     pub dropped: Dropped,
+    /// Set when this host took the run over from a host that died and
+    /// carried it on (`on_crash = "resume"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+}
+
+/// How a resumed run was taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Resumed {
+    /// The host that started the run and died (`hostname:pid`).
+    pub previous_owner: String,
+    /// The host that carried it on.
+    pub owner: String,
+    /// Steps the journal recorded as completed: not run again, their
+    /// journaled outputs used (in completion order).
+    pub reused_steps: Vec<String>,
+    /// If the run had already failed: its error (the new host only undid).
+    pub failed_before: Option<String>,
 }
 
 /// What the host did not keep or print for a run: records past a step
@@ -211,6 +229,9 @@ pub struct HttpCallRecord {
     pub url: String,
     /// The `traceparent` the host sent, or None when the request was denied.
     pub traceparent: Option<String>,
+    /// The idempotency key the host sent (steps with `idempotency_key = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub start_ms: f64,

@@ -3,7 +3,10 @@
 //! request's `traceparent` for tests and curious users.
 //!
 //! Endpoints:
-//! - `POST /oauth/token` `{ "client_id": "braid", "user_id": "u-100" }` -> `{ "access_token", "token_type", "expires_in" }`
+//! - `POST /oauth/token` `{ "client_id": "braid", "user_id": "u-100" }` -> `{ "access_token", "token_type", "expires_in" }`;
+//!   with an `Idempotency-Key` header, a repeat of the key gets the first
+//!   answer again (the same token; header `idempotent-replayed: true`), and
+//!   the key with another body gets 422 (the last [`MAX_IDEMPOTENCY_KEYS`] keys)
 //! - `GET /users/{id}/profile` (bearer token for that user) -> profile
 //! - `GET /users/{id}/permissions` (bearer token for that user) -> roles and grants
 //! - `POST /oauth/revoke` `{ "token": "..." }` -> 200 (revoked) or 404 (unknown token)
@@ -77,6 +80,13 @@ pub struct RecordedRequest {
     /// Milliseconds since the Unix epoch.
     pub received_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    /// The request's `Idempotency-Key` header, if it had one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Whether the answer was a replay of the key's first answer (nothing
+    /// new was issued).
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// One fault-injection rule.
@@ -187,6 +197,30 @@ struct AppState {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     /// Issued token -> user id.
     tokens: Arc<Mutex<HashMap<String, String>>>,
+    /// `Idempotency-Key` -> the token request's body and answer.
+    idempotency: Arc<Mutex<IdempotencyKeys>>,
+}
+
+/// How many `Idempotency-Key`s the sample API remembers (oldest forgotten first).
+pub const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+
+/// Remembered `Idempotency-Key`s, bounded by [`MAX_IDEMPOTENCY_KEYS`].
+#[derive(Default)]
+struct IdempotencyKeys {
+    answers: HashMap<String, (Value, Value)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl IdempotencyKeys {
+    fn remember(&mut self, key: String, body: Value, answer: Value) {
+        if self.order.len() >= MAX_IDEMPOTENCY_KEYS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.answers.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.answers.insert(key, (body, answer));
+    }
 }
 
 struct User {
@@ -270,8 +304,40 @@ fn authorized(state: &AppState, headers: &HeaderMap, user_id: &str) -> bool {
     }
 }
 
-async fn token(State(state): State<AppState>, Json(body): Json<Value>) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     latency(state.latencies.auth).await;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Check, issue and remember under one lock: two requests with one key
+    // at the same moment still get one token.
+    let Ok(mut keys) = state.idempotency.lock() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "idempotency table poisoned",
+        );
+    };
+    if let Some(k) = &key
+        && let Some((first_body, answer)) = keys.answers.get(k)
+    {
+        if *first_body != body {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used with a different body",
+            );
+        }
+        let mut replay = Json(answer.clone()).into_response();
+        replay.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        return replay;
+    }
     let user_id = body.get("user_id").and_then(Value::as_str).unwrap_or("");
     let client_ok = body.get("client_id").and_then(Value::as_str) == Some("braid");
     let Some(user) = find_user(user_id).filter(|_| client_ok) else {
@@ -281,8 +347,11 @@ async fn token(State(state): State<AppState>, Json(body): Json<Value>) -> Respon
     if let Ok(mut tokens) = state.tokens.lock() {
         tokens.insert(token.clone(), user.id.to_string());
     }
-    Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": 3600 }))
-        .into_response()
+    let answer = json!({ "access_token": token, "token_type": "Bearer", "expires_in": 3600 });
+    if let Some(k) = key {
+        keys.remember(k, body, answer.clone());
+    }
+    Json(answer).into_response()
 }
 
 #[derive(Deserialize)]
@@ -466,6 +535,11 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         };
         (header("traceparent"), header("tracestate"))
     };
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let parsed = traceparent
         .as_deref()
         .and_then(|t| crate::trace::TraceParent::parse(t).ok());
@@ -494,6 +568,8 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
             status: None,
             received_at_ms,
             finished_at_ms: None,
+            idempotency_key,
+            replayed: false,
         });
         r.len() - 1
     });
@@ -518,6 +594,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     {
         entry.status = Some(response.status().as_u16());
         entry.finished_at_ms = Some(crate::store::now_ms());
+        entry.replayed = response.headers().contains_key("idempotent-replayed");
     }
     response
 }
@@ -533,6 +610,7 @@ pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> (Router, RequestL
         faults: Arc::new(Mutex::new(faults)),
         requests: Arc::new(Mutex::new(Vec::new())),
         tokens: Arc::new(Mutex::new(HashMap::new())),
+        idempotency: Arc::new(Mutex::new(IdempotencyKeys::default())),
     };
     let log = Arc::clone(&state.requests);
     let router = Router::new()

@@ -50,7 +50,9 @@ pub enum ClaimStoreError {
 }
 
 /// Atomic work claims with leases. Implementations must grant an item to at
-/// most one live claim at a time; an expired lease may be taken over.
+/// most one live claim at a time; an expired lease may be taken over, and
+/// the run that holds an item gets it again when it claims it again (a
+/// retried or resumed step), under a new grant that replaces the old.
 #[async_trait::async_trait]
 pub trait ClaimStore: Send + Sync + 'static {
     async fn claim(&self, request: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError>;
@@ -165,8 +167,9 @@ impl ClaimStore for SqliteClaimStore {
                 expires_at_ms: now.saturating_add(u64::try_from(r.lease.as_millis()).unwrap_or(u64::MAX)),
                 metadata: r.metadata,
             };
-            // One write transaction: take the item if it is free or its lease
-            // ran out; otherwise read the holder under the same lock.
+            // One write transaction: take the item if it is free, its lease
+            // ran out or the same run holds it (a retried or resumed step
+            // claims again); otherwise read the holder under the same lock.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
@@ -180,7 +183,7 @@ impl ClaimStore for SqliteClaimStore {
                            step = excluded.step, owner = excluded.owner,
                            claimed_at_ms = excluded.claimed_at_ms,
                            expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata
-                         WHERE claims.expires_at_ms <= ?8
+                         WHERE claims.expires_at_ms <= ?8 OR claims.run_id = ?3
                          RETURNING claim_id"
                     ),
                     params![

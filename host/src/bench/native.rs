@@ -43,7 +43,7 @@ fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, StepFailure> {
 async fn http(
     client: &Arc<HttpClient>,
     ctx: &AttemptContext,
-    step: &str,
+    step: &StepSpec,
     method: &str,
     url: &str,
     token: Option<&str>,
@@ -57,13 +57,19 @@ async fn http(
         .map_err(|e| StepFailure::Fatal(format!("bad url {url}: {e}")))?;
     let authority = uri.authority().map(ToString::to_string).unwrap_or_default();
     let started = Instant::now();
+    // As the sandbox sends it for a step with `idempotency_key = true`.
+    let idempotency = step
+        .idempotency_header
+        .as_ref()
+        .map(|h| (h.clone(), ctx.idempotency_key("run")));
     let index = ctx.recorder.http_call(HttpCallRecord {
-        step: step.into(),
+        step: step.name.clone(),
         attempt_span_id: ctx.trace.span_id.to_string(),
         span_id: span.to_string(),
         method: method.into(),
         url: url.into(),
         traceparent: Some(traceparent.clone()),
+        idempotency_key: idempotency.as_ref().map(|(_, k)| k.clone()),
         status: None,
         error: None,
         start_ms: ctx.recorder.offset_ms(started),
@@ -77,6 +83,9 @@ async fn http(
         .header("traceparent", &traceparent);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some((name, key)) = &idempotency {
+        req = req.header(name.as_str(), key.as_str());
     }
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     if !payload.is_empty() {
@@ -154,7 +163,7 @@ impl NativeExecutor {
                 let token = http(
                     &self.client,
                     ctx,
-                    &step.name,
+                    step,
                     "POST",
                     &format!("{base}/oauth/token"),
                     None,
@@ -173,7 +182,7 @@ impl NativeExecutor {
                 http(
                     &self.client,
                     ctx,
-                    &step.name,
+                    step,
                     "GET",
                     &url,
                     Some(field(&input, "token")?),

@@ -135,6 +135,7 @@ impl WasiHttpHooks for OutboundHttp {
             method,
             url,
             traceparent: None,
+            idempotency_key: None,
             status: None,
             error: None,
             start_ms: caller.recorder.offset_ms(started),
@@ -192,6 +193,14 @@ impl WasiHttpHooks for OutboundHttp {
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {
             headers.insert(HOST, v);
+        }
+        // Like the trace, the key is the host's: what the guest set is replaced.
+        if let Some(name) = &caller.idempotency_header
+            && let Ok(name) = http::header::HeaderName::from_bytes(name.as_bytes())
+            && let Ok(v) = HeaderValue::from_str(&caller.idempotency_key)
+        {
+            headers.insert(name, v);
+            record.idempotency_key = Some(caller.idempotency_key.clone());
         }
         record.traceparent = Some(traceparent);
         // Recorded now, so a request cut short by the attempt's timeout still shows.

@@ -32,6 +32,12 @@ pub struct Caller {
     pub recorder: RunRecorder,
     /// What the host keeps, prints and refuses for this attempt.
     pub budget: budget::AttemptBudget,
+    /// This call's idempotency key: the same on every retry and resume of
+    /// the step (see `AttemptContext::idempotency_key`).
+    pub idempotency_key: String,
+    /// The header the key goes in on each outbound request, if the step
+    /// opted in (`idempotency_key = true`).
+    pub idempotency_header: Option<String>,
 }
 
 impl Caller {

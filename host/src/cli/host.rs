@@ -21,7 +21,14 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn recoverer(&self) -> braid::recovery::Recoverer {
+    /// Recovery for this host: resumed runs take their component versions
+    /// from `state_dir`'s history if swapped since, and make at most
+    /// `max_concurrency` step calls at once.
+    pub fn recoverer(
+        &self,
+        state_dir: &Path,
+        max_concurrency: usize,
+    ) -> braid::recovery::Recoverer {
         braid::recovery::Recoverer {
             sandbox: Arc::clone(&self.sandbox),
             journal: Arc::clone(&self.journal),
@@ -29,6 +36,40 @@ impl Host {
             owner: self.owner.clone(),
             liveness: self.liveness,
             local: self.local.clone(),
+            history_dir: Some(state_dir.join("component-history")),
+            max_concurrency,
+        }
+    }
+}
+
+/// One line on what recovery did with a run, for the terminal.
+pub fn recovered_line(r: &braid::recovery::RecoveredRun) -> String {
+    match r.action {
+        "resumed" => format!(
+            "resumed run {} (trace {}) left by {}: {}{}",
+            r.run_id,
+            r.trace_id,
+            r.previous_owner,
+            r.outcome,
+            r.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+        _ => {
+            let undone: Vec<String> = r
+                .undo
+                .iter()
+                .map(|u| format!("{} {}", u.step, u.outcome))
+                .collect();
+            format!(
+                "aborted run {} (trace {}) left by {}: undo [{}], released claims [{}]",
+                r.run_id,
+                r.trace_id,
+                r.previous_owner,
+                undone.join(", "),
+                r.released_claims.join(", ")
+            )
         }
     }
 }
@@ -143,8 +184,12 @@ fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
     })
 }
 
-pub async fn recover(host: &Host) -> Result<Vec<braid::recovery::RecoveredRun>, Exit> {
-    host.recoverer()
+pub async fn recover(
+    host: &Host,
+    state: &StateArgs,
+    max_concurrency: usize,
+) -> Result<Vec<braid::recovery::RecoveredRun>, Exit> {
+    host.recoverer(&state.state_dir, max_concurrency)
         .recover()
         .await
         .map_err(|e| Exit(1, e.into()))

@@ -1,7 +1,8 @@
-//! `braid recover`: undoes and aborts runs whose host died (also done at the
-//! start of `braid run` and by `braid serve`).
+//! `braid recover`: takes over runs whose host died and resumes them (or
+//! undoes and aborts them: `on_crash = "undo"`); also done at the start of
+//! `braid run` and by `braid serve`.
 
-use super::host::{open_host, recover};
+use super::host::{open_host, recover, recovered_line};
 use super::{Exit, StateArgs, print_json};
 use clap::Args;
 
@@ -9,33 +10,28 @@ use clap::Args;
 pub struct RecoverArgs {
     #[arg(long)]
     json: bool,
+    /// Most step calls in flight at once across the runs resumed.
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: usize,
     #[command(flatten)]
     state: StateArgs,
 }
 
 pub async fn exec(args: RecoverArgs) -> Result<u8, Exit> {
-    let RecoverArgs { json, state } = args;
+    let RecoverArgs {
+        json,
+        max_concurrency,
+        state,
+    } = args;
     let host = open_host(&state).await?;
-    let recovered = recover(&host).await?;
+    let recovered = recover(&host, &state, max_concurrency).await?;
     if json {
         print_json(&recovered)?;
     } else if recovered.is_empty() {
         println!("nothing to recover");
     } else {
         for r in &recovered {
-            let undone: Vec<String> = r
-                .undo
-                .iter()
-                .map(|u| format!("{} {}", u.step, u.outcome))
-                .collect();
-            println!(
-                "aborted run {} (trace {}, host {}): undo [{}], released claims [{}]",
-                r.run_id,
-                r.trace_id,
-                r.previous_owner,
-                undone.join(", "),
-                r.released_claims.join(", ")
-            );
+            println!("{}", recovered_line(r));
         }
     }
     Ok(0)

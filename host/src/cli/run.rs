@@ -1,6 +1,6 @@
 //! `braid run`: runs a workflow once and prints its step tree (or its report).
 
-use super::host::{open_host, recover};
+use super::host::{open_host, recover, recovered_line};
 use super::{Exit, StateArgs, bad_input, read_input};
 use braid::report::RunReport;
 use braid::scheduler::{RunRequest, Scheduler};
@@ -49,12 +49,10 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
     let host = open_host(state).await?;
     let (workflow, executor) =
         braid::check::load_and_prepare(&workflow, Arc::clone(&host.sandbox)).map_err(bad_input)?;
-    // Runs left behind by a host that died are undone before new work starts.
-    for r in recover(&host).await? {
-        eprintln!(
-            "recovered run {} (trace {}) left by {}: aborted",
-            r.run_id, r.trace_id, r.previous_owner
-        );
+    // Runs left behind by a host that died are carried on (or undone)
+    // before new work starts.
+    for r in recover(&host, state, max_concurrency).await? {
+        eprintln!("{}", recovered_line(&r));
     }
     let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
         .with_journal(Arc::clone(&host.journal), host.owner.clone())

@@ -1,7 +1,7 @@
 //! `braid serve`: serves workflows over HTTP (see docs/serving.md), with
 //! recovery of abandoned runs and graceful shutdown.
 
-use super::host::{open_host, recover};
+use super::host::open_host;
 use super::{Exit, PruneEvery, RetainArgs, StateArgs, bad_input};
 use anyhow::Context;
 use braid::scheduler::Scheduler;
@@ -95,7 +95,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                 let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
                     .with_journal(Arc::clone(&host.journal), host.owner.clone())
                     .with_local_runs(host.local.clone())
-                    .with_claims(Arc::clone(&host.claims));
+                    .with_claims(Arc::clone(&host.claims))
+                    .with_reports();
                 served.push(Served::new(workflow, scheduler));
             }
             Err(e) => problems.push(e.to_string()),
@@ -104,15 +105,13 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     if !problems.is_empty() {
         return Err(bad_input(anyhow::anyhow!("{}", problems.join("\n"))));
     }
-    for r in recover(&host).await? {
-        eprintln!(
-            "recovered run {} (trace {}) left by {}: aborted",
-            r.run_id, r.trace_id, r.previous_owner
-        );
-    }
-    // Runs of hosts that die later (other hosts on a shared store, or
-    // another process on this machine) are found while serving.
-    let recovery = host.recoverer().spawn_loop();
+    // Runs this host (or another on the store) left when it stopped are
+    // carried on in the background from now on, while the server answers
+    // (a repeated Idempotency-Key of such a run waits for its end); so are
+    // those of hosts that die later.
+    let recovery = host
+        .recoverer(&state.state_dir, max_concurrency)
+        .spawn_loop();
     // Finished runs past the retention are pruned now and every
     // `--prune-interval-s` (a minute).
     let pruning = braid::journal::spawn_pruning(

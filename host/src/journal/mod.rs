@@ -49,12 +49,22 @@ pub struct RunStart {
     pub components: Vec<(String, String, String)>,
     /// The host running it (`hostname:pid`).
     pub owner: String,
+    /// The caller's span, when the run continued an incoming trace.
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
+    /// The workflow definition's text the run started with: what a host
+    /// that resumes the run runs (empty in journals of older braids, whose
+    /// runs recovery undoes).
+    #[serde(default)]
+    pub definition: String,
 }
 
 /// One journal entry. `kind` says which fields matter.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JournalEntry {
-    /// `attempt`, `completed`, `compensation`, `cancelled`, `undo`, `claims-released`.
+    /// `attempt`, `completed` (`outcome` `succeeded`, or `compensated`: a
+    /// substitute output), `compensation`, `cancelled`, `run-failed`, `undo`,
+    /// `claims-released`.
     pub kind: String,
     pub step: String,
     pub span_id: String,
@@ -70,6 +80,19 @@ pub struct JournalEntry {
     pub component_sha256: Option<String>,
     pub timeout_ms: Option<u64>,
     pub allowed_hosts: Option<Vec<String>>,
+}
+
+impl JournalEntry {
+    /// The run failed (`error` says why): a host that takes it over winds
+    /// it down (undoes what completed) instead of going on with it.
+    pub fn run_failed(error: &str) -> JournalEntry {
+        JournalEntry {
+            kind: "run-failed".into(),
+            outcome: "failed".into(),
+            error: Some(error.to_string()),
+            ..Default::default()
+        }
+    }
 }
 
 /// A step that completed and was not undone, as recovery needs it.
@@ -89,8 +112,23 @@ pub struct CompletedStep {
 pub struct AbandonedRun {
     pub start: RunStart,
     pub previous_owner: String,
-    /// Completed, not yet undone, in completion order.
-    pub completed: Vec<CompletedStep>,
+    /// Its journal, in the order it was written.
+    pub entries: Vec<JournalEntry>,
+}
+
+impl AbandonedRun {
+    /// Its steps completed and not yet undone, in completion order.
+    pub fn completed(&self) -> Vec<CompletedStep> {
+        completed_steps(&self.entries)
+    }
+
+    /// Why the run failed, if its journal says it did (`run-failed`).
+    pub fn failure(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|e| e.kind == "run-failed")
+            .map(|e| e.error.clone().unwrap_or_default())
+    }
 }
 
 /// The runs this host is executing right now (shared by every scheduler
@@ -169,6 +207,13 @@ pub struct ReportSummary {
     pub duration_ms: f64,
 }
 
+/// A finished run's report as stored: its summary (for listings) and JSON.
+#[derive(Debug, Clone)]
+pub struct StoredReport {
+    pub summary: ReportSummary,
+    pub json: String,
+}
+
 /// Says whether a run owner (`hostname:pid`) is gone, for take-over.
 pub type OwnerIsDead = Box<dyn for<'a> Fn(&'a str) -> bool + Send + 'static>;
 
@@ -186,10 +231,11 @@ pub trait RunJournal: Send + Sync + 'static {
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError>;
     /// Appends one entry to a run's journal.
     async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
-    /// Writes the terminal record. Only a `running` run held by `owner` can
-    /// finish, once: a host whose run was taken over cannot overwrite what
-    /// the new owner records. `Ok(false)`: it was taken over (the record is
-    /// the new owner's to write).
+    /// Writes the terminal record, and `report` (if given) in the same
+    /// transaction: a run that has ended has its report. Only a `running`
+    /// run held by `owner` can finish, once: a host whose run was taken over
+    /// cannot overwrite what the new owner records. `Ok(false)`: it was
+    /// taken over (the record, and the report, are the new owner's to write).
     async fn finish(
         &self,
         run_id: &str,
@@ -197,6 +243,7 @@ pub trait RunJournal: Send + Sync + 'static {
         status: &str,
         degraded: bool,
         error: Option<String>,
+        report: Option<StoredReport>,
     ) -> Result<bool, JournalError>;
     /// Extends the lease of a running run held by `owner`. `Ok(false)`: the
     /// run is no longer `owner`'s (another host took it over).
@@ -276,7 +323,7 @@ pub trait RunJournal: Send + Sync + 'static {
 /// The steps a run completed and has not undone, in completion order, from
 /// its journal entries. A step completes once per run, so an entry written
 /// twice (a write retried after a lost acknowledgement) counts once.
-pub(crate) fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
+fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
     let undone: Vec<&str> = entries
         .iter()
         .filter(|e| e.kind == "undo" && e.outcome == "undone")
@@ -285,7 +332,8 @@ pub(crate) fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
     let mut seen = std::collections::HashSet::new();
     entries
         .iter()
-        .filter(|e| e.kind == "completed" && !undone.contains(&e.step.as_str()))
+        .filter(|e| e.kind == "completed" && e.outcome == "succeeded")
+        .filter(|e| !undone.contains(&e.step.as_str()))
         .filter(|e| seen.insert(e.step.as_str()))
         .map(|e| CompletedStep {
             step: e.step.clone(),

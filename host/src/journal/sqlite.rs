@@ -115,10 +115,13 @@ impl RunJournal for SqliteJournal {
         status: &str,
         degraded: bool,
         error: Option<String>,
+        report: Option<StoredReport>,
     ) -> Result<bool, JournalError> {
         let args = [run_id, owner, status].map(str::to_string);
         self.db
             .write(move |conn| {
+                // One write job is one transaction: the end and the report
+                // are committed together or not at all.
                 let n = crate::db::exec(
                     conn,
                     "UPDATE runs SET status = ?3, degraded = ?4, error = ?5, finished_at_ms = ?6
@@ -126,6 +129,11 @@ impl RunJournal for SqliteJournal {
                     params![args[0], args[1], args[2], degraded, error, ms(now_ms())],
                 )
                 .map_err(unavailable)?;
+                if n == 1
+                    && let Some(report) = &report
+                {
+                    insert_report(conn, report)?;
+                }
                 Ok(n == 1)
             })
             .await
@@ -193,11 +201,10 @@ impl RunJournal for SqliteJournal {
                     continue;
                 }
                 let start: RunStart = serde_json::from_str(&start).map_err(unavailable)?;
-                let completed = completed_steps(&read_entries(conn, &run_id)?);
                 taken.push(AbandonedRun {
                     start,
                     previous_owner: owner,
-                    completed,
+                    entries: read_entries(conn, &run_id)?,
                 });
             }
             Ok(taken)
@@ -212,24 +219,12 @@ impl RunJournal for SqliteJournal {
         summary: ReportSummary,
         report_json: String,
     ) -> Result<(), JournalError> {
+        let report = StoredReport {
+            summary,
+            json: report_json,
+        };
         self.db
-            .write(move |conn| {
-                conn.execute(
-                    "INSERT OR REPLACE INTO reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        summary.run_id,
-                        summary.workflow,
-                        summary.trace_id,
-                        summary.outcome,
-                        ms(summary.started_at_ms),
-                        summary.duration_ms,
-                        report_json
-                    ],
-                )
-                .map_err(unavailable)?;
-                Ok(())
-            })
+            .write(move |conn| insert_report(conn, &report))
             .await
     }
 
@@ -485,6 +480,26 @@ fn select_runs(
         })
         .map_err(unavailable)?;
     rows.collect::<Result<_, _>>().map_err(unavailable)
+}
+
+fn insert_report(conn: &Connection, report: &StoredReport) -> Result<(), JournalError> {
+    let summary = &report.summary;
+    crate::db::exec(
+        conn,
+        "INSERT OR REPLACE INTO reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            summary.run_id,
+            summary.workflow,
+            summary.trace_id,
+            summary.outcome,
+            ms(summary.started_at_ms),
+            summary.duration_ms,
+            report.json
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn read_entries(conn: &Connection, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {

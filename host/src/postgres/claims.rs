@@ -58,8 +58,9 @@ impl ClaimStore for PostgresClaimStore {
     async fn claim(&self, r: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError> {
         let client = self.pg.client().await?;
         let claim_id = crate::store::new_claim_id();
-        // One statement: take the item if it is free or its lease ran out
-        // (by the database's clock); otherwise it returns nothing.
+        // One statement: take the item if it is free, its lease ran out (by
+        // the database's clock) or the same run holds it (a retried or
+        // resumed step claims again); otherwise it returns nothing.
         let insert = format!(
             "WITH now AS (SELECT {DB_NOW_MS} AS ms)
              INSERT INTO braid_claims ({COLUMNS})
@@ -71,6 +72,7 @@ impl ClaimStore for PostgresClaimStore {
                claimed_at_ms = excluded.claimed_at_ms,
                expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata
              WHERE braid_claims.expires_at_ms <= excluded.claimed_at_ms
+                OR braid_claims.run_id = excluded.run_id
              RETURNING {COLUMNS}"
         );
         let holder = format!("SELECT {COLUMNS} FROM braid_claims WHERE work_item = $1");

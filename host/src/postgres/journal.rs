@@ -16,7 +16,7 @@
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
     AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportSummary, Retention,
-    RunJournal, RunRecord, RunStart, completed_steps,
+    RunJournal, RunRecord, RunStart, StoredReport,
 };
 use std::time::Duration;
 
@@ -140,23 +140,50 @@ impl RunJournal for PostgresJournal {
         status: &str,
         degraded: bool,
         error: Option<String>,
+        report: Option<StoredReport>,
     ) -> Result<bool, JournalError> {
+        // One statement, so one transaction: the end and the report are
+        // committed together (the report only if the end moved the run).
+        let (summary, json) = match &report {
+            Some(r) => (Some(&r.summary), Some(r.json.as_str())),
+            None => (None, None),
+        };
+        let started_at = summary.map(|s| i64::try_from(s.started_at_ms).unwrap_or(i64::MAX));
         let sql = format!(
-            "UPDATE braid_runs SET status = $3, degraded = $4, error = $5, finished_at_ms = {DB_NOW_MS}
-             WHERE run_id = $1 AND owner = $2 AND status = 'running'"
+            "WITH ended AS (
+               UPDATE braid_runs SET status = $3, degraded = $4, error = $5, finished_at_ms = {DB_NOW_MS}
+               WHERE run_id = $1 AND owner = $2 AND status = 'running'
+               RETURNING run_id, workflow, trace_id),
+             stored AS (
+               INSERT INTO braid_reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
+               SELECT run_id, workflow, trace_id, $3, $6::bigint, $7::float8, $8::text FROM ended WHERE $8::text IS NOT NULL
+               ON CONFLICT (run_id) DO UPDATE SET outcome = excluded.outcome,
+                 started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
+                 report = excluded.report
+               RETURNING 1)
+             SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM stored)"
         );
-        let n = self
-            .execute(
+        let rows = self
+            .query(
                 "journaling a run's end",
                 &sql,
-                &[&run_id, &owner, &status, &degraded, &error],
+                &[
+                    &run_id,
+                    &owner,
+                    &status,
+                    &degraded,
+                    &error,
+                    &started_at,
+                    &summary.map(|s| s.duration_ms),
+                    &json,
+                ],
             )
             .await?;
-        if n == 1 {
+        if rows.first().is_some_and(|r| r.get::<_, i64>(0) == 1) {
             return Ok(true);
         }
         // Nothing moved: another host took the run over, or a first try
-        // whose answer was lost already wrote this very end.
+        // whose answer was lost already wrote this very end (and report).
         let rows = self
             .query(
                 "reading a run's end",
@@ -251,11 +278,10 @@ impl RunJournal for PostgresJournal {
             let run_id: String = row.get(0);
             let start: RunStart =
                 serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
-            let entries = self.entries(&run_id).await?;
             taken.push(AbandonedRun {
                 start,
                 previous_owner: row.get(1),
-                completed: completed_steps(&entries),
+                entries: self.entries(&run_id).await?,
             });
         }
         Ok(taken)

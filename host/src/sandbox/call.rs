@@ -177,6 +177,7 @@ impl Sandbox {
             max_retries: 0,
             allowed_hosts: Vec::new(),
             limits: crate::workflow::StepLimits::default(),
+            idempotency_header: None,
         };
         let ctx = AttemptContext {
             run_id: "policy-eval".into(),
@@ -207,7 +208,14 @@ impl Sandbox {
         ctx: AttemptContext,
         call: StepCall,
     ) -> Result<CallResult, StepFailure> {
+        let kind = match &call {
+            StepCall::Run { .. } => "run",
+            StepCall::Compensate { .. } => "compensate",
+            StepCall::Undo { .. } => "undo",
+        };
         let caller = Arc::new(Caller {
+            idempotency_key: ctx.idempotency_key(kind),
+            idempotency_header: step.idempotency_header.clone(),
             run_id: ctx.run_id,
             step: ctx.step,
             attempt: ctx.attempt,

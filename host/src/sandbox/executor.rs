@@ -34,6 +34,17 @@ impl SandboxExecutor {
         }
     }
 
+    /// An executor for components already shared elsewhere, by step name.
+    pub fn from_shared(
+        sandbox: Arc<Sandbox>,
+        components: impl IntoIterator<Item = (String, Arc<PreparedComponent>)>,
+    ) -> Self {
+        SandboxExecutor {
+            sandbox,
+            components: components.into_iter().collect(),
+        }
+    }
+
     /// This executor with `component` serving `steps` instead of what they
     /// had; every other step keeps its component.
     pub fn with_component(&self, steps: &[String], component: Arc<PreparedComponent>) -> Self {

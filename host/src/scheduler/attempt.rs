@@ -1,7 +1,11 @@
 //! One step of a run: its attempts, each a new span and a fresh call, retried
 //! with backoff while the failure is retryable and attempts are left, then
-//! handed to compensation ([`super::saga`]). Journals each attempt and the
-//! step's completion.
+//! handed to compensation ([`super::saga`]). Journals each attempt; the
+//! step's completion is journaled by the DAG (`dag`), in the run's one order.
+//!
+//! A step is stopped (the run failed) only while it waits or a guest call
+//! runs: once a call has returned, its outcome is always handed back, so a
+//! step whose call succeeded is never lost as `cancelled` (and is undone).
 //!
 //! Must not know wasmtime, the lease, or what other steps do.
 
@@ -13,12 +17,25 @@ use crate::trace::{AttemptTrace, SpanId};
 use crate::workflow::StepSpec;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Runs `work` unless `stop` fires first (`None`: stopped).
+async fn unless_stopped<T>(stop: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        done = work => Some(done),
+    }
+}
+
 /// One attempt of `run`: a new span, the call, the JSON check, the record.
+/// `None`: `stop` fired before the call returned (nothing is recorded).
+#[allow(clippy::too_many_arguments)]
 async fn attempt_once<E: StepExecutor>(
     executor: &E,
     permits: &Semaphore,
@@ -27,7 +44,8 @@ async fn attempt_once<E: StepExecutor>(
     attempt: u32,
     input: &str,
     log: &RunLog,
-) -> Result<Value, StepFailure> {
+    stop: &CancellationToken,
+) -> Option<Result<Value, StepFailure>> {
     let recorder = &base.recorder;
     let span_id = SpanId::random();
     let ctx = AttemptContext {
@@ -39,14 +57,17 @@ async fn attempt_once<E: StepExecutor>(
         ..base.clone()
     };
     let parsed = {
-        let _permit = permits.acquire().await;
+        let _permit = unless_stopped(stop, permits.acquire()).await?;
         let index =
             recorder.attempt_started(&step.name, attempt, span_id.to_string(), Instant::now());
         let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
-        let out = executor
+        let call = executor
             .execute(step, ctx, input.to_string())
-            .instrument(span)
-            .await;
+            .instrument(span);
+        let Some(out) = unless_stopped(stop, call).await else {
+            recorder.attempt_finished(&step.name, index, "cancelled", None);
+            return None;
+        };
         let parsed = out.and_then(|text| {
             serde_json::from_str::<Value>(&text)
                 .map_err(|e| StepFailure::InvalidOutput(format!("output is not valid JSON: {e}")))
@@ -73,12 +94,13 @@ async fn attempt_once<E: StepExecutor>(
         ..Default::default()
     })
     .await;
-    parsed
+    Some(parsed)
 }
 
-/// Runs a step until it succeeds, is compensated, or fails for good:
-/// retries retryable failures with backoff, then asks a reversible step to
-/// compensate.
+/// Runs a step until it succeeds, is compensated, fails for good, or is
+/// stopped: retries retryable failures with backoff, then asks a reversible
+/// step to compensate. `stop` ends it between calls or during one (the
+/// call is dropped); a call that has returned is always taken in.
 pub(super) async fn run_step<E: StepExecutor>(
     executor: Arc<E>,
     permits: Arc<Semaphore>,
@@ -86,6 +108,7 @@ pub(super) async fn run_step<E: StepExecutor>(
     input: String,
     base: AttemptContext,
     log: RunLog,
+    stop: CancellationToken,
 ) -> StepOutcome {
     let started = Instant::now();
     let recorder = base.recorder.clone();
@@ -105,17 +128,24 @@ pub(super) async fn run_step<E: StepExecutor>(
             attempt,
             &input,
             &log,
+            &stop,
         )
         .await
         {
-            Ok(v) => break StepOutcome::Succeeded(v),
-            Err(f) => f,
+            Some(Ok(v)) => break StepOutcome::Succeeded(v),
+            Some(Err(f)) => f,
+            None => break StepOutcome::Cancelled,
         };
         if failure.is_retryable() && budget > 0 {
             let wait = backoff(attempt);
             tracing::warn!(step = %step.name, attempt, trace_id = %trace_id,
                 wait_ms = wait.as_millis() as u64, "attempt failed ({}): {failure}; retrying", failure.kind());
-            tokio::time::sleep(wait).await;
+            if unless_stopped(&stop, tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                break StepOutcome::Cancelled;
+            }
             continue;
         }
         if !executor.is_reversible(&step.name) {
@@ -131,6 +161,7 @@ pub(super) async fn run_step<E: StepExecutor>(
             failure,
             &mut compensation_retries,
             &log,
+            &stop,
         )
         .await
         {
@@ -140,22 +171,6 @@ pub(super) async fn run_step<E: StepExecutor>(
         }
     };
 
-    if let StepOutcome::Succeeded(v) = &outcome {
-        let (component, sha) = executor.component_of(&step.name);
-        log.append(JournalEntry {
-            kind: "completed".into(),
-            step: step.name.clone(),
-            outcome: "succeeded".into(),
-            input: Some(input.clone()),
-            output: Some(v.to_string()),
-            component: Some(component),
-            component_sha256: Some(sha),
-            timeout_ms: Some(step.timeout.as_millis() as u64),
-            allowed_hosts: Some(step.allowed_hosts.clone()),
-            ..Default::default()
-        })
-        .await;
-    }
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (name, level, message) = match &outcome {
         StepOutcome::Succeeded(_) => ("step.succeeded", "info", String::new()),
@@ -165,6 +180,7 @@ pub(super) async fn run_step<E: StepExecutor>(
             "continued with a substitute output".to_string(),
         ),
         StepOutcome::Failed(e) => ("step.failed", "warn", e.clone()),
+        StepOutcome::Cancelled => ("step.cancelled", "warn", "the run failed".to_string()),
     };
     tracing::info!(step = %step.name, outcome = name, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished {message}");
     let mut measurements = BTreeMap::new();

@@ -27,13 +27,18 @@ pub(super) struct RunState {
     pub(super) errors: HashMap<String, String>,
     /// Steps that completed (not compensated), in completion order, with their input.
     pub(super) completed: Vec<(String, String)>,
-    inputs_of: HashMap<String, String>,
+    pub(super) inputs_of: HashMap<String, String>,
     /// Steps in the order they started.
     pub(super) order: Vec<String>,
     /// Why the run failed, once it has.
     pub(super) failure: Option<String>,
     /// A step continued with a substitute output.
     pub(super) degraded: bool,
+    /// Whether the run's failure is in the journal (`run-failed`), so a
+    /// host that takes the run over winds it down instead of going on.
+    pub(super) failure_journaled: bool,
+    /// Fired when the run fails: every step still running stops.
+    stop: CancellationToken,
     tasks: JoinSet<StepOutcome>,
     task_steps: HashMap<tokio::task::Id, String>,
 }
@@ -59,7 +64,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 self.start_ready(run, state);
                 if state.failure.is_some() {
                     // Stop whatever is still running: the run has failed.
-                    state.tasks.abort_all();
+                    state.stop.cancel();
                 }
             }
             let joined = if state.failure.is_none() {
@@ -68,7 +73,7 @@ impl<E: StepExecutor> Scheduler<E> {
                     () = cancel.cancelled() => {
                         tracing::warn!(parent: &run.span, trace_id = %trace_id, "run aborted: the host is shutting down");
                         state.failure = Some(ABORTED.to_string());
-                        state.tasks.abort_all();
+                        state.stop.cancel();
                         continue;
                     }
                     () = lease_lost.cancelled() => {
@@ -77,7 +82,7 @@ impl<E: StepExecutor> Scheduler<E> {
                         // says what happened (taken back or handed over).
                         state.failure = Some(TAKEN_OVER.to_string());
                         fenced = true;
-                        state.tasks.abort_all();
+                        state.stop.cancel();
                         continue;
                     }
                 }
@@ -88,28 +93,76 @@ impl<E: StepExecutor> Scheduler<E> {
                 break;
             };
             let (name, outcome) = match joined {
-                Ok((id, outcome)) => (
-                    state.task_steps.remove(&id).unwrap_or_default(),
-                    Some(outcome),
-                ),
+                Ok((id, outcome)) => (state.task_steps.remove(&id).unwrap_or_default(), outcome),
                 Err(e) => {
                     let name = state.task_steps.remove(&e.id()).unwrap_or_default();
                     if e.is_cancelled() {
-                        (name, None)
+                        (name, StepOutcome::Cancelled)
                     } else {
-                        (
-                            name,
-                            Some(StepOutcome::Failed(format!(
-                                "step task ended abnormally: {e}"
-                            ))),
-                        )
+                        let why = format!("step task ended abnormally: {e}");
+                        (name, StepOutcome::Failed(why))
                     }
                 }
             };
             run.base.recorder.step_finished(&name, Instant::now());
-            state.step_ended(run, name, outcome).await;
+            self.journal_step_end(run, state, &name, &outcome).await;
+            state.step_ended(run, name, outcome);
+            // The run's failure goes to the journal once, as soon as it is
+            // known (not a lost lease: that run is another host's to go on
+            // with).
+            if let Some(failure) = &state.failure
+                && !fenced
+                && !state.failure_journaled
+            {
+                state.failure_journaled = true;
+                run.log.append(JournalEntry::run_failed(failure)).await;
+            }
         }
         fenced
+    }
+
+    /// Journals how a step ended, from the DAG alone (never from the step's
+    /// own task, which the run may stop): so the journal's completions are
+    /// in the order the run took them in, the order undo follows.
+    async fn journal_step_end(
+        &self,
+        run: &RunCtx,
+        state: &RunState,
+        name: &str,
+        outcome: &StepOutcome,
+    ) {
+        let entry = match outcome {
+            StepOutcome::Succeeded(v) | StepOutcome::Compensated(v) => {
+                let Some(step) = run.wf.step(name) else {
+                    return;
+                };
+                let (component, sha) = self.executor.component_of(name);
+                JournalEntry {
+                    kind: "completed".into(),
+                    step: name.to_string(),
+                    outcome: match outcome {
+                        StepOutcome::Succeeded(_) => "succeeded",
+                        _ => "compensated",
+                    }
+                    .into(),
+                    input: state.inputs_of.get(name).cloned(),
+                    output: Some(v.to_string()),
+                    component: Some(component),
+                    component_sha256: Some(sha),
+                    timeout_ms: Some(step.timeout.as_millis() as u64),
+                    allowed_hosts: Some(step.allowed_hosts.clone()),
+                    ..Default::default()
+                }
+            }
+            StepOutcome::Cancelled => JournalEntry {
+                kind: "cancelled".into(),
+                step: name.to_string(),
+                outcome: "cancelled".into(),
+                ..Default::default()
+            },
+            StepOutcome::Failed(_) => return,
+        };
+        run.log.append(entry).await;
     }
 
     /// Starts every step not started yet whose dependencies have all
@@ -150,6 +203,7 @@ impl<E: StepExecutor> Scheduler<E> {
                         ..run.base.clone()
                     },
                     run.log.clone(),
+                    state.stop.clone(),
                 )
                 .instrument(span),
             );
@@ -159,10 +213,10 @@ impl<E: StepExecutor> Scheduler<E> {
 }
 
 impl RunState {
-    /// Takes in how step `name` ended (`None`: it was cancelled).
-    async fn step_ended(&mut self, run: &RunCtx, name: String, outcome: Option<StepOutcome>) {
+    /// Takes in how step `name` ended.
+    fn step_ended(&mut self, run: &RunCtx, name: String, outcome: StepOutcome) {
         match outcome {
-            Some(StepOutcome::Succeeded(v)) => {
+            StepOutcome::Succeeded(v) => {
                 self.outputs.insert(name.clone(), v);
                 self.outcomes.insert(name.clone(), "succeeded".into());
                 self.completed.push((
@@ -170,30 +224,22 @@ impl RunState {
                     self.inputs_of.get(&name).cloned().unwrap_or_default(),
                 ));
             }
-            Some(StepOutcome::Compensated(v)) => {
+            StepOutcome::Compensated(v) => {
                 self.outputs.insert(name.clone(), v);
                 self.outcomes.insert(name.clone(), "compensated".into());
                 self.degraded = true;
             }
-            Some(StepOutcome::Failed(e)) => {
+            StepOutcome::Failed(e) => {
                 self.outcomes.insert(name.clone(), "failed".into());
                 self.errors.insert(name.clone(), e.clone());
                 if self.failure.is_none() {
                     self.failure = Some(format!("step `{name}` failed: {e}"));
-                    self.tasks.abort_all();
+                    self.stop.cancel();
                 }
             }
-            None => {
+            StepOutcome::Cancelled => {
                 self.outcomes.insert(name.clone(), "cancelled".into());
                 tracing::warn!(parent: &run.span, step = %name, trace_id = %run.trace_id, "step cancelled: the run failed");
-                run.log
-                    .append(JournalEntry {
-                        kind: "cancelled".into(),
-                        step: name.clone(),
-                        outcome: "cancelled".into(),
-                        ..Default::default()
-                    })
-                    .await;
             }
         }
     }

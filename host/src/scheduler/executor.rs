@@ -20,6 +20,21 @@ pub struct AttemptContext {
     pub recorder: RunRecorder,
 }
 
+impl AttemptContext {
+    /// The step's idempotency key for `call` (`run`, `compensate` or
+    /// `undo`): the same on every attempt, retry and resume of the step in
+    /// this run, different for another run or step. `run` calls get
+    /// `RUN_ID.STEP`; the others `RUN_ID.STEP.CALL` (an undo must not
+    /// replay the run's answer).
+    pub fn idempotency_key(&self, call: &str) -> String {
+        if call == "run" {
+            format!("{}.{}", self.run_id, self.step)
+        } else {
+            format!("{}.{}.{call}", self.run_id, self.step)
+        }
+    }
+}
+
 /// Why a step call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepFailure {

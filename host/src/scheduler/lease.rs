@@ -47,12 +47,20 @@ pub(super) enum LeaseEnd {
 }
 
 /// Keeps a run's lease alive; `lost` fires when it cannot (see [`LEASE_FENCE`]).
+/// Dropped (the run's future dropped with it), it stops renewing: a run
+/// nobody drives any more must not keep its lease.
 pub(super) struct LeaseKeeper {
     pub(super) task: tokio::task::JoinHandle<LeaseEnd>,
     pub(super) lost: CancellationToken,
     /// Set before the terminal record is written: a renewal that then finds
     /// the run no longer running is not news.
     pub(super) finishing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Renews a run's lease every third of [`RUN_LEASE`] until aborted. Fires
@@ -133,6 +141,10 @@ impl<E: StepExecutor> Scheduler<E> {
                 })
                 .collect(),
             owner: self.owner.clone(),
+            parent_span_id: incoming
+                .continued
+                .then(|| incoming.parent.parent_id.to_string()),
+            definition: wf.definition.clone(),
         };
         journal.start(&start, RUN_LEASE).await?;
         Ok(Some(self.keep_lease_of(journal, run_id)))
@@ -140,7 +152,7 @@ impl<E: StepExecutor> Scheduler<E> {
 
     /// Renews `run_id`'s lease (just taken with a full [`RUN_LEASE`]) until
     /// the run finishes.
-    fn keep_lease_of(&self, journal: &Arc<dyn RunJournal>, run_id: &str) -> LeaseKeeper {
+    pub(super) fn keep_lease_of(&self, journal: &Arc<dyn RunJournal>, run_id: &str) -> LeaseKeeper {
         let lost = CancellationToken::new();
         let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(keep_lease(
@@ -184,13 +196,13 @@ impl<E: StepExecutor> Scheduler<E> {
     /// on. `Err` says why the run is left to others.
     async fn after_fence(
         &self,
-        keeper: LeaseKeeper,
+        mut keeper: LeaseKeeper,
         run_id: &str,
     ) -> Result<LeaseKeeper, &'static str> {
         let Some(journal) = &self.journal else {
             return Err(LEFT_TO_RECOVERY);
         };
-        match keeper.task.await {
+        match (&mut keeper.task).await {
             Ok(LeaseEnd::Unrenewed) => {}
             Ok(LeaseEnd::TakenOver | LeaseEnd::Finished) => return Err(TAKEN_OVER),
             Err(_) => return Err(LEFT_TO_RECOVERY),

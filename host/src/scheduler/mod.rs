@@ -20,6 +20,7 @@ mod attempt;
 mod dag;
 pub mod executor;
 mod lease;
+mod resume;
 mod saga;
 #[cfg(test)]
 mod tests;
@@ -28,10 +29,13 @@ pub use executor::{AttemptContext, Compensation, LimitKind, StepExecutor, StepFa
 pub use lease::{
     LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
 };
+pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 
-use crate::journal::{JournalEntry, JournalError, LocalRuns, RunJournal};
-use crate::report::{RunRecorder, RunReport};
+use crate::journal::{
+    JournalEntry, JournalError, LocalRuns, ReportSummary, RunJournal, StoredReport,
+};
+use crate::report::{Resumed, RunRecorder, RunReport};
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, IncomingTrace, SpanId, TraceId};
 use crate::workflow::{InputError, Workflow};
@@ -65,6 +69,8 @@ pub struct Scheduler<E> {
     owner: String,
     /// The runs this host is executing, shared with its recovery loop.
     local: LocalRuns,
+    /// Whether a run's report is stored with its terminal record.
+    store_reports: bool,
 }
 
 impl<E> Clone for Scheduler<E> {
@@ -76,6 +82,7 @@ impl<E> Clone for Scheduler<E> {
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),
+            store_reports: self.store_reports,
         }
     }
 }
@@ -116,6 +123,30 @@ enum StepOutcome {
     /// `compensate` said `continue-with`: this output stands in.
     Compensated(Value),
     Failed(String),
+    /// Stopped because the run failed (or is stopping) before it ended.
+    Cancelled,
+}
+
+/// The report as the journal stores it (`None`: it cannot be encoded,
+/// which is logged; the terminal record is written all the same).
+fn stored_report(report: &RunReport) -> Option<StoredReport> {
+    match serde_json::to_string(report) {
+        Ok(json) => Some(StoredReport {
+            summary: ReportSummary {
+                run_id: report.run_id.clone(),
+                workflow: report.workflow.clone(),
+                trace_id: report.trace_id.clone(),
+                outcome: report.outcome.clone(),
+                started_at_ms: report.started_at_ms,
+                duration_ms: report.duration_ms,
+            },
+            json,
+        }),
+        Err(e) => {
+            tracing::error!(run_id = %report.run_id, "cannot encode the run report: {e}");
+            None
+        }
+    }
 }
 
 /// A new random run id (`run-` and 16 hex digits).
@@ -157,6 +188,8 @@ struct RunCtx {
     span: tracing::Span,
     started_at_ms: u64,
     started: Instant,
+    /// Set when this host carries on a run another host started.
+    resumed: Option<Resumed>,
 }
 
 impl<E: StepExecutor> Scheduler<E> {
@@ -168,7 +201,16 @@ impl<E: StepExecutor> Scheduler<E> {
             claims: None,
             owner: format!("local:{}", std::process::id()),
             local: LocalRuns::default(),
+            store_reports: false,
         }
+    }
+
+    /// Stores each run's report in the journal, in the same transaction as
+    /// its terminal record (what `braid serve` answers `GET /v1/runs/ID`
+    /// and a repeated `Idempotency-Key` from).
+    pub fn with_reports(mut self) -> Self {
+        self.store_reports = true;
+        self
     }
 
     /// Lists the runs in progress in `local` (shared with the host's
@@ -206,6 +248,7 @@ impl<E: StepExecutor> Scheduler<E> {
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),
+            store_reports: self.store_reports,
         }
     }
 
@@ -240,7 +283,39 @@ impl<E: StepExecutor> Scheduler<E> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
-        let run_span = SpanId::random();
+        let run = self.run_ctx(wf, run_id, SpanId::random(), inputs, incoming, None);
+        if let Some(why) = &run.incoming.rejected {
+            tracing::warn!(parent: &run.span, trace_id = %run.trace_id, "{why}");
+        }
+        tracing::info!(parent: &run.span, trace_id = %run.trace_id, continued = run.incoming.continued, "run started");
+        // Until this run returns, this host's recovery leaves it alone.
+        let _here = self.local.enter(&run.run_id);
+        let lease = self
+            .journal_start(
+                &run.wf,
+                &run.run_id,
+                run.run_span,
+                &run.incoming,
+                &run.inputs,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
+                RunError::JournalUnavailable(e)
+            })?;
+        Ok(self.drive(run, RunState::default(), lease, cancel).await)
+    }
+
+    /// What every phase of a run shares, for a run starting now or resumed.
+    fn run_ctx(
+        &self,
+        wf: Arc<Workflow>,
+        run_id: String,
+        run_span: SpanId,
+        inputs: serde_json::Map<String, Value>,
+        incoming: IncomingTrace,
+        resumed: Option<Resumed>,
+    ) -> RunCtx {
         let trace_id = incoming.parent.trace_id;
         let span = tracing::info_span!(
             "run",
@@ -249,11 +324,7 @@ impl<E: StepExecutor> Scheduler<E> {
             trace_id = %trace_id,
             span_id = %run_span,
         );
-        if let Some(why) = &incoming.rejected {
-            tracing::warn!(parent: &span, trace_id = %trace_id, "{why}");
-        }
-        tracing::info!(parent: &span, trace_id = %trace_id, continued = incoming.continued, "run started");
-        let run = RunCtx {
+        RunCtx {
             base: AttemptContext {
                 run_id: run_id.clone(),
                 workflow: wf.name.clone(),
@@ -281,21 +352,22 @@ impl<E: StepExecutor> Scheduler<E> {
             trace_id,
             run_span,
             span,
-        };
-        // Until this run returns, this host's recovery leaves it alone.
-        let _here = self.local.enter(&run.run_id);
-        let mut lease = self
-            .journal_start(&run.wf, &run.run_id, run_span, &run.incoming, &run.inputs)
-            .await
-            .map_err(|e| {
-                tracing::error!(parent: &run.span, trace_id = %trace_id, "run refused: {e}");
-                RunError::JournalUnavailable(e)
-            })?;
+            resumed,
+        }
+    }
+
+    /// Runs a run from `state` to its end: the DAG, the failure path, the
+    /// terminal record and the report.
+    async fn drive(
+        &self,
+        run: RunCtx,
+        mut state: RunState,
+        mut lease: Option<LeaseKeeper>,
+        cancel: &CancellationToken,
+    ) -> RunReport {
         let lease_lost = lease
             .as_ref()
             .map_or_else(CancellationToken::new, |l| l.lost.clone());
-
-        let mut state = RunState::default();
         let fenced = self.execute(&run, &mut state, cancel, &lease_lost).await;
         let done = saga::Done {
             completed: &state.completed,
@@ -303,7 +375,7 @@ impl<E: StepExecutor> Scheduler<E> {
             failure: &mut state.failure,
         };
         let ending = self.wind_down(&run, done, &mut lease, fenced).await;
-        Ok(self.finish(run, state, lease, ending).await)
+        self.finish(run, state, lease, ending).await
     }
 
     /// Ends a run: its outcome, the terminal record (unless the run is
@@ -325,6 +397,7 @@ impl<E: StepExecutor> Scheduler<E> {
             span: run_tracing_span,
             started_at_ms,
             started,
+            resumed,
             ..
         } = run;
         let Ending {
@@ -351,7 +424,7 @@ impl<E: StepExecutor> Scheduler<E> {
             self.executor.as_ref(),
         );
         let result = outputs.get(&wf.result).cloned();
-        let (mut outcome, mut error) = match (&failure, &result) {
+        let (outcome, error) = match (&failure, &result) {
             _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
             (None, Some(_)) => ("succeeded", None),
             (Some(f), _) => ("failed", Some(f.clone())),
@@ -363,38 +436,9 @@ impl<E: StepExecutor> Scheduler<E> {
         if let Some(l) = &lease {
             l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        if let Some(j) = &self.journal
-            && handed_over.is_none()
-        {
-            match j
-                .finish(&run_id, &self.owner, outcome, degraded, error.clone())
-                .await
-            {
-                Ok(true) => {}
-                // Taken over while the terminal record waited for the
-                // journal: the new owner undoes the run and records it.
-                Ok(false) => {
-                    tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{TAKEN_OVER}");
-                    (outcome, error) = ("aborted", Some(TAKEN_OVER.to_string()));
-                }
-                Err(e) => tracing::error!(run_id = %run_id, "journal write failed: {e}"),
-            }
-        }
-        if let Some(l) = lease {
-            l.task.abort();
-        }
         let duration = started.elapsed();
-        tracing::info!(
-            parent: &run_tracing_span,
-            trace_id = %trace_id,
-            outcome,
-            degraded,
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            error = error.as_deref().unwrap_or(""),
-            "run finished"
-        );
         let (events, http_calls, dropped) = recorder.take();
-        RunReport {
+        let mut report = RunReport {
             run_id,
             workflow: wf.name.clone(),
             trace_id: trace_id.to_string(),
@@ -417,6 +461,47 @@ impl<E: StepExecutor> Scheduler<E> {
             undo,
             released_claims,
             dropped,
+            resumed,
+        };
+        if let Some(j) = &self.journal
+            && handed_over.is_none()
+        {
+            // The report goes with the terminal record, in one transaction.
+            let stored = self.store_reports.then(|| stored_report(&report)).flatten();
+            match j
+                .finish(
+                    &report.run_id,
+                    &self.owner,
+                    outcome,
+                    degraded,
+                    report.error.clone(),
+                    stored,
+                )
+                .await
+            {
+                Ok(true) => {}
+                // Taken over while the terminal record waited for the
+                // journal: the new owner finishes the run and records it.
+                Ok(false) => {
+                    tracing::error!(parent: &run_tracing_span, trace_id = %trace_id, "{TAKEN_OVER}");
+                    report.outcome = "aborted".into();
+                    report.error = Some(TAKEN_OVER.to_string());
+                }
+                Err(e) => tracing::error!(run_id = %report.run_id, "journal write failed: {e}"),
+            }
         }
+        if let Some(l) = lease {
+            l.task.abort();
+        }
+        tracing::info!(
+            parent: &run_tracing_span,
+            trace_id = %trace_id,
+            outcome = %report.outcome,
+            degraded,
+            duration_ms = report.duration_ms,
+            error = report.error.as_deref().unwrap_or(""),
+            "run finished"
+        );
+        report
     }
 }

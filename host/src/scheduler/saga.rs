@@ -20,6 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// `compensate` may ask for a retry at most this many times per step.
@@ -41,6 +42,7 @@ pub(super) async fn compensate<E: StepExecutor>(
     failure: StepFailure,
     compensation_retries: &mut u32,
     log: &RunLog,
+    stop: &CancellationToken,
 ) -> Option<StepOutcome> {
     // Failed for good: the step may compensate.
     let span_id = SpanId::random();
@@ -53,11 +55,17 @@ pub(super) async fn compensate<E: StepExecutor>(
         ..base.clone()
     };
     let t0 = Instant::now();
-    let answer = {
+    let asked = async {
         let _permit = permits.acquire().await;
         executor
             .compensate(step, ctx, input.to_string(), failure.clone())
             .await
+    };
+    // Stopped before it answered: the step failed anyway, the run is failing.
+    let answer = tokio::select! {
+        biased;
+        () = stop.cancelled() => return Some(StepOutcome::Cancelled),
+        answer = asked => answer,
     };
     let mut report = CompensationReport {
         span_id: span_id.to_string(),
@@ -169,6 +177,9 @@ impl<E: StepExecutor> Scheduler<E> {
             Ok(retaken) if fenced && retaken => {
                 tracing::warn!(parent: &run.span, trace_id = %run.trace_id, "run lease taken back: undoing the run here");
                 *failure = Some(LEASE_UNRENEWED.to_string());
+                run.log
+                    .append(JournalEntry::run_failed(LEASE_UNRENEWED))
+                    .await;
             }
             Ok(_) => {}
             Err(why) => handed_over = Some(why),

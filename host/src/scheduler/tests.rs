@@ -443,6 +443,10 @@ struct FakeJournal {
     finishes: Mutex<Vec<String>>,
     /// `finish` finds the run taken over.
     taken_before_finish: bool,
+    /// Every entry appended, in order.
+    entries: Mutex<Vec<JournalEntry>>,
+    /// An `attempt` entry takes this long to be written.
+    slow_attempts: Option<Duration>,
 }
 
 impl FakeJournal {
@@ -464,7 +468,11 @@ impl RunJournal for FakeJournal {
     async fn start(&self, _: &RunStart, _: Duration) -> Result<(), JournalError> {
         if self.starts { Ok(()) } else { down() }
     }
-    async fn append(&self, _: &str, _: JournalEntry) -> Result<(), JournalError> {
+    async fn append(&self, _: &str, entry: JournalEntry) -> Result<(), JournalError> {
+        if let Some(d) = self.slow_attempts.filter(|_| entry.kind == "attempt") {
+            tokio::time::sleep(d).await;
+        }
+        self.entries.lock().expect("lock").push(entry);
         Ok(())
     }
     async fn finish(
@@ -474,6 +482,7 @@ impl RunJournal for FakeJournal {
         status: &str,
         _: bool,
         _: Option<String>,
+        _: Option<crate::journal::StoredReport>,
     ) -> Result<bool, JournalError> {
         self.finishes.lock().expect("lock").push(status.to_string());
         Ok(!self.taken_before_finish)
@@ -679,4 +688,81 @@ async fn a_run_whose_start_cannot_be_journaled_is_refused_before_any_step() {
     assert!(matches!(err, RunError::JournalUnavailable(_)));
     let calls = sched.executor().calls.lock().expect("lock").len();
     assert_eq!(calls, 0, "no step ran");
+}
+
+/// The hole a run could fall into: step `a`'s call has returned (its effect
+/// is done) but its task is still journaling the attempt when step `b` fails
+/// the run. `a` must be taken in as completed, journaled so and undone -
+/// never reported `cancelled` and left as it is.
+#[tokio::test]
+async fn a_step_whose_call_returned_is_undone_even_if_the_run_fails_meanwhile() {
+    let text = r#"
+        name = "race"
+        result = "c"
+        [inputs.x]
+        [[steps]]
+        name = "a"
+        component = "a"
+        [[steps]]
+        name = "b"
+        component = "b"
+        [[steps]]
+        name = "c"
+        component = "c"
+        wait_for = ["a", "b"]
+    "#;
+    let wf = Arc::new(Workflow::from_toml(text, Path::new("race.toml")).expect("valid"));
+    let exec = Arc::new(Scripted {
+        reversible: names(&["a"]),
+        delay: [("b".to_string(), Duration::from_millis(20))]
+            .into_iter()
+            .collect(),
+        fail_first: [("b".to_string(), (1, StepFailure::Fatal("no".into())))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    });
+    let journal = Arc::new(FakeJournal {
+        starts: true,
+        renews: vec![Some(true)],
+        slow_attempts: Some(Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let sched = Scheduler::new(Arc::clone(&exec), 4)
+        .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+    let report = sched.run(request(wf)).await.expect("ran");
+    assert_eq!(report.outcome, "failed");
+    let outcome = |name: &str| {
+        report
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.outcome.clone())
+    };
+    assert_eq!(outcome("a").as_deref(), Some("succeeded"));
+    assert_eq!(*exec.undos.lock().expect("lock"), ["a#1"]);
+    let entries = journal.entries.lock().expect("lock");
+    let of_a: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.step == "a")
+        .map(|e| (e.kind.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        of_a,
+        [
+            ("attempt", "succeeded"),
+            ("completed", "succeeded"),
+            ("undo", "undone")
+        ]
+    );
+    let failed: Vec<&JournalEntry> = entries.iter().filter(|e| e.kind == "run-failed").collect();
+    assert_eq!(failed.len(), 1, "the run's failure is journaled once");
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("step `b` failed"),
+        "{failed:?}"
+    );
 }

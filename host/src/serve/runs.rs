@@ -5,11 +5,11 @@
 //! Must not know wasmtime.
 
 use super::{Inner, error, header_str, read_body};
-use crate::journal::{ReportSummary, RunJournal};
 use crate::registry::Served;
 use crate::report::RunReport;
 use crate::scheduler::{RunError, RunRequest, new_run_id};
 use crate::trace::IncomingTrace;
+use crate::workflow::OnCrash;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +24,8 @@ use tokio::sync::OnceCell;
 /// What a run request answers (also what an idempotent repeat gets).
 fn run_response(report: &RunReport) -> (u16, Value) {
     // `aborted`: this host lost the run's lease (its journal was out of
-    // reach); the run is undone elsewhere and can be sent again.
+    // reach) and the workflow says `on_crash = "undo"`; the run is undone
+    // elsewhere and can be sent again.
     let status = match report.outcome.as_str() {
         "succeeded" => 200,
         "aborted" => 503,
@@ -240,7 +241,9 @@ const IDEMPOTENT_WAIT: Duration = Duration::from_secs(600);
 /// A reserved key whose run the journal still does not know after this
 /// long: the host that reserved it stopped before starting the run.
 const NEVER_STARTED: Duration = Duration::from_secs(30);
-/// A finished run's report is stored just after its terminal record.
+/// A finished run's report is stored with its terminal record. An ended run
+/// without one was journaled by an older braid, which stored the report
+/// just after; it may take this long to appear.
 const REPORT_LAG: Duration = Duration::from_secs(5);
 
 /// The answer of run `run_id` (of an `Idempotency-Key`), from its stored
@@ -333,6 +336,7 @@ impl RunReportView {
             undo: Vec::new(),
             released_claims: Vec::new(),
             dropped: crate::report::Dropped::default(),
+            resumed: None,
         }
     }
 }
@@ -361,14 +365,22 @@ async fn execute(
         let result = scheduler.run_as(request, run_id, &abort).await;
         if let Ok(report) = &result {
             inner.metrics.run_finished(report);
+            // Its report was stored with its terminal record.
             if let Some(otel) = &inner.otel {
                 otel.export(report);
             }
-            store_report(inner.journal.as_ref(), report).await;
         }
         let _ = tx.send(result);
     });
     match rx.await {
+        // This host lost the run's lease and another took the run over to
+        // carry it on (`on_crash = "resume"`): the run's answer is the one
+        // that host ends it with.
+        Ok(Ok(report))
+            if report.outcome == "aborted" && served.workflow.on_crash == OnCrash::Resume =>
+        {
+            answer_of(app, &report.run_id).await
+        }
         Ok(Ok(report)) => Ok(run_response(&report)),
         Ok(Err(e @ RunError::Input(_))) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
         Ok(Err(e @ RunError::JournalUnavailable(_))) => {
@@ -378,26 +390,5 @@ async fn execute(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the run's task ended abnormally",
         )),
-    }
-}
-
-async fn store_report(journal: &dyn RunJournal, report: &RunReport) {
-    let json = match serde_json::to_string(report) {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::error!(run_id = %report.run_id, "cannot encode the run report: {e}");
-            return;
-        }
-    };
-    let summary = ReportSummary {
-        run_id: report.run_id.clone(),
-        workflow: report.workflow.clone(),
-        trace_id: report.trace_id.clone(),
-        outcome: report.outcome.clone(),
-        started_at_ms: report.started_at_ms,
-        duration_ms: report.duration_ms,
-    };
-    if let Err(e) = journal.save_report(summary, json).await {
-        tracing::error!(run_id = %report.run_id, "cannot store the run report: {e}");
     }
 }

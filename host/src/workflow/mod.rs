@@ -105,6 +105,35 @@ pub struct StepSpec {
     pub allowed_hosts: Vec<String>,
     /// What one attempt may use.
     pub limits: StepLimits,
+    /// The header that carries the step's idempotency key on each of its
+    /// outbound requests (`idempotency_key = true`; `Idempotency-Key`
+    /// unless `idempotency_header` names another). `None`: not sent.
+    pub idempotency_header: Option<String>,
+}
+
+/// The header an opted-in step's requests carry its idempotency key in,
+/// unless `idempotency_header` says otherwise.
+pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// What the host that takes over a run whose host died does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCrash {
+    /// Carry the run on: completed steps are not run again (their journaled
+    /// outputs are used), steps in flight run again with the same
+    /// idempotency keys, and the run ends as it would have.
+    #[default]
+    Resume,
+    /// Undo the completed steps and record the run `aborted`.
+    Undo,
+}
+
+impl OnCrash {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnCrash::Resume => "resume",
+            OnCrash::Undo => "undo",
+        }
+    }
 }
 
 /// Per-attempt resource limits of a step. Hitting one fails the attempt with
@@ -185,6 +214,11 @@ pub struct Workflow {
     pub steps: Vec<StepSpec>,
     /// The step whose output is the run's result.
     pub result: String,
+    /// What recovery does with a run whose host died (`on_crash`).
+    pub on_crash: OnCrash,
+    /// The definition's text, as loaded: journaled with each run, so the
+    /// host that resumes a run runs the definition the run started with.
+    pub definition: String,
 }
 
 /// Why a run's input does not fit the workflow.
@@ -223,7 +257,9 @@ impl Workflow {
                 message: format!("invalid TOML: {}", e.to_string().trim_end()),
             }],
         })?;
-        validate::validate(raw, path)
+        let mut workflow = validate::validate(raw, path)?;
+        workflow.definition = text.to_string();
+        Ok(workflow)
     }
 
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
@@ -457,6 +493,49 @@ mod tests {
         assert!(
             msgs[0].starts_with("wf/test.toml: invalid TOML"),
             "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn on_crash_and_idempotency_keys_are_read_and_checked() {
+        let wf = load(GOOD).expect("valid");
+        assert_eq!(wf.on_crash, OnCrash::Resume, "resume is the default");
+        assert_eq!(wf.definition, GOOD, "the text is kept for resume");
+        assert!(wf.steps.iter().all(|s| s.idempotency_header.is_none()));
+
+        let text = GOOD.replace(
+            "allowed_hosts = [\"127.0.0.1\"]",
+            "allowed_hosts = [\"127.0.0.1\"]\nidempotency_key = true",
+        );
+        let text = text.replace(
+            "timeout_ms = 100",
+            "timeout_ms = 100\nidempotency_header = \"X-Request-Id\"",
+        );
+        let wf = load(&format!("on_crash = \"undo\"\n{text}")).expect("valid");
+        assert_eq!(wf.on_crash, OnCrash::Undo);
+        let header = |s: &str| wf.step(s).and_then(|s| s.idempotency_header.clone());
+        assert_eq!(header("a").as_deref(), Some(DEFAULT_IDEMPOTENCY_HEADER));
+        assert_eq!(header("b").as_deref(), Some("X-Request-Id"));
+
+        let bad = GOOD.replace(
+            "timeout_ms = 100",
+            "timeout_ms = 100\nidempotency_header = \"traceparent\"",
+        );
+        let err = load(&format!("on_crash = \"retry\"\n{bad}")).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("field `on_crash`: `retry` is not `resume` or `undo`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "step `b`: field `idempotency_header`: `traceparent` is a header the host"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("set, but the step does not send its key: add `idempotency_key = true`"),
+            "{text}"
         );
     }
 }

@@ -15,6 +15,8 @@ pub(super) struct RawWorkflow {
     /// Directory of `<component>.wasm` files, relative to the definition file.
     pub(super) components_dir: Option<String>,
     pub(super) result: String,
+    /// `resume` (the default) or `undo`.
+    pub(super) on_crash: Option<String>,
     #[serde(default)]
     pub(super) inputs: BTreeMap<String, RawInput>,
     #[serde(default)]
@@ -45,6 +47,8 @@ pub(super) struct RawLimits {
     pub(super) max_log_records: Option<u32>,
     pub(super) max_log_bytes: Option<u64>,
     pub(super) max_refusals: Option<u32>,
+    pub(super) idempotency_key: Option<bool>,
+    pub(super) idempotency_header: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use super::{
     ArgSource, DEFAULT_TIMEOUT, DefinitionError, InputSpec, MAX_MEMORY_MB, Problem, StepLimits,
     StepSpec, Workflow,
 };
+use super::{DEFAULT_IDEMPOTENCY_HEADER, OnCrash};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -86,6 +87,18 @@ pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, Defini
         })
         .collect();
     graph(&raw, &steps, &seen, &mut p);
+    let on_crash = match raw.on_crash.as_deref() {
+        None | Some("resume") => OnCrash::Resume,
+        Some("undo") => OnCrash::Undo,
+        Some(other) => {
+            p.add(
+                None,
+                Some("on_crash".into()),
+                format!("`{other}` is not `resume` or `undo`"),
+            );
+            OnCrash::Resume
+        }
+    };
 
     if !p.list.is_empty() {
         return Err(DefinitionError { problems: p.list });
@@ -110,6 +123,8 @@ pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, Defini
         inputs,
         steps,
         result: raw.result,
+        on_crash,
+        definition: String::new(),
     })
 }
 
@@ -176,6 +191,7 @@ fn step(
 ) -> StepSpec {
     let step = Some(s.name.as_str());
     let (timeout, max_retries, allowed_hosts, step_limits) = limits(raw, s, p);
+    let idempotency_header = idempotency(raw, s, p);
     let args = arguments(raw, s, seen, p);
     for (i, w) in s.wait_for.iter().enumerate() {
         if !seen.contains_key(w.as_str()) {
@@ -201,7 +217,65 @@ fn step(
         max_retries,
         allowed_hosts,
         limits: step_limits,
+        idempotency_header,
     }
+}
+
+/// Headers a step's idempotency key may not be sent in: the host sets or
+/// the HTTP layer owns them.
+const RESERVED_HEADERS: [&str; 8] = [
+    "traceparent",
+    "tracestate",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+];
+
+/// The header a step's idempotency key goes in, if the step opted in.
+fn idempotency(raw: &RawWorkflow, s: &RawStep, p: &mut Problems<'_>) -> Option<String> {
+    let step = Some(s.name.as_str());
+    let on = s
+        .limits
+        .idempotency_key
+        .or(raw.defaults.idempotency_key)
+        .unwrap_or(false);
+    let header = s
+        .limits
+        .idempotency_header
+        .clone()
+        .or_else(|| raw.defaults.idempotency_header.clone());
+    if let Some(h) = &header {
+        let token = !h.is_empty()
+            && h.len() <= 64
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            p.add(
+                step,
+                Some("idempotency_header".into()),
+                format!(
+                    "`{h}` is not an HTTP header name (1 to 64 of a-z, A-Z, 0-9, !#$%&'*+-.^_`|~)"
+                ),
+            );
+        } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+            p.add(
+                step,
+                Some("idempotency_header".into()),
+                format!("`{h}` is a header the host or HTTP itself sets"),
+            );
+        }
+        if !on && s.limits.idempotency_header.is_some() {
+            p.add(
+                step,
+                Some("idempotency_header".into()),
+                "set, but the step does not send its key: add `idempotency_key = true`".into(),
+            );
+        }
+    }
+    on.then(|| header.unwrap_or_else(|| DEFAULT_IDEMPOTENCY_HEADER.to_string()))
 }
 
 /// A step's limits, its own or `[defaults]`, each within its range.

@@ -1,0 +1,141 @@
+//! Resuming a run whose host died (`on_crash = "resume"`): the run's state
+//! is rebuilt from its journal, and the run goes on as its first host would
+//! have taken it on. Completed steps are not run again (their journaled
+//! outputs are used); steps that were in flight run again, under the run's
+//! trace and span and with the same idempotency keys; a run that had
+//! already failed is only wound down (its completed steps undone).
+//!
+//! Must not know wasmtime or where the components come from: the caller
+//! (recovery) hands over an executor with the versions the run started with.
+
+use super::dag::RunState;
+use super::{Scheduler, StepExecutor};
+use crate::journal::{AbandonedRun, JournalEntry};
+use crate::report::{Resumed, RunReport};
+use crate::trace::{IncomingTrace, SpanId, TraceFlags, TraceId, TraceParent, TraceState};
+use crate::workflow::Workflow;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a run cannot be resumed (recovery then undoes and aborts it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("its journal has no trace context to go on under: {0}")]
+    Trace(String),
+    #[error("its journaled input is not a JSON object")]
+    Input,
+    #[error("the journaled output of step `{0}` is not JSON: {1}")]
+    Output(String, String),
+}
+
+impl<E: StepExecutor> Scheduler<E> {
+    /// Carries on `run`, which this host has taken over (it holds the run's
+    /// lease, from `take_over_abandoned`), with `wf` as the run started it
+    /// (its journaled definition) and an executor holding the component
+    /// versions the run started with. Ends like any run: one terminal
+    /// record, with the report when reports are kept.
+    pub async fn resume(
+        &self,
+        wf: Arc<Workflow>,
+        run: &AbandonedRun,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, ResumeError> {
+        let start = &run.start;
+        let bad_trace = |e: &dyn std::fmt::Display| ResumeError::Trace(e.to_string());
+        let trace_id = TraceId::parse(&start.trace_id).map_err(|e| bad_trace(&e))?;
+        let run_span = SpanId::parse(&start.span_id).map_err(|e| bad_trace(&e))?;
+        let caller_span = match &start.parent_span_id {
+            Some(p) => Some(SpanId::parse(p).map_err(|e| bad_trace(&e))?),
+            None => None,
+        };
+        let incoming = IncomingTrace {
+            parent: TraceParent {
+                trace_id,
+                parent_id: caller_span.unwrap_or(run_span),
+                flags: TraceFlags::from_bits(start.trace_flags),
+            },
+            state: TraceState::parse(&start.tracestate).unwrap_or_default(),
+            continued: caller_span.is_some(),
+            rejected: None,
+        };
+        let Value::Object(inputs) = start.input.clone() else {
+            return Err(ResumeError::Input);
+        };
+        let state = state_from_journal(&wf, run)?;
+        let resumed = Resumed {
+            previous_owner: run.previous_owner.clone(),
+            owner: self.owner.clone(),
+            reused_steps: state.order.clone(),
+            failed_before: state.failure.clone(),
+        };
+        let ctx = self.run_ctx(
+            wf,
+            start.run_id.clone(),
+            run_span,
+            inputs,
+            incoming,
+            Some(resumed),
+        );
+        tracing::warn!(parent: &ctx.span, trace_id = %ctx.trace_id, previous_owner = %run.previous_owner,
+            reused = state.order.len(), failed_before = state.failure.is_some(),
+            "resuming a run whose host died");
+        // Until this run returns, this host's recovery leaves it alone.
+        let _here = self.local.enter(&ctx.run_id);
+        let lease = self
+            .journal
+            .as_ref()
+            .map(|j| self.keep_lease_of(j, &ctx.run_id));
+        ctx.log
+            .append(JournalEntry {
+                kind: "resumed".into(),
+                outcome: run.previous_owner.clone(),
+                ..Default::default()
+            })
+            .await;
+        Ok(self.drive(ctx, state, lease, cancel).await)
+    }
+}
+
+/// What the run had done, from its journal: each completed step's output
+/// (a compensated step's substitute too), the completions still to undo in
+/// their order, and the run's failure if it had failed.
+fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, ResumeError> {
+    let mut state = RunState::default();
+    for e in &run.entries {
+        if e.kind != "completed"
+            || state.outputs.contains_key(&e.step)
+            || wf.step(&e.step).is_none()
+        {
+            continue;
+        }
+        let text = e.output.as_deref().unwrap_or_default();
+        let output: Value = serde_json::from_str(text)
+            .map_err(|err| ResumeError::Output(e.step.clone(), err.to_string()))?;
+        let compensated = e.outcome == "compensated";
+        state.outputs.insert(e.step.clone(), output);
+        state.outcomes.insert(
+            e.step.clone(),
+            if compensated {
+                "compensated"
+            } else {
+                "succeeded"
+            }
+            .into(),
+        );
+        state.degraded |= compensated;
+        state.order.push(e.step.clone());
+        state
+            .inputs_of
+            .insert(e.step.clone(), e.input.clone().unwrap_or_default());
+    }
+    state.completed = run
+        .completed()
+        .into_iter()
+        .filter(|c| wf.step(&c.step).is_some())
+        .map(|c| (c.step, c.input))
+        .collect();
+    state.failure = run.failure();
+    state.failure_journaled = state.failure.is_some();
+    Ok(state)
+}
