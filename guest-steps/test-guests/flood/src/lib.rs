@@ -55,7 +55,7 @@ impl Step for Flood {
                 braid_step::coordination::claim(&ctx, "flood-claim", 60_000, "{}")
                     .map_err(|e| StepError::Fatal(format!("claim: {e:?}")))?;
             }
-                        "event-storm" => {
+            "event-storm" => {
                 let metadata: Vec<(String, String)> =
                     (0..64).map(|i| (format!("k{i}"), line.clone())).collect();
                 for _ in 0..count {
@@ -101,8 +101,10 @@ impl Step for Flood {
                 let fields = Fields::new();
                 for i in 0..count {
                     if let Err(e) = fields.append("x-flood", line.as_bytes()) {
-                        return Ok(json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
-                            .to_string());
+                        return Ok(
+                            json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
+                                .to_string(),
+                        );
                     }
                     done += 1;
                 }
@@ -131,8 +133,10 @@ impl Step for Flood {
                     .map_err(|()| StepError::Fatal("no stream".into()))?;
                 for i in 0..count {
                     if let Err(e) = stream.blocking_write_and_flush(line.as_bytes()) {
-                        return Ok(json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
-                            .to_string());
+                        return Ok(
+                            json!({ "mode": mode, "done": i, "refused": format!("{e:?}") })
+                                .to_string(),
+                        );
                     }
                     done += 1;
                 }
@@ -151,7 +155,11 @@ impl Step for Flood {
 impl Reversible for Flood {
     fn compensate(_: TraceContext, input: String, _: StepError) -> Compensation {
         let input: Value = serde_json::from_str(&input).unwrap_or(Value::Null);
-        match input.get("continue_bytes").and_then(Value::as_u64).filter(|n| *n > 0) {
+        match input
+            .get("continue_bytes")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
+        {
             Some(n) => Compensation::ContinueWith(json!("c".repeat(n as usize)).to_string()),
             None => Compensation::GiveUp,
         }
@@ -159,7 +167,11 @@ impl Reversible for Flood {
 
     fn undo(_: TraceContext, input: String, _: String) -> Result<(), StepError> {
         let input: Value = serde_json::from_str(&input).unwrap_or(Value::Null);
-        match input.get("undo_error_bytes").and_then(Value::as_u64).filter(|n| *n > 0) {
+        match input
+            .get("undo_error_bytes")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
+        {
             Some(n) => Err(StepError::Fatal("u".repeat(n as usize))),
             None => Ok(()),
         }
