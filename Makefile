@@ -52,7 +52,7 @@ $(COMPONENTIZE_JS): guest-steps/js/package.json guest-steps/js/package-lock.json
 define python_step
 $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/python/$(1)/*) wit/braid.wit $(COMPONENTIZE_PY)
 	@mkdir -p $(COMPONENTS)
-	$(COMPONENTIZE_PY) -d wit -w braid:workflow/$$$$(cat guest-steps/python/$(1)/world)@0.1.0 \
+	$(COMPONENTIZE_PY) -d wit -w braid:workflow/$$$$(cat guest-steps/python/$(1)/world)@0.1.1 \
 	  componentize app -p guest-steps/python/$(1) -o $$@.tmp
 	@mv $$@.tmp $$@
 endef
@@ -62,7 +62,7 @@ define js_step
 $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPONENTIZE_JS)
 	@mkdir -p $(COMPONENTS)
 	$(COMPONENTIZE_JS) guest-steps/js/$(1)/step.js -w wit \
-	  -n braid:workflow/$$$$(cat guest-steps/js/$(1)/world)@0.1.0 -o $$@.tmp
+	  -n braid:workflow/$$$$(cat guest-steps/js/$(1)/world)@0.1.1 -o $$@.tmp
 	@mv $$@.tmp $$@
 endef
 $(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
@@ -70,7 +70,7 @@ $(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
 define js_policy
 $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPONENTIZE_JS)
 	@mkdir -p $(COMPONENTS)
-	$(COMPONENTIZE_QJS) --sync -w wit -n braid:workflow/policy-component@0.1.0 \
+	$(COMPONENTIZE_QJS) --sync -w wit -n braid:workflow/policy-component@0.1.1 \
 	  -j guest-steps/js/$(1)/policy.js -o $$@.tmp > /dev/null
 	@mv $$@.tmp $$@
 endef

@@ -213,7 +213,7 @@ fn inspect_names_the_world_and_refuses_what_the_host_will_not_run() {
         .filter_map(|v| v.as_str())
         .collect();
     assert!(
-        imports.contains(&"braid:workflow/coordination@0.1.0"),
+        imports.contains(&"braid:workflow/coordination@0.1.1"),
         "{imports:?}"
     );
     // Unused imports are stripped: only the steps that call APIs import wasi:http.

@@ -27,6 +27,7 @@ fn a_step_cannot_act_under_another_trace_context() {
         "claim_forged_span",
         "log_forged",
         "event_forged",
+        "key_forged",
     ] {
         let answer = str_of(result, &format!("/{key}"));
         assert!(
@@ -37,6 +38,9 @@ fn a_step_cannot_act_under_another_trace_context() {
     assert!(str_of(result, "/claim_forged_trace").contains("is not this run's"));
     assert!(str_of(result, "/claim_forged_span").contains("is not this step attempt's"));
     assert_eq!(result["own_log"], "accepted");
+    // Under its own context it gets its idempotency key (`invocation`, 0.1.1).
+    let run_id = str_of(&report, "/run_id");
+    assert_eq!(result["own_key"], format!("{run_id}.forge").as_str());
 
     // Each refusal is logged under the step's own trace, and nothing was claimed.
     let trace = str_of(&report, "/trace_id");
@@ -46,7 +50,7 @@ fn a_step_cannot_act_under_another_trace_context() {
         .iter()
         .filter(|e| e["name"] == "context.refused")
         .collect();
-    assert_eq!(refusals.len(), 4);
+    assert_eq!(refusals.len(), 5);
     assert!(refusals.iter().all(|e| e["trace_id"] == trace));
     assert!(
         stderr(&out).contains("trace context refused"),
@@ -104,4 +108,53 @@ args.user_id = { value = "u-100" }
         "{call}"
     );
     assert!(api.requests(None).is_empty(), "the API saw nothing");
+}
+
+/// The contract is additive within 0.1: a component built against
+/// `braid:workflow@0.1.0` (before `invocation`; a frozen copy of that WIT
+/// builds it) is linked and run by this host unchanged, its imports and
+/// exports matched by semver.
+#[test]
+fn a_component_built_for_0_1_0_runs_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = dir.path().to_str().expect("utf-8");
+    let component = components().join("compat_010.wasm");
+    let inspect = braid(&[
+        "inspect",
+        component.to_str().expect("utf-8"),
+        "--json",
+        "--state-dir",
+        st,
+    ]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let imports = json_stdout(&inspect)["imports"].to_string();
+    assert!(
+        imports.contains("braid:workflow/telemetry@0.1.0"),
+        "{imports}"
+    );
+    assert!(!imports.contains("invocation"), "{imports}");
+    let wf = write_workflow(
+        dir.path(),
+        "compat.toml",
+        "name = \"compat\"\nresult = \"old\"\n[inputs.n]\n[[steps]]\nname = \"old\"\ncomponent = \"compat_010\"\nargs.n = { input = \"n\" }\n",
+    );
+    let out = braid(&[
+        "run",
+        wf.to_str().expect("utf-8"),
+        "--json",
+        "--input",
+        "{\"n\": 7}",
+        "--state-dir",
+        st,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["result"]["built_for"], "braid:workflow@0.1.0");
+    assert_eq!(report["result"]["input"]["n"], 7);
+    let logged = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| e["message"] == "a 0.1.0 component, running");
+    assert!(logged, "its telemetry import works: {report}");
 }

@@ -9,7 +9,7 @@
 // Built by `make guests` with componentize-js against the world
 // braid:workflow/step-component (see docs/writing-steps.md).
 
-import { event } from 'braid:workflow/telemetry@0.1.0';
+import { event } from 'braid:workflow/telemetry@0.1.1';
 
 const fatal = (message) => ({ tag: 'fatal', val: message });
 

@@ -11,7 +11,7 @@
 // Built by `make guests` with componentize-js against the world
 // braid:workflow/reversible-step-component (see docs/writing-steps.md).
 
-import { event } from 'braid:workflow/telemetry@0.1.0';
+import { event } from 'braid:workflow/telemetry@0.1.1';
 
 // A step error is the WIT variant `step-error`: throw one to fail the attempt.
 const retryable = (message) => ({ tag: 'retryable', val: message });

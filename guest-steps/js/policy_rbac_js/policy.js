@@ -8,7 +8,7 @@
 //
 // Input: { "permissions": { "roles": [...] }, "resource": "...", "action": "..." }.
 
-import { log } from 'braid:workflow/telemetry@0.1.0';
+import { log } from 'braid:workflow/telemetry@0.1.1';
 
 // [role, resource pattern, actions]
 const ROLES = [

@@ -23,9 +23,10 @@ pub mod bindings {
         path: "../../wit",
         world: "braid:workflow/reversible-step-component",
         with: {
-            "braid:workflow/types@0.1.0": braid_step::bindings::braid::workflow::types,
-            "braid:workflow/coordination@0.1.0": braid_step::bindings::braid::workflow::coordination,
-            "braid:workflow/telemetry@0.1.0": braid_step::bindings::braid::workflow::telemetry,
+            "braid:workflow/types@0.1.1": braid_step::bindings::braid::workflow::types,
+            "braid:workflow/coordination@0.1.1": braid_step::bindings::braid::workflow::coordination,
+            "braid:workflow/telemetry@0.1.1": braid_step::bindings::braid::workflow::telemetry,
+            "braid:workflow/invocation@0.1.1": braid_step::bindings::braid::workflow::invocation,
             "wasi:http/types@0.2.12": braid_step::bindings::wasi::http::types,
             "wasi:http/outgoing-handler@0.2.12": braid_step::bindings::wasi::http::outgoing_handler,
             "wasi:io/error@0.2.12": braid_step::bindings::wasi::io::error,

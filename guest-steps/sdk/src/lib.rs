@@ -44,7 +44,15 @@ pub use bindings::braid::workflow::types::{StepError, TraceContext};
 pub use bindings::export;
 pub use bindings::exports::braid::workflow::step::Guest as Step;
 
-use bindings::braid::workflow::telemetry;
+use bindings::braid::workflow::{invocation, telemetry};
+
+/// This call's idempotency key: `RUN_ID.STEP` in `run`, the same on every
+/// attempt, retry and resume of the step; send it to an API that
+/// deduplicates by key. `None` if the host refused (`ctx` is not this
+/// attempt's own).
+pub fn idempotency_key(ctx: &TraceContext) -> Option<String> {
+    invocation::idempotency_key(ctx).ok()
+}
 
 /// Writes a log line through the host. Telemetry is best effort: a refusal is
 /// reported on stderr (which the host logs) rather than failing the step.

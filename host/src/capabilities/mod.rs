@@ -14,6 +14,7 @@ pub mod budget;
 pub mod coordination;
 pub mod http;
 pub mod http_client;
+pub mod invocation;
 pub mod telemetry;
 
 use crate::bindings::step::braid::workflow::types::TraceContext;

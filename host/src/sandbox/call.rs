@@ -11,6 +11,7 @@ use crate::capabilities::Caller;
 use crate::capabilities::budget::{AttemptBudget, BudgetLimits, RefusalsExceeded};
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http::OutboundHttp;
+use crate::capabilities::invocation::InvocationCtx;
 use crate::capabilities::telemetry::TelemetryCtx;
 use crate::report::{MAX_ERROR_BYTES, bounded};
 use crate::scheduler::{AttemptContext, Compensation, LimitKind, StepFailure};
@@ -35,6 +36,7 @@ pub struct StepState {
     outbound: OutboundHttp,
     pub(super) coordination: CoordinationCtx,
     pub(super) telemetry: TelemetryCtx,
+    pub(super) invocation: InvocationCtx,
     limiter: AttemptLimiter,
 }
 
@@ -330,6 +332,9 @@ impl Sandbox {
                 claims_left: step.limits.max_claims,
             },
             telemetry: TelemetryCtx {
+                caller: Arc::clone(caller),
+            },
+            invocation: InvocationCtx {
                 caller: Arc::clone(caller),
             },
             limiter: AttemptLimiter {

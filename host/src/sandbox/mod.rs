@@ -21,6 +21,7 @@ pub use executor::SandboxExecutor;
 
 use crate::capabilities::coordination::CoordinationCtx;
 use crate::capabilities::http_client::HttpClient;
+use crate::capabilities::invocation::InvocationCtx;
 use crate::capabilities::telemetry::TelemetryCtx;
 use crate::store::ClaimStore;
 use sha2::{Digest, Sha256};
@@ -279,7 +280,7 @@ impl Sandbox {
         let mut linker: Linker<StepState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-        use crate::bindings::step::braid::workflow::{coordination, telemetry, types};
+        use crate::bindings::step::braid::workflow::{coordination, invocation, telemetry, types};
         types::add_to_linker::<StepState, HasSelf<CoordinationCtx>>(&mut linker, |s| {
             &mut s.coordination
         })
@@ -290,6 +291,10 @@ impl Sandbox {
         .map_err(engine_err)?;
         telemetry::add_to_linker::<StepState, HasSelf<TelemetryCtx>>(&mut linker, |s| {
             &mut s.telemetry
+        })
+        .map_err(engine_err)?;
+        invocation::add_to_linker::<StepState, HasSelf<InvocationCtx>>(&mut linker, |s| {
+            &mut s.invocation
         })
         .map_err(engine_err)?;
 

@@ -4,7 +4,7 @@
 // Throwing a string means the policy could not decide (malformed input); the
 // host treats it as a deny.
 
-import { log } from 'braid:workflow/telemetry@0.1.0';
+import { log } from 'braid:workflow/telemetry@0.1.1';
 
 export const policy = {
   evaluate(ctx, inputText) {

@@ -6,7 +6,7 @@
 // async: `await fetch(url)` goes out through the host, which allows only the
 // step's `allowed_hosts` and adds the run's `traceparent`.
 
-import { log, event } from 'braid:workflow/telemetry@0.1.0';
+import { log, event } from 'braid:workflow/telemetry@0.1.1';
 
 const fatal = (message) => ({ tag: 'fatal', val: message });
 

@@ -5,7 +5,7 @@ A missing `name` is a fatal error (retrying cannot help); raise
 Err(StepError_Retryable(...)) for failures worth another attempt.
 
 `wit_world` is generated from wit/ by componentize-py at build time
-(`componentize-py -d wit -w braid:workflow/__WORLD__@0.1.0 bindings out/`
+(`componentize-py -d wit -w braid:workflow/__WORLD__@0.1.1 bindings out/`
 writes it out if your editor wants to see it). In a step's world braid's
 `types` interface is the module `braid_workflow_types` (wasi:http has a
 `types` too); in a policy's world it is plain `types`.

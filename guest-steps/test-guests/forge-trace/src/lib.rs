@@ -2,10 +2,11 @@
 //! that is not its own (another trace id, then another span id) and reports
 //! what the host answered. The host must refuse each call.
 //!
-//! Output: `{ "claim_forged_trace": "...", "claim_forged_span": "...", "log_forged": "...", "event_forged": "..." }`
-//! where each value is `refused: <reason>` or `accepted`.
+//! Output: `{ "claim_forged_trace": "...", "claim_forged_span": "...", "log_forged": "...", "event_forged": "...", "key_forged": "..." }`
+//! where each value is `refused: <reason>` or `accepted`; and `own_key`, the
+//! idempotency key the host gives the step under its own context.
 
-use braid_step::bindings::braid::workflow::telemetry;
+use braid_step::bindings::braid::workflow::{invocation, telemetry};
 use braid_step::{ClaimError, Level, StepError, TraceContext, coordination};
 use serde_json::json;
 
@@ -59,6 +60,11 @@ impl braid_step::Step for ForgeTrace {
             "log_forged": describe_telemetry(telemetry::log(&forged_trace, Level::Info, "forged")),
             "event_forged": describe_telemetry(telemetry::event(&forged_span, "forged", &[], &[])),
             "own_log": describe_telemetry(telemetry::log(&ctx, Level::Info, "my own context")),
+            "key_forged": match invocation::idempotency_key(&forged_span) {
+                Ok(key) => format!("accepted: {key}"),
+                Err(reason) => format!("refused: {reason}"),
+            },
+            "own_key": invocation::idempotency_key(&ctx).unwrap_or_else(|e| format!("refused: {e}")),
         });
         Ok(report.to_string())
     }
