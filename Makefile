@@ -20,7 +20,7 @@ JS_STEPS := $(patsubst guest-steps/js/%/world,%,$(wildcard guest-steps/js/*/worl
 JS_POLICIES := $(patsubst guest-steps/js/%/policy.js,%,$(wildcard guest-steps/js/*/policy.js))
 COMPONENTIZE_QJS := guest-steps/js/node_modules/.bin/componentize-qjs
 
-.PHONY: setup guests rust-guests python-guests js-guests build test demo bench lint fmt
+.PHONY: setup guests rust-guests python-guests js-guests build test test-busy demo bench lint fmt
 
 ## Install what the build needs: the wasm32-wasip2 Rust target.
 setup:
@@ -90,6 +90,14 @@ $(TEST_TOOLS): tests/requirements.txt $(COMPONENTIZE_PY)
 ## starts a private PostgreSQL on 127.0.0.1:55432 for the PostgreSQL backend's tests).
 test: guests $(TEST_TOOLS)
 	url=$$(scripts/test-postgres.sh) && BRAID_TEST_POSTGRES=$$url $(CARGO) test --workspace --no-fail-fast
+
+## `make test` beside a CPU hog keeping both cores busy (stress-ng, from
+## Debian's stress-ng package): the suite must hold on a loaded machine.
+test-busy:
+	@command -v stress-ng >/dev/null || { echo "test-busy needs stress-ng (apt-get install stress-ng)"; exit 2; }
+	@set -e; stress-ng --cpu $$(nproc) --quiet & hog=$$!; \
+	trap 'kill $$hog 2>/dev/null' EXIT; \
+	$(MAKE) test
 
 ## Start the sample API, run the reference workflow once, print the step tree.
 demo: guests build

@@ -340,16 +340,20 @@ fn a_run_resumes_on_the_component_version_it_started_with() {
 }
 
 /// `braid serve` killed with SIGKILL while 120 runs with an
-/// `Idempotency-Key` each are in flight, then started again on the same
-/// state: every run ends `succeeded` with its report, the API issued one
-/// token per run, and a replay of each key answers with the run's result.
+/// `Idempotency-Key` each are in flight (`BRAID_TEST_RESUME_RUNS` sets
+/// another number), then started again on the same state: every run ends
+/// `succeeded` with its report, the API issued one token per run, and a
+/// replay of each key answers with the run's result.
 #[test]
 fn braid_serve_killed_mid_load_resumes_every_run_after_a_restart() {
-    const RUNS: usize = 120;
+    let n: usize = std::env::var("BRAID_TEST_RESUME_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(120);
     // Each API call takes 100 ms: a run is in flight for over 300 ms.
     let api = SampleApi::start(Some(100));
     let mut served = Served::spawn(&reference_workflow(), &[], &[]);
-    let runs: Vec<(String, String, String)> = (0..RUNS)
+    let runs: Vec<(String, String, String)> = (0..n)
         .map(|i| {
             let (traceparent, trace) = new_trace();
             (format!("load-{i}"), traceparent, trace)
@@ -383,7 +387,7 @@ fn braid_serve_killed_mid_load_resumes_every_run_after_a_restart() {
     loop {
         let seen = api.requests(None);
         let tokens = seen.iter().filter(|r| r["path"] == "/oauth/token").count();
-        if tokens >= RUNS && seen.len() >= RUNS + RUNS / 2 {
+        if tokens >= n && seen.len() >= n + n / 2 {
             break;
         }
         assert!(Instant::now() < deadline, "{tokens} runs started");
@@ -413,7 +417,7 @@ fn braid_serve_killed_mid_load_resumes_every_run_after_a_restart() {
         assert_eq!(tokens_issued(&requests), 1, "{key}: {requests:?}");
     }
     let runs = list("runs", served.state_dir());
-    assert_eq!(runs.len(), RUNS, "one run per key");
+    assert_eq!(runs.len(), n, "one run per key");
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
-    eprintln!("{running} of {RUNS} runs were in flight at the kill; all resumed");
+    eprintln!("{running} of {n} runs were in flight at the kill; all resumed");
 }

@@ -275,21 +275,36 @@ impl Recoverer {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RECOVERY_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Each pass on its own task: runs a pass resumes go on while the
+            // next passes look for other dead hosts' runs (a run being
+            // resumed here is in `local`, so no pass takes it twice).
+            // Aborting the loop drops them all.
+            let mut passes = tokio::task::JoinSet::new();
             loop {
                 tick.tick().await;
-                match self.recover().await {
-                    Ok(runs) => {
-                        for r in runs {
-                            tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
-                                previous_owner = %r.previous_owner, action = r.action,
-                                outcome = %r.outcome, undone = r.undo.len(),
-                                "recovered a run its host had left");
-                        }
-                    }
-                    Err(e) => tracing::error!("looking for abandoned runs failed: {e}"),
+                while let Some(done) = passes.try_join_next() {
+                    log_pass(done);
                 }
+                let this = self.clone();
+                passes.spawn(async move { this.recover().await });
             }
         })
+    }
+}
+
+/// Logs what one recovery pass did.
+fn log_pass(done: Result<Result<Vec<RecoveredRun>, JournalError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(runs)) => {
+            for r in runs {
+                tracing::warn!(run_id = %r.run_id, trace_id = %r.trace_id,
+                    previous_owner = %r.previous_owner, action = r.action,
+                    outcome = %r.outcome, undone = r.undo.len(),
+                    "recovered a run its host had left");
+            }
+        }
+        Ok(Err(e)) => tracing::error!("looking for abandoned runs failed: {e}"),
+        Err(e) => tracing::error!("a recovery pass ended abnormally: {e}"),
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod claims;
 mod native;
+pub mod resume;
 pub mod suite;
 
 pub use claims::{ClaimRung, claim_rung};
@@ -79,10 +80,18 @@ pub struct BenchApi {
 
 impl BenchApi {
     pub async fn start(latencies: Latencies) -> std::io::Result<BenchApi> {
+        Self::start_with(latencies, Vec::new()).await
+    }
+
+    /// The sample API with fault rules from the start.
+    pub async fn start_with(
+        latencies: Latencies,
+        faults: Vec<sample_api::FaultRule>,
+    ) -> std::io::Result<BenchApi> {
         let (addr, server, log) = sample_api::bind(
             "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
             latencies,
-            Vec::new(),
+            faults,
         )
         .await?;
         let server = tokio::spawn(async move {

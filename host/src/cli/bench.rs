@@ -78,6 +78,9 @@ enum BenchMode {
     /// postgres:// URL): claim calls per second and latency, `--concurrency`
     /// claimers, `--runs` claim calls per rung, on `--items` work items.
     Claims,
+    /// Carrying on the runs of a host that died: `--runs` runs in flight
+    /// are dropped at once, then taken over and resumed to their end.
+    Resume,
     All,
 }
 
@@ -98,6 +101,9 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     if args.mode == BenchMode::Claims {
         return bench_claims(&args).await;
     }
+    if args.mode == BenchMode::Resume {
+        return bench_resume(&args).await;
+    }
     let (latencies, latency_label) = match (args.latency_ms, args.latency) {
         (Some(ms), _) => (
             Latencies::uniform(Duration::from_millis(ms)),
@@ -111,7 +117,9 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         BenchMode::Sequential => (true, false, false),
         BenchMode::Ladder => (false, true, false),
         BenchMode::Rate => (false, false, true),
-        BenchMode::Attempt | BenchMode::Scaling | BenchMode::Claims => (false, false, false),
+        BenchMode::Attempt | BenchMode::Scaling | BenchMode::Claims | BenchMode::Resume => {
+            (false, false, false)
+        }
         BenchMode::All => (true, true, true),
     };
     if seq {
@@ -235,6 +243,41 @@ async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
         );
     }
     Ok(0)
+}
+
+/// `braid bench --mode resume`: the runs of a killed host carried on.
+async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
+    let r =
+        braid::bench::resume::resume_after_kill(&args.workflow, args.state.cache_dir(), args.runs)
+            .await
+            .map_err(|e| match e {
+                SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
+                SuiteError::Run(_) => Exit(1, e.into()),
+            })?;
+    if args.json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "| runs in flight at the kill | take-over | resume to the last end | resumed runs/s | succeeded | tokens issued |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {} | {:.0} ms | {:.0} ms | {:.0} | {} | {} |",
+            r.in_flight_at_kill,
+            r.take_over_ms,
+            r.resume_ms,
+            r.runs_per_s,
+            r.succeeded,
+            r.tokens_issued
+        );
+    }
+    // Runs whose hanging call timed out and was retried may end before the
+    // kill: every run still in flight then must be carried on.
+    Ok(if r.succeeded == r.in_flight_at_kill && r.tokens_issued == r.runs {
+        0
+    } else {
+        1
+    })
 }
 
 fn print_bench(
