@@ -26,6 +26,9 @@ mkdir -p "$out"
   $BRAID bench --mode scaling --runs 200
   echo; echo "### Cost vs steps and payload size, journal off"
   $BRAID bench --mode scaling --runs 200 --no-journal
+  echo; echo "### Resuming 1,000 runs in flight after their host is dropped (zero-latency API)"
+  echo
+  $BRAID bench --mode resume --runs 1000
   echo; echo "### Per step attempt"
   $BRAID bench --mode attempt --executor sandbox --runs 2000
   echo; echo "### Component load: first (compile) vs cached (braid inspect, compile + check + pre-instantiate)"

@@ -507,12 +507,12 @@ struct Outage {
 /// with every answer, failed and aborted runs undid each reversible step
 /// once, claims are held by exactly the succeeded runs, and both hosts
 /// serve new runs afterwards.
-fn database_outage(port: &str, down: Duration, runs: usize) -> Outage {
+fn database_outage(port: &str, down: Duration, runs: usize, api_latency_ms: u64) -> Outage {
     let rt = runtime();
     let pg = |args: &[&str]| test_postgres(port, args);
     let server = pg(&[]);
     let url = rt.block_on(fresh_database_on(&server));
-    let api = SampleApi::start(Some(20));
+    let api = SampleApi::start(Some(api_latency_ms));
     let hosts = hosts(&url, 2);
     let load = Load {
         addrs: hosts.iter().map(|h| h.addr.clone()).collect(),
@@ -637,7 +637,7 @@ fn database_outage(port: &str, down: Duration, runs: usize) -> Outage {
 fn a_database_restart_mid_load_leaves_every_run_consistent() {
     // Down for two seconds: longer than a claim step's retries last, well
     // within the journal's retry budget.
-    let outage = database_outage("55433", Duration::from_secs(2), 1500);
+    let outage = database_outage("55433", Duration::from_secs(2), 1500, 20);
     // Claim calls that met the restart got the typed error (and the step
     // was tried again or failed).
     let unavailable = outage
@@ -660,13 +660,42 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
     );
 }
 
+/// The outage that once left completed steps neither undone nor reported:
+/// 200 runs of about a second each (300 ms per API call) on 2 hosts, the
+/// database away for 2.2 s. Whatever the outage hit, a step the journal
+/// records as completed is undone if its run did not succeed
+/// (`assert_undone_once` in `database_outage`, for every failed or aborted
+/// run), and no step is journaled `cancelled` after its completion (a step
+/// cancelled on one host and completed after a resume on another is fine).
+#[test]
+fn a_database_outage_under_one_second_runs_leaves_no_completed_step_behind() {
+    let outage = database_outage("55436", Duration::from_millis(2200), 200, 300);
+    for run in outage.stored.values() {
+        let mut completed: HashSet<&str> = HashSet::new();
+        for e in &run.entries {
+            let step = e["step"].as_str().unwrap_or("");
+            if e["kind"] == "completed" {
+                completed.insert(step);
+            }
+            assert!(
+                !(e["kind"] == "cancelled" && completed.contains(step)),
+                "`{step}` completed, then cancelled: {run:?}"
+            );
+        }
+    }
+    eprintln!(
+        "2.2 s outage, one-second runs: outcomes {:?}, {} journal writes retried",
+        outage.outcomes, outage.retried
+    );
+}
+
 #[test]
 fn runs_whose_leases_outlast_a_database_outage_are_undone_once_and_answered_as_journaled() {
     // Down for longer than a run lease: every run in flight stops at the
     // lease fence; when the database is back each is either taken back and
-    // undone by its host (`failed`) or taken over and undone by the other
-    // (`aborted`), never both.
-    let outage = database_outage("55435", Duration::from_secs(8), 300);
+    // undone by its host (`failed`) or taken over and carried on by the
+    // other (and answered as it ended there), never both.
+    let outage = database_outage("55435", Duration::from_secs(8), 300, 20);
     let stopped: Vec<&Answer> = outage
         .answers
         .iter()
