@@ -14,13 +14,6 @@ fn revokes(api: &SampleApi, trace: &str) -> usize {
         .count()
 }
 
-fn journal_status(state: &std::path::Path, run_id: &str) -> Value {
-    list("runs", state)
-        .into_iter()
-        .find(|r| r["run_id"] == run_id)
-        .unwrap_or_else(|| panic!("run {run_id} not journaled"))
-}
-
 /// Scenario 1: a 401 from the token endpoint fails the run at once; nothing
 /// is claimed and the error names the trace.
 #[test]
@@ -62,7 +55,7 @@ fn authentication_failure_fails_the_run_and_claims_nothing() {
     );
     assert!(list("claims", state.path()).is_empty());
     assert_eq!(
-        journal_status(state.path(), str_of(&report, "/run_id"))["status"],
+        journal_run(state.path(), str_of(&report, "/run_id"))["status"],
         "failed"
     );
     // Without --json the error line carries the trace id.
@@ -206,7 +199,7 @@ fn permissions_unavailable_degrades_gracefully() {
     assert_eq!(report["result"]["roles"], json!(["read-only"]));
     assert_eq!(report["result"]["decision"]["allowed"], true);
     assert_eq!(
-        journal_status(state.path(), str_of(&report, "/run_id"))["degraded"],
+        journal_run(state.path(), str_of(&report, "/run_id"))["degraded"],
         true
     );
     // A clean run next to it is not degraded: the fault is scoped to one trace.
@@ -539,7 +532,7 @@ args.token = { step = "authenticate", pointer = "/access_token" }
     assert!(taken.is_empty(), "{taken:?}");
     assert_eq!(revokes(&api, &trace), 0, "nothing undone");
     assert_eq!(list("claims", state.path()).len(), 1, "claim kept");
-    assert_eq!(journal_status(state.path(), &run_id)["status"], "running");
+    assert_eq!(journal_run(state.path(), &run_id)["status"], "running");
 
     let out = braid(&[
         "recover",
@@ -576,7 +569,7 @@ args.token = { step = "authenticate", pointer = "/access_token" }
         list("claims", state.path()).is_empty(),
         "the claim was released"
     );
-    let record = journal_status(state.path(), &run_id);
+    let record = journal_run(state.path(), &run_id);
     assert_eq!(record["status"], "aborted");
     assert_eq!(record["trace_id"], trace.as_str());
     assert_eq!(revokes(&api, &trace), 1);

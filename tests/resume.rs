@@ -178,15 +178,8 @@ fn a_killed_run_resumes_from_its_journal_under_its_trace() {
     );
     assert_eq!(report["result"]["claim"]["work_item"], "resume-item");
     assert_eq!(step(&report, "audit")["outcome"], "succeeded");
-    assert_eq!(journal_of(state.path(), &run_id)["status"], "succeeded");
+    assert_eq!(journal_run(state.path(), &run_id)["status"], "succeeded");
     assert_eq!(recover(state.path()), json!([]), "nothing left");
-}
-
-fn journal_of(state: &std::path::Path, run_id: &str) -> Value {
-    list("runs", state)
-        .into_iter()
-        .find(|r| r["run_id"] == run_id)
-        .unwrap_or_else(|| panic!("run {run_id} not journaled"))
 }
 
 /// The step in flight at the crash is `authenticate`, whose token request

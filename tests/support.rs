@@ -356,6 +356,14 @@ pub async fn fresh_database() -> String {
     fresh_database_on(&postgres_url()).await
 }
 
+/// Run `run_id` as `braid runs` lists it from `state`'s journal.
+pub fn journal_run(state: &Path, run_id: &str) -> Value {
+    list("runs", state)
+        .into_iter()
+        .find(|r| r["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("run {run_id} not journaled"))
+}
+
 /// How many tokens the sample API issued among `requests`: answered token
 /// requests that were not a replay of an `Idempotency-Key`'s first answer.
 pub fn tokens_issued(requests: &[Value]) -> usize {

@@ -153,16 +153,7 @@ impl Recoverer {
         }
         let mut recovered = Vec::new();
         for (run, why) in to_undo {
-            let done = recover_one(
-                &self.sandbox,
-                &self.journal,
-                self.claims.as_ref(),
-                &self.owner,
-                run,
-                why,
-            )
-            .await?;
-            recovered.extend(done);
+            recovered.extend(self.undo_and_abort(run, why).await?);
         }
         while let Some(joined) = resuming.join_next().await {
             let Ok((run, resumed)) = joined else {
@@ -186,20 +177,30 @@ impl Recoverer {
                     released_claims: report.released_claims,
                 }),
                 Err(why) => {
-                    let done = recover_one(
-                        &self.sandbox,
-                        &self.journal,
-                        self.claims.as_ref(),
-                        &self.owner,
-                        run,
-                        Some(format!("cannot resume: {why}")),
-                    )
-                    .await?;
-                    recovered.extend(done);
+                    let why = Some(format!("cannot resume: {why}"));
+                    recovered.extend(self.undo_and_abort(run, why).await?);
                 }
             }
         }
         Ok(recovered)
+    }
+
+    /// Undoes `run` and records it `aborted` (`not_resumed`: why it was not
+    /// resumed instead, for its error). `None`: another host took it over.
+    async fn undo_and_abort(
+        &self,
+        run: AbandonedRun,
+        not_resumed: Option<String>,
+    ) -> Result<Option<RecoveredRun>, JournalError> {
+        recover_one(
+            &self.sandbox,
+            &self.journal,
+            self.claims.as_ref(),
+            &self.owner,
+            run,
+            not_resumed,
+        )
+        .await
     }
 
     /// The workflow and executor to resume `run` with, as it started;

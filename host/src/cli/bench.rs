@@ -273,11 +273,13 @@ async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
     }
     // Runs whose hanging call timed out and was retried may end before the
     // kill: every run still in flight then must be carried on.
-    Ok(if r.succeeded == r.in_flight_at_kill && r.tokens_issued == r.runs {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if r.succeeded == r.in_flight_at_kill && r.tokens_issued == r.runs {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn print_bench(

@@ -224,6 +224,15 @@ async fn a_missing_pointer_target_fails_the_step_with_a_clear_reason() {
     );
 }
 
+/// How step `name` ended, as the report says.
+fn step_outcome(report: &RunReport, name: &str) -> Option<String> {
+    report
+        .steps
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.outcome.clone())
+}
+
 fn names(list: &[&str]) -> HashSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -285,13 +294,7 @@ async fn a_failure_cancels_running_steps_and_undoes_completed_ones_in_reverse_co
         "the slow step was cancelled, not awaited"
     );
     assert_eq!(report.outcome, "failed");
-    let outcome = |n: &str| {
-        report
-            .steps
-            .iter()
-            .find(|s| s.name == n)
-            .map(|s| s.outcome.clone())
-    };
+    let outcome = |n: &str| step_outcome(&report, n);
     assert_eq!(outcome("a").as_deref(), Some("succeeded"));
     assert_eq!(outcome("b").as_deref(), Some("succeeded"));
     assert_eq!(outcome("c").as_deref(), Some("failed"));
@@ -732,14 +735,7 @@ async fn a_step_whose_call_returned_is_undone_even_if_the_run_fails_meanwhile() 
         .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
     let report = sched.run(request(wf)).await.expect("ran");
     assert_eq!(report.outcome, "failed");
-    let outcome = |name: &str| {
-        report
-            .steps
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| s.outcome.clone())
-    };
-    assert_eq!(outcome("a").as_deref(), Some("succeeded"));
+    assert_eq!(step_outcome(&report, "a").as_deref(), Some("succeeded"));
     assert_eq!(*exec.undos.lock().expect("lock"), ["a#1"]);
     let entries = journal.entries.lock().expect("lock");
     let of_a: Vec<(&str, &str)> = entries
