@@ -447,6 +447,7 @@ async fn recover_losing_the_lease(state: &std::path::Path) -> Vec<braid::recover
         local: braid::journal::LocalRuns::default(),
         history_dir: None,
         max_concurrency: 16,
+        on_resumed: None,
     }
     .recover()
     .await

@@ -412,5 +412,18 @@ fn braid_serve_killed_mid_load_resumes_every_run_after_a_restart() {
     let runs = list("runs", served.state_dir());
     assert_eq!(runs.len(), n, "one run per key");
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    // The restarted server counts the runs it resumed (and no others),
+    // each as its resume ends (just after its report is stored).
+    let counted = format!(
+        "braid_runs_total{{workflow=\"api-orchestration\",outcome=\"succeeded\"}} {running}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut metrics = served.get("/metrics").body;
+    while !metrics.contains(&counted) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = served.get("/metrics").body;
+    }
+    assert!(metrics.contains(&counted), "{counted} in:\n{metrics}");
+    assert!(metrics.contains("braid_runs_in_flight 0"), "{metrics}");
     eprintln!("{running} of {n} runs were in flight at the kill; all resumed");
 }

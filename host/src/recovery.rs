@@ -26,7 +26,7 @@
 //! by this one's recovery loop.
 
 use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
-use crate::report::{RunRecorder, UndoReport};
+use crate::report::{RunRecorder, RunReport, UndoReport};
 use crate::sandbox::{PreparedComponent, Sandbox, SandboxExecutor};
 use crate::scheduler::{
     AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, undo_step,
@@ -86,7 +86,13 @@ pub struct Recoverer {
     pub history_dir: Option<PathBuf>,
     /// Step calls in flight at once across the runs one pass resumes.
     pub max_concurrency: usize,
+    /// Called with each resumed run's report when it ends (`braid serve`
+    /// counts it in its metrics and exports its spans).
+    pub on_resumed: Option<ResumedHook>,
 }
+
+/// What a host does with the report of a run it resumed.
+pub type ResumedHook = Arc<dyn Fn(&RunReport) + Send + Sync>;
 
 /// How often `braid serve` looks for abandoned runs: well within a run
 /// lease, so a dead host's runs are taken over soon after its leases run out.
@@ -165,16 +171,21 @@ impl Recoverer {
                 Ok(report) if report.outcome == "aborted" => {
                     tracing::warn!(run_id = %report.run_id, "another host took this resumed run over; it finishes the run");
                 }
-                Ok(report) => recovered.push(RecoveredRun {
-                    run_id: report.run_id,
-                    workflow: report.workflow,
-                    trace_id: report.trace_id,
-                    previous_owner: run.previous_owner,
-                    action: "resumed",
-                    outcome: report.outcome,
-                    error: report.error,
-                    undo: report.undo,
-                    released_claims: report.released_claims,
+                Ok(report) => recovered.push({
+                    if let Some(hook) = &self.on_resumed {
+                        hook(&report);
+                    }
+                    RecoveredRun {
+                        run_id: report.run_id,
+                        workflow: report.workflow,
+                        trace_id: report.trace_id,
+                        previous_owner: run.previous_owner,
+                        action: "resumed",
+                        outcome: report.outcome,
+                        error: report.error,
+                        undo: report.undo,
+                        released_claims: report.released_claims,
+                    }
                 }),
                 Err(why) => {
                     let why = Some(format!("cannot resume: {why}"));

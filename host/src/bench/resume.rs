@@ -149,6 +149,7 @@ async fn measure(
         local: Default::default(),
         history_dir: None,
         max_concurrency: 4096,
+        on_resumed: None,
     };
     let t1 = Instant::now();
     let recovered = recoverer.recover_runs(abandoned).await.map_err(run_error)?;

@@ -38,6 +38,7 @@ impl Host {
             local: self.local.clone(),
             history_dir: Some(state_dir.join("component-history")),
             max_concurrency,
+            on_resumed: None,
         }
     }
 }

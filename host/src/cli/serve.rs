@@ -105,13 +105,6 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     if !problems.is_empty() {
         return Err(bad_input(anyhow::anyhow!("{}", problems.join("\n"))));
     }
-    // Runs this host (or another on the store) left when it stopped are
-    // carried on in the background from now on, while the server answers
-    // (a repeated Idempotency-Key of such a run waits for its end); so are
-    // those of hosts that die later.
-    let recovery = host
-        .recoverer(&state.state_dir, max_concurrency)
-        .spawn_loop();
     // Finished runs past the retention are pruned now and every
     // `--prune-interval-s` (a minute).
     let pruning = braid::journal::spawn_pruning(
@@ -138,6 +131,14 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     )
     .await
     .map_err(bad_input)?;
+    // Runs this host (or another on the store) left when it stopped are
+    // carried on in the background from now on, while the server answers
+    // (a repeated Idempotency-Key of such a run waits for its end); so are
+    // those of hosts that die later. Resumed runs count in /metrics and are
+    // exported like the server's own.
+    let mut recoverer = host.recoverer(&state.state_dir, max_concurrency);
+    recoverer.on_resumed = Some(server.resumed_hook());
+    let recovery = recoverer.spawn_loop();
     eprintln!(
         "braid serving {} on http://{} (owner {})",
         names.join(", "),

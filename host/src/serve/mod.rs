@@ -191,6 +191,20 @@ impl Server {
         })
     }
 
+    /// What the server does with a run recovery resumed here (it ran
+    /// outside any request): counts it in `/metrics` and exports its spans,
+    /// as for the server's own runs. Its report is already stored.
+    pub fn resumed_hook(&self) -> crate::recovery::ResumedHook {
+        let inner = Arc::clone(&self.inner);
+        Arc::new(move |report| {
+            inner.metrics.run_started();
+            inner.metrics.run_finished(report);
+            if let Some(otel) = &inner.otel {
+                otel.export(report);
+            }
+        })
+    }
+
     /// Stops accepting, gives runs in flight the grace period, aborts the
     /// rest through the failure path, and returns once every response is out.
     pub async fn shutdown(self) -> Result<(), ServeError> {
