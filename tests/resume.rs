@@ -26,7 +26,8 @@ args.token = { step = "authenticate", pointer = "/access_token" }
     write_workflow(dir, "audited.toml", &body)
 }
 
-/// `braid run WORKFLOW` in the background on `state`, on trace `traceparent`.
+/// `braid run WORKFLOW` in the background on `state`, on trace `traceparent`
+/// (in the repository's root: `wf` may be relative to it).
 fn spawn_run(
     wf: &std::path::Path,
     state: &std::path::Path,
@@ -34,6 +35,7 @@ fn spawn_run(
     input: &str,
 ) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_braid"))
+        .current_dir(root())
         .args(["run", wf.to_str().expect("utf-8"), "--json"])
         .args(["--traceparent", traceparent, "--state-dir"])
         .arg(state)
@@ -193,7 +195,9 @@ fn a_step_in_flight_runs_again_with_the_same_idempotency_key() {
     api.add_fault(json!({ "endpoint": "token", "delay_ms": 60000, "times": 1,
         "trace_id": trace }));
     let input = reference_input(&api, "u-100", "key-item");
-    let mut child = spawn_run(&reference_workflow(), state.path(), &traceparent, &input);
+    // Started by its relative path, in the repository's root.
+    let wf = std::path::Path::new("workflows/api-orchestration.toml");
+    let mut child = spawn_run(wf, state.path(), &traceparent, &input);
     wait_for_requests(&api, &trace, 1);
     child.kill().expect("kill -9");
     child.wait().expect("reap");

@@ -393,7 +393,9 @@ impl Sandbox {
         let (component, from_cache) = self.compile(path, &bytes, &sha256)?;
         let (pre, kind) = self.check(path, &component)?;
         Ok(PreparedComponent {
-            path: path.to_path_buf(),
+            // Absolute: the journal names the file, and the host that
+            // resumes or undoes a run may run from another directory.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             sha256,
             from_cache,
             pre,
