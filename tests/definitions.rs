@@ -19,6 +19,26 @@ fn the_reference_workflow_checks_clean() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ok (workflow `api-orchestration`, 6 steps)")
     );
+    // A check writes nothing but the compiled-component cache: no stores.
+    let written: Vec<String> = std::fs::read_dir(state.path())
+        .expect("state dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, ["cache"], "{written:?}");
+    let bare = tempfile::tempdir().expect("tempdir");
+    let out = braid(&[
+        "check",
+        reference_workflow().to_str().expect("utf-8"),
+        "--no-cache",
+        "--state-dir",
+        bare.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(bare.path()).expect("dir").count(),
+        0,
+        "with --no-cache, nothing at all"
+    );
 }
 
 #[test]
@@ -249,4 +269,19 @@ fn inspect_names_the_world_and_refuses_what_the_host_will_not_run() {
         "{i}"
     );
     assert!(stderr(&out).contains("error: refused:"));
+
+    // A policy that imports a step's capability is refused as a policy.
+    let out = inspect("greedy_policy.wasm");
+    assert_eq!(out.status.code(), Some(2));
+    let refused = json_stdout(&out)["refused"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        refused.contains("a policy (it exports `braid:workflow/policy`) may import only")
+            && refused.contains("cannot reach the network or take claims")
+            && refused.contains("braid:workflow/coordination@0.1.1"),
+        "{refused}"
+    );
+    assert!(!refused.contains("step world"), "{refused}");
 }

@@ -317,6 +317,21 @@ fn an_idempotency_key_runs_once_and_replays_the_first_answer() {
         served.get("/v1/runs").json().as_array().map(Vec::len),
         Some(1)
     );
+    // The same input reformatted (white space, key order) is the same body.
+    let reformatted = format!(
+        "{{ \"work_item\" : \"serve-idem\",\n  \"user_id\": \"u-100\", \"api_base\":\"{}\" }}",
+        api.base()
+    );
+    let d = http(
+        &served.addr,
+        "POST",
+        "/v1/workflows/api-orchestration/runs",
+        &key,
+        &reformatted,
+    );
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(d.header("idempotent-replayed"), Some("true"));
+    assert_eq!(d.json()["run_id"], a.json()["run_id"]);
 
     // The same key with another body is refused; another key runs anew.
     let other = input(&api, "serve-idem-2");
@@ -425,12 +440,36 @@ fn bad_requests_get_a_json_error_that_says_what_is_wrong() {
             "request body larger than 300 bytes",
         ),
         (served.get("/v2/whatever"), 404, "no such endpoint"),
+        // A key that is not visible ASCII is refused, not ignored (two runs).
+        (
+            served.post_run(
+                &json!({ "api_base": api.base(), "user_id": "u-100", "work_item": "k" }),
+                &[("Idempotency-Key", "clé-ü")],
+            ),
+            400,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ),
+        (
+            served.post_run(
+                &json!({ "api_base": api.base(), "user_id": "u-100", "work_item": "k" }),
+                &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+            ),
+            400,
+            "Idempotency-Key sent more than once",
+        ),
+        (
+            served.get("/v1/workflows/api-orchestration/runs"),
+            405,
+            "method not allowed on this endpoint",
+        ),
     ];
-    for (r, status, text) in cases {
-        assert_eq!(r.status, status, "{}", r.body);
+    for (r, status, text) in &cases {
+        assert_eq!(r.status, *status, "{}", r.body);
         let error = r.json()["error"].as_str().unwrap_or_default().to_string();
         assert!(error.contains(text), "{error:?} should say {text:?}");
     }
+    let not_allowed = &cases.last().expect("405 case").0;
+    assert_eq!(not_allowed.header("allow"), Some("POST"));
     // Nothing ran.
     assert!(api.requests(None).is_empty());
     assert_eq!(served.get("/v1/runs").json(), json!([]));
@@ -1151,5 +1190,57 @@ fn braid_run_exports_its_run_over_otlp_http() {
         spans
             .iter()
             .all(|s| s["resource"]["service.name"] == "braid")
+    );
+}
+
+/// Trace headers read as W3C Trace Context says, over a real connection
+/// with repeated header lines: two `traceparent` lines start a new trace;
+/// `tracestate` lines are combined in order (an empty one counts for
+/// nothing), a repeated key keeps its first member, and keys of the current
+/// grammar (a digit first, `@` anywhere after) are kept.
+#[test]
+fn repeated_trace_header_lines_are_read_as_the_specification_says() {
+    let api = SampleApi::start(Some(0));
+    let served = Served::start(&[]);
+    let (tp, trace) = new_trace();
+    let (tp2, _) = new_trace();
+    let r = served.post_run(
+        &input(&api, "lines-1"),
+        &[
+            ("traceparent", &tp),
+            ("traceparent", &tp2),
+            ("tracestate", "a=1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_ne!(body["trace_id"], trace.as_str(), "a new trace");
+    assert_eq!(body["tracestate"], "", "dropped with the traceparent");
+
+    let r = served.post_run(
+        &input(&api, "lines-2"),
+        &[
+            ("traceparent", &tp),
+            ("tracestate", ""),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+            ("tracestate", "1vendor@sys=v, rojo=again"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(
+        body["trace_id"],
+        trace.as_str(),
+        "the caller's trace goes on"
+    );
+    let combined = "rojo=00f067aa0ba902b7,1vendor@sys=v";
+    assert_eq!(body["tracestate"], combined);
+    assert_eq!(r.header("tracestate"), Some(combined));
+    // Every API call of the run carried the combined list.
+    let calls = api.requests(Some(&trace));
+    assert!(!calls.is_empty());
+    assert!(
+        calls.iter().all(|c| c["tracestate"] == combined),
+        "{calls:?}"
     );
 }

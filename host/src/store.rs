@@ -77,6 +77,34 @@ pub trait ClaimStore: Send + Sync + 'static {
     }
 }
 
+/// No claim store: every call is refused as unavailable. For commands that
+/// load components but never run a workflow (`braid check`, `inspect`,
+/// `policy eval`), so they open (and write) no store.
+pub struct NoClaims;
+
+#[async_trait::async_trait]
+impl ClaimStore for NoClaims {
+    async fn claim(&self, _: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError> {
+        Err(no_store())
+    }
+    async fn renew(&self, _: &str, _: &str, _: Duration) -> Result<ClaimRecord, ClaimStoreError> {
+        Err(no_store())
+    }
+    async fn release(&self, _: &str, _: &str) -> Result<(), ClaimStoreError> {
+        Err(no_store())
+    }
+    async fn release_all(&self, _: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        Err(no_store())
+    }
+    async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        Ok(Vec::new())
+    }
+}
+
+fn no_store() -> ClaimStoreError {
+    ClaimStoreError::Unavailable("this command opens no claim store".into())
+}
+
 /// A fresh, random claim id (`c-` and 16 hex digits).
 pub fn new_claim_id() -> String {
     format!("c-{}", hex::encode(rand::random::<[u8; 8]>()))

@@ -10,8 +10,15 @@
 //!   fields after a `-`;
 //! - ids and flags are lowercase hex; all-zero trace ids and parent ids are invalid;
 //! - flags keep the two defined bits, `sampled` (0x01) and `random` (0x02);
-//! - tracestate: at most 32 members, keys and values per the grammar, no
-//!   duplicate keys; a tracestate that breaks any rule is dropped whole.
+//! - `traceparent` received in more than one header field is invalid (its
+//!   combined value does not parse): a new trace starts;
+//! - `tracestate` fields are combined in order (RFC 9110 field order) into one
+//!   list; keys follow the current grammar (`key = (lcalpha / DIGIT)
+//!   0*255(keychar)`, `keychar` including `@`); a malformed member drops the
+//!   whole list (the specification allows it), while a repeated key keeps its
+//!   first (left-most) member, a list over 32 members keeps the first 32, and
+//!   a list over 512 characters is cut as the specification says (members over
+//!   128 characters first, then from the right).
 
 use std::fmt;
 
@@ -222,16 +229,12 @@ impl fmt::Display for TraceParent {
 /// Why a `tracestate` value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceStateError {
-    #[error("tracestate has more than {max} list members", max = TraceState::MAX_MEMBERS)]
-    TooManyMembers,
     #[error("tracestate member `{0}` has no '='")]
     MissingEquals(String),
     #[error("tracestate key `{0}` is not valid")]
     Key(String),
     #[error("tracestate value for key `{0}` is not valid")]
     Value(String),
-    #[error("tracestate key `{0}` appears more than once")]
-    DuplicateKey(String),
 }
 
 /// A parsed `tracestate`: vendor key/value pairs, left-most first.
@@ -242,12 +245,26 @@ pub struct TraceState {
 
 impl TraceState {
     pub const MAX_MEMBERS: usize = 32;
+    /// Longest list propagated, in characters (commas counted, optional
+    /// white space not): what every vendor SHOULD propagate at least.
+    pub const MAX_LEN: usize = 512;
+    /// Members longer than this go first when a list is cut to [`Self::MAX_LEN`].
+    pub const LONG_MEMBER: usize = 128;
 
-    /// Parses a `tracestate` header value. Empty members (`a=1,,b=2`) and
-    /// optional whitespace around members are allowed; anything else invalid
-    /// rejects the whole value, which the caller then drops.
+    /// Parses a `tracestate` value (several fields combined with `,`).
+    /// Empty members (`a=1,,b=2`) and optional white space around members are
+    /// allowed; a malformed member rejects the whole value, which the caller
+    /// then drops. Repeated keys and lists over the limits are trimmed, not
+    /// rejected (see [`TraceState::parse_noting`]).
     pub fn parse(value: &str) -> Result<Self, TraceStateError> {
+        Self::parse_noting(value).map(|(state, _)| state)
+    }
+
+    /// [`TraceState::parse`], also saying what was trimmed: a repeated key's
+    /// later members, members past the 32nd, members cut to fit 512 characters.
+    pub fn parse_noting(value: &str) -> Result<(Self, Vec<String>), TraceStateError> {
         let mut members: Vec<(String, String)> = Vec::new();
+        let mut notes = Vec::new();
         for raw in value.split(',') {
             let member = raw.trim_matches([' ', '\t']);
             if member.is_empty() {
@@ -263,14 +280,60 @@ impl TraceState {
                 return Err(TraceStateError::Value(key.to_string()));
             }
             if members.iter().any(|(k, _)| k == key) {
-                return Err(TraceStateError::DuplicateKey(key.to_string()));
+                notes.push(format!("repeated key `{key}`: kept its first member"));
+                continue;
             }
             members.push((key.to_string(), val.to_string()));
-            if members.len() > Self::MAX_MEMBERS {
-                return Err(TraceStateError::TooManyMembers);
+        }
+        if members.len() > Self::MAX_MEMBERS {
+            notes.push(format!(
+                "{} members: kept the first {}",
+                members.len(),
+                Self::MAX_MEMBERS
+            ));
+            members.truncate(Self::MAX_MEMBERS);
+        }
+        let mut state = TraceState { members };
+        let before = state.members.len();
+        state.cut_to(Self::MAX_LEN);
+        if state.members.len() < before {
+            notes.push(format!(
+                "longer than {} characters: {} member(s) removed",
+                Self::MAX_LEN,
+                before - state.members.len()
+            ));
+        }
+        Ok((state, notes))
+    }
+
+    /// The list's length as propagated: members and the commas between them.
+    fn len(&self) -> usize {
+        let members: usize = self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + 1 + v.len())
+            .sum();
+        members + self.members.len().saturating_sub(1)
+    }
+
+    /// Cuts the list to `max` characters as the specification says: members
+    /// longer than [`Self::LONG_MEMBER`] go first (right-most first), then
+    /// members from the right.
+    fn cut_to(&mut self, max: usize) {
+        while self.len() > max {
+            let long = self
+                .members
+                .iter()
+                .rposition(|(k, v)| k.len() + 1 + v.len() > Self::LONG_MEMBER);
+            match long {
+                Some(i) => {
+                    self.members.remove(i);
+                }
+                None => {
+                    self.members.pop();
+                }
             }
         }
-        Ok(TraceState { members })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -300,54 +363,85 @@ impl fmt::Display for TraceState {
 }
 
 /// A trace context as a run receives it: a valid `traceparent` continues the
-/// caller's trace (with its `tracestate`, if that is valid too); an invalid or
-/// absent one starts a new trace, and a `tracestate` without a valid
-/// `traceparent` is dropped.
+/// caller's trace (with its `tracestate`, if that is valid too); an invalid,
+/// repeated or absent one starts a new trace, and a `tracestate` without a
+/// valid `traceparent` is dropped.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct IncomingTrace {
     pub parent: TraceParent,
     pub state: TraceState,
     /// Whether `parent` came from the caller (true) or was made up here.
     pub continued: bool,
-    /// Why a supplied header was ignored, for the log.
+    /// What of the supplied headers was ignored or trimmed, and why, for the log.
     pub rejected: Option<String>,
 }
 
 impl IncomingTrace {
+    /// At most one value per header: [`IncomingTrace::from_fields`].
     pub fn from_headers(traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
-        let Some(header) = traceparent else {
-            return IncomingTrace {
-                parent: TraceParent::new_root(),
-                state: TraceState::default(),
-                continued: false,
-                rejected: None,
-            };
+        Self::from_fields(traceparent.as_slice(), tracestate.as_slice())
+    }
+
+    /// The trace context of a request from every `traceparent` and
+    /// `tracestate` field it carried, in the order received (`braid serve`'s
+    /// header lines, `braid run`'s repeated flags):
+    ///
+    /// - no `traceparent`: a new trace (any `tracestate` is dropped);
+    /// - more than one `traceparent` field: their combined value is invalid,
+    ///   so a new trace starts (the specification's rule);
+    /// - one valid `traceparent`: its trace goes on, with the `tracestate`
+    ///   fields combined in order into one list (see [`TraceState::parse_noting`]).
+    pub fn from_fields<S: AsRef<str>>(traceparents: &[S], tracestates: &[S]) -> Self {
+        let fresh = |rejected: Option<String>| IncomingTrace {
+            parent: TraceParent::new_root(),
+            state: TraceState::default(),
+            continued: false,
+            rejected,
         };
-        match TraceParent::parse(header) {
-            Ok(parent) => {
-                let (state, rejected) = match tracestate.map(TraceState::parse) {
-                    None => (TraceState::default(), None),
-                    Some(Ok(state)) => (state, None),
-                    Some(Err(e)) => (
-                        TraceState::default(),
-                        Some(format!("tracestate dropped: {e}")),
-                    ),
-                };
-                IncomingTrace {
-                    parent,
-                    state,
-                    continued: true,
-                    rejected,
-                }
+        let header = match traceparents {
+            [] => return fresh(None),
+            [one] => one.as_ref(),
+            several => {
+                return fresh(Some(format!(
+                    "traceparent sent in {} header fields (a repeated traceparent is invalid); started a new trace",
+                    several.len()
+                )));
             }
-            Err(e) => IncomingTrace {
-                parent: TraceParent::new_root(),
-                state: TraceState::default(),
-                continued: false,
-                rejected: Some(format!(
-                    "traceparent `{header}` ignored ({e}); started a new trace"
-                )),
-            },
+        };
+        let parent = match TraceParent::parse(header) {
+            Ok(parent) => parent,
+            Err(e) => {
+                return fresh(Some(format!(
+                    "traceparent `{}` ignored ({e}); started a new trace",
+                    crate::report::bounded(header.to_string(), 128)
+                )));
+            }
+        };
+        let combined = tracestates
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(",");
+        let (state, rejected) = if tracestates.is_empty() {
+            (TraceState::default(), None)
+        } else {
+            match TraceState::parse_noting(&combined) {
+                Ok((state, notes)) if notes.is_empty() => (state, None),
+                Ok((state, notes)) => (
+                    state,
+                    Some(format!("tracestate trimmed: {}", notes.join("; "))),
+                ),
+                Err(e) => (
+                    TraceState::default(),
+                    Some(format!("tracestate dropped: {e}")),
+                ),
+            }
+        };
+        IncomingTrace {
+            parent,
+            state,
+            continued: true,
+            rejected,
         }
     }
 }
@@ -389,34 +483,20 @@ fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn key_char(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
-}
-
-/// `simple-key = lcalpha 0*255(keychar)` or
-/// `multi-tenant-key = tenant-id "@" system-id` with
-/// `tenant-id = (lcalpha / DIGIT) 0*240(keychar)` and `system-id = lcalpha 0*13(keychar)`.
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"` (Level 2; the
+/// older `tenant@system` form is a case of it).
 fn valid_key(key: &str) -> bool {
     let b = key.as_bytes();
-    match key.split_once('@') {
-        None => {
-            !b.is_empty()
-                && b.len() <= 256
-                && b[0].is_ascii_lowercase()
-                && b.iter().all(|&c| key_char(c))
-        }
-        Some((tenant, system)) => {
-            let (t, s) = (tenant.as_bytes(), system.as_bytes());
-            !t.is_empty()
-                && t.len() <= 241
-                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
-                && t.iter().all(|&c| key_char(c))
-                && !s.is_empty()
-                && s.len() <= 14
-                && s[0].is_ascii_lowercase()
-                && s.iter().all(|&c| key_char(c))
-        }
-    }
+    let keychar = |c: u8| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
+    };
+    !b.is_empty()
+        && b.len() <= 256
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| keychar(c))
 }
 
 /// `value = 0*255(chr) nblk-chr`, `nblk-chr = %x21-2B / %x2D-3C / %x3E-7E`,
@@ -585,6 +665,7 @@ mod tests {
 
     #[test]
     fn tracestate_accepts_multi_tenant_keys() {
+        // The specification's examples of keys, and `@` anywhere after the first.
         let ts = TraceState::parse("fw529a3039@dt=abc,1tenant@sys_1=x y").expect("valid");
         assert_eq!(ts.get("fw529a3039@dt"), Some("abc"));
         assert_eq!(ts.get("1tenant@sys_1"), Some("x y"));
@@ -595,16 +676,15 @@ mod tests {
         let cases = [
             "novalue",
             "Upper=1",
-            "1digitfirst=1",
+            "_underscorefirst=1",
             "k=",
             "k=a,b",
             "k=with=equals",
             "k=tab\tinside",
-            "tenant@=x",
             "@sys=x",
             "tenant@Sys=x",
-            "tenant@systemidtoolong1=x",
-            "dup=1,dup=2",
+            "kéy=1",
+            "k=välue",
         ];
         for value in cases {
             assert!(
@@ -621,7 +701,36 @@ mod tests {
     }
 
     #[test]
-    fn tracestate_allows_32_members_not_33() {
+    fn tracestate_keys_follow_the_current_grammar() {
+        // Level 2: a key may start with a digit, and `@` is a key character
+        // anywhere after the first (no tenant/system length split).
+        for key in [
+            "1digitfirst",
+            "tenant@",
+            "tenant@systemidlongerthanfourteen",
+            "a@b@c",
+            "vendor/x*y_z-1",
+        ] {
+            let value = format!("{key}=1");
+            assert_eq!(
+                TraceState::parse(&value).map(|t| t.to_string()),
+                Ok(value.clone()),
+                "{key}"
+            );
+        }
+        let longest = format!("{}=1", "k".repeat(256));
+        assert!(TraceState::parse(&longest).is_ok());
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_first_member_not_nothing() {
+        let (ts, notes) = TraceState::parse_noting("dup=1,other=2,dup=3").expect("kept");
+        assert_eq!(ts.to_string(), "dup=1,other=2");
+        assert_eq!(notes, ["repeated key `dup`: kept its first member"]);
+    }
+
+    #[test]
+    fn a_list_over_32_members_keeps_the_first_32() {
         let list = |n: usize| {
             (0..n)
                 .map(|i| format!("k{i}=v"))
@@ -632,10 +741,39 @@ mod tests {
             TraceState::parse(&list(32)).map(|t| t.members().len()),
             Ok(32)
         );
-        assert_eq!(
-            TraceState::parse(&list(33)),
-            Err(TraceStateError::TooManyMembers)
-        );
+        let (ts, notes) = TraceState::parse_noting(&list(40)).expect("trimmed");
+        assert_eq!(ts.members().len(), 32);
+        assert_eq!(ts.members()[31].0, "k31", "the right-most go");
+        assert_eq!(notes, ["40 members: kept the first 32"]);
+    }
+
+    #[test]
+    fn a_list_over_512_characters_loses_long_members_first_then_from_the_right() {
+        // Four short members (each "kN=" + 60 characters), one long one (200).
+        let short = |i: usize| format!("k{i}={}", "s".repeat(60));
+        let long = format!("big={}", "l".repeat(200));
+        let value = [
+            short(0),
+            long,
+            short(1),
+            short(2),
+            short(3),
+            short(4),
+            short(5),
+            short(6),
+        ]
+        .join(",");
+        let (ts, notes) = TraceState::parse_noting(&value).expect("cut");
+        assert!(ts.get("big").is_none(), "the long member goes first");
+        assert!(ts.len() <= TraceState::MAX_LEN, "{}", ts.len());
+        // 7 short members are 7 * 63 + 6 = 447 characters: all fit.
+        assert_eq!(ts.members().len(), 7);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // Without a long member, the right-most go.
+        let many: Vec<String> = (0..10).map(short).collect();
+        let ts = TraceState::parse(&many.join(",")).expect("cut");
+        assert_eq!(ts.members().len(), 8, "8 * 63 + 7 = 511");
+        assert_eq!(ts.members()[7].0, "k7");
     }
 
     #[test]
@@ -664,5 +802,50 @@ mod tests {
 
         let none = IncomingTrace::from_headers(None, Some("a=1"));
         assert!(!none.continued && none.state.is_empty() && none.rejected.is_none());
+    }
+
+    #[test]
+    fn repeated_fields_follow_the_specification() {
+        // Two traceparent fields, even two equal ones: a new trace.
+        let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for fields in [[VALID, other], [VALID, VALID]] {
+            let t = IncomingTrace::from_fields(&fields, &["a=1"]);
+            assert!(!t.continued, "{fields:?}");
+            assert!(t.state.is_empty());
+            assert!(
+                t.rejected
+                    .as_deref()
+                    .is_some_and(|r| r.contains("2 header fields")),
+                "{:?}",
+                t.rejected
+            );
+        }
+        // tracestate fields are combined in order; an empty one counts for nothing.
+        let t = IncomingTrace::from_fields(
+            &[VALID],
+            &["", "rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"],
+        );
+        assert!(t.continued);
+        assert_eq!(
+            t.state.to_string(),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+        );
+        assert!(t.rejected.is_none());
+        // The same key in two fields: the first (left-most) stays.
+        let t = IncomingTrace::from_fields(&[VALID], &["a=1", "b=2,a=3"]);
+        assert_eq!(t.state.to_string(), "a=1,b=2");
+        assert!(
+            t.rejected
+                .as_deref()
+                .is_some_and(|r| r.contains("repeated key `a`"))
+        );
+        // A malformed member in any field drops the whole list.
+        let t = IncomingTrace::from_fields(&[VALID], &["a=1", "B=2"]);
+        assert!(t.continued && t.state.is_empty());
+        assert!(
+            t.rejected
+                .as_deref()
+                .is_some_and(|r| r.starts_with("tracestate dropped"))
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `braid check`: validates workflow definitions and the components they name.
 
-use super::host::open_local_host;
+use super::host::open_sandbox;
 use super::{Exit, StateArgs};
 use clap::Args;
 use std::path::PathBuf;
@@ -17,10 +17,10 @@ pub struct CheckArgs {
 pub fn exec(args: CheckArgs) -> Result<u8, Exit> {
     let CheckArgs { workflows, state } = args;
     let state = &state;
-    let host = open_local_host(state)?;
+    let sandbox = open_sandbox(state)?;
     let mut failed = false;
     for path in &workflows {
-        match braid::check::load_and_prepare(path, Arc::clone(&host.sandbox)) {
+        match braid::check::load_and_prepare(path, Arc::clone(&sandbox)) {
             Ok((wf, _)) => println!(
                 "{}: ok (workflow `{}`, {} steps)",
                 path.display(),

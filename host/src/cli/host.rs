@@ -147,21 +147,18 @@ pub async fn open_host(state: &StateArgs) -> Result<Host, Exit> {
     open_host_with(state, open_stores(state).await?)
 }
 
-/// A host for commands that only load components (check, inspect, policy
-/// eval): it never claims or journals, so it opens the local files rather
-/// than connect to a shared database.
-pub fn open_local_host(state: &StateArgs) -> Result<Host, Exit> {
-    open_host_with(state, open_sqlite_stores(&state.state_dir)?)
+/// The sandbox alone, for commands that only load components (check,
+/// inspect, policy eval): they never claim or journal, so no store is opened
+/// (nothing is written but the compiled-component cache, `--no-cache` to
+/// skip it), and a claim, were one made, is refused.
+pub fn open_sandbox(state: &StateArgs) -> Result<Arc<Sandbox>, Exit> {
+    let sandbox = Sandbox::new(sandbox_config(state), Arc::new(braid::store::NoClaims))
+        .map_err(|e| Exit(2, e.into()))?;
+    Ok(Arc::new(sandbox))
 }
 
-fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
-    let Stores {
-        claims,
-        journal,
-        liveness,
-        ..
-    } = stores;
-    let config = SandboxConfig {
+fn sandbox_config(state: &StateArgs) -> SandboxConfig {
+    SandboxConfig {
         cache_dir: state.cache_dir(),
         fuel: state.fuel,
         deny_private_networks: state.deny_private_networks,
@@ -172,7 +169,17 @@ fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
             host_log_lines: state.max_step_host_log_lines,
         },
         ..SandboxConfig::default()
-    };
+    }
+}
+
+fn open_host_with(state: &StateArgs, stores: Stores) -> Result<Host, Exit> {
+    let Stores {
+        claims,
+        journal,
+        liveness,
+        ..
+    } = stores;
+    let config = sandbox_config(state);
     let owner = config.host_id.clone();
     let sandbox = Sandbox::new(config, Arc::clone(&claims)).map_err(|e| Exit(2, e.into()))?;
     Ok(Host {

@@ -1,7 +1,7 @@
 //! `braid inspect`: which braid world a component implements, what it
 //! imports and exports, and why the host would refuse it (exit 2 if it would).
 
-use super::host::open_local_host;
+use super::host::open_sandbox;
 use super::{Exit, StateArgs, bad_input, print_json};
 use clap::Args;
 use std::path::PathBuf;
@@ -21,8 +21,8 @@ pub fn exec(args: InspectArgs) -> Result<u8, Exit> {
         json,
         state,
     } = args;
-    let host = open_local_host(&state)?;
-    let i = host.sandbox.inspect(&component).map_err(bad_input)?;
+    let sandbox = open_sandbox(&state)?;
+    let i = sandbox.inspect(&component).map_err(bad_input)?;
     if json {
         print_json(&i)?;
     } else {

@@ -1,6 +1,6 @@
 //! `braid policy`: policy tools (`eval`).
 
-use super::host::open_local_host;
+use super::host::open_sandbox;
 use super::{Exit, StateArgs, bad_input, read_input};
 use braid::trace::IncomingTrace;
 use clap::Subcommand;
@@ -50,8 +50,8 @@ async fn eval(
     if !input.is_object() {
         return Err(bad_input(anyhow::anyhow!("--input must be a JSON object")));
     }
-    let host = open_local_host(state)?;
-    let component = host.sandbox.load(policy).map_err(bad_input)?;
+    let sandbox = open_sandbox(state)?;
+    let component = sandbox.load(policy).map_err(bad_input)?;
     if !component.is_policy() {
         return Err(bad_input(anyhow::anyhow!(
             "{}: not a policy: it implements {}, not braid:workflow/policy-component",
@@ -68,8 +68,7 @@ async fn eval(
         state: incoming.state,
     };
     let trace_id = trace.trace_id.to_string();
-    let decision = host
-        .sandbox
+    let decision = sandbox
         .evaluate_policy(
             &component,
             trace,

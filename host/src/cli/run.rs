@@ -18,12 +18,15 @@ pub struct RunArgs {
     /// The run's input: a JSON object, or @FILE to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
-    /// Continue this W3C trace (an invalid value starts a new trace).
+    /// Continue this W3C trace (an invalid value starts a new trace; given
+    /// more than once, like a repeated header, it is invalid too).
     #[arg(long)]
-    traceparent: Option<String>,
-    /// Vendor trace state to forward (ignored without a valid --traceparent).
+    traceparent: Vec<String>,
+    /// Vendor trace state to forward (ignored without a valid --traceparent);
+    /// given more than once, the values are combined in order, as repeated
+    /// header fields are.
     #[arg(long)]
-    tracestate: Option<String>,
+    tracestate: Vec<String>,
     /// Print the run report as JSON instead of the tree.
     #[arg(long)]
     json: bool,
@@ -58,7 +61,7 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
         .with_journal(Arc::clone(&host.journal), host.owner.clone())
         .with_local_runs(host.local.clone())
         .with_claims(Arc::clone(&host.claims));
-    let trace = IncomingTrace::from_headers(traceparent.as_deref(), tracestate.as_deref());
+    let trace = IncomingTrace::from_fields(&traceparent, &tracestate);
     let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Internal)
         .map_err(bad_input)?;
     let report = scheduler

@@ -63,6 +63,10 @@ pub enum SandboxError {
     Invalid { path: PathBuf, reason: String },
     #[error("{path}: does not implement the braid step world: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
+    #[error(
+        "{path}: a policy (it exports `braid:workflow/policy`) may import only `braid:workflow/telemetry` and the inert WASI interfaces, so that untrusted policy code cannot reach the network or take claims; it imports {forbidden}: refused"
+    )]
+    PolicyImports { path: PathBuf, forbidden: String },
 }
 
 /// Tunables of the sandbox; defaults suit a single host.
@@ -478,6 +482,27 @@ impl Sandbox {
                 .imports(&self.engine)
                 .map(|(name, _)| name.to_string())
                 .collect();
+            // A policy importing a step's capability is refused for what it
+            // is, not reported as a broken step.
+            let granted_to_steps_only: Vec<&str> = imports
+                .iter()
+                .map(String::as_str)
+                .filter(|i| {
+                    [
+                        "braid:workflow/coordination",
+                        "braid:workflow/invocation",
+                        "wasi:http/",
+                    ]
+                    .iter()
+                    .any(|p| i.starts_with(p))
+                })
+                .collect();
+            if is_policy && !granted_to_steps_only.is_empty() {
+                return SandboxError::PolicyImports {
+                    path: path.to_path_buf(),
+                    forbidden: granted_to_steps_only.join(", "),
+                };
+            }
             wrong_world(format!(
                 "it imports something the host does not provide ({e:#}); its imports: {}",
                 imports.join(", ")

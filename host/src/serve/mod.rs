@@ -114,6 +114,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A `405` gets the JSON error body every other bad request gets (the
+/// router then adds its `Allow` header, the methods the endpoint takes).
+async fn json_method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint (its Allow header lists the ones it takes); see docs/serving.md",
+    )
+}
+
 impl Server {
     /// Binds `listen` and starts serving.
     pub async fn start(listen: SocketAddr, config: ServeConfig) -> Result<Server, ServeError> {
@@ -167,6 +179,7 @@ impl Server {
                     "no such endpoint; see docs/serving.md",
                 )
             })
+            .layer(axum::middleware::map_response(json_method_not_allowed))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -403,4 +416,15 @@ pub(super) async fn read_body(
 
 pub(super) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every field of header `name`, in the order received (a value that is not
+/// visible ASCII kept as text, so it fails the check it is for instead of
+/// vanishing).
+pub(super) fn header_fields(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
 }

@@ -4,7 +4,7 @@
 //!
 //! Must not know wasmtime.
 
-use super::{Inner, error, header_str, read_body};
+use super::{Inner, error, header_fields, read_body};
 use crate::registry::Served;
 use crate::report::RunReport;
 use crate::scheduler::{RunError, RunRequest, new_run_id};
@@ -121,24 +121,40 @@ pub(super) async fn start_run(
     if let Err(e) = served.workflow.bind_inputs(&input) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let trace = IncomingTrace::from_headers(
-        header_str(&headers, "traceparent"),
-        header_str(&headers, "tracestate"),
+    let trace = IncomingTrace::from_fields(
+        &header_fields(&headers, "traceparent"),
+        &header_fields(&headers, "tracestate"),
     );
 
-    let Some(key) = header_str(&headers, "idempotency-key").map(str::to_string) else {
+    if headers.get_all("idempotency-key").iter().count() > 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key sent more than once: send one key",
+        );
+    }
+    let Some(raw_key) = headers.get("idempotency-key") else {
         return match execute(&app, &served, input, trace, new_run_id()).await {
             Ok((status, body)) => respond(status, &body, false),
             Err(resp) => resp,
         };
     };
-    if key.is_empty() || key.len() > 255 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key must be 1 to 255 characters",
-        );
-    }
-    let body_sha = hex::encode(Sha256::digest(&bytes));
+    // Refused, never ignored: a key that was ignored would run twice.
+    let key = match raw_key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters (letters, digits, punctuation, spaces)",
+            );
+        }
+    };
+    // The key binds the body's JSON value, not its bytes: the same input
+    // reformatted (white space, key order) is the same request. A key
+    // reserved by an older braid holds the sha256 of the raw bytes; both
+    // count as the same body.
+    let body_sha = hex::encode(Sha256::digest(input.to_string().as_bytes()));
+    let raw_sha = hex::encode(Sha256::digest(&bytes));
+    let same_body = |sha: &str| sha == body_sha || sha == raw_sha;
     // A repeat of a key still running here shares its first request's
     // answer; otherwise the journal says who has the key (below).
     let cell = {
@@ -170,7 +186,7 @@ pub(super) async fn start_run(
                     .await
                     .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
                 if let Some((sha, other)) = taken {
-                    if sha != body_sha {
+                    if !same_body(&sha) {
                         return Err(different_body());
                     }
                     let (status, body) = answer_of(&app, &other).await?;
@@ -204,7 +220,7 @@ pub(super) async fn start_run(
     }
     match outcome {
         Ok((status, stored)) => {
-            if stored["body_sha256"] != body_sha.as_str() {
+            if !stored["body_sha256"].as_str().is_some_and(same_body) {
                 return different_body();
             }
             respond(

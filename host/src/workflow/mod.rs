@@ -180,6 +180,55 @@ impl Default for StepLimits {
     }
 }
 
+/// The step (by name, or `#N` if it has none) and the field a
+/// deserialization error at `at` (`steps[1].timeout_ms`, `defaults.fuel`, ...)
+/// is about; an unknown field is named by `message`.
+fn locate(text: &str, at: &str, message: &str) -> (Option<String>, Option<String>) {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+        .map(|(f, _)| f.to_string());
+    let doc = text.parse::<toml::Table>().ok();
+    let step_at = at
+        .strip_prefix("steps[")
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest)));
+    let (step, table, rest) = match step_at {
+        Some((i, rest)) => {
+            let table = doc
+                .as_ref()
+                .and_then(|d| d.get("steps")?.as_array()?.get(i)?.as_table().cloned());
+            let name = table
+                .as_ref()
+                .and_then(|t| t.get("name")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("#{}", i + 1));
+            (Some(name), table, rest.trim_start_matches('.'))
+        }
+        None => (None, None, at),
+    };
+    let rest = if rest == "." { "" } else { rest };
+    let field = match (rest.is_empty(), unknown) {
+        (true, Some(f)) => Some(f),
+        // A step's limits are flattened into it, which hides the field from
+        // the path: find it by reading the step's limits alone.
+        (true, None) => table.and_then(limit_at_fault),
+        (false, Some(f)) => Some(format!("{rest}.{f}")),
+        (false, None) => Some(rest.to_string()),
+    };
+    (step, field)
+}
+
+/// The field of a step's limits whose value does not deserialize, if one.
+fn limit_at_fault(mut step: toml::Table) -> Option<String> {
+    for own in ["name", "component", "args", "wait_for"] {
+        step.remove(own);
+    }
+    let err =
+        serde_path_to_error::deserialize::<_, raw::RawLimits>(toml::Value::Table(step)).err()?;
+    let at = err.path().to_string();
+    (at != ".").then_some(at)
+}
+
 /// Largest memory a definition may grant a step, in MiB (the sandbox's pool is sized for it).
 pub const MAX_MEMORY_MB: u64 = 1024;
 
@@ -249,13 +298,26 @@ impl Workflow {
     /// Parses and validates a definition; `path` names it in errors and
     /// anchors relative component paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Workflow, DefinitionError> {
-        let raw: RawWorkflow = toml::from_str(text).map_err(|e| DefinitionError {
-            problems: vec![Problem {
-                file: path.to_path_buf(),
-                step: None,
-                field: None,
-                message: format!("invalid TOML: {}", e.to_string().trim_end()),
-            }],
+        let problem =
+            |step: Option<String>, field: Option<String>, message: String| DefinitionError {
+                problems: vec![Problem {
+                    file: path.to_path_buf(),
+                    step,
+                    field,
+                    message,
+                }],
+            };
+        let invalid = |e: &toml::de::Error| format!("invalid TOML: {}", e.to_string().trim_end());
+        let de = toml::Deserializer::parse(text).map_err(|e| problem(None, None, invalid(&e)))?;
+        // The path to what failed (`steps[1].timeout_ms`) names the step and
+        // the field of a value of the wrong type or range.
+        let raw: RawWorkflow = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            match locate(text, &at, inner.message()) {
+                (None, None) => problem(None, None, invalid(&inner)),
+                (step, field) => problem(step, field, inner.message().to_string()),
+            }
         })?;
         let mut workflow = validate::validate(raw, path)?;
         workflow.definition = text.to_string();
@@ -536,6 +598,40 @@ mod tests {
         assert!(
             text.contains("set, but the step does not send its key: add `idempotency_key = true`"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_step_and_field() {
+        let cases = [
+            (
+                GOOD.replace("timeout_ms = 100", "timeout_ms = \"fast\""),
+                "wf/test.toml: step `b`: field `timeout_ms`: invalid type: string \"fast\", expected u64",
+            ),
+            (
+                GOOD.replace("timeout_ms = 100", "max_retries = -1"),
+                "wf/test.toml: step `b`: field `max_retries`: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                GOOD.replace("timeout_ms = 100", "colour = \"red\""),
+                "wf/test.toml: step `b`: field `colour`: unknown field `colour`",
+            ),
+            (
+                GOOD.replace("max_retries = 2", "max_retries = \"two\""),
+                "wf/test.toml: field `defaults.max_retries`: invalid type: string \"two\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = load(&text).expect_err("invalid").to_string();
+            assert!(err.contains(want), "{err}\nshould contain\n{want}");
+        }
+        // Broken TOML itself still says where.
+        let err = load("name = \"x\"\n[[steps]\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("invalid TOML") && err.contains("line 2"),
+            "{err}"
         );
     }
 }
