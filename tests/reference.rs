@@ -259,6 +259,32 @@ fn an_incoming_traceparent_is_continued_and_an_invalid_one_replaced() {
         assert_eq!(received.len(), 3);
         assert!(received.iter().all(|r| r["tracestate"].is_null()));
     }
+
+    // The flags may be repeated, as header lines can: two --traceparent
+    // start a new trace; two --tracestate are combined in order.
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "rep-1"),
+        &["--traceparent", incoming, "--traceparent", incoming],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["continued_trace"], false);
+    assert!(stderr(&out).contains("2 header fields"), "{}", stderr(&out));
+    let out = run_reference(
+        state.path(),
+        &reference_input(&api, "u-100", "rep-2"),
+        &[
+            "--traceparent",
+            incoming,
+            "--tracestate",
+            "a=1",
+            "--tracestate",
+            "b=2,a=3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_stdout(&out)["tracestate"], "a=1,b=2");
 }
 
 #[test]
