@@ -464,25 +464,7 @@ fn a_killed_run_is_recovered_aborted_and_undone_exactly_once() {
     let state = tempfile::tempdir().expect("tempdir");
     let (traceparent, trace) = new_trace();
     // The reference workflow plus a slow audit step after the claim.
-    let reference = std::fs::read_to_string(reference_workflow()).expect("read");
-    let body = reference
-        .replace("components_dir = \"../target/components\"\n", "")
-        .replace(
-            "name = \"api-orchestration\"",
-            "name = \"api-orchestration-audited\"",
-        )
-        .replace("on_crash = \"resume\"", "on_crash = \"undo\"")
-        + r#"
-[[steps]]
-name = "audit"
-component = "fetch_permissions"
-timeout_ms = 60000
-wait_for = ["claim_work"]
-args.api_base = { input = "api_base" }
-args.user_id = { input = "user_id" }
-args.token = { step = "authenticate", pointer = "/access_token" }
-"#;
-    let wf = write_workflow(state.path(), "audited.toml", &body);
+    let wf = audited_workflow(state.path(), "undo");
     // The audit's permissions call (the 2nd on this trace) hangs.
     api.add_fault(
         json!({ "endpoint": "permissions", "delay_ms": 60000, "skip": 1, "trace_id": trace }),

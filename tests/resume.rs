@@ -8,24 +8,6 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// The reference workflow plus an `audit` step after the claim (a second
-/// permissions call), written next to the real components.
-fn audited_workflow(dir: &std::path::Path) -> std::path::PathBuf {
-    let reference = std::fs::read_to_string(reference_workflow()).expect("read");
-    let body = reference.replace("components_dir = \"../target/components\"\n", "")
-        + r#"
-[[steps]]
-name = "audit"
-component = "fetch_permissions"
-timeout_ms = 60000
-wait_for = ["claim_work"]
-args.api_base = { input = "api_base" }
-args.user_id = { input = "user_id" }
-args.token = { step = "authenticate", pointer = "/access_token" }
-"#;
-    write_workflow(dir, "audited.toml", &body)
-}
-
 /// `braid run WORKFLOW` in the background on `state`, on trace `traceparent`
 /// (in the repository's root: `wf` may be relative to it).
 fn spawn_run(
@@ -90,7 +72,7 @@ fn paths(requests: &[Value]) -> Vec<&str> {
 fn a_killed_run_resumes_from_its_journal_under_its_trace() {
     let api = SampleApi::start(Some(0));
     let state = tempfile::tempdir().expect("tempdir");
-    let wf = audited_workflow(state.path());
+    let wf = audited_workflow(state.path(), "resume");
     let (traceparent, trace) = new_trace();
     // The audit's permissions call (the 2nd on this trace) hangs, once.
     api.add_fault(

@@ -356,6 +356,34 @@ pub async fn fresh_database() -> String {
     fresh_database_on(&postgres_url()).await
 }
 
+/// The reference workflow (as `api-orchestration-audited`, with `on_crash`)
+/// plus an `audit` step after the claim (a second permissions call, so a
+/// fault can hang it), written to `dir` next to the real components.
+pub fn audited_workflow(dir: &Path, on_crash: &str) -> PathBuf {
+    let reference = std::fs::read_to_string(reference_workflow()).expect("read");
+    let body = reference
+        .replace("components_dir = \"../target/components\"\n", "")
+        .replace(
+            "name = \"api-orchestration\"",
+            "name = \"api-orchestration-audited\"",
+        )
+        .replace(
+            "on_crash = \"resume\"",
+            &format!("on_crash = \"{on_crash}\""),
+        )
+        + r#"
+[[steps]]
+name = "audit"
+component = "fetch_permissions"
+timeout_ms = 60000
+wait_for = ["claim_work"]
+args.api_base = { input = "api_base" }
+args.user_id = { input = "user_id" }
+args.token = { step = "authenticate", pointer = "/access_token" }
+"#;
+    write_workflow(dir, "audited.toml", &body)
+}
+
 /// Run `run_id` as `braid runs` lists it from `state`'s journal.
 pub fn journal_run(state: &Path, run_id: &str) -> Value {
     list("runs", state)
