@@ -48,7 +48,7 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// List journaled runs (running, succeeded, failed, aborted).
     Runs(cli::runs::RunsArgs),
-    /// Undo and abort runs whose host died (also done at the start of `braid run`).
+    /// Take over runs whose host died and resume them, or undo and abort them (`on_crash`); also done by `braid run` and `braid serve`.
     Recover(cli::recover::RecoverArgs),
 }
 
