@@ -213,7 +213,8 @@ async fn settled(db: &tokio_postgres::Client, limit: Duration) -> HashMap<String
 }
 
 /// A failed or aborted run undid each reversible step it completed exactly
-/// once, and nothing it had not completed.
+/// once, nothing it had not completed, and in the reverse of the journal's
+/// completion order.
 fn assert_undone_once(run: &StoredRun) {
     let completed: HashSet<&str> = run
         .entries
@@ -227,6 +228,21 @@ fn assert_undone_once(run: &StoredRun) {
         .filter(|e| e["kind"] == "undo" && e["outcome"] == "undone")
         .filter_map(|e| e["step"].as_str())
         .collect();
+    // One order: undone in the reverse of the journal's completion order
+    // (which is the order the run took its steps in).
+    let mut reverse_completion: Vec<&str> = run
+        .entries
+        .iter()
+        .filter(|e| e["kind"] == "completed" && e["outcome"] == "succeeded")
+        .filter_map(|e| e["step"].as_str())
+        .filter(|s| REVERSIBLE.contains(s))
+        .collect();
+    reverse_completion.reverse();
+    assert_eq!(
+        undone, reverse_completion,
+        "run {} undone out of order: entries {:?}",
+        run.run_id, run.entries
+    );
     undone.sort_unstable();
     let mut want: Vec<&str> = REVERSIBLE
         .into_iter()
