@@ -1244,3 +1244,74 @@ fn repeated_trace_header_lines_are_read_as_the_specification_says() {
         "{calls:?}"
     );
 }
+
+/// Past `--max-runs-in-flight` a run is refused at once (503 with
+/// `Retry-After`) instead of queued behind the runs in flight; its
+/// `Idempotency-Key` is free again, so the retry runs; and `/metrics`
+/// counts the refusal.
+#[test]
+fn runs_past_the_bound_in_flight_are_refused_at_once() {
+    // Each API call takes 600 ms (under the fetches' 1 s timeout): a run is
+    // in flight for over a second.
+    let api = SampleApi::start(Some(600));
+    let served = Served::start(&["--max-runs-in-flight", "2"]);
+    let metric = |name: &str| -> u64 {
+        served
+            .get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let running: Vec<_> = ["adm-a", "adm-b"]
+        .into_iter()
+        .map(|item| {
+            let (addr, body) = (served.addr.clone(), input(&api, item).to_string());
+            std::thread::spawn(move || {
+                http(
+                    &addr,
+                    "POST",
+                    "/v1/workflows/api-orchestration/runs",
+                    &[],
+                    &body,
+                )
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("braid_runs_in_flight ") < 2 {
+        assert!(Instant::now() < deadline, "the two runs never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = served.post_run(&input(&api, "adm-c"), &[("Idempotency-Key", "adm-c")]);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("server at capacity: 2 runs in flight"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        metric("braid_runs_in_flight "),
+        2,
+        "answered while both ran"
+    );
+    assert_eq!(
+        metric("braid_runs_refused_total{workflow=\"api-orchestration\"} "),
+        1
+    );
+    for r in running {
+        assert_eq!(r.join().expect("run").status, 200);
+    }
+    let retried = served.post_run(&input(&api, "adm-c"), &[("Idempotency-Key", "adm-c")]);
+    assert_eq!(
+        retried.status, 200,
+        "the key was given up: {}",
+        retried.body
+    );
+    assert_eq!(retried.header("idempotent-replayed"), None);
+}

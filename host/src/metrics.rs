@@ -70,6 +70,7 @@ pub struct Metrics {
     limit_hits: Family<LimitLabels, Counter>,
     telemetry_dropped: Family<WorkflowLabels, Counter>,
     host_log_suppressed: Family<WorkflowLabels, Counter>,
+    runs_refused: Family<WorkflowLabels, Counter>,
     in_flight: Gauge,
 }
 
@@ -91,6 +92,7 @@ impl Metrics {
             limit_hits: Family::default(),
             telemetry_dropped: Family::default(),
             host_log_suppressed: Family::default(),
+            runs_refused: Family::default(),
             in_flight: Gauge::default(),
             registry: Registry::with_prefix("braid"),
         };
@@ -139,9 +141,23 @@ impl Metrics {
             "Guest lines not written to the host's log, past an attempt's budget",
             m.host_log_suppressed.clone(),
         );
+        m.registry.register(
+            "runs_refused",
+            "Runs refused at once (503) because the server or the workflow had its most runs in flight",
+            m.runs_refused.clone(),
+        );
         m.registry
             .register("runs_in_flight", "Runs executing now", m.in_flight.clone());
         m
+    }
+
+    /// Counts a run refused because too many were in flight.
+    pub fn run_refused(&self, workflow: &str) {
+        self.runs_refused
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.to_string(),
+            })
+            .inc();
     }
 
     pub fn run_started(&self) {

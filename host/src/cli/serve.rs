@@ -31,6 +31,14 @@ pub struct ServeArgs {
     /// Step attempts in flight at once, per workflow.
     #[arg(long, default_value_t = 256)]
     max_concurrency: usize,
+    /// Most runs in flight on this server: one more is refused at once
+    /// with 503 and Retry-After instead of queued.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
+    max_runs_in_flight: usize,
+    /// Most runs in flight of one workflow (one busy workflow cannot take
+    /// every place); at most --max-runs-in-flight.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
+    max_runs_in_flight_per_workflow: usize,
     /// Enables `PUT /v1/components/NAME` and rollback for callers that
     /// send `Authorization: Bearer TOKEN`.
     #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
@@ -60,6 +68,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_body_bytes,
         grace_ms,
         max_concurrency,
+        max_runs_in_flight,
+        max_runs_in_flight_per_workflow,
         admin_token,
         watch,
         watch_interval_ms,
@@ -127,6 +137,10 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
             grace,
             otel: braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
                 .map_err(bad_input)?,
+            admission: braid::serve::Admission {
+                max_runs: max_runs_in_flight,
+                max_runs_per_workflow: max_runs_in_flight_per_workflow,
+            },
         },
     )
     .await

@@ -76,7 +76,35 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// How long runs in flight may take to finish after shutdown begins.
     pub grace: Duration,
+    /// Most runs in flight at once on this server, and per workflow: a run
+    /// past either is refused at once (`503`, `Retry-After`), not queued.
+    pub admission: Admission,
 }
+
+/// The bounds on runs in flight a server admits.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub max_runs: usize,
+    pub max_runs_per_workflow: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_runs: DEFAULT_MAX_RUNS_IN_FLIGHT,
+            max_runs_per_workflow: DEFAULT_MAX_RUNS_IN_FLIGHT,
+        }
+    }
+}
+
+/// Default bound on runs in flight per server (and per workflow): past the
+/// ~1,000 runs in flight at which this 2-core reference machine saturates
+/// (docs/PERFORMANCE.md), more in flight only adds latency and memory
+/// (~100 KB each).
+pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 1024;
+
+/// What a refused run is told to wait before trying again.
+const RETRY_AFTER_S: u64 = 1;
 
 /// An answer kept for an `Idempotency-Key`: (HTTP status, body).
 type StoredAnswer = (u16, Value);
@@ -98,6 +126,10 @@ struct Inner {
     /// Fires when the grace period is over: runs still going are aborted.
     abort: CancellationToken,
     runs: TaskTracker,
+    /// Runs in flight: one permit each, server-wide and per workflow.
+    admitted: Arc<tokio::sync::Semaphore>,
+    admitted_per_workflow: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    admission: Admission,
 }
 
 /// A running server.
@@ -112,6 +144,54 @@ pub struct Server {
 /// A JSON error body.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl Inner {
+    /// Admits one more run of `workflow`, or says why not (a `503` with
+    /// `Retry-After`, at once: a server that cannot keep up refuses early
+    /// instead of queueing without bound). The permits are held until the
+    /// run ends.
+    fn admit(&self, workflow: &str) -> Result<Admitted, Box<Response>> {
+        let refuse = |what: String| {
+            self.metrics.run_refused(workflow);
+            let mut answer = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what}; try again later (Retry-After: {RETRY_AFTER_S} s)"),
+            );
+            answer.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_S),
+            );
+            Box::new(answer)
+        };
+        let server = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| {
+                refuse(format!(
+                    "server at capacity: {} runs in flight (--max-runs-in-flight)",
+                    self.admission.max_runs
+                ))
+            })?;
+        let mine = match self.admitted_per_workflow.get(workflow) {
+            Some(bound) => Some(Arc::clone(bound).try_acquire_owned().map_err(|_| {
+                refuse(format!(
+                    "workflow `{workflow}` at capacity: {} runs in flight (--max-runs-in-flight-per-workflow)",
+                    self.admission.max_runs_per_workflow
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Admitted {
+            _server: server,
+            _workflow: mine,
+        })
+    }
+}
+
+/// A run's place among the runs in flight; given back when dropped.
+pub(super) struct Admitted {
+    _server: tokio::sync::OwnedSemaphorePermit,
+    _workflow: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A `405` gets the JSON error body every other bad request gets (the
@@ -144,6 +224,14 @@ impl Server {
         if sources.is_empty() {
             return Err(ServeError::NoWorkflows);
         }
+        let admission = config.admission;
+        let admitted_per_workflow = sources
+            .keys()
+            .map(|name| {
+                let bound = admission.max_runs_per_workflow.max(1);
+                (name.clone(), Arc::new(tokio::sync::Semaphore::new(bound)))
+            })
+            .collect();
         let live = Arc::new(Live::new(
             config.sandbox,
             config.workflows,
@@ -161,6 +249,9 @@ impl Server {
             draining: AtomicBool::new(false),
             abort: CancellationToken::new(),
             runs: TaskTracker::new(),
+            admitted: Arc::new(tokio::sync::Semaphore::new(admission.max_runs.max(1))),
+            admitted_per_workflow,
+            admission,
         });
         let router = Router::new()
             .route("/v1/workflows", get(list_workflows))

@@ -370,6 +370,11 @@ async fn execute(
         input,
         trace,
     };
+    // Past the bounds on runs in flight: refused at once (503, Retry-After);
+    // a key reserved for this run is given up again by the caller.
+    let admitted = app
+        .admit(&served.workflow.name)
+        .map_err(|refused| *refused)?;
     app.metrics.run_started();
     // The run is tracked so shutdown can wait for it; if the client goes
     // away, the run still finishes (and is stored) on its own task.
@@ -378,6 +383,7 @@ async fn execute(
     let scheduler = served.scheduler.clone();
     let inner = Arc::clone(app);
     app.runs.spawn(async move {
+        let _admitted = admitted;
         let result = scheduler.run_as(request, run_id, &abort).await;
         if let Ok(report) = &result {
             inner.metrics.run_finished(report);
