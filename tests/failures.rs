@@ -357,13 +357,6 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
             .take_over_abandoned(new_owner, lease, is_dead, running_here)
             .await
     }
-    async fn save_report(
-        &self,
-        _: braid::journal::ReportSummary,
-        _: String,
-    ) -> Result<(), braid::journal::JournalError> {
-        not_used()
-    }
     async fn report(&self, _: &str) -> Result<Option<String>, braid::journal::JournalError> {
         not_used()
     }

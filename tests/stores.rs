@@ -395,6 +395,21 @@ fn run_start(run_id: &str, owner: &str) -> RunStart {
     }
 }
 
+/// A report to store with a run's end.
+fn stored_report(run_id: &str, outcome: &str, at: u64, json: &str) -> braid::journal::StoredReport {
+    braid::journal::StoredReport {
+        summary: braid::journal::ReportSummary {
+            run_id: run_id.into(),
+            workflow: "wf".into(),
+            trace_id: "t".into(),
+            outcome: outcome.into(),
+            started_at_ms: at,
+            duration_ms: 1.5,
+        },
+        json: json.into(),
+    }
+}
+
 fn completed(step: &str) -> JournalEntry {
     JournalEntry {
         kind: "completed".into(),
@@ -559,8 +574,10 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             "{}",
             b.name
         );
+        // The end carries the run's report, stored in the same write.
+        let report = stored_report("run-1", "succeeded", 10, "{\"run\":\"run-1\"}");
         let first = j
-            .finish("run-1", "h:1", "succeeded", false, None, None)
+            .finish("run-1", "h:1", "succeeded", false, None, Some(report))
             .await;
         assert!(first.expect("finish"), "{}: the owner's finish", b.name);
         let late = j.finish("run-1", "h:1", "aborted", true, Some("late".into()), None);
@@ -625,19 +642,12 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             .await;
         assert_eq!(retry.expect("reserve"), None, "{}: free again", b.name);
 
-        for (run, outcome, at) in [("run-1", "succeeded", 10), ("run-2", "failed", 20)] {
-            let summary = braid::journal::ReportSummary {
-                run_id: run.into(),
-                workflow: "wf".into(),
-                trace_id: "t".into(),
-                outcome: outcome.into(),
-                started_at_ms: at,
-                duration_ms: 1.5,
-            };
-            j.save_report(summary, format!("{{\"run\":\"{run}\"}}"))
-                .await
-                .expect("save");
-        }
+        j.start(&run_start("run-2", "h:1"), Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        let report = stored_report("run-2", "failed", 20, "{\"run\":\"run-2\"}");
+        let ended = j.finish("run-2", "h:1", "failed", false, None, Some(report));
+        assert!(ended.await.expect("finish"), "{}", b.name);
         let failed = b.hosts[3]
             .recent_reports(Some("wf".into()), Some("failed".into()), 10)
             .await
@@ -773,20 +783,12 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
                 .await
                 .expect("reserve");
             if i < 12 {
+                let report = stored_report(&run_id, "succeeded", 1, "{}");
                 assert!(
-                    j.finish(&run_id, "h:1", "succeeded", false, None, None)
+                    j.finish(&run_id, "h:1", "succeeded", false, None, Some(report))
                         .await
                         .expect("finish")
                 );
-                let summary = braid::journal::ReportSummary {
-                    run_id: run_id.clone(),
-                    workflow: "wf".into(),
-                    trace_id: "t".into(),
-                    outcome: "succeeded".into(),
-                    started_at_ms: 1,
-                    duration_ms: 1.0,
-                };
-                j.save_report(summary, "{}".into()).await.expect("report");
             }
         }
         // A key whose run never started, and is old: pruned by age only.

@@ -35,6 +35,7 @@ use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
 use crate::workflow::{OnCrash, StepSpec, Workflow};
 use serde::Serialize;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,11 +172,11 @@ impl Recoverer {
                 Ok(report) if report.outcome == "aborted" => {
                     tracing::warn!(run_id = %report.run_id, "another host took this resumed run over; it finishes the run");
                 }
-                Ok(report) => recovered.push({
+                Ok(report) => {
                     if let Some(hook) = &self.on_resumed {
                         hook(&report);
                     }
-                    RecoveredRun {
+                    recovered.push(RecoveredRun {
                         run_id: report.run_id,
                         workflow: report.workflow,
                         trace_id: report.trace_id,
@@ -185,8 +186,8 @@ impl Recoverer {
                         error: report.error,
                         undo: report.undo,
                         released_claims: report.released_claims,
-                    }
-                }),
+                    });
+                }
                 Err(why) => {
                     let why = Some(format!("cannot resume: {why}"));
                     recovered.extend(self.undo_and_abort(run, why).await?);
@@ -194,24 +195,6 @@ impl Recoverer {
             }
         }
         Ok(recovered)
-    }
-
-    /// Undoes `run` and records it `aborted` (`not_resumed`: why it was not
-    /// resumed instead, for its error). `None`: another host took it over.
-    async fn undo_and_abort(
-        &self,
-        run: AbandonedRun,
-        not_resumed: Option<String>,
-    ) -> Result<Option<RecoveredRun>, JournalError> {
-        recover_one(
-            &self.sandbox,
-            &self.journal,
-            self.claims.as_ref(),
-            &self.owner,
-            run,
-            not_resumed,
-        )
-        .await
     }
 
     /// The workflow and executor to resume `run` with, as it started;
@@ -236,13 +219,11 @@ impl Recoverer {
         }
         let mut components = Vec::new();
         for (step, path, sha) in &start.components {
-            let path = PathBuf::from(path);
-            let prepared = match loaded.get(&(path.clone(), sha.clone())) {
-                Some(c) => Arc::clone(c),
-                None => {
-                    let c = Arc::new(self.load_pinned(step, &path, sha)?);
-                    loaded.insert((path, sha.clone()), Arc::clone(&c));
-                    c
+            let prepared = match loaded.entry((PathBuf::from(path), sha.clone())) {
+                Entry::Occupied(known) => Arc::clone(known.get()),
+                Entry::Vacant(new) => {
+                    let c = Arc::new(self.load_pinned(step, &new.key().0, sha)?);
+                    Arc::clone(new.insert(c))
                 }
             };
             components.push((step.clone(), prepared));
@@ -320,148 +301,157 @@ fn log_pass(done: Result<Result<Vec<RecoveredRun>, JournalError>, tokio::task::J
     }
 }
 
-async fn recover_one(
-    sandbox: &Arc<Sandbox>,
-    journal: &Arc<dyn RunJournal>,
-    claims: &dyn ClaimStore,
-    owner: &str,
-    run: AbandonedRun,
-    not_resumed: Option<String>,
-) -> Result<Option<RecoveredRun>, JournalError> {
-    let start = &run.start;
-    let completed = run.completed();
-    // Each undo (and the release, and the end) only while the run is still
-    // ours, its lease renewed: a recoverer slower than a lease must not undo
-    // alongside the one that took the run from it.
-    let still_ours = || async {
-        let ours = journal.heartbeat(&start.run_id, owner, RUN_LEASE).await?;
-        if !ours {
-            tracing::warn!(run_id = %start.run_id, "another host took over this recovery; leaving the rest to it");
-        }
-        Ok::<_, JournalError>(ours)
-    };
-    tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, previous_owner = %run.previous_owner,
-        steps = completed.len(), "recovering a run whose host died");
-    let trace = AttemptTrace {
-        trace_id: TraceId::parse(&start.trace_id).unwrap_or_else(|_| TraceId::random()),
-        span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
-        parent_span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
-        flags: TraceFlags::from_bits(start.trace_flags),
-        state: TraceState::parse(&start.tracestate).unwrap_or_default(),
-    };
-    let recorder = RunRecorder::new();
-    let log = JournalUndoLog {
-        journal: Arc::clone(journal),
-        run_id: start.run_id.clone(),
-    };
-    let mut undo = Vec::new();
-    let mut problems: Vec<String> = not_resumed.into_iter().collect();
-    for done in completed.iter().rev() {
-        let prepared = match sandbox.load(&done.component) {
-            Ok(c) if c.sha256 == done.component_sha256 => c,
-            Ok(c) => {
-                problems.push(format!(
-                    "step `{}`: component {} changed since the run (sha256 {} != {}); not undone",
-                    done.step,
-                    done.component.display(),
-                    c.sha256,
-                    done.component_sha256
-                ));
-                continue;
+impl Recoverer {
+    /// Undoes `run` and records it `aborted` (`not_resumed`: why it was not
+    /// resumed instead, for its error). `None`: another host took it over.
+    async fn undo_and_abort(
+        &self,
+        run: AbandonedRun,
+        not_resumed: Option<String>,
+    ) -> Result<Option<RecoveredRun>, JournalError> {
+        let (sandbox, journal, claims, owner) = (
+            &self.sandbox,
+            &self.journal,
+            self.claims.as_ref(),
+            self.owner.as_str(),
+        );
+        let start = &run.start;
+        let completed = run.completed();
+        // Each undo (and the release, and the end) only while the run is still
+        // ours, its lease renewed: a recoverer slower than a lease must not undo
+        // alongside the one that took the run from it.
+        let still_ours = || async {
+            let ours = journal.heartbeat(&start.run_id, owner, RUN_LEASE).await?;
+            if !ours {
+                tracing::warn!(run_id = %start.run_id, "another host took over this recovery; leaving the rest to it");
             }
-            Err(e) => {
-                problems.push(format!("step `{}`: {e}; not undone", done.step));
-                continue;
-            }
+            Ok::<_, JournalError>(ours)
         };
-        if !prepared.is_reversible() {
-            continue;
+        tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, previous_owner = %run.previous_owner,
+            steps = completed.len(), "recovering a run whose host died");
+        let trace = AttemptTrace {
+            trace_id: TraceId::parse(&start.trace_id).unwrap_or_else(|_| TraceId::random()),
+            span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
+            parent_span_id: SpanId::parse(&start.span_id).unwrap_or_else(|_| SpanId::random()),
+            flags: TraceFlags::from_bits(start.trace_flags),
+            state: TraceState::parse(&start.tracestate).unwrap_or_default(),
+        };
+        let recorder = RunRecorder::new();
+        let log = JournalUndoLog {
+            journal: Arc::clone(journal),
+            run_id: start.run_id.clone(),
+        };
+        let mut undo = Vec::new();
+        let mut problems: Vec<String> = not_resumed.into_iter().collect();
+        for done in completed.iter().rev() {
+            let prepared = match sandbox.load(&done.component) {
+                Ok(c) if c.sha256 == done.component_sha256 => c,
+                Ok(c) => {
+                    problems.push(format!(
+                        "step `{}`: component {} changed since the run (sha256 {} != {}); not undone",
+                        done.step,
+                        done.component.display(),
+                        c.sha256,
+                        done.component_sha256
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(format!("step `{}`: {e}; not undone", done.step));
+                    continue;
+                }
+            };
+            if !prepared.is_reversible() {
+                continue;
+            }
+            if !still_ours().await? {
+                return Ok(None);
+            }
+            let executor = SandboxExecutor::from_components(
+                Arc::clone(sandbox),
+                [(done.step.clone(), prepared)],
+            );
+            let spec = StepSpec {
+                name: done.step.clone(),
+                component: done.component.clone(),
+                args: BTreeMap::new(),
+                wait_for: Vec::new(),
+                timeout: done.timeout,
+                max_retries: 0,
+                allowed_hosts: done.allowed_hosts.clone(),
+                limits: crate::workflow::StepLimits::default(),
+                idempotency_header: None,
+            };
+            let ctx = AttemptContext {
+                run_id: start.run_id.clone(),
+                workflow: start.workflow.clone(),
+                step: done.step.clone(),
+                attempt: 0,
+                trace: trace.clone(),
+                recorder: recorder.clone(),
+            };
+            debug_assert!(executor.is_reversible(&done.step));
+            undo.push(
+                undo_step(
+                    &executor,
+                    &spec,
+                    ctx,
+                    done.input.clone(),
+                    done.output.clone(),
+                    &log,
+                )
+                .await,
+            );
         }
         if !still_ours().await? {
             return Ok(None);
         }
-        let executor =
-            SandboxExecutor::from_components(Arc::clone(sandbox), [(done.step.clone(), prepared)]);
-        let spec = StepSpec {
-            name: done.step.clone(),
-            component: done.component.clone(),
-            args: BTreeMap::new(),
-            wait_for: Vec::new(),
-            timeout: done.timeout,
-            max_retries: 0,
-            allowed_hosts: done.allowed_hosts.clone(),
-            limits: crate::workflow::StepLimits::default(),
-            idempotency_header: None,
+        let released_claims = match claims.release_all(&start.run_id).await {
+            Ok(list) => list.into_iter().map(|c| c.claim_id).collect(),
+            Err(e) => {
+                problems.push(format!(
+                    "claims not released (their leases will expire): {e}"
+                ));
+                Vec::new()
+            }
         };
-        let ctx = AttemptContext {
+        let failed_undos = undo.iter().filter(|u| u.outcome != "undone").count();
+        let mut error = format!(
+            "host {} stopped mid-run; recovered: {} step(s) undone, {} undo(s) failed, {} claim(s) released",
+            run.previous_owner,
+            undo.len() - failed_undos,
+            failed_undos,
+            released_claims.len()
+        );
+        for p in &problems {
+            error.push_str("; ");
+            error.push_str(p);
+        }
+        let recorded = journal
+            .finish(
+                &start.run_id,
+                owner,
+                "aborted",
+                false,
+                Some(error.clone()),
+                None,
+            )
+            .await?;
+        if !recorded {
+            tracing::warn!(run_id = %start.run_id, "another host took over this recovery; it records the end");
+            return Ok(None);
+        }
+        tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
+        Ok(Some(RecoveredRun {
             run_id: start.run_id.clone(),
             workflow: start.workflow.clone(),
-            step: done.step.clone(),
-            attempt: 0,
-            trace: trace.clone(),
-            recorder: recorder.clone(),
-        };
-        debug_assert!(executor.is_reversible(&done.step));
-        undo.push(
-            undo_step(
-                &executor,
-                &spec,
-                ctx,
-                done.input.clone(),
-                done.output.clone(),
-                &log,
-            )
-            .await,
-        );
+            trace_id: start.trace_id.clone(),
+            previous_owner: run.previous_owner,
+            action: "undone",
+            outcome: "aborted".into(),
+            error: Some(error),
+            undo,
+            released_claims,
+        }))
     }
-    if !still_ours().await? {
-        return Ok(None);
-    }
-    let released_claims = match claims.release_all(&start.run_id).await {
-        Ok(list) => list.into_iter().map(|c| c.claim_id).collect(),
-        Err(e) => {
-            problems.push(format!(
-                "claims not released (their leases will expire): {e}"
-            ));
-            Vec::new()
-        }
-    };
-    let failed_undos = undo.iter().filter(|u| u.outcome != "undone").count();
-    let mut error = format!(
-        "host {} stopped mid-run; recovered: {} step(s) undone, {} undo(s) failed, {} claim(s) released",
-        run.previous_owner,
-        undo.len() - failed_undos,
-        failed_undos,
-        released_claims.len()
-    );
-    for p in &problems {
-        error.push_str("; ");
-        error.push_str(p);
-    }
-    let recorded = journal
-        .finish(
-            &start.run_id,
-            owner,
-            "aborted",
-            false,
-            Some(error.clone()),
-            None,
-        )
-        .await?;
-    if !recorded {
-        tracing::warn!(run_id = %start.run_id, "another host took over this recovery; it records the end");
-        return Ok(None);
-    }
-    tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
-    Ok(Some(RecoveredRun {
-        run_id: start.run_id.clone(),
-        workflow: start.workflow.clone(),
-        trace_id: start.trace_id.clone(),
-        previous_owner: run.previous_owner,
-        action: "undone",
-        outcome: "aborted".into(),
-        error: Some(error),
-        undo,
-        released_claims,
-    }))
 }

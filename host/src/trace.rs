@@ -307,7 +307,7 @@ impl TraceState {
     }
 
     /// The list's length as propagated: members and the commas between them.
-    fn len(&self) -> usize {
+    fn propagated_len(&self) -> usize {
         let members: usize = self
             .members
             .iter()
@@ -320,7 +320,7 @@ impl TraceState {
     /// longer than [`Self::LONG_MEMBER`] go first (right-most first), then
     /// members from the right.
     fn cut_to(&mut self, max: usize) {
-        while self.len() > max {
+        while self.propagated_len() > max {
             let long = self
                 .members
                 .iter()
@@ -765,7 +765,11 @@ mod tests {
         .join(",");
         let (ts, notes) = TraceState::parse_noting(&value).expect("cut");
         assert!(ts.get("big").is_none(), "the long member goes first");
-        assert!(ts.len() <= TraceState::MAX_LEN, "{}", ts.len());
+        assert!(
+            ts.propagated_len() <= TraceState::MAX_LEN,
+            "{}",
+            ts.propagated_len()
+        );
         // 7 short members are 7 * 63 + 6 = 447 characters: all fit.
         assert_eq!(ts.members().len(), 7);
         assert_eq!(notes.len(), 1, "{notes:?}");

@@ -8,13 +8,10 @@
 //! Must not print for humans (the CLI does).
 
 use super::BenchApi;
-use super::suite::{BoxError, SuiteError};
-use crate::journal::{RunJournal, SqliteJournal};
+use super::suite::{Scratch, SuiteError, run_error};
 use crate::recovery::{Liveness, Recoverer};
 use crate::sample_api::{FaultRule, Latencies};
-use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scheduler::{RUN_LEASE, RunRequest, Scheduler};
-use crate::store::{ClaimStore, SqliteClaimStore};
 use crate::trace::IncomingTrace;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -44,10 +41,6 @@ pub struct ResumeResult {
     pub runs_per_s: f64,
 }
 
-fn run_error(e: impl Into<BoxError>) -> SuiteError {
-    SuiteError::Run(e.into())
-}
-
 /// Measures resuming `runs` runs of `workflow` (the reference workflow's
 /// steps) on scratch stores; `cache_dir` is the compiled-component cache.
 pub async fn resume_after_kill(
@@ -55,32 +48,11 @@ pub async fn resume_after_kill(
     cache_dir: Option<PathBuf>,
     runs: usize,
 ) -> Result<ResumeResult, SuiteError> {
-    let scratch = std::env::temp_dir().join(format!(
-        "braid-bench-resume-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let outcome = measure(workflow, cache_dir, runs, &scratch).await;
-    let _ = std::fs::remove_dir_all(&scratch);
-    outcome
-}
-
-async fn measure(
-    workflow: &Path,
-    cache_dir: Option<PathBuf>,
-    runs: usize,
-    scratch: &Path,
-) -> Result<ResumeResult, SuiteError> {
-    let claims: Arc<dyn ClaimStore> = Arc::new(SqliteClaimStore::open(scratch).map_err(run_error)?);
-    let journal: Arc<dyn RunJournal> = Arc::new(SqliteJournal::open(scratch).map_err(run_error)?);
-    let sandbox = Arc::new(
-        Sandbox::new(
-            SandboxConfig {
-                cache_dir,
-                ..SandboxConfig::default()
-            },
-            Arc::clone(&claims),
-        )
-        .map_err(|e| SuiteError::Setup(e.into()))?,
+    let scratch = Scratch::open(cache_dir)?;
+    let (claims, journal, sandbox) = (
+        Arc::clone(&scratch.claims),
+        Arc::clone(&scratch.journal),
+        Arc::clone(&scratch.sandbox),
     );
     let (workflow, executor) = crate::check::load_and_prepare(workflow, Arc::clone(&sandbox))
         .map_err(|e| SuiteError::Input(e.into()))?;

@@ -69,40 +69,75 @@ pub struct Outcome {
 /// Makes a progress bar for a load and an executor (`sandbox`, `native`), or none.
 pub type ProgressFn<'a> = dyn Fn(&Load, &str) -> Option<indicatif::ProgressBar> + 'a;
 
-fn run_error(e: impl Into<BoxError>) -> SuiteError {
+pub(super) fn run_error(e: impl Into<BoxError>) -> SuiteError {
     SuiteError::Run(e.into())
 }
 
-/// Runs `plan`. Claims and the journal go to a scratch directory, removed
-/// afterwards; the compiled-component cache is the usual one.
+/// A measurement's scratch stores (SQLite, in a directory of their own,
+/// removed when dropped) and a sandbox over them; the compiled-component
+/// cache is the usual one.
+pub(super) struct Scratch {
+    pub(super) dir: PathBuf,
+    pub(super) claims: Arc<dyn ClaimStore>,
+    pub(super) journal: Arc<dyn RunJournal>,
+    pub(super) sandbox: Arc<Sandbox>,
+}
+
+impl Scratch {
+    pub(super) fn open(cache_dir: Option<PathBuf>) -> Result<Scratch, SuiteError> {
+        let dir = std::env::temp_dir().join(format!(
+            "braid-bench-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let opened = (|| {
+            let claims: Arc<dyn ClaimStore> =
+                Arc::new(SqliteClaimStore::open(&dir).map_err(run_error)?);
+            let journal: Arc<dyn RunJournal> =
+                Arc::new(SqliteJournal::open(&dir).map_err(run_error)?);
+            let config = SandboxConfig {
+                cache_dir,
+                ..SandboxConfig::default()
+            };
+            let sandbox = Sandbox::new(config, Arc::clone(&claims))
+                .map_err(|e| SuiteError::Setup(e.into()))?;
+            Ok((claims, journal, Arc::new(sandbox)))
+        })();
+        match opened {
+            Ok((claims, journal, sandbox)) => Ok(Scratch {
+                dir,
+                claims,
+                journal,
+                sandbox,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `plan` on [`Scratch`] stores.
 pub async fn run(plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outcome, SuiteError> {
-    let scratch = std::env::temp_dir().join(format!(
-        "braid-bench-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let outcome = run_in(plan, progress, &scratch).await;
-    let _ = std::fs::remove_dir_all(&scratch);
-    outcome
+    let scratch = Scratch::open(plan.cache_dir.clone())?;
+    run_in(plan, progress, &scratch).await
 }
 
 async fn run_in(
     plan: &Plan,
     progress: &ProgressFn<'_>,
-    scratch: &Path,
+    scratch: &Scratch,
 ) -> Result<Outcome, SuiteError> {
     use super::drive;
-    let claims: Arc<dyn ClaimStore> = Arc::new(SqliteClaimStore::open(scratch).map_err(run_error)?);
-    let journal: Arc<dyn RunJournal> = Arc::new(SqliteJournal::open(scratch).map_err(run_error)?);
-    let sandbox = Arc::new(
-        Sandbox::new(
-            SandboxConfig {
-                cache_dir: plan.cache_dir.clone(),
-                ..SandboxConfig::default()
-            },
-            Arc::clone(&claims),
-        )
-        .map_err(|e| SuiteError::Setup(e.into()))?,
-    );
+    let claims = Arc::clone(&scratch.claims);
+    let journal = Arc::clone(&scratch.journal);
+    let sandbox = Arc::clone(&scratch.sandbox);
     let (workflow, executor) = crate::check::load_and_prepare(&plan.workflow, Arc::clone(&sandbox))
         .map_err(|e| SuiteError::Input(e.into()))?;
     let journaled = plan.journal.then_some(&journal);
@@ -189,7 +224,7 @@ async fn run_in(
             sandbox: &sandbox,
             claims: &claims,
             journal: journaled,
-            scratch,
+            scratch: &scratch.dir,
             api: &api,
         };
         results.extend(bench_scaling(plan, scaling, &stores).await?);

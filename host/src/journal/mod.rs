@@ -264,12 +264,6 @@ pub trait RunJournal: Send + Sync + 'static {
         is_dead: Option<OwnerIsDead>,
         running_here: &[String],
     ) -> Result<Vec<AbandonedRun>, JournalError>;
-    /// Stores a finished run's report (JSON); a second save replaces the first.
-    async fn save_report(
-        &self,
-        summary: ReportSummary,
-        report_json: String,
-    ) -> Result<(), JournalError>;
     /// A stored report (JSON), if the run is known.
     async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError>;
     /// The most recent reports, newest first, optionally of one workflow

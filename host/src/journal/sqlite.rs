@@ -212,22 +212,6 @@ impl RunJournal for SqliteJournal {
         .await
     }
 
-    /// Stores a finished run's report (JSON). A second save of the same run
-    /// replaces the first.
-    async fn save_report(
-        &self,
-        summary: ReportSummary,
-        report_json: String,
-    ) -> Result<(), JournalError> {
-        let report = StoredReport {
-            summary,
-            json: report_json,
-        };
-        self.db
-            .write(move |conn| insert_report(conn, &report))
-            .await
-    }
-
     /// A stored report (JSON), if the run is known.
     async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
         let run_id = run_id.to_string();

@@ -287,33 +287,6 @@ impl RunJournal for PostgresJournal {
         Ok(taken)
     }
 
-    async fn save_report(
-        &self,
-        summary: ReportSummary,
-        report_json: String,
-    ) -> Result<(), JournalError> {
-        self.execute(
-            "storing a run report",
-            "INSERT INTO braid_reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (run_id) DO UPDATE SET workflow = excluded.workflow,
-               trace_id = excluded.trace_id, outcome = excluded.outcome,
-               started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
-               report = excluded.report",
-            &[
-                &summary.run_id,
-                &summary.workflow,
-                &summary.trace_id,
-                &summary.outcome,
-                &i64::try_from(summary.started_at_ms).unwrap_or(i64::MAX),
-                &summary.duration_ms,
-                &report_json,
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError> {
         let rows = self
             .query(

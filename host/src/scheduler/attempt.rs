@@ -10,28 +10,20 @@
 //! Must not know wasmtime, the lease, or what other steps do.
 
 use super::saga::compensate;
-use super::{AttemptContext, RunLog, StepExecutor, StepFailure, StepOutcome, backoff};
+use super::{
+    AttemptContext, RunLog, StepExecutor, StepFailure, StepOutcome, backoff, unless_stopped,
+};
 use crate::journal::JournalEntry;
 use crate::report::EventRecord;
 use crate::trace::{AttemptTrace, SpanId};
 use crate::workflow::StepSpec;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Runs `work` unless `stop` fires first (`None`: stopped).
-async fn unless_stopped<T>(stop: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        biased;
-        () = stop.cancelled() => None,
-        done = work => Some(done),
-    }
-}
 
 /// One attempt of `run`: a new span, the call, the JSON check, the record.
 /// `None`: `stop` fired before the call returned (nothing is recorded).

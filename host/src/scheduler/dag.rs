@@ -131,38 +131,38 @@ impl<E: StepExecutor> Scheduler<E> {
         name: &str,
         outcome: &StepOutcome,
     ) {
-        let entry = match outcome {
-            StepOutcome::Succeeded(v) | StepOutcome::Compensated(v) => {
-                let Some(step) = run.wf.step(name) else {
-                    return;
-                };
-                let (component, sha) = self.executor.component_of(name);
-                JournalEntry {
-                    kind: "completed".into(),
+        let (output, how) = match outcome {
+            StepOutcome::Succeeded(v) => (v, "succeeded"),
+            StepOutcome::Compensated(v) => (v, "compensated"),
+            StepOutcome::Cancelled => {
+                let entry = JournalEntry {
+                    kind: "cancelled".into(),
                     step: name.to_string(),
-                    outcome: match outcome {
-                        StepOutcome::Succeeded(_) => "succeeded",
-                        _ => "compensated",
-                    }
-                    .into(),
-                    input: state.inputs_of.get(name).cloned(),
-                    output: Some(v.to_string()),
-                    component: Some(component),
-                    component_sha256: Some(sha),
-                    timeout_ms: Some(step.timeout.as_millis() as u64),
-                    allowed_hosts: Some(step.allowed_hosts.clone()),
+                    outcome: "cancelled".into(),
                     ..Default::default()
-                }
+                };
+                return run.log.append(entry).await;
             }
-            StepOutcome::Cancelled => JournalEntry {
-                kind: "cancelled".into(),
-                step: name.to_string(),
-                outcome: "cancelled".into(),
-                ..Default::default()
-            },
             StepOutcome::Failed(_) => return,
         };
-        run.log.append(entry).await;
+        let Some(step) = run.wf.step(name) else {
+            return;
+        };
+        let (component, sha) = self.executor.component_of(name);
+        run.log
+            .append(JournalEntry {
+                kind: "completed".into(),
+                step: name.to_string(),
+                outcome: how.into(),
+                input: state.inputs_of.get(name).cloned(),
+                output: Some(output.to_string()),
+                component: Some(component),
+                component_sha256: Some(sha),
+                timeout_ms: Some(step.timeout.as_millis() as u64),
+                allowed_hosts: Some(step.allowed_hosts.clone()),
+                ..Default::default()
+            })
+            .await;
     }
 
     /// Starts every step not started yet whose dependencies have all

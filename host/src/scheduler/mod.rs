@@ -127,6 +127,19 @@ enum StepOutcome {
     Cancelled,
 }
 
+/// Runs `work` unless `stop` fires first (`None`: stopped): how a step's
+/// waits and guest calls end when its run fails.
+async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        done = work => Some(done),
+    }
+}
+
 /// The report as the journal stores it (`None`: it cannot be encoded,
 /// which is logged; the terminal record is written all the same).
 fn stored_report(report: &RunReport) -> Option<StoredReport> {
@@ -490,9 +503,8 @@ impl<E: StepExecutor> Scheduler<E> {
                 Err(e) => tracing::error!(run_id = %report.run_id, "journal write failed: {e}"),
             }
         }
-        if let Some(l) = lease {
-            l.task.abort();
-        }
+        // Dropping the keeper stops the renewals (`LeaseKeeper`'s `Drop`).
+        drop(lease);
         tracing::info!(
             parent: &run_tracing_span,
             trace_id = %trace_id,

@@ -112,18 +112,10 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
         let text = e.output.as_deref().unwrap_or_default();
         let output: Value = serde_json::from_str(text)
             .map_err(|err| ResumeError::Output(e.step.clone(), err.to_string()))?;
-        let compensated = e.outcome == "compensated";
+        state.degraded |= e.outcome == "compensated";
         state.outputs.insert(e.step.clone(), output);
-        state.outcomes.insert(
-            e.step.clone(),
-            if compensated {
-                "compensated"
-            } else {
-                "succeeded"
-            }
-            .into(),
-        );
-        state.degraded |= compensated;
+        // `succeeded` or `compensated`, as the journal says.
+        state.outcomes.insert(e.step.clone(), e.outcome.clone());
         state.order.push(e.step.clone());
         state
             .inputs_of

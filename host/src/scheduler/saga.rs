@@ -8,7 +8,7 @@
 use super::lease::{LEASE_UNRENEWED, LeaseKeeper};
 use super::{
     AttemptContext, Compensation, RunCtx, RunLog, Scheduler, StepExecutor, StepFailure,
-    StepOutcome, backoff,
+    StepOutcome, backoff, unless_stopped,
 };
 use crate::journal::{JournalEntry, RunJournal};
 use crate::report::{AttemptReport, CompensationReport, EventRecord, UndoReport};
@@ -62,10 +62,8 @@ pub(super) async fn compensate<E: StepExecutor>(
             .await
     };
     // Stopped before it answered: the step failed anyway, the run is failing.
-    let answer = tokio::select! {
-        biased;
-        () = stop.cancelled() => return Some(StepOutcome::Cancelled),
-        answer = asked => answer,
+    let Some(answer) = unless_stopped(stop, asked).await else {
+        return Some(StepOutcome::Cancelled);
     };
     let mut report = CompensationReport {
         span_id: span_id.to_string(),

@@ -506,13 +506,6 @@ impl RunJournal for FakeJournal {
     ) -> Result<Vec<crate::journal::AbandonedRun>, JournalError> {
         down()
     }
-    async fn save_report(
-        &self,
-        _: crate::journal::ReportSummary,
-        _: String,
-    ) -> Result<(), JournalError> {
-        down()
-    }
     async fn report(&self, _: &str) -> Result<Option<String>, JournalError> {
         down()
     }
