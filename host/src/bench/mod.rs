@@ -14,6 +14,7 @@
 mod claims;
 mod native;
 pub mod resume;
+pub mod serve;
 pub mod suite;
 
 pub use claims::{ClaimRung, claim_rung};

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod serve;
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// The workflow to run (its steps must be the reference workflow's for the native baseline).
@@ -36,8 +38,9 @@ pub struct BenchArgs {
     /// Ladder rungs (runs in flight).
     #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,20,100")]
     concurrency: Vec<usize>,
-    /// Open-loop rates (runs started per second).
-    #[arg(long, value_delimiter = ',', default_value = "5,15,30,300")]
+    /// Open-loop rates (runs started per second); rate mode: 5,15,30,300
+    /// unless given; serve mode: none unless given.
+    #[arg(long, value_delimiter = ',')]
     rate: Vec<f64>,
     /// How long each rate is held.
     #[arg(long, default_value_t = 5.0)]
@@ -56,6 +59,18 @@ pub struct BenchArgs {
     /// (few items: contended, many conflicts).
     #[arg(long, default_value_t = 100_000)]
     items: usize,
+    /// Serve modes: the `braid` binary to start as the server (default:
+    /// this one), so two builds can be measured in one run.
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Serve modes: a `braid serve` flag to add (repeatable), e.g.
+    /// `--serve-arg=--durability=machine`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// Serve-memory mode: how long idle after the burst the resident set
+    /// may take to come back (seconds).
+    #[arg(long, default_value_t = 60.0)]
+    idle_s: f64,
     /// Do not journal runs (measures the journal's cost when compared).
     #[arg(long)]
     no_journal: bool,
@@ -81,6 +96,13 @@ enum BenchMode {
     /// Carrying on the runs of a host that died: `--runs` runs in flight
     /// are dropped at once, then taken over and resumed to their end.
     Resume,
+    /// `braid serve` from outside (another process, over HTTP): closed
+    /// loop at each `--concurrency`, then open loop at each `--rate` for
+    /// `--duration-s` (latency from the scheduled send; 503s counted).
+    Serve,
+    /// `braid serve`'s resident set before, during and after an open-loop
+    /// burst at the first `--rate` for `--duration-s`.
+    ServeMemory,
     All,
 }
 
@@ -97,6 +119,24 @@ enum BenchExecutor {
     Both,
 }
 
+impl BenchArgs {
+    /// The sample API's latencies, and how the tables name them.
+    fn latencies(&self) -> (Latencies, String) {
+        match (self.latency_ms, self.latency) {
+            (Some(ms), _) => (
+                Latencies::uniform(Duration::from_millis(ms)),
+                format!("{ms} ms per call"),
+            ),
+            (None, BenchLatency::Seed) => {
+                (Latencies::default(), "seed (33/28/35 ms)".to_string())
+            }
+            (None, BenchLatency::Zero) => {
+                (Latencies::uniform(Duration::ZERO), "zero".to_string())
+            }
+        }
+    }
+}
+
 pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     if args.mode == BenchMode::Claims {
         return bench_claims(&args).await;
@@ -104,22 +144,21 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     if args.mode == BenchMode::Resume {
         return bench_resume(&args).await;
     }
-    let (latencies, latency_label) = match (args.latency_ms, args.latency) {
-        (Some(ms), _) => (
-            Latencies::uniform(Duration::from_millis(ms)),
-            format!("{ms} ms per call"),
-        ),
-        (None, BenchLatency::Seed) => (Latencies::default(), "seed (33/28/35 ms)".to_string()),
-        (None, BenchLatency::Zero) => (Latencies::uniform(Duration::ZERO), "zero".to_string()),
-    };
+    if matches!(args.mode, BenchMode::Serve | BenchMode::ServeMemory) {
+        return serve::exec(&args).await;
+    }
+    let (latencies, latency_label) = args.latencies();
     let mut loads = Vec::new();
     let (seq, ladder, rate) = match args.mode {
         BenchMode::Sequential => (true, false, false),
         BenchMode::Ladder => (false, true, false),
         BenchMode::Rate => (false, false, true),
-        BenchMode::Attempt | BenchMode::Scaling | BenchMode::Claims | BenchMode::Resume => {
-            (false, false, false)
-        }
+        BenchMode::Attempt
+        | BenchMode::Scaling
+        | BenchMode::Claims
+        | BenchMode::Resume
+        | BenchMode::Serve
+        | BenchMode::ServeMemory => (false, false, false),
         BenchMode::All => (true, true, true),
     };
     if seq {
@@ -134,7 +173,12 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         }
     }
     if rate {
-        for &r in &args.rate {
+        let rates = if args.rate.is_empty() {
+            &[5.0, 15.0, 30.0, 300.0][..]
+        } else {
+            &args.rate[..]
+        };
+        for &r in rates {
             loads.push(Load::Rate {
                 per_sec: r,
                 duration: Duration::from_secs_f64(args.duration_s),
