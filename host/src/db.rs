@@ -131,9 +131,50 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>
     }
 }
 
+/// How durable a committed write is (`--durability`, docs/failure-model.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A commit survives braid's process dying (`kill -9`, a crash, the
+    /// OOM killer), not the machine's (power loss, kernel panic): the last
+    /// commits before such a crash may be lost. SQLite: WAL with
+    /// `synchronous=NORMAL` (the log is synced at checkpoints only);
+    /// PostgreSQL: `synchronous_commit=off`.
+    Process,
+    /// A commit survives a machine crash too: it is on disk before the
+    /// write returns (still group-committed: one sync for the writes that
+    /// queued together). SQLite: `synchronous=FULL`; PostgreSQL:
+    /// `synchronous_commit=on` (with the server's `fsync` on).
+    #[default]
+    Machine,
+}
+
+impl Durability {
+    /// SQLite's `synchronous` setting for it (in WAL mode).
+    fn sqlite_synchronous(self) -> &'static str {
+        match self {
+            Durability::Process => "NORMAL",
+            Durability::Machine => "FULL",
+        }
+    }
+
+    /// PostgreSQL's `synchronous_commit` setting for it.
+    pub fn postgres_synchronous_commit(self) -> &'static str {
+        match self {
+            Durability::Process => "off",
+            Durability::Machine => "on",
+        }
+    }
+}
+
 impl Db {
-    /// Opens (creating if needed) `state_dir/file` and applies `schema`.
-    pub fn open(state_dir: &Path, file: &str, schema: &str) -> Result<Db, DbUnavailable> {
+    /// Opens (creating if needed) `state_dir/file` and applies `schema`;
+    /// commits as durable as `durability` says.
+    pub fn open(
+        state_dir: &Path,
+        file: &str,
+        schema: &str,
+        durability: Durability,
+    ) -> Result<Db, DbUnavailable> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             DbUnavailable(format!(
                 "cannot create state directory {}: {e}",
@@ -151,7 +192,7 @@ impl Db {
             // After a checkpoint the write-ahead log is cut back to this
             // (SQLite leaves it at its largest otherwise).
             conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "synchronous", durability.sqlite_synchronous())?;
             conn.execute_batch(schema)?;
             Ok(conn)
         };

@@ -48,6 +48,11 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// 10 us to ~20 s, doubling (most attempts wait for no place at all).
+fn queue_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 22))
+}
+
 /// Attempt outcomes that mean a sandbox limit stopped the guest.
 const LIMIT_OUTCOMES: [&str; 7] = [
     "timeout",
@@ -65,6 +70,7 @@ pub struct Metrics {
     run_seconds: Histograms<WorkflowLabels>,
     steps: Family<StepLabels, Counter>,
     step_seconds: Histograms<StepKey>,
+    step_queue_seconds: Histograms<StepKey>,
     attempts: Family<StepLabels, Counter>,
     claims: Family<WorkflowLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
@@ -87,6 +93,7 @@ impl Metrics {
             run_seconds: Family::new_with_constructor(seconds_histogram),
             steps: Family::default(),
             step_seconds: Family::new_with_constructor(seconds_histogram),
+            step_queue_seconds: Family::new_with_constructor(queue_histogram),
             attempts: Family::default(),
             claims: Family::default(),
             limit_hits: Family::default(),
@@ -115,6 +122,11 @@ impl Metrics {
             "step_duration_seconds",
             "Step wall time, all attempts included",
             m.step_seconds.clone(),
+        );
+        m.registry.register(
+            "step_queue_seconds",
+            "Time each step attempt waited for a place to run (--max-concurrency attempts in flight per workflow)",
+            m.step_queue_seconds.clone(),
         );
         m.registry.register(
             "step_attempts",
@@ -196,6 +208,12 @@ impl Metrics {
                     .observe(step.duration_ms / 1000.0);
             }
             for attempt in &step.attempts {
+                self.step_queue_seconds
+                    .get_or_create(&StepKey {
+                        workflow: workflow.clone(),
+                        step: step.name.clone(),
+                    })
+                    .observe(attempt.queued_ms / 1000.0);
                 self.attempts
                     .get_or_create(&StepLabels {
                         workflow: workflow.clone(),

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything known about one finished run.
 #[derive(Debug, Clone, Serialize)]
@@ -171,6 +171,9 @@ pub struct AttemptReport {
     pub span_id: String,
     pub start_ms: f64,
     pub duration_ms: f64,
+    /// How long the attempt waited for a place to run (the workflow's
+    /// `--max-concurrency` attempts in flight) before `start_ms`.
+    pub queued_ms: f64,
     /// `succeeded`, `retryable`, `fatal`, `timeout`, `trap`, `invalid-output`,
     /// `host-error`, or `cancelled` (still running when the run failed).
     pub outcome: String,
@@ -368,8 +371,16 @@ impl RunRecorder {
     }
 
     /// Records an attempt that has started; returns its index for `attempt_finished`.
-    pub fn attempt_started(&self, step: &str, attempt: u32, span_id: String, at: Instant) -> usize {
+    pub fn attempt_started(
+        &self,
+        step: &str,
+        attempt: u32,
+        span_id: String,
+        at: Instant,
+        queued: Duration,
+    ) -> usize {
         let start_ms = self.offset_ms(at);
+        let queued_ms = queued.as_secs_f64() * 1000.0;
         let mut index = 0;
         self.with_step(step, |t| {
             index = t.attempts.len();
@@ -379,6 +390,7 @@ impl RunRecorder {
                     span_id,
                     start_ms,
                     duration_ms: 0.0,
+                    queued_ms,
                     outcome: "cancelled".into(),
                     error: None,
                 },
@@ -402,6 +414,17 @@ impl RunRecorder {
 
     pub fn compensation(&self, step: &str, report: CompensationReport) {
         self.with_step(step, |t| t.compensations.push(report));
+    }
+
+    /// The number and span id of a step's attempt that succeeded, if one did.
+    pub fn succeeded_attempt(&self, step: &str) -> Option<(u32, String)> {
+        let r = self.inner.lock().ok()?;
+        r.steps
+            .get(step)?
+            .attempts
+            .iter()
+            .find(|(a, _)| a.outcome == "succeeded")
+            .map(|(a, _)| (a.attempt, a.span_id.clone()))
     }
 
     /// A step's timeline so far (attempts still running read as `cancelled`).

@@ -4,7 +4,7 @@
 //! Owns: claim atomicity and lease expiry. Knows nothing of wasmtime or the
 //! scheduler; the coordination capability is its only caller besides the CLI.
 
-use crate::db::{Db, DbUnavailable, ms};
+use crate::db::{Db, DbUnavailable, Durability, ms};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::Path;
@@ -160,10 +160,16 @@ fn unavailable(e: impl std::fmt::Display) -> ClaimStoreError {
 }
 
 impl SqliteClaimStore {
-    /// Opens (creating if needed) `claims.sqlite3` in `state_dir`.
+    /// Opens (creating if needed) `claims.sqlite3` in `state_dir`, with
+    /// the default durability (a commit survives a machine crash).
     pub fn open(state_dir: &Path) -> Result<Self, ClaimStoreError> {
+        Self::open_with(state_dir, Durability::default())
+    }
+
+    /// [`SqliteClaimStore::open`] with commits as durable as `durability` says.
+    pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, ClaimStoreError> {
         Ok(SqliteClaimStore {
-            db: Db::open(state_dir, "claims.sqlite3", SCHEMA)?,
+            db: Db::open(state_dir, "claims.sqlite3", SCHEMA, durability)?,
         })
     }
 

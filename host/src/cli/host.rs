@@ -2,6 +2,7 @@
 //! names, and the sandbox over them ([`Host`]).
 
 use super::{Exit, StateArgs, bad_input};
+use braid::db::Durability;
 use braid::journal::{RunJournal, SqliteJournal};
 use braid::sandbox::{Sandbox, SandboxConfig};
 use braid::store::{ClaimStore, SqliteClaimStore};
@@ -112,9 +113,9 @@ pub struct Stores {
 }
 
 /// The SQLite claim store and journal in `dir`.
-fn open_sqlite_stores(dir: &Path) -> Result<Stores, Exit> {
-    let claims = SqliteClaimStore::open(dir).map_err(bad_input)?;
-    let journal = SqliteJournal::open(dir).map_err(bad_input)?;
+fn open_sqlite_stores(dir: &Path, durability: Durability) -> Result<Stores, Exit> {
+    let claims = SqliteClaimStore::open_with(dir, durability).map_err(bad_input)?;
+    let journal = SqliteJournal::open_with(dir, durability).map_err(bad_input)?;
     Ok(Stores {
         shown: claims.path().display().to_string(),
         claims: Arc::new(claims),
@@ -124,11 +125,12 @@ fn open_sqlite_stores(dir: &Path) -> Result<Stores, Exit> {
 }
 
 pub async fn open_stores(state: &StateArgs) -> Result<Stores, Exit> {
+    let durability = Durability::from(state.durability);
     let url = match state.store_kind()? {
-        StoreKind::Sqlite => return open_sqlite_stores(&state.state_dir),
+        StoreKind::Sqlite => return open_sqlite_stores(&state.state_dir, durability),
         StoreKind::Postgres(url) => url,
     };
-    let pg = braid::postgres::PgPool::open(url, PG_CONNECTIONS)
+    let pg = braid::postgres::PgPool::open_with(url, PG_CONNECTIONS, durability)
         .await
         .map_err(|e| match e {
             braid::postgres::PostgresError::BadUrl { .. } => bad_input(e),

@@ -41,6 +41,22 @@ pub fn bad_input(e: impl Into<anyhow::Error>) -> Exit {
     Exit(2, e.into())
 }
 
+/// `--durability`, as [`braid::db::Durability`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    Machine,
+    Process,
+}
+
+impl From<DurabilityArg> for braid::db::Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Machine => braid::db::Durability::Machine,
+            DurabilityArg::Process => braid::db::Durability::Process,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct StateArgs {
     /// Directory for the claim store and the compiled-component cache.
@@ -52,6 +68,12 @@ pub struct StateArgs {
     /// `?sslmode=verify-full&sslrootcert=CA.pem`; see docs/scaling.md).
     #[arg(long, env = "BRAID_STORE", default_value = "sqlite")]
     pub store: String,
+    /// How durable a commit of the journal and the claim store is:
+    /// `machine` (on disk before braid goes on: survives power loss and a
+    /// kernel panic) or `process` (survives braid being killed, not the
+    /// machine crashing; faster). See docs/failure-model.md.
+    #[arg(long, env = "BRAID_DURABILITY", value_enum, default_value = "machine")]
+    pub durability: DurabilityArg,
     /// Where compiled components are cached (default: `<state-dir>/cache`).
     /// Entries are keyed by the component's sha256 and the engine's
     /// compatibility hash, so one cache may serve several state dirs.

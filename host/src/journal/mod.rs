@@ -62,9 +62,10 @@ pub struct RunStart {
 /// One journal entry. `kind` says which fields matter.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JournalEntry {
-    /// `attempt`, `completed` (`outcome` `succeeded`, or `compensated`: a
-    /// substitute output), `compensation`, `cancelled`, `run-failed`, `undo`,
-    /// `claims-released`.
+    /// `attempt` (a failed attempt), `completed` (`outcome` `succeeded`,
+    /// with the attempt that succeeded and its span, or `compensated`: a
+    /// substitute output), `compensation`, `cancelled`, `run-failed`,
+    /// `undo`, `claims-released`.
     pub kind: String,
     pub step: String,
     pub span_id: String,

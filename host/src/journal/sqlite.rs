@@ -3,7 +3,7 @@
 //! the DAG.
 
 use super::*;
-use crate::db::{Db, ms};
+use crate::db::{Db, Durability, ms};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The SQLite journal. Entries are written as they happen (WAL mode).
@@ -57,9 +57,15 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 impl SqliteJournal {
     /// Opens (creating if needed) `runs.sqlite3` in `state_dir`.
+    /// With the default durability (a commit survives a machine crash).
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(state_dir, Durability::default())
+    }
+
+    /// [`SqliteJournal::open`] with commits as durable as `durability` says.
+    pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
         Ok(SqliteJournal {
-            db: Db::open(state_dir, "runs.sqlite3", SCHEMA)?,
+            db: Db::open(state_dir, "runs.sqlite3", SCHEMA, durability)?,
         })
     }
 }
@@ -68,20 +74,22 @@ impl SqliteJournal {
 impl RunJournal for SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now.
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
-        let start = start.clone();
+        // Serialized here, on the caller's thread: the writer thread only writes.
+        let json = serde_json::to_string(start).map_err(unavailable)?;
+        let [run_id, workflow, trace_id, owner] =
+            [&start.run_id, &start.workflow, &start.trace_id, &start.owner].map(String::clone);
         self.db.write(move |conn| {
             let now = now_ms();
-            let json = serde_json::to_string(&start).map_err(unavailable)?;
             crate::db::exec(
                 conn,
                 "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
                 params![
-                    start.run_id,
-                    start.workflow,
-                    start.trace_id,
+                    run_id,
+                    workflow,
+                    trace_id,
                     json,
-                    start.owner,
+                    owner,
                     ms(now + lease.as_millis() as u64),
                     ms(now)
                 ],
@@ -94,9 +102,9 @@ impl RunJournal for SqliteJournal {
 
     async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
         let run_id = run_id.to_string();
+        let json = serde_json::to_string(&entry).map_err(unavailable)?;
         self.db
             .write(move |conn| {
-                let json = serde_json::to_string(&entry).map_err(unavailable)?;
                 crate::db::exec(
                     conn,
                     "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",

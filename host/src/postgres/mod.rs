@@ -22,6 +22,7 @@ mod tls;
 pub use claims::PostgresClaimStore;
 pub use journal::PostgresJournal;
 
+use crate::db::Durability;
 use crate::store::ClaimStoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
@@ -146,8 +147,20 @@ pub fn redact(url: &str) -> String {
 impl PgPool {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/db`,
     /// with `?sslmode=...&sslrootcert=...` for TLS: see the `tls` module),
-    /// then creates or migrates braid's tables.
+    /// then creates or migrates braid's tables. Commits survive a machine
+    /// crash (the default durability).
     pub async fn open(url: &str, max_connections: usize) -> Result<Self, PostgresError> {
+        Self::open_with(url, max_connections, Durability::default()).await
+    }
+
+    /// [`PgPool::open`] with commits as durable as `durability` says: every
+    /// connection's `synchronous_commit` is set to match (added to the
+    /// URL's own `options`).
+    pub async fn open_with(
+        url: &str,
+        max_connections: usize,
+        durability: Durability,
+    ) -> Result<Self, PostgresError> {
         let shown = redact(url);
         let bad_url = |reason: String| PostgresError::BadUrl {
             url: shown.clone(),
@@ -158,6 +171,15 @@ impl PgPool {
             rest.parse().map_err(|e| bad_url(format!("{e}")))?;
         config.connect_timeout(Duration::from_secs(5));
         config.ssl_mode(tls.mode);
+        let synchronous = format!(
+            "-c synchronous_commit={}",
+            durability.postgres_synchronous_commit()
+        );
+        let options = match config.get_options() {
+            Some(own) if !own.is_empty() => format!("{own} {synchronous}"),
+            _ => synchronous,
+        };
+        config.options(&options);
         let connector = tls.connector().map_err(bad_url)?;
         let build = |size: usize| {
             let manager = Manager::from_config(

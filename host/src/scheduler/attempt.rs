@@ -49,9 +49,16 @@ async fn attempt_once<E: StepExecutor>(
         ..base.clone()
     };
     let parsed = {
+        let waiting = Instant::now();
         let _permit = unless_stopped(stop, permits.acquire()).await?;
-        let index =
-            recorder.attempt_started(&step.name, attempt, span_id.to_string(), Instant::now());
+        let now = Instant::now();
+        let index = recorder.attempt_started(
+            &step.name,
+            attempt,
+            span_id.to_string(),
+            now,
+            now - waiting,
+        );
         let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
         let call = executor
             .execute(step, ctx, input.to_string())
@@ -73,19 +80,20 @@ async fn attempt_once<E: StepExecutor>(
         );
         parsed
     };
-    log.append(JournalEntry {
-        kind: "attempt".into(),
-        step: step.name.clone(),
-        span_id: span_id.to_string(),
-        attempt,
-        outcome: parsed
-            .as_ref()
-            .map_or_else(|f| f.kind(), |_| "succeeded")
-            .to_string(),
-        error: parsed.as_ref().err().map(ToString::to_string),
-        ..Default::default()
-    })
-    .await;
+    // A failed attempt is journaled as it ends; a successful one goes into
+    // its step's `completed` entry (one durable write per completed step).
+    if let Err(failure) = &parsed {
+        log.append(JournalEntry {
+            kind: "attempt".into(),
+            step: step.name.clone(),
+            span_id: span_id.to_string(),
+            attempt,
+            outcome: failure.kind().to_string(),
+            error: Some(failure.to_string()),
+            ..Default::default()
+        })
+        .await;
+    }
     Some(parsed)
 }
 

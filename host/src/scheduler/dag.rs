@@ -149,10 +149,18 @@ impl<E: StepExecutor> Scheduler<E> {
             return;
         };
         let (component, sha) = self.executor.component_of(name);
+        // The attempt that succeeded (none for a compensated step).
+        let (attempt, span_id) = run
+            .base
+            .recorder
+            .succeeded_attempt(name)
+            .unwrap_or_default();
         run.log
             .append(JournalEntry {
                 kind: "completed".into(),
                 step: name.to_string(),
+                span_id,
+                attempt,
                 outcome: how.into(),
                 input: state.inputs_of.get(name).cloned(),
                 output: Some(output.to_string()),

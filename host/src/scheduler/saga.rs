@@ -293,6 +293,8 @@ pub async fn undo_step<E: StepExecutor>(
             span_id: span_id.to_string(),
             start_ms: recorder.offset_ms(t0),
             duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            // An undo call takes no place among the attempts in flight.
+            queued_ms: 0.0,
             outcome: result
                 .as_ref()
                 .map_or_else(|f| f.kind(), |_| "undone")
