@@ -510,6 +510,8 @@ fn metrics_and_health_reflect_the_runs() {
         r#"braid_steps_total{workflow="api-orchestration",step="claim_work",outcome="succeeded"} 2"#,
         r#"braid_claims_granted_total{workflow="api-orchestration"} 2"#,
         r#"braid_run_duration_seconds_count{workflow="api-orchestration"} 3"#,
+        // Each attempt's wait for a place to run is observed.
+        r#"braid_step_queue_seconds_count{workflow="api-orchestration",step="authenticate"} 3"#,
         "braid_runs_in_flight 0",
     ] {
         assert!(
@@ -1314,4 +1316,34 @@ fn runs_past_the_bound_in_flight_are_refused_at_once() {
         retried.body
     );
     assert_eq!(retried.header("idempotent-replayed"), None);
+}
+
+/// What an answer promises survives the process dying right after it, with
+/// either `--durability`: the answered run is in the journal, succeeded,
+/// and its report is served again after a restart. (`machine` also syncs
+/// every commit to disk, which only a power cut can tell apart; the unit
+/// test in db.rs checks the setting.)
+#[test]
+fn an_answered_run_is_journaled_when_the_server_is_killed_right_after() {
+    let api = SampleApi::start(Some(0));
+    for durability in ["machine", "process"] {
+        let mut served = Served::start(&["--durability", durability]);
+        let mut answered = Vec::new();
+        for i in 0..5 {
+            let r = served.post_run(&input(&api, &format!("dur-{durability}-{i}")), &[]);
+            assert_eq!(r.status, 200, "{}", r.body);
+            answered.push(str_of(&r.json(), "/run_id").to_string());
+        }
+        // SIGKILL at once after the last answer: no shutdown path runs.
+        served.kill();
+        for run_id in &answered {
+            let run = journal_run(served.state_dir(), run_id);
+            assert_eq!(run["status"], "succeeded", "{durability}: {run}");
+        }
+        served.restart();
+        let last = answered.last().expect("a run");
+        let report = served.get(&format!("/v1/runs/{last}"));
+        assert_eq!(report.status, 200, "{durability}: {}", report.body);
+        assert_eq!(report.json()["outcome"], "succeeded");
+    }
 }

@@ -280,6 +280,23 @@ async fn postgres_schema_is_created_once_versioned_and_a_newer_one_refused() {
     assert!(err.to_string().contains("upgrade braid"), "{err}");
 }
 
+/// `--durability` reaches every PostgreSQL connection as
+/// `synchronous_commit`, beside options the URL sets itself.
+#[tokio::test]
+async fn postgres_durability_sets_synchronous_commit() {
+    use braid::db::Durability;
+    let url = fresh_database().await;
+    let machine = PgPool::open_with(&url, 2, Durability::Machine)
+        .await
+        .expect("open");
+    assert_eq!(machine.synchronous_commit().await.expect("show"), "on");
+    let with_options = format!("{url}?options=-c%20statement_timeout%3D5000");
+    let process = PgPool::open_with(&with_options, 2, Durability::Process)
+        .await
+        .expect("open");
+    assert_eq!(process.synchronous_commit().await.expect("show"), "off");
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error_without_the_password() {
     // Nothing listens on port 1.

@@ -266,3 +266,30 @@ impl Db {
 pub fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `synchronous` as the writer's connection has it, for each durability.
+    #[tokio::test]
+    async fn durability_sets_how_the_writer_syncs() {
+        for (durability, expected) in [(Durability::Machine, 2), (Durability::Process, 1)] {
+            let dir = std::env::temp_dir().join(format!(
+                "braid-db-test-{}",
+                hex::encode(rand::random::<[u8; 6]>())
+            ));
+            let db = Db::open(&dir, "t.sqlite3", "", durability).expect("open");
+            let level: i64 = db
+                .write(|conn| {
+                    conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                        .map_err(DbUnavailable::from)
+                })
+                .await
+                .expect("pragma");
+            // 2 is FULL (synced at every commit), 1 NORMAL.
+            assert_eq!(level, expected, "{durability:?}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -17,8 +17,8 @@
 //!
 //! Must not print for humans (the CLI does).
 
-use super::{BenchApi, reference_input};
 use super::suite::SuiteError;
+use super::{BenchApi, reference_input};
 use crate::sample_api::Latencies;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -132,7 +132,8 @@ impl ServeBench {
             .map_err(|e| setup("sample API", e))?;
         let state = tempfile::Builder::new()
             .prefix("braid-bench-serve-")
-            .tempdir().map_err(|e| setup("scratch directory", e))?;
+            .tempdir()
+            .map_err(|e| setup("scratch directory", e))?;
         let addr_file = state.path().join("addr");
         let mut cmd = tokio::process::Command::new(&target.braid);
         cmd.arg("serve")
@@ -198,7 +199,8 @@ impl ServeBench {
         let started = Instant::now();
         let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
         let one = {
-            let (conns, answers, api) = (Arc::clone(&self.conns), Arc::clone(&answers), self.api.addr);
+            let (conns, answers, api) =
+                (Arc::clone(&self.conns), Arc::clone(&answers), self.api.addr);
             let path: Arc<str> = format!("/v1/workflows/{}/runs", self.workflow).into();
             move |i: usize, scheduled: Instant| {
                 let (conns, answers, path) =
@@ -247,14 +249,7 @@ impl ServeBench {
         let cpu = cpu_seconds(self.pid) - cpu_before;
         let timeouts = self.step_timeouts().await.saturating_sub(timeouts_before);
         let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|p| p.into_inner()));
-        summarize(
-            load,
-            &answers,
-            elapsed,
-            cpu,
-            rss_mib(self.pid),
-            timeouts,
-        )
+        summarize(load, &answers, elapsed, cpu, rss_mib(self.pid), timeouts)
     }
 
     /// A burst at `per_sec` for `duration`, then idle until the resident
@@ -302,7 +297,9 @@ impl ServeBench {
             return 0;
         };
         text.lines()
-            .filter(|l| l.starts_with("braid_step_attempts_total{") && l.contains("outcome=\"timeout\""))
+            .filter(|l| {
+                l.starts_with("braid_step_attempts_total{") && l.contains("outcome=\"timeout\"")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }
@@ -439,7 +436,10 @@ fn summarize(
         succeeded += usize::from(a.outcome_succeeded);
         mismatches += usize::from(!a.trace_ok);
     }
-    let q = |p: f64| ran.as_ref().map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0);
+    let q = |p: f64| {
+        ran.as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
+    };
     ServeResult {
         load: load.label(),
         sent: answers.len(),
@@ -471,7 +471,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 

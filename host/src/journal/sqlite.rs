@@ -76,8 +76,13 @@ impl RunJournal for SqliteJournal {
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
         // Serialized here, on the caller's thread: the writer thread only writes.
         let json = serde_json::to_string(start).map_err(unavailable)?;
-        let [run_id, workflow, trace_id, owner] =
-            [&start.run_id, &start.workflow, &start.trace_id, &start.owner].map(String::clone);
+        let [run_id, workflow, trace_id, owner] = [
+            &start.run_id,
+            &start.workflow,
+            &start.trace_id,
+            &start.owner,
+        ]
+        .map(String::clone);
         self.db.write(move |conn| {
             let now = now_ms();
             crate::db::exec(

@@ -229,6 +229,17 @@ impl PgPool {
         &self.shown
     }
 
+    /// The `synchronous_commit` the pool's connections run with (what
+    /// `--durability` asked for, unless the server overrides it).
+    pub async fn synchronous_commit(&self) -> Result<String, PostgresError> {
+        let client = self.pool.get().await.map_err(|e| self.unavailable(e))?;
+        let row = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(row.get(0))
+    }
+
     /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so concurrent hosts do not race.
     async fn migrate(&self) -> Result<(), PostgresError> {
         let mut client = self.pool.get().await.map_err(|e| self.unavailable(e))?;

@@ -743,7 +743,12 @@ async fn a_step_whose_call_returned_is_undone_even_if_the_run_fails_meanwhile() 
         .iter()
         .find(|e| e.step == "a" && e.kind == "completed")
         .expect("completed");
-    let attempts = &report.steps.iter().find(|s| s.name == "a").expect("a").attempts;
+    let attempts = &report
+        .steps
+        .iter()
+        .find(|s| s.name == "a")
+        .expect("a")
+        .attempts;
     assert_eq!(completed.attempt, 1);
     assert_eq!(completed.span_id, attempts[0].span_id);
     let failed: Vec<&JournalEntry> = entries.iter().filter(|e| e.kind == "run-failed").collect();

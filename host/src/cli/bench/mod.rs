@@ -127,12 +127,8 @@ impl BenchArgs {
                 Latencies::uniform(Duration::from_millis(ms)),
                 format!("{ms} ms per call"),
             ),
-            (None, BenchLatency::Seed) => {
-                (Latencies::default(), "seed (33/28/35 ms)".to_string())
-            }
-            (None, BenchLatency::Zero) => {
-                (Latencies::uniform(Duration::ZERO), "zero".to_string())
-            }
+            (None, BenchLatency::Seed) => (Latencies::default(), "seed (33/28/35 ms)".to_string()),
+            (None, BenchLatency::Zero) => (Latencies::uniform(Duration::ZERO), "zero".to_string()),
         }
     }
 }
