@@ -8,6 +8,30 @@ BRAID=${BRAID:-target/release/braid}
 export BRAID_LOG=${BRAID_LOG:-error}
 out=target/bench
 mkdir -p "$out"
+
+# `braid serve` from outside (another process, over HTTP), beside the
+# in-process engine in the same run. BRAID_BASELINE=path/to/braid adds the
+# same loads against another build (e.g. an older main) for a ratio.
+serve_tables() {
+  echo; echo "### braid serve from outside vs in-process (zero-latency API, closed loop)"
+  echo
+  $BRAID bench --mode serve --concurrency 1,100,1000 --runs 3000
+  if [ -n "${BRAID_BASELINE:-}" ]; then
+    echo; $BRAID bench --mode serve --server "$BRAID_BASELINE" --concurrency 1,100,1000 --runs 3000
+  fi
+  echo; $BRAID bench --mode ladder --executor sandbox --concurrency 1,100,1000 --runs 3000
+  echo; echo "### braid serve, open loop at about capacity and at twice it (30 s each)"
+  echo
+  $BRAID bench --mode serve --rate 700,1400 --duration-s 30
+  echo; echo "### braid serve, durability machine vs process"
+  echo
+  for d in machine process; do
+    $BRAID bench --mode serve --concurrency 1,100 --runs 3000 --serve-arg=--durability=$d; echo
+  done
+  echo "### braid serve's memory after a 30 s burst at capacity"
+  echo
+  $BRAID bench --mode serve-memory --rate 700 --duration-s 30 --idle-s 60
+}
 {
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); braid $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo; echo "### Orchestration cost: zero-latency API, sequential"
@@ -56,7 +80,8 @@ mkdir -p "$out"
     t0=$(date +%s%N); $BRAID run workflows/api-orchestration.toml --input "$(input "$i")" > /dev/null; t1=$(date +%s%N)
     echo "- run $i: $(( (t1 - t0) / 1000000 )) ms"
   done
-  echo; echo "### Claim store: SQLite (this machine's disk, WAL, synchronous=NORMAL) vs PostgreSQL (local server, fsync on)"
+  serve_tables
+  echo; echo "### Claim store: SQLite (this machine's disk, WAL, --durability machine: synchronous=FULL) vs PostgreSQL (local server, fsync on)"
   echo
   echo "Uncontended (100,000 items), then contended (16 items: most calls are conflicts)."
   echo

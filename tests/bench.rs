@@ -34,3 +34,55 @@ fn bench_runs_both_executors_and_checks_every_trace() {
     let executors: Vec<&str> = loads.iter().map(|l| str_of(l, "/executor")).collect();
     assert_eq!(executors, ["sandbox", "native", "sandbox", "native"]);
 }
+
+/// `--mode serve` starts `braid serve` as another process and drives it over
+/// HTTP: every request answered, each answer on the trace it was sent
+/// under, a `--serve-arg` reaching the server (a bound of 2 runs in flight
+/// turns part of an over-bound burst into refusals, not errors).
+#[test]
+fn bench_serve_drives_braid_serve_from_outside() {
+    components();
+    let state = tempfile::tempdir().expect("tempdir");
+    let cache = root().join("target/test-cache");
+    let out = braid(&[
+        "bench",
+        "--workflow",
+        reference_workflow().to_str().expect("utf-8"),
+        "--mode",
+        "serve",
+        "--concurrency",
+        "4",
+        "--runs",
+        "12",
+        "--rate",
+        "200",
+        "--duration-s",
+        "0.5",
+        "--latency-ms",
+        "50",
+        "--serve-arg=--max-runs-in-flight=2",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let loads = json_stdout(&out);
+    let loads = loads.as_array().expect("loads");
+    assert_eq!(loads.len(), 2, "one closed-loop rung, one rate");
+    for l in loads {
+        assert_eq!(l["trace_mismatches"], 0, "{l}");
+        assert_eq!(l["errors"], 0, "{l}");
+        let (ran, refused) = (l["ran"].as_u64(), l["refused"].as_u64());
+        assert_eq!(
+            ran.zip(refused).map(|(a, b)| a + b),
+            l["sent"].as_u64(),
+            "every request ran or was refused: {l}"
+        );
+        assert_eq!(l["succeeded"], l["ran"], "{l}");
+    }
+    // 100 requests in half a second, each run over 150 ms, 2 at a time.
+    assert_eq!(loads[1]["sent"], 100);
+    assert!(loads[1]["refused"].as_u64().expect("refused") > 0, "{}", loads[1]);
+}

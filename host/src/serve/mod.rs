@@ -97,11 +97,14 @@ impl Default for Admission {
     }
 }
 
-/// Default bound on runs in flight per server (and per workflow): past the
-/// ~1,000 runs in flight at which this 2-core reference machine saturates
-/// (docs/PERFORMANCE.md), more in flight only adds latency and memory
-/// (~100 KB each).
-pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 1024;
+/// Default bound on runs in flight per server (and per workflow), from
+/// `braid bench --mode serve` on the 2-core reference machine
+/// (docs/PERFORMANCE.md): throughput is the same from 100 to 1,000 in
+/// flight, so more only adds latency and memory; at twice the load it can
+/// take, 256 answers every request within a second (runs or 503s) where
+/// 1,024 let runs wait 2 s, and leaves room for runs that wait ~0.3 s on
+/// their APIs. Size it as runs/s at capacity x run duration at capacity.
+pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 256;
 
 /// What a refused run is told to wait before trying again.
 const RETRY_AFTER_S: u64 = 1;

@@ -35,8 +35,10 @@ pub struct BenchArgs {
     /// Runs per load (sequential, and per ladder rung at least).
     #[arg(long, default_value_t = 200)]
     runs: usize,
-    /// Ladder rungs (runs in flight).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,20,100")]
+    /// Ladder rungs (runs in flight): 1,2,5,10,20,100 unless given (claims
+    /// mode: claimers, the same default); serve mode: closed-loop rungs,
+    /// 100,1000 unless given or `--rate` is.
+    #[arg(long, value_delimiter = ',')]
     concurrency: Vec<usize>,
     /// Open-loop rates (runs started per second); rate mode: 5,15,30,300
     /// unless given; serve mode: none unless given.
@@ -119,7 +121,19 @@ enum BenchExecutor {
     Both,
 }
 
+/// `--concurrency` unless given.
+const DEFAULT_RUNGS: [usize; 6] = [1, 2, 5, 10, 20, 100];
+
 impl BenchArgs {
+    /// The ladder's rungs.
+    fn rungs(&self) -> &[usize] {
+        if self.concurrency.is_empty() {
+            &DEFAULT_RUNGS
+        } else {
+            &self.concurrency
+        }
+    }
+
     /// The sample API's latencies, and how the tables name them.
     fn latencies(&self) -> (Latencies, String) {
         match (self.latency_ms, self.latency) {
@@ -161,7 +175,7 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         loads.push(Load::Sequential { runs: args.runs });
     }
     if ladder {
-        for &c in &args.concurrency {
+        for &c in args.rungs() {
             loads.push(Load::Concurrent {
                 in_flight: c,
                 runs: args.runs.max(c * 3),
@@ -250,13 +264,14 @@ async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
                 "braid-bench-{}",
                 hex::encode(rand::random::<[u8; 6]>())
             ));
-            let store = SqliteClaimStore::open(&scratch).map_err(|e| Exit(1, e.into()))?;
+            let store = SqliteClaimStore::open_with(&scratch, args.state.durability.into())
+                .map_err(|e| Exit(1, e.into()))?;
             (Arc::new(store), "sqlite")
         }
         StoreKind::Postgres(_) => (open_stores(&args.state).await?.claims, "postgres"),
     };
     let mut rungs = Vec::new();
-    for &claimers in &args.concurrency {
+    for &claimers in args.rungs() {
         let rung =
             braid::bench::claim_rung(Arc::clone(&store), label, claimers, args.runs, args.items)
                 .await

@@ -71,7 +71,11 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
         u8::from(m.burst.trace_mismatches > 0)
     } else {
         let mut results = Vec::new();
-        for &c in &args.concurrency {
+        let rungs = match (&args.concurrency[..], &args.rate[..]) {
+            ([], []) => &[100, 1000][..],
+            (given, _) => given,
+        };
+        for &c in rungs {
             let load = ServeLoad::Closed {
                 in_flight: c,
                 runs: args.runs.max(c * 3),
