@@ -84,5 +84,9 @@ fn bench_serve_drives_braid_serve_from_outside() {
     }
     // 100 requests in half a second, each run over 150 ms, 2 at a time.
     assert_eq!(loads[1]["sent"], 100);
-    assert!(loads[1]["refused"].as_u64().expect("refused") > 0, "{}", loads[1]);
+    assert!(
+        loads[1]["refused"].as_u64().expect("refused") > 0,
+        "{}",
+        loads[1]
+    );
 }

@@ -4,7 +4,9 @@
 //! a scratch state directory, against the in-process sample API, and drives
 //! `POST /v1/workflows/{name}/runs` over HTTP/1.1 keep-alive connections:
 //!
-//! - **closed loop**: N requests in flight until a count is answered;
+//! - **closed loop**: N clients, each sending its next request when it has
+//!   its answer (after a 503, once its Retry-After has passed), until a
+//!   count of runs has run;
 //! - **open loop**: requests sent on a fixed schedule whatever happens to
 //!   earlier ones, each latency counted from its *scheduled* send (no
 //!   coordinated omission), refusals (`503`) counted apart;
@@ -49,7 +51,9 @@ pub struct ServeTarget {
 /// One load on the server.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ServeLoad {
-    /// `in_flight` requests at a time until `runs` are answered.
+    /// `in_flight` clients, each sending its next request when it has its
+    /// answer (after a 503, when its Retry-After has passed), until `runs`
+    /// runs have run.
     Closed { in_flight: usize, runs: usize },
     /// `per_sec` requests a second for `duration`, on schedule.
     Open { per_sec: f64, duration: Duration },
@@ -58,7 +62,7 @@ pub enum ServeLoad {
 impl ServeLoad {
     pub fn label(&self) -> String {
         match self {
-            ServeLoad::Closed { in_flight, .. } => format!("{in_flight} in flight"),
+            ServeLoad::Closed { in_flight, .. } => format!("{in_flight} clients"),
             ServeLoad::Open { per_sec, duration } => {
                 format!("{per_sec:.0}/s for {:.0} s", duration.as_secs_f64())
             }
@@ -193,6 +197,11 @@ impl ServeBench {
         if let Ok(mut log) = self.api.log.lock() {
             log.clear();
         }
+        // Connections are opened beforehand, a few at a time (a thousand
+        // at once overflow the listen backlog and cost SYN retries).
+        if let ServeLoad::Closed { in_flight, .. } = load {
+            self.conns.warm(in_flight).await;
+        }
         let tag = hex::encode(rand::random::<[u8; 4]>());
         let timeouts_before = self.step_timeouts().await;
         let cpu_before = cpu_seconds(self.pid);
@@ -208,26 +217,43 @@ impl ServeBench {
                 let body = reference_input(&api, i, &tag).to_string();
                 async move {
                     let answer = conns.post(&path, body, scheduled).await;
+                    let retry_after = answer.retry_after;
                     if let Ok(mut a) = answers.lock() {
                         a.push(answer);
                     }
+                    retry_after
                 }
             }
         };
         match load {
             ServeLoad::Closed { in_flight, runs } => {
-                let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+                // `claimed`: runs this load still has to start; `sent`
+                // numbers the requests (each its own work item).
+                let (claimed, sent) =
+                    (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
                 let mut workers = tokio::task::JoinSet::new();
                 for _ in 0..in_flight.min(runs) {
-                    let next = Arc::clone(&next);
+                    let (claimed, sent) = (Arc::clone(&claimed), Arc::clone(&sent));
                     let one = one.clone();
+                    // Each client sends its next request once it has its
+                    // answer. A 503 gives its run back to the count, and
+                    // the client waits the Retry-After (jittered) before
+                    // it sends again, as a well-behaved client does.
                     workers.spawn(async move {
                         loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= runs {
+                            if claimed.fetch_add(1, Relaxed) >= runs {
+                                claimed.fetch_sub(1, Relaxed);
                                 break;
                             }
-                            one(i, Instant::now()).await;
+                            let i = sent.fetch_add(1, Relaxed);
+                            if let Some(wait) = one(i, Instant::now()).await {
+                                claimed.fetch_sub(1, Relaxed);
+                                // Jittered (1-2x), so refused clients do not
+                                // all come back in the same instant.
+                                let jitter = 1.0 + rand::random::<f64>();
+                                tokio::time::sleep(wait.mul_f64(jitter)).await;
+                            }
                         }
                     });
                 }
@@ -313,6 +339,8 @@ impl ServeBench {
 /// One answer as the client saw it.
 struct Answer {
     status: Option<u16>,
+    /// A 503's `Retry-After`.
+    retry_after: Option<Duration>,
     latency: Duration,
     outcome_succeeded: bool,
     trace_ok: bool,
@@ -337,6 +365,29 @@ impl Pool {
                 None => break,
             }
         }
+        self.connect().await
+    }
+
+    /// Opens idle connections until there are `n`, 32 at a time.
+    async fn warm(&self, n: usize) {
+        loop {
+            let idle = self.idle.lock().map_or(n, |v| v.len());
+            if idle >= n {
+                return;
+            }
+            let batch = (n - idle).min(32);
+            let opened = futures_util::future::join_all((0..batch).map(|_| self.connect())).await;
+            let opened: Vec<_> = opened.into_iter().filter_map(Result::ok).collect();
+            if opened.is_empty() {
+                return;
+            }
+            if let Ok(mut v) = self.idle.lock() {
+                v.extend(opened);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -348,10 +399,19 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn send(&self, req: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
+    /// (status, Retry-After, body).
+    async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<(u16, Option<Duration>, Bytes), String> {
         let mut conn = self.connection().await?;
         let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp
             .into_body()
             .collect()
@@ -361,7 +421,7 @@ impl Pool {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
-        Ok((status, body))
+        Ok((status, retry_after, body))
     }
 
     async fn get(&self, path: &str) -> Result<(u16, String), String> {
@@ -369,7 +429,7 @@ impl Pool {
             .header("host", self.addr.to_string())
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let (status, body) = self.send(req).await?;
+        let (status, _, body) = self.send(req).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
@@ -388,11 +448,12 @@ impl Pool {
         };
         let latency = scheduled.elapsed();
         match answer {
-            Ok((status, body)) => {
+            Ok((status, retry_after, body)) => {
                 let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let ran = status == 200 || status == 422;
                 Answer {
                     status: Some(status),
+                    retry_after: retry_after.filter(|_| status == 503),
                     latency,
                     outcome_succeeded: json["outcome"] == "succeeded",
                     trace_ok: !ran || json["trace_id"] == trace_id.as_str(),
@@ -400,6 +461,7 @@ impl Pool {
             }
             Err(_) => Answer {
                 status: None,
+                retry_after: None,
                 latency,
                 outcome_succeeded: false,
                 trace_ok: true,
