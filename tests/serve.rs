@@ -726,7 +726,17 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     let api = SampleApi::start(Some(2000));
     let served = Served::spawn(
         &workflow,
-        &["--admin-token", "s3cret", "--max-concurrency", "4096"],
+        &[
+            "--admin-token",
+            "s3cret",
+            "--max-concurrency",
+            "4096",
+            // All 1,000 runs are in flight at once, past the default bound.
+            "--max-runs-in-flight",
+            "1000",
+            "--max-runs-in-flight-per-workflow",
+            "1000",
+        ],
         &[("BRAID_LOG", "error")],
     );
     let addr = served.addr.clone();
@@ -1346,4 +1356,52 @@ fn an_answered_run_is_journaled_when_the_server_is_killed_right_after() {
         assert_eq!(report.status, 200, "{durability}: {}", report.body);
         assert_eq!(report.json()["outcome"], "succeeded");
     }
+}
+
+/// A connection that sends no complete request head for `--idle-timeout-ms`
+/// is closed by the server: one that never sends anything, one that stops
+/// half-way through its headers, and a keep-alive one after its answer.
+#[test]
+fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let served = Served::start(&["--idle-timeout-ms", "300"]);
+    let open = || {
+        let s = TcpStream::connect(&served.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    };
+    // Reads until the server closes the connection; what it sent, and how long that took.
+    let until_closed = |s: &mut TcpStream| {
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        (String::from_utf8_lossy(&got).into_owned(), t0.elapsed())
+    };
+    let mut silent = open();
+    let (_, waited) = until_closed(&mut silent);
+    assert!(waited < Duration::from_secs(5), "silent kept {waited:?}");
+
+    let mut slow = open();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let (_, waited) = until_closed(&mut slow);
+    assert!(
+        waited < Duration::from_secs(5),
+        "slow headers kept {waited:?}"
+    );
+
+    let mut kept = open();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (answer, waited) = until_closed(&mut kept);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "idle keep-alive kept {waited:?}"
+    );
+    // The server still answers new connections.
+    assert_eq!(served.get("/healthz").status, 200);
 }

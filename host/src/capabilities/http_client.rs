@@ -7,7 +7,8 @@
 //! one if there is one, else connects; once the response body has been read
 //! to its end, the connection goes back to the idle list. A connection is
 //! dropped when the server closes it, when it has been idle longer than
-//! [`IDLE_TIMEOUT`], when the list for its host is full, or when a response is
+//! [`IDLE_TIMEOUT`] (a task closes those every 10 s, also while nothing is
+//! sent), when the list for its host is full, or when a response is
 //! not read to its end (the guest dropped the body, the attempt timed out).
 //! If a server closes an idle connection just as a request is taken out, a
 //! request not yet written goes out on another connection; one already
@@ -56,6 +57,8 @@ struct Idle {
 /// A pooled HTTP/1.1 (and HTTPS) client; cheap to share behind an `Arc`.
 pub struct HttpClient {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    /// Whether the task that closes expired idle connections runs.
+    reaping: std::sync::atomic::AtomicBool,
     tls: tokio_rustls::TlsConnector,
     opened: AtomicU64,
     reused: AtomicU64,
@@ -86,6 +89,7 @@ impl HttpClient {
         let config = crate::tls::client_config(roots)?;
         Ok(HttpClient {
             idle: Mutex::new(HashMap::new()),
+            reaping: std::sync::atomic::AtomicBool::new(false),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
@@ -223,6 +227,7 @@ impl HttpClient {
     /// response body read to the end); a connection that closes first, or
     /// whose body is dropped unread, is simply gone.
     fn release_when_ready(self: &Arc<Self>, key: PoolKey, mut sender: SendRequest<WasiBody>) {
+        self.reap_expired();
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
@@ -237,6 +242,31 @@ impl HttpClient {
                     sender,
                     since: Instant::now(),
                 });
+            }
+        });
+    }
+}
+
+impl HttpClient {
+    /// Starts (once) the task that closes idle connections past
+    /// [`IDLE_TIMEOUT`] every third of it, so a host that goes quiet after
+    /// a burst lets them go (and the memory they hold) instead of keeping
+    /// them until the next request to their host. Ends with the client.
+    fn reap_expired(self: &Arc<Self>) {
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_TIMEOUT / 3).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                for list in idle.values_mut() {
+                    list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                    list.shrink_to_fit();
+                }
+                idle.retain(|_, list| !list.is_empty());
             }
         });
     }

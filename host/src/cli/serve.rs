@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// every place); at most --max-runs-in-flight.
     #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
     max_runs_in_flight_per_workflow: usize,
+    /// Close a connection that sends no complete request head for this
+    /// long, in ms (idle between keep-alive requests, or slow headers).
+    #[arg(long, default_value_t = braid::serve::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    idle_timeout_ms: u64,
     /// Enables `PUT /v1/components/NAME` and rollback for callers that
     /// send `Authorization: Bearer TOKEN`.
     #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
@@ -70,6 +74,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_concurrency,
         max_runs_in_flight,
         max_runs_in_flight_per_workflow,
+        idle_timeout_ms,
         admin_token,
         watch,
         watch_interval_ms,
@@ -141,6 +146,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                 max_runs: max_runs_in_flight,
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,
             },
+            idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
         },
     )
     .await

@@ -128,6 +128,8 @@ impl Default for SandboxConfig {
 /// that reuse a pooling-allocator slot (see `Sandbox::new`).
 const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+/// Bytes of each async (fiber) stack kept resident between attempts.
+const KEEP_RESIDENT_STACK: usize = 32 << 10;
 
 /// How often the epoch advances; the granularity of step timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -273,8 +275,14 @@ impl Sandbox {
         // that has been used.
         pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
             .table_keep_resident(KEEP_RESIDENT_TABLE)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            // A released fiber stack keeps its first KEEP_RESIDENT_STACK
+            // bytes (memset to zero) and gives the rest back: without this
+            // every stack slot a burst touched stayed resident for good
+            // (tens of MiB after 256 attempts in flight).
+            .async_stack_keep_resident(KEEP_RESIDENT_STACK);
         let mut wasm = Config::new();
+        wasm.async_stack_zeroing(true);
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(config.fuel)

@@ -18,6 +18,7 @@
 //! through the registry).
 
 mod admin;
+mod listen;
 mod runs;
 
 use crate::journal::RunJournal;
@@ -79,7 +80,15 @@ pub struct ServeConfig {
     /// Most runs in flight at once on this server, and per workflow: a run
     /// past either is refused at once (`503`, `Retry-After`), not queued.
     pub admission: Admission,
+    /// A connection that sends no complete request head for this long (idle
+    /// between keep-alive requests, or dribbling its headers) is closed.
+    pub idle_timeout: Duration,
 }
+
+/// Default [`ServeConfig::idle_timeout`]: hyper's own default for reading a
+/// request head. Behind a load balancer that keeps idle connections to its
+/// backends longer, raise it above the balancer's (docs/serving.md).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The bounds on runs in flight a server admits.
 #[derive(Debug, Clone, Copy)]
@@ -284,11 +293,12 @@ impl Server {
             live.watch(interval, stop_accepting.clone());
         }
         let stop = stop_accepting.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let task = tokio::spawn(listen::serve_connections(
+            listener,
+            router,
+            config.idle_timeout,
+            stop,
+        ));
         Ok(Server {
             addr,
             inner,
