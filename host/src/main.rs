@@ -54,7 +54,7 @@ enum Command {
 
 /// mimalloc instead of glibc's malloc: allocation is a quarter of `braid
 /// serve`'s CPU under load with glibc, and glibc keeps a burst's memory
-/// (see ARCHITECTURE.md, "Memory").
+/// (ARCHITECTURE.md, the `main.rs` row of the code map).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

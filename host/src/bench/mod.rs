@@ -112,11 +112,17 @@ impl Drop for BenchApi {
 
 /// The process's peak resident set, in MiB.
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_mib("self", "VmHWM:")
+}
+
+/// A size field (`VmRSS:`, `VmHWM:`, in kB) of `/proc/{process}/status`,
+/// in MiB; 0 when it cannot be read.
+fn status_mib(process: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<f64>().ok())
         })

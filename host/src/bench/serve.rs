@@ -108,7 +108,7 @@ pub struct MemoryResult {
     pub peak_mib: f64,
     /// Idle resident set when the wait ended.
     pub after_mib: f64,
-    /// Seconds of idle until within 1.5x of before (None: not within a minute).
+    /// Seconds of idle until within 1.5x of before (None: not within the wait).
     pub back_within_1_5x_after_s: Option<f64>,
     pub burst: ServeResult,
 }
@@ -131,6 +131,9 @@ fn setup(what: &str, e: impl std::fmt::Display) -> SuiteError {
 impl ServeBench {
     /// Starts the sample API and `braid serve`; returns once it listens.
     pub async fn start(target: &ServeTarget) -> Result<ServeBench, SuiteError> {
+        let workflow = crate::workflow::Workflow::load(&target.workflow)
+            .map_err(|e| SuiteError::Input(e.into()))?
+            .name;
         let api = BenchApi::start(target.latencies)
             .await
             .map_err(|e| setup("sample API", e))?;
@@ -175,9 +178,6 @@ impl ServeBench {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let workflow = crate::workflow::Workflow::load(&target.workflow)
-            .map_err(|e| SuiteError::Input(e.into()))?
-            .name;
         Ok(ServeBench {
             child,
             pid,
@@ -228,8 +228,9 @@ impl ServeBench {
         match load {
             ServeLoad::Closed { in_flight, runs } => {
                 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-                // `claimed`: runs this load still has to start; `sent`
-                // numbers the requests (each its own work item).
+                // `claimed`: runs claimed by a client so far (a refused
+                // request gives its claim back); `sent` numbers the
+                // requests (each its own work item).
                 let (claimed, sent) =
                     (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
                 let mut workers = tokio::task::JoinSet::new();
@@ -542,15 +543,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A process's resident set, in MiB (`VmRSS` in `/proc/PID/status`).
-pub fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+/// A process's resident set, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    super::status_mib(&pid.to_string(), "VmRSS:")
 }

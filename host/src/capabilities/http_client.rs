@@ -54,6 +54,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Closed by the server, or idle past [`IDLE_TIMEOUT`]: not to be reused.
+    fn expired(&self) -> bool {
+        self.sender.is_closed() || self.since.elapsed() >= IDLE_TIMEOUT
+    }
+}
+
 /// A pooled HTTP/1.1 (and HTTPS) client; cheap to share behind an `Arc`.
 pub struct HttpClient {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
@@ -184,7 +191,7 @@ impl HttpClient {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
         while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.sender.is_ready() && c.since.elapsed() < IDLE_TIMEOUT {
+            if !c.expired() && c.sender.is_ready() {
                 return Some(c.sender);
             }
         }
@@ -236,7 +243,7 @@ impl HttpClient {
             let Some(pool) = pool.upgrade() else { return };
             let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(key).or_default();
-            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+            list.retain(|c| !c.expired());
             if list.len() < MAX_IDLE_PER_HOST {
                 list.push(Idle {
                     sender,
@@ -245,9 +252,7 @@ impl HttpClient {
             }
         });
     }
-}
 
-impl HttpClient {
     /// Starts (once) the task that closes idle connections past
     /// [`IDLE_TIMEOUT`] every third of it, so a host that goes quiet after
     /// a burst lets them go (and the memory they hold) instead of keeping
@@ -263,7 +268,7 @@ impl HttpClient {
                 let Some(pool) = pool.upgrade() else { return };
                 let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
                 for list in idle.values_mut() {
-                    list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                    list.retain(|c| !c.expired());
                     list.shrink_to_fit();
                 }
                 idle.retain(|_, list| !list.is_empty());

@@ -3,9 +3,11 @@
 //! complete request head for `idle_timeout` (idle between keep-alive
 //! requests, or a client dribbling its headers), so connections nobody uses
 //! do not hold the server's memory for ever. `axum::serve` has no such
-//! timeout; this is the same loop with hyper's own `header_read_timeout`
-//! (which, since hyper 1.6, also runs while a keep-alive connection waits
-//! for its next request).
+//! timeout; this is the same loop with hyper's own `header_read_timeout`,
+//! which (in the hyper this builds with, 1.12) also runs while a keep-alive
+//! connection waits for its next request: the test
+//! `idle_and_slow_connections_are_closed_after_the_idle_timeout` holds it
+//! to that.
 
 use axum::Router;
 use axum::body::Body;

@@ -108,7 +108,7 @@ impl Default for Admission {
 
 /// Default bound on runs in flight per server (and per workflow), from
 /// `braid bench --mode serve` on the 2-core reference machine
-/// (docs/PERFORMANCE.md): throughput is the same from 100 to 1,000 in
+/// (docs/PERFORMANCE.md): throughput does not grow past ~100 runs in
 /// flight, so more only adds latency and memory; at twice the load it can
 /// take, 256 answers every request within a second (runs or 503s) where
 /// 1,024 let runs wait 2 s, and leaves room for runs that wait ~0.3 s on

@@ -123,6 +123,8 @@ enum BenchExecutor {
 
 /// `--concurrency` unless given.
 const DEFAULT_RUNGS: [usize; 6] = [1, 2, 5, 10, 20, 100];
+/// Rate mode's `--rate` unless given.
+const DEFAULT_RATES: [f64; 4] = [5.0, 15.0, 30.0, 300.0];
 
 impl BenchArgs {
     /// The ladder's rungs.
@@ -184,7 +186,7 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     }
     if rate {
         let rates = if args.rate.is_empty() {
-            &[5.0, 15.0, 30.0, 300.0][..]
+            &DEFAULT_RATES[..]
         } else {
             &args.rate[..]
         };
