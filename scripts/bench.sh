@@ -15,9 +15,9 @@ mkdir -p "$out"
 serve_tables() {
   echo; echo "### braid serve from outside vs in-process (zero-latency API, closed loop)"
   echo
-  $BRAID bench --mode serve --concurrency 1,100,1000 --runs 3000
+  $BRAID bench --mode serve --concurrency 1,100,1000 --runs 6000
   if [ -n "${BRAID_BASELINE:-}" ]; then
-    echo; $BRAID bench --mode serve --server "$BRAID_BASELINE" --concurrency 1,100,1000 --runs 3000
+    echo; $BRAID bench --mode serve --server "$BRAID_BASELINE" --concurrency 1,100,1000 --runs 6000
   fi
   echo; $BRAID bench --mode ladder --executor sandbox --concurrency 1,100,1000 --runs 3000
   echo; echo "### braid serve, open loop at about capacity and at twice it (30 s each)"
@@ -30,7 +30,7 @@ serve_tables() {
   done
   echo "### braid serve's memory after a 30 s burst at capacity"
   echo
-  $BRAID bench --mode serve-memory --rate 700 --duration-s 30 --idle-s 60
+  $BRAID bench --mode serve-memory --duration-s 30 --idle-s 60
 }
 {
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); braid $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

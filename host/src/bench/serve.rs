@@ -86,6 +86,13 @@ pub struct ServeResult {
     pub elapsed_s: f64,
     /// Runs answered (ran) per second of the load.
     pub runs_per_s: f64,
+    /// Runs answered per second between the 10th and the 90th percentile
+    /// of their answer times: the rate once every client is sending and
+    /// before clients run out of runs (a closed loop's ramp and tail, where
+    /// refused clients are still waiting out their Retry-After, left out).
+    pub steady_runs_per_s: f64,
+    /// The server's CPU time per run answered, in ms (refusals included).
+    pub server_ms_per_run: f64,
     /// Latency of the runs that ran (open loop: from the scheduled send).
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -112,6 +119,10 @@ pub struct MemoryResult {
     pub back_within_1_5x_after_s: Option<f64>,
     pub burst: ServeResult,
 }
+
+/// The share of a server's measured capacity the memory mode's burst is
+/// sent at when no rate is given ("at capacity", with room for noise).
+pub const CAPACITY_SHARE: f64 = 0.9;
 
 /// A running `braid serve` and the sample API it calls.
 pub struct ServeBench {
@@ -276,7 +287,14 @@ impl ServeBench {
         let cpu = cpu_seconds(self.pid) - cpu_before;
         let timeouts = self.step_timeouts().await.saturating_sub(timeouts_before);
         let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|p| p.into_inner()));
-        summarize(load, &answers, elapsed, cpu, rss_mib(self.pid), timeouts)
+        summarize(
+            load,
+            &answers,
+            (started, elapsed),
+            cpu,
+            rss_mib(self.pid),
+            timeouts,
+        )
     }
 
     /// A burst at `per_sec` for `duration`, then idle until the resident
@@ -331,6 +349,11 @@ impl ServeBench {
             .sum::<f64>() as u64
     }
 
+    /// The server's resident set now, in MiB.
+    pub fn server_rss_mib(&self) -> f64 {
+        rss_mib(self.pid)
+    }
+
     /// Stops the server (SIGKILL: its state directory is scratch).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
@@ -343,6 +366,7 @@ struct Answer {
     /// A 503's `Retry-After`.
     retry_after: Option<Duration>,
     latency: Duration,
+    answered_at: Instant,
     outcome_succeeded: bool,
     trace_ok: bool,
 }
@@ -447,7 +471,8 @@ impl Pool {
             Ok(req) => self.send(req).await,
             Err(e) => Err(e.to_string()),
         };
-        let latency = scheduled.elapsed();
+        let answered_at = Instant::now();
+        let latency = answered_at - scheduled;
         match answer {
             Ok((status, retry_after, body)) => {
                 let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -456,6 +481,7 @@ impl Pool {
                     status: Some(status),
                     retry_after: retry_after.filter(|_| status == 503),
                     latency,
+                    answered_at,
                     outcome_succeeded: json["outcome"] == "succeeded",
                     trace_ok: !ran || json["trace_id"] == trace_id.as_str(),
                 }
@@ -464,6 +490,7 @@ impl Pool {
                 status: None,
                 retry_after: None,
                 latency,
+                answered_at,
                 outcome_succeeded: false,
                 trace_ok: true,
             },
@@ -474,18 +501,20 @@ impl Pool {
 fn summarize(
     load: ServeLoad,
     answers: &[Answer],
-    elapsed: Duration,
+    (started, elapsed): (Instant, Duration),
     cpu_s: f64,
     rss: f64,
     step_timeouts: u64,
 ) -> ServeResult {
     let mut ran = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok();
     let mut refused_max = Duration::ZERO;
+    let mut ran_at = Vec::with_capacity(answers.len());
     let (mut n_ran, mut refused, mut errors, mut succeeded, mut mismatches) = (0, 0, 0, 0, 0);
     for a in answers {
         match a.status {
             Some(200 | 422) => {
                 n_ran += 1;
+                ran_at.push(a.answered_at - started);
                 if let Some(h) = ran.as_mut() {
                     let _ = h.record(a.latency.as_micros().max(1) as u64);
                 }
@@ -512,6 +541,8 @@ fn summarize(
         errors,
         elapsed_s: elapsed.as_secs_f64(),
         runs_per_s: n_ran as f64 / elapsed.as_secs_f64().max(1e-9),
+        steady_runs_per_s: steady_rate(&mut ran_at),
+        server_ms_per_run: cpu_s * 1000.0 / n_ran.max(1) as f64,
         p50_ms: q(0.5),
         p99_ms: q(0.99),
         max_ms: ran.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0),
@@ -521,6 +552,19 @@ fn summarize(
         step_timeouts,
         trace_mismatches: mismatches,
     }
+}
+
+/// Answers per second between the 10th and the 90th percentile of their
+/// times (0 with fewer than 10 answers).
+fn steady_rate(answered_at: &mut [Duration]) -> f64 {
+    answered_at.sort_unstable();
+    let n = answered_at.len();
+    if n < 10 {
+        return 0.0;
+    }
+    let (first, last) = (n / 10, n * 9 / 10);
+    let window = answered_at[last] - answered_at[first];
+    (last - first) as f64 / window.as_secs_f64().max(1e-9)
 }
 
 /// A process's user + system CPU time, in seconds (`/proc/PID/stat`, at
@@ -546,4 +590,26 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// A process's resident set, in MiB.
 fn rss_mib(pid: u32) -> f64 {
     super::status_mib(&pid.to_string(), "VmRSS:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A closed loop's tail (the last runs answered after a pause, as when
+    /// refused clients wait out their Retry-After) does not lower the
+    /// steady rate; the overall rate it does lower.
+    #[test]
+    fn steady_rate_leaves_out_the_ramp_and_the_tail() {
+        // 95 answers 10 ms apart, then 5 more 2 s later.
+        let mut at: Vec<Duration> = (0..95)
+            .map(|i| Duration::from_millis(10 * i))
+            .chain((0..5).map(|i| Duration::from_millis(2_950 + i)))
+            .collect();
+        let steady = steady_rate(&mut at);
+        assert!((steady - 100.0).abs() < 1.0, "{steady}");
+        let overall = at.len() as f64 / at[at.len() - 1].as_secs_f64();
+        assert!(overall < 40.0, "{overall}");
+        assert_eq!(steady_rate(&mut at[..9].to_vec()), 0.0, "too few answers");
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::{BenchArgs, BenchMode};
 use crate::cli::{Exit, print_json};
-use braid::bench::serve::{ServeBench, ServeLoad, ServeResult, ServeTarget};
+use braid::bench::serve::{CAPACITY_SHARE, ServeBench, ServeLoad, ServeResult, ServeTarget};
 use braid::bench::suite::SuiteError;
 use std::time::Duration;
 
@@ -42,7 +42,22 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
         }
     );
     let exit = if args.mode == BenchMode::ServeMemory {
-        let rate = args.rate.first().copied().unwrap_or(300.0);
+        // At capacity unless told: 0.9x the steady rate of a 100-client
+        // closed loop on this server, measured now (a fixed rate is over
+        // capacity on a busy machine and under it on an idle one).
+        let fresh_mib = bench.server_rss_mib();
+        let rate = match args.rate.first() {
+            Some(rate) => *rate,
+            None => {
+                let probe = bench
+                    .drive(ServeLoad::Closed {
+                        in_flight: 100,
+                        runs: args.runs.max(1000),
+                    })
+                    .await;
+                (probe.steady_runs_per_s * CAPACITY_SHARE).max(1.0)
+            }
+        };
         let m = bench
             .memory(rate, duration, Duration::from_secs_f64(args.idle_s))
             .await;
@@ -51,14 +66,15 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
         } else {
             println!("server: {server}; API latency: {latency_label}\n");
             println!(
-                "| burst | runs/s | refused | RSS before | peak | idle after | back within 1.5x after |"
+                "| burst | runs/s | refused | RSS fresh | RSS before | peak | idle after | back within 1.5x of before after |"
             );
-            println!("|---|---:|---:|---:|---:|---:|---:|");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
             println!(
-                "| {} | {:.0} | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} |",
+                "| {} | {:.0} | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} |",
                 m.burst.load,
                 m.burst.runs_per_s,
                 m.burst.refused,
+                fresh_mib,
                 m.before_mib,
                 m.peak_mib,
                 m.after_mib,
@@ -99,12 +115,14 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
 
 fn print_table(results: &[ServeResult]) {
     println!(
-        "| load | sent | ran | ok | refused (503) | errors | runs/s | p50 ms | p99 ms | max ms | slowest refusal ms | server cores | server RSS | step timeouts | traces |"
+        "| load | sent | ran | ok | refused (503) | errors | runs/s | steady runs/s | p50 ms | p99 ms | max ms | slowest refusal ms | server cores | server CPU ms/run | server RSS | step timeouts | traces |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for r in results {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MiB | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MiB | {} | {} |",
             r.load,
             r.sent,
             r.ran,
@@ -112,11 +130,13 @@ fn print_table(results: &[ServeResult]) {
             r.refused,
             r.errors,
             r.runs_per_s,
+            r.steady_runs_per_s,
             r.p50_ms,
             r.p99_ms,
             r.max_ms,
             r.refused_max_ms,
             r.server_cores,
+            r.server_ms_per_run,
             r.server_rss_mib,
             r.step_timeouts,
             if r.trace_mismatches == 0 {
