@@ -22,11 +22,18 @@ fn new_project(parent: &Path, kind: &str, name: &str, lang: &str) -> PathBuf {
         dir.to_str().expect("utf-8"),
     ]);
     assert!(out.status.success(), "braid new: {}", stderr(&out));
+    make_check(&dir, lang, kind);
+    assert!(dir.join(format!("{name}.wasm")).exists());
+    dir
+}
+
+/// `make check` in a project, with the toolchains `make guests` installed.
+fn make_check(dir: &Path, lang: &str, kind: &str) {
     let tools = |path: &str| root().join(path).display().to_string();
     let cache = root().join("target/test-cache");
     let make = Command::new("make")
         .arg("-C")
-        .arg(&dir)
+        .arg(dir)
         .arg("check")
         .arg(format!("BRAID={}", env!("CARGO_BIN_EXE_braid")))
         .arg(format!(
@@ -55,8 +62,6 @@ fn new_project(parent: &Path, kind: &str, name: &str, lang: &str) -> PathBuf {
         String::from_utf8_lossy(&make.stdout),
         String::from_utf8_lossy(&make.stderr)
     );
-    assert!(dir.join(format!("{name}.wasm")).exists());
-    dir
 }
 
 /// `braid run workflow.toml --json` in a new project.
@@ -120,11 +125,57 @@ fn assert_policy_works(dir: &Path) {
     );
 }
 
+/// An uncaught exception in a Python or JavaScript step (not a typed
+/// `step-error`) traps; the step's error quotes the exception's text from
+/// the guest's stderr, so the author sees what went wrong in the report.
+fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
+    let (file, anchor, throw) = match lang {
+        "python" => (
+            "app.py",
+            "        # Every host call",
+            "        if name == \"explode\":\n            raise RuntimeError(\"exploded on purpose: 42\")\n",
+        ),
+        _ => (
+            "app.js",
+            "    // Every host call",
+            "    if (name === 'explode') throw new Error('exploded on purpose: 42');\n",
+        ),
+    };
+    let path = dir.join(file);
+    let source = std::fs::read_to_string(&path).expect("read the step's source");
+    assert!(source.contains(anchor), "{file} changed: {source}");
+    std::fs::write(
+        &path,
+        source.replacen(anchor, &format!("{throw}{anchor}"), 1),
+    )
+    .expect("write the step's source");
+    make_check(dir, lang, "step");
+    let (code, report) = run(dir, r#"{"name": "explode"}"#);
+    assert_eq!(code, Some(1), "{report}");
+    let attempts = step(&report, name)["attempts"]
+        .as_array()
+        .expect("attempts");
+    let error = attempts[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the guest's stderr ends:")
+            && error.contains("Error: exploded on purpose: 42"),
+        "{lang}: {error}"
+    );
+    assert!(
+        error.len() <= 4 * 1024 + 64,
+        "bounded: {} bytes",
+        error.len()
+    );
+}
+
 fn scaffold_both(lang: &str) {
     let parent = tempfile::tempdir().expect("tempdir");
     let step = format!("greet_{lang}");
     let dir = new_project(parent.path(), "step", &step, lang);
     assert_step_works(&dir, &step);
+    if lang != "rust" {
+        assert_exception_text_in_the_error(&dir, &step, lang);
+    }
     let dir = new_project(parent.path(), "policy", &format!("allow_{lang}"), lang);
     assert_policy_works(&dir);
 }

@@ -137,6 +137,11 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
     files.extend(match (lang, kind) {
         (Lang::Rust, _) => vec![
             ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
+            ("Cargo.lock", include_str!("../templates/rust/Cargo.lock")),
+            (
+                "rust-toolchain.toml",
+                include_str!("../templates/rust/rust-toolchain.toml"),
+            ),
             ("Makefile", include_str!("../templates/rust/Makefile")),
             (
                 "src/lib.rs",
@@ -164,6 +169,10 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
                 "package.json",
                 include_str!("../templates/js/package-step.json"),
             ),
+            (
+                "package-lock.json",
+                include_str!("../templates/js/package-lock-step.json"),
+            ),
             ("app.js", include_str!("../templates/js/step.js")),
         ],
         (Lang::Js, Kind::Policy) => vec![
@@ -171,6 +180,10 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
             (
                 "package.json",
                 include_str!("../templates/js/package-policy.json"),
+            ),
+            (
+                "package-lock.json",
+                include_str!("../templates/js/package-lock-policy.json"),
             ),
             ("app.js", include_str!("../templates/js/policy.js")),
         ],
@@ -184,6 +197,39 @@ fn valid_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 64
+}
+
+/// The Rust toolchain a new Rust project pins (`rust-toolchain.toml`): the
+/// one braid and its own steps are built with.
+pub const RUST_TOOLCHAIN: &str = "1.95.0";
+
+/// What a project's `make` installs on first use, and from where.
+fn toolchain_note(lang: Lang, kind: Kind) -> String {
+    match (lang, kind) {
+        (Lang::Rust, _) => format!(
+            "Rust {RUST_TOOLCHAIN} with the `wasm32-wasip2` target, pinned in \
+             `rust-toolchain.toml` (rustup installs it on first use if it is missing; \
+             that needs static.rust-lang.org). The crates are pinned in `Cargo.lock` \
+             (wit-bindgen 0.61.1, serde_json 1.0.154 and their dependencies) and \
+             fetched from crates.io on the first build; after that `make` works \
+             offline. Needs `rustup` and `make`."
+        ),
+        (Lang::Python, _) => "componentize-py 0.25.1 (an exact pin), into `.venv` from \
+             PyPI on first use; after that `make` works offline. Needs `python3` \
+             (with `venv`) and `make`."
+            .to_string(),
+        (Lang::Js, Kind::Step) => "`npm ci`: exactly the packages `package-lock.json` \
+             lists (componentize-js 0.23.0 and preview2-shim 0.25.0 with their \
+             dependencies, checked against the lock's hashes), from the npm registry \
+             on first use; after that `make` works offline. Needs Node.js 20.19 or \
+             newer and `make`."
+            .to_string(),
+        (Lang::Js, Kind::Policy) => "`npm ci`: exactly the packages `package-lock.json` \
+             lists (componentize-qjs 0.4.5 and its platform binding, checked against \
+             the lock's hashes), from the npm registry on first use; after that \
+             `make` works offline. Needs Node.js 20.19 or newer and `make`."
+            .to_string(),
+    }
 }
 
 fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
@@ -200,6 +246,8 @@ fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
         .replace("__KIND__", &kind.to_string())
         .replace("__LANG__", &lang.to_string())
         .replace("__TRY__", &try_it)
+        .replace("__TOOLCHAIN__", &toolchain_note(lang, kind))
+        .replace("__RUST_TOOLCHAIN__", RUST_TOOLCHAIN)
 }
 
 /// Creates a new project for a `kind` named `name` in `lang` at `dir`, and
@@ -289,8 +337,15 @@ mod tests {
                 assert!(files.contains(&"workflow.toml".to_string()));
                 for f in &files {
                     let text = std::fs::read_to_string(dir.join(f)).expect("read");
-                    for placeholder in ["__NAME__", "__WORLD__", "__KIND__", "__LANG__", "__TRY__"]
-                    {
+                    for placeholder in [
+                        "__NAME__",
+                        "__WORLD__",
+                        "__KIND__",
+                        "__LANG__",
+                        "__TRY__",
+                        "__TOOLCHAIN__",
+                        "__RUST_TOOLCHAIN__",
+                    ] {
                         assert!(
                             !text.contains(placeholder),
                             "{lang} {kind} {f}: {placeholder} left"
@@ -309,6 +364,51 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".braid-new"))
             .collect();
         assert!(left.is_empty());
+    }
+
+    /// Every project pins what it builds with: Rust its toolchain, target
+    /// and crates; JavaScript its packages (installed with `npm ci`, which
+    /// installs the lock or fails); Python an exact componentize-py. The
+    /// README says what `make` fetches.
+    #[test]
+    fn every_project_pins_its_toolchain_and_says_what_make_installs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let read = |dir: &Path, f: &str| {
+            std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
+        };
+        for kind in [Kind::Step, Kind::Policy] {
+            let dir = tmp.path().join(format!("rust-{kind}"));
+            create(&dir, "greet", Lang::Rust, kind).expect("create");
+            let toolchain = read(&dir, "rust-toolchain.toml");
+            assert!(toolchain.contains(&format!("channel = \"{RUST_TOOLCHAIN}\"")));
+            assert!(toolchain.contains("wasm32-wasip2"));
+            let lock = read(&dir, "Cargo.lock");
+            assert!(
+                lock.contains("name = \"greet\""),
+                "the lock is the project's"
+            );
+            assert!(lock.contains("name = \"wit-bindgen\"\nversion = \"0.61.1\""));
+            assert!(read(&dir, "README.md").contains("crates.io"));
+
+            let dir = tmp.path().join(format!("js-{kind}"));
+            create(&dir, "greet", Lang::Js, kind).expect("create");
+            let lock: serde_json::Value =
+                serde_json::from_str(&read(&dir, "package-lock.json")).expect("lock is JSON");
+            let package: serde_json::Value =
+                serde_json::from_str(&read(&dir, "package.json")).expect("package is JSON");
+            assert_eq!(lock["name"], "greet");
+            assert_eq!(
+                lock["packages"][""]["devDependencies"], package["devDependencies"],
+                "the lock matches package.json ({kind})"
+            );
+            assert!(read(&dir, "Makefile").contains("npm ci"));
+            assert!(read(&dir, "README.md").contains("package-lock.json"));
+
+            let dir = tmp.path().join(format!("python-{kind}"));
+            create(&dir, "greet", Lang::Python, kind).expect("create");
+            assert!(read(&dir, "Makefile").contains("componentize-py=="));
+            assert!(read(&dir, "README.md").contains("PyPI"));
+        }
     }
 
     #[test]

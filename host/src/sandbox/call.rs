@@ -275,13 +275,14 @@ impl Sandbox {
         forward_stdio(&telemetry, "stderr", &stderr);
         drop(store);
         caller.report_dropped();
-        // A language runtime reports an uncaught exception on stderr, then traps.
-        let stderr_hint = if stderr.contents().is_empty() {
-            ""
-        } else {
-            " (the guest's stderr, e.g. an exception, is in the log and the run's events)"
-        };
-        ending(result, step, stderr_hint)
+        // A language runtime reports an uncaught exception on stderr, then
+        // traps: the end of stderr (the exception's text) goes into the error.
+        let stderr_hint = stderr_tail(&stderr.contents(), STDERR_IN_ERROR_BYTES)
+            .map(|tail| {
+                format!("; the guest's stderr ends: {tail} (all of it is in the run's events)")
+            })
+            .unwrap_or_default();
+        ending(result, step, &stderr_hint)
     }
 
     /// An attempt's budget: the step's limits, capped by the host's ceilings.
@@ -525,6 +526,40 @@ fn root_cause(e: &wasmtime::Error) -> String {
     }
 }
 
+/// Most of a guest's stderr a trap's error quotes (its last lines).
+const STDERR_IN_ERROR_BYTES: usize = 600;
+
+/// The last non-empty lines of a guest's stderr, oldest first, joined with
+/// ` | `, within `max` bytes (a longer last line keeps its end): where
+/// Python's traceback and JavaScript's uncaught error say what went wrong.
+/// `None` when the guest wrote nothing.
+fn stderr_tail(contents: &[u8], max: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(contents);
+    let mut lines: Vec<&str> = Vec::new();
+    let mut used = 0;
+    for line in text.lines().rev().map(str::trim).filter(|l| !l.is_empty()) {
+        let cost = line.len() + if lines.is_empty() { 0 } else { 3 };
+        if used + cost > max {
+            if lines.is_empty() {
+                // One long line: its end, cut on a character boundary.
+                let mut start = line.len() - max.min(line.len());
+                while !line.is_char_boundary(start) {
+                    start += 1;
+                }
+                lines.push(&line[start..]);
+            }
+            break;
+        }
+        used += cost;
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    lines.reverse();
+    Some(lines.join(" | "))
+}
+
 fn forward_stdio(telemetry: &TelemetryCtx, source: &str, pipe: &MemoryOutputPipe) {
     let contents = pipe.contents();
     if contents.is_empty() {
@@ -534,5 +569,32 @@ fn forward_stdio(telemetry: &TelemetryCtx, source: &str, pipe: &MemoryOutputPipe
     let level = if source == "stderr" { "warn" } else { "info" };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         telemetry.guest_log(level, source, line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trap_quotes_the_end_of_the_guests_stderr() {
+        let traceback = b"Traceback (most recent call last):\n  File \"app.py\", line 9, in run\n    raise ValueError('no such user: 42')\nValueError: no such user: 42\n\n";
+        assert_eq!(
+            stderr_tail(traceback, 600).as_deref(),
+            Some(
+                "Traceback (most recent call last): | File \"app.py\", line 9, in run | raise ValueError('no such user: 42') | ValueError: no such user: 42"
+            )
+        );
+        // Within the bound: the newest lines are kept.
+        assert_eq!(
+            stderr_tail(traceback, 40).as_deref(),
+            Some("ValueError: no such user: 42")
+        );
+        // One line longer than the bound: its end, on a character boundary.
+        let long = format!("{}é!", "x".repeat(100));
+        let tail = stderr_tail(long.as_bytes(), 2).expect("tail");
+        assert!(tail.len() <= 2 && long.ends_with(&tail), "{tail}");
+        assert_eq!(stderr_tail(b"", 600), None);
+        assert_eq!(stderr_tail(b"\n  \n", 600), None);
     }
 }
