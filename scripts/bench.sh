@@ -20,9 +20,9 @@ serve_tables() {
     echo; $BRAID bench --mode serve --server "$BRAID_BASELINE" --concurrency 1,100,1000 --runs 6000
   fi
   echo; $BRAID bench --mode ladder --executor sandbox --concurrency 1,100,1000 --runs 3000
-  echo; echo "### braid serve, open loop at about capacity and at twice it (30 s each)"
+  echo; echo "### braid serve, open loop at capacity (measured first) and at twice it (30 s each)"
   echo
-  $BRAID bench --mode serve --rate 700,1400 --duration-s 30
+  $BRAID bench --mode serve --rate-of-capacity 1,2 --duration-s 30
   echo; echo "### braid serve, durability machine vs process"
   echo
   for d in machine process; do

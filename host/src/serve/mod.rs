@@ -109,11 +109,13 @@ impl Default for Admission {
 /// Default bound on runs in flight per server (and per workflow), from
 /// `braid bench --mode serve` on the 2-core reference machine
 /// (docs/PERFORMANCE.md): throughput does not grow past ~100 runs in
-/// flight, so more only adds latency and memory; at twice the load it can
-/// take, 256 answers every request within a second (runs or 503s) where
-/// 1,024 let runs wait 2 s, and leaves room for runs that wait ~0.3 s on
-/// their APIs. Size it as runs/s at capacity x run duration at capacity.
-pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 256;
+/// flight, so more only adds latency and memory. A run's latency under
+/// overload is about the bound over the throughput: at twice the load it
+/// can take, 128 answered every request within 0.7 s (runs or 503s) where
+/// 256 let some wait 1.25 s on a slower day and 1,024 let runs wait 2 s,
+/// with the same runs/s (also with the seed API latencies). Size it as
+/// runs/s at capacity x run duration at capacity.
+pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 128;
 
 /// What a refused run is told to wait before trying again.
 const RETRY_AFTER_S: u64 = 1;

@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// unless given; serve mode: none unless given.
     #[arg(long, value_delimiter = ',')]
     rate: Vec<f64>,
+    /// Serve modes: open-loop rates as multiples of the capacity measured
+    /// first (the steady runs/s of 100 clients in a closed loop on the same
+    /// server), e.g. `1,2` for at capacity and twice it. serve-memory bursts
+    /// at 0.9x capacity unless this or `--rate` is given.
+    #[arg(long, value_delimiter = ',')]
+    rate_of_capacity: Vec<f64>,
     /// How long each rate is held.
     #[arg(long, default_value_t = 5.0)]
     duration_s: f64,

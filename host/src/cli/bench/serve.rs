@@ -7,6 +7,10 @@ use braid::bench::serve::{CAPACITY_SHARE, ServeBench, ServeLoad, ServeResult, Se
 use braid::bench::suite::SuiteError;
 use std::time::Duration;
 
+/// Runs of the closed loop that measures capacity (100 clients): long
+/// enough for a steady rate of several seconds.
+const PROBE_RUNS: usize = 3000;
+
 pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
     let (latencies, latency_label) = args.latencies();
     let braid = match &args.server {
@@ -41,23 +45,37 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
             format!(" {}", args.serve_args.join(" "))
         }
     );
+    // Rates given as multiples of capacity are measured against this server,
+    // now: a fixed rate is over capacity on a busy machine and under it on
+    // an idle one.
+    let multiples = match (&args.rate_of_capacity[..], &args.rate[..], args.mode) {
+        ([], [], BenchMode::ServeMemory) => vec![CAPACITY_SHARE],
+        (given, _, _) => given.to_vec(),
+    };
+    let fresh_mib = bench.server_rss_mib();
+    let mut rates = args.rate.clone();
+    if !multiples.is_empty() {
+        let probe = bench
+            .drive(ServeLoad::Closed {
+                in_flight: 100,
+                runs: args.runs.max(PROBE_RUNS),
+            })
+            .await;
+        let capacity = probe.steady_runs_per_s;
+        if !args.json {
+            println!(
+                "capacity: {capacity:.0} runs/s (steady, 100 clients, closed loop); rates at {}x of it",
+                multiples
+                    .iter()
+                    .map(f64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("x, ")
+            );
+        }
+        rates.extend(multiples.iter().map(|m| (capacity * m).round().max(1.0)));
+    }
     let exit = if args.mode == BenchMode::ServeMemory {
-        // At capacity unless told: 0.9x the steady rate of a 100-client
-        // closed loop on this server, measured now (a fixed rate is over
-        // capacity on a busy machine and under it on an idle one).
-        let fresh_mib = bench.server_rss_mib();
-        let rate = match args.rate.first() {
-            Some(rate) => *rate,
-            None => {
-                let probe = bench
-                    .drive(ServeLoad::Closed {
-                        in_flight: 100,
-                        runs: args.runs.max(1000),
-                    })
-                    .await;
-                (probe.steady_runs_per_s * CAPACITY_SHARE).max(1.0)
-            }
-        };
+        let rate = rates.first().copied().unwrap_or(1.0);
         let m = bench
             .memory(rate, duration, Duration::from_secs_f64(args.idle_s))
             .await;
@@ -87,7 +105,7 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
         u8::from(m.burst.trace_mismatches > 0)
     } else {
         let mut results = Vec::new();
-        let rungs = match (&args.concurrency[..], &args.rate[..]) {
+        let rungs = match (&args.concurrency[..], &rates[..]) {
             ([], []) => &[100, 1000][..],
             (given, _) => given,
         };
@@ -98,7 +116,7 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
             };
             results.push(bench.drive(load).await);
         }
-        for &per_sec in &args.rate {
+        for &per_sec in &rates {
             results.push(bench.drive(ServeLoad::Open { per_sec, duration }).await);
         }
         if args.json {
