@@ -5,7 +5,7 @@
 //! again.
 
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -168,12 +168,51 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
     );
 }
 
+/// The step POSTs its greeting to `url` through wasi:http (Python: the
+/// scaffold's braid_http.py; JavaScript: fetch): the API got it on the
+/// run's trace, under the request's own span (the one the report lists),
+/// and the API's JSON answer is in the output. A URL without its scheme is
+/// refused with an error that says so.
+fn assert_outbound_call_on_the_runs_trace(dir: &Path, name: &str) {
+    let api = SampleApi::start(None);
+    let url = format!("{}/oauth/token", api.base());
+    let (code, report) = run(dir, &json!({ "name": "world", "url": url }).to_string());
+    assert_eq!(code, Some(0), "{report}");
+    let trace = str_of(&report, "/trace_id");
+    let posted = &report["result"]["posted"];
+    // The sample API wants a client and a user: the greeting alone is a 401.
+    assert_eq!(posted["status"], 401, "{report}");
+    assert_eq!(
+        posted["answer"]["error"], "invalid client or user",
+        "{report}"
+    );
+    let seen = api.requests(Some(trace));
+    assert_eq!(seen.len(), 1, "one request on the run's trace: {seen:?}");
+    assert_eq!(seen[0]["path"], "/oauth/token");
+    assert_eq!(seen[0]["method"], "POST");
+    let calls = report["http_calls"].as_array().expect("http_calls");
+    assert_eq!(calls.len(), 1, "{report}");
+    assert_eq!(seen[0]["traceparent"], calls[0]["traceparent"]);
+    assert_eq!(seen[0]["parent_id"], calls[0]["span_id"]);
+    let attempt = &step(&report, name)["attempts"][0];
+    assert_eq!(calls[0]["attempt_span_id"], attempt["span_id"]);
+
+    let (code, report) = run(
+        dir,
+        &json!({ "name": "world", "url": url.trim_start_matches("http://") }).to_string(),
+    );
+    assert_eq!(code, Some(1), "{report}");
+    let error = str_of(&report, "/error");
+    assert!(error.contains("URL needs its scheme"), "{error}");
+}
+
 fn scaffold_both(lang: &str) {
     let parent = tempfile::tempdir().expect("tempdir");
     let step = format!("greet_{lang}");
     let dir = new_project(parent.path(), "step", &step, lang);
     assert_step_works(&dir, &step);
     if lang != "rust" {
+        assert_outbound_call_on_the_runs_trace(&dir, &step);
         assert_exception_text_in_the_error(&dir, &step, lang);
     }
     let dir = new_project(parent.path(), "policy", &format!("allow_{lang}"), lang);

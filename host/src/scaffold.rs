@@ -151,15 +151,17 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
                 },
             ),
         ],
-        (Lang::Python, _) => vec![
+        (Lang::Python, Kind::Step) => vec![
             ("Makefile", include_str!("../templates/python/Makefile")),
+            ("app.py", include_str!("../templates/python/step.py")),
             (
-                "app.py",
-                match kind {
-                    Kind::Step => include_str!("../templates/python/step.py"),
-                    Kind::Policy => include_str!("../templates/python/policy.py"),
-                },
+                "braid_http.py",
+                include_str!("../templates/python/braid_http.py"),
             ),
+        ],
+        (Lang::Python, Kind::Policy) => vec![
+            ("Makefile", include_str!("../templates/python/Makefile")),
+            ("app.py", include_str!("../templates/python/policy.py")),
         ],
         // Steps use componentize-js (StarlingMonkey: fetch() over wasi:http);
         // policies the much smaller QuickJS build of componentize-qjs.
@@ -232,10 +234,42 @@ fn toolchain_note(lang: Lang, kind: Kind) -> String {
     }
 }
 
+/// The try-out workflow's optional `url` input, for the steps whose
+/// template shows an outbound call (Python and JavaScript so far).
+fn http_input(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Python | Lang::Js => {
+            "\n[inputs.url]\n\
+             description = \"A JSON API to POST the greeting to (with its scheme: http://...); empty: none\"\n\
+             default = \"\"\n"
+        }
+        Lang::Rust => "",
+    }
+}
+
+fn http_args(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Python | Lang::Js => {
+            "\nargs.url = { input = \"url\" }\n\
+             # Where the step may send HTTP requests (host, host:port or *.domain).\n\
+             allowed_hosts = [\"127.0.0.1\", \"localhost\"]"
+        }
+        Lang::Rust => "",
+    }
+}
+
 fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
-    let try_it = match kind {
-        Kind::Step => "    braid run workflow.toml --input '{\"name\": \"world\"}'".to_string(),
-        Kind::Policy => format!(
+    let try_it = match (kind, lang) {
+        (Kind::Step, Lang::Rust) => {
+            "    braid run workflow.toml --input '{\"name\": \"world\"}'".to_string()
+        }
+        // The step POSTs its greeting to `url` (the sample API answers 401:
+        // it wants a client and a user; its /_requests shows the traceparent).
+        (Kind::Step, _) => "    braid run workflow.toml --input '{\"name\": \"world\"}'\n    \
+             braid sample-api --listen 127.0.0.1:8080 &\n    \
+             braid run workflow.toml --input '{\"name\": \"world\", \"url\": \"http://127.0.0.1:8080/oauth/token\"}'"
+            .to_string(),
+        (Kind::Policy, _) => format!(
             "    braid run workflow.toml --input '{{\"action\": \"read\"}}'\n    \
              braid policy eval {name}.wasm --input '{{\"action\": \"write\", \"resource\": \"reports/q3\"}}'"
         ),
@@ -246,6 +280,8 @@ fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
         .replace("__KIND__", &kind.to_string())
         .replace("__LANG__", &lang.to_string())
         .replace("__TRY__", &try_it)
+        .replace("__HTTP_INPUT__", http_input(lang))
+        .replace("__HTTP_ARGS__", http_args(lang))
         .replace("__TOOLCHAIN__", &toolchain_note(lang, kind))
         .replace("__RUST_TOOLCHAIN__", RUST_TOOLCHAIN)
 }

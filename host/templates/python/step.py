@@ -1,6 +1,10 @@
-"""Step `__NAME__`: greets `name`.
+"""Step `__NAME__`: greets `name`, and POSTs the greeting to `url` if given.
 
-Input: {"name": "..."}. Output: {"greeting": "hello, ...", "trace_id": "..."}.
+Input: {"name": "...", "url": "http://..." or ""}. Output: {"greeting":
+"hello, ...", "trace_id": "...", "posted": {"status": 200, "answer": ...}}
+(`posted` only with a `url`). Outbound HTTP goes through braid_http.py
+(wasi:http; the host adds the run's `traceparent`); the step's
+`allowed_hosts` in workflow.toml says where it may go.
 A missing `name` is a fatal error (retrying cannot help); raise
 Err(StepError_Retryable(...)) for failures worth another attempt.
 
@@ -13,10 +17,15 @@ writes it out if your editor wants to see it). In a step's world braid's
 
 import json
 
+import braid_http
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import telemetry
-from wit_world.imports.braid_workflow_types import StepError_Fatal, TraceContext
+from wit_world.imports.braid_workflow_types import (
+    StepError_Fatal,
+    StepError_Retryable,
+    TraceContext,
+)
 
 
 class Step(exports.Step):
@@ -31,4 +40,15 @@ class Step(exports.Step):
         # Every host call takes the attempt's own trace context, unchanged.
         telemetry.log(ctx, telemetry.Level.INFO, f"greeting {name}")
         telemetry.event(ctx, "__NAME__.greeted", [("name_chars", float(len(name)))], [])
-        return json.dumps({"greeting": f"hello, {name}", "trace_id": ctx.trace_id})
+        output = {"greeting": f"hello, {name}", "trace_id": ctx.trace_id}
+        url = args.get("url")
+        if url:
+            # A URL needs its scheme: "http://127.0.0.1:8080/x", not "127.0.0.1:8080/x".
+            try:
+                status, answer = braid_http.post_json(url, {"greeting": output["greeting"]})
+            except braid_http.BadUrl as e:
+                raise Err(StepError_Fatal(str(e)))
+            except braid_http.HttpError as e:
+                raise Err(StepError_Retryable(str(e)))
+            output["posted"] = {"status": status, "answer": answer}
+        return json.dumps(output)
