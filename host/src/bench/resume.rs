@@ -9,6 +9,7 @@
 
 use super::BenchApi;
 use super::suite::{Scratch, SuiteError, run_error};
+use crate::db::Durability;
 use crate::recovery::{Liveness, Recoverer};
 use crate::sample_api::{FaultRule, Latencies};
 use crate::scheduler::{RUN_LEASE, RunRequest, Scheduler};
@@ -42,13 +43,15 @@ pub struct ResumeResult {
 }
 
 /// Measures resuming `runs` runs of `workflow` (the reference workflow's
-/// steps) on scratch stores; `cache_dir` is the compiled-component cache.
+/// steps) on scratch stores as durable as `durability`; `cache_dir` is the
+/// compiled-component cache.
 pub async fn resume_after_kill(
     workflow: &Path,
     cache_dir: Option<PathBuf>,
+    durability: Durability,
     runs: usize,
 ) -> Result<ResumeResult, SuiteError> {
-    let scratch = Scratch::open(cache_dir)?;
+    let scratch = Scratch::open(cache_dir, durability)?;
     let (claims, journal, sandbox) = (
         Arc::clone(&scratch.claims),
         Arc::clone(&scratch.journal),

@@ -5,6 +5,7 @@
 //! (progress bars come from the caller).
 
 use super::{BenchApi, Load, LoadResult, NativeExecutor};
+use crate::db::Durability;
 use crate::journal::{RunJournal, SqliteJournal};
 use crate::sample_api::Latencies;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -38,6 +39,8 @@ pub struct Plan {
     pub latencies: Latencies,
     /// The compiled-component cache (a bench measures warm starts).
     pub cache_dir: Option<PathBuf>,
+    /// How durable the scratch stores' commits are (`--durability`).
+    pub durability: Durability,
     /// Journal runs (off measures the journal's cost when compared).
     pub journal: bool,
     pub sandbox: bool,
@@ -84,16 +87,19 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    pub(super) fn open(cache_dir: Option<PathBuf>) -> Result<Scratch, SuiteError> {
+    pub(super) fn open(
+        cache_dir: Option<PathBuf>,
+        durability: Durability,
+    ) -> Result<Scratch, SuiteError> {
         let dir = std::env::temp_dir().join(format!(
             "braid-bench-{}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
         let opened = (|| {
             let claims: Arc<dyn ClaimStore> =
-                Arc::new(SqliteClaimStore::open(&dir).map_err(run_error)?);
+                Arc::new(SqliteClaimStore::open_with(&dir, durability).map_err(run_error)?);
             let journal: Arc<dyn RunJournal> =
-                Arc::new(SqliteJournal::open(&dir).map_err(run_error)?);
+                Arc::new(SqliteJournal::open_with(&dir, durability).map_err(run_error)?);
             let config = SandboxConfig {
                 cache_dir,
                 ..SandboxConfig::default()
@@ -125,7 +131,7 @@ impl Drop for Scratch {
 
 /// Runs `plan` on [`Scratch`] stores.
 pub async fn run(plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outcome, SuiteError> {
-    let scratch = Scratch::open(plan.cache_dir.clone())?;
+    let scratch = Scratch::open(plan.cache_dir.clone(), plan.durability)?;
     run_in(plan, progress, &scratch).await
 }
 

@@ -207,6 +207,7 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         workflow: args.workflow.clone(),
         latencies,
         cache_dir: args.state.cache_dir(),
+        durability: args.state.durability.into(),
         journal: !args.no_journal,
         sandbox: args.executor != BenchExecutor::Native,
         native: args.executor != BenchExecutor::Sandbox,
@@ -310,13 +311,17 @@ async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
 
 /// `braid bench --mode resume`: the runs of a killed host carried on.
 async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
-    let r =
-        braid::bench::resume::resume_after_kill(&args.workflow, args.state.cache_dir(), args.runs)
-            .await
-            .map_err(|e| match e {
-                SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
-                SuiteError::Run(_) => Exit(1, e.into()),
-            })?;
+    let r = braid::bench::resume::resume_after_kill(
+        &args.workflow,
+        args.state.cache_dir(),
+        args.state.durability.into(),
+        args.runs,
+    )
+    .await
+    .map_err(|e| match e {
+        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
+        SuiteError::Run(_) => Exit(1, e.into()),
+    })?;
     if args.json {
         print_json(&r)?;
     } else {
