@@ -711,7 +711,10 @@ fn runs_whose_leases_outlast_a_database_outage_are_undone_once_and_answered_as_j
     // lease fence; when the database is back each is either taken back and
     // undone by its host (`failed`) or taken over and carried on by the
     // other (and answered as it ended there), never both.
-    let outage = database_outage("55435", Duration::from_secs(8), 300, 20);
+    // 200 ms per API call: 300 runs, 40 at a time, last several seconds, so
+    // runs are in flight when the database stops 1.5 s in (at 20 ms a fast
+    // build finished all of them before it).
+    let outage = database_outage("55435", Duration::from_secs(8), 300, 200);
     let stopped: Vec<&Answer> = outage
         .answers
         .iter()

@@ -736,6 +736,11 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
             "1000",
             "--max-runs-in-flight-per-workflow",
             "1000",
+            // What this test is about is the swap, not the disk: 1,000 runs'
+            // lease renewals, each synced (`machine`), starved the journal
+            // for seconds on a loaded 2-core machine and failed runs there.
+            "--durability",
+            "process",
         ],
         &[("BRAID_LOG", "error")],
     );
