@@ -717,13 +717,25 @@ async fn in_flight(addr: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs the server has started: those in flight and those finished.
+async fn started_on_server(addr: &str) -> u64 {
+    let (_, metrics) = request_async(addr, "GET", "/metrics", "", b"").await;
+    let finished: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("braid_runs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    in_flight(addr).await + finished
+}
+
 #[test]
 fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let workflow = private_registry(dir.path());
-    // Each API call takes 2 s, so a run lasts over 6 s: longer than it takes
-    // to start all 1,000 runs, which overlap each other and the swaps.
-    let api = SampleApi::start(Some(2000));
+    // Each API call takes 4 s, so a run lasts over 12 s: longer than it
+    // takes to start all 1,000 runs (several seconds beside a CPU hog),
+    // which overlap each other and the swaps.
+    let api = SampleApi::start(Some(4000));
     let served = Served::spawn(
         &workflow,
         &[
@@ -825,7 +837,7 @@ fn a_step_is_hot_swapped_ten_times_under_load_without_a_failed_run() {
             // Before the next upload, every run of this wave has reached the
             // server (and taken the versions live now).
             let deadline = Instant::now() + Duration::from_secs(60);
-            while in_flight(&addr).await < started {
+            while started_on_server(&addr).await < started {
                 assert!(
                     Instant::now() < deadline,
                     "runs of wave {wave} did not start"
