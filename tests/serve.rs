@@ -707,25 +707,26 @@ pub(crate) async fn request_async(
     (status, body.to_string())
 }
 
+/// The sum of the samples in `/metrics` text whose line starts with `prefix`.
+fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// `braid_runs_in_flight` from `/metrics`.
 async fn in_flight(addr: &str) -> u64 {
     let (_, metrics) = request_async(addr, "GET", "/metrics", "", b"").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("braid_runs_in_flight "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    metric_sum(&metrics, "braid_runs_in_flight ")
 }
 
-/// Runs the server has started: those in flight and those finished.
+/// Runs the server has started: those in flight and those finished (one
+/// read of `/metrics`).
 async fn started_on_server(addr: &str) -> u64 {
     let (_, metrics) = request_async(addr, "GET", "/metrics", "", b"").await;
-    let finished: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("braid_runs_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    in_flight(addr).await + finished
+    metric_sum(&metrics, "braid_runs_in_flight ") + metric_sum(&metrics, "braid_runs_total{")
 }
 
 #[test]

@@ -220,41 +220,33 @@ fn toolchain_note(lang: Lang, kind: Kind) -> String {
              PyPI on first use; after that `make` works offline. Needs `python3` \
              (with `venv`) and `make`."
             .to_string(),
-        (Lang::Js, Kind::Step) => "`npm ci`: exactly the packages `package-lock.json` \
-             lists (componentize-js 0.23.0 and preview2-shim 0.25.0 with their \
-             dependencies, checked against the lock's hashes), from the npm registry \
-             on first use; after that `make` works offline. Needs Node.js 20.19 or \
-             newer and `make`."
-            .to_string(),
-        (Lang::Js, Kind::Policy) => "`npm ci`: exactly the packages `package-lock.json` \
-             lists (componentize-qjs 0.4.5 and its platform binding, checked against \
-             the lock's hashes), from the npm registry on first use; after that \
-             `make` works offline. Needs Node.js 20.19 or newer and `make`."
-            .to_string(),
+        (Lang::Js, kind) => format!(
+            "`npm ci`: exactly the packages `package-lock.json` lists ({}, checked \
+             against the lock's hashes), from the npm registry on first use; after \
+             that `make` works offline. Needs Node.js 20.19 or newer and `make`.",
+            match kind {
+                Kind::Step =>
+                    "componentize-js 0.23.0 and preview2-shim 0.25.0 with their dependencies",
+                Kind::Policy => "componentize-qjs 0.4.5 and its platform binding",
+            }
+        ),
     }
 }
 
-/// The try-out workflow's optional `url` input, for the steps whose
-/// template shows an outbound call (Python and JavaScript so far).
-fn http_input(lang: Lang) -> &'static str {
+/// What the try-out workflow adds for a step whose template shows an
+/// outbound call (Python and JavaScript so far): its optional `url` input,
+/// and the step's argument and allowed hosts.
+fn http_example(lang: Lang) -> (&'static str, &'static str) {
     match lang {
-        Lang::Python | Lang::Js => {
+        Lang::Python | Lang::Js => (
             "\n[inputs.url]\n\
              description = \"A JSON API to POST the greeting to (with its scheme: http://...); empty: none\"\n\
-             default = \"\"\n"
-        }
-        Lang::Rust => "",
-    }
-}
-
-fn http_args(lang: Lang) -> &'static str {
-    match lang {
-        Lang::Python | Lang::Js => {
+             default = \"\"\n",
             "\nargs.url = { input = \"url\" }\n\
              # Where the step may send HTTP requests (host, host:port or *.domain).\n\
-             allowed_hosts = [\"127.0.0.1\", \"localhost\"]"
-        }
-        Lang::Rust => "",
+             allowed_hosts = [\"127.0.0.1\", \"localhost\"]",
+        ),
+        Lang::Rust => ("", ""),
     }
 }
 
@@ -280,8 +272,8 @@ fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
         .replace("__KIND__", &kind.to_string())
         .replace("__LANG__", &lang.to_string())
         .replace("__TRY__", &try_it)
-        .replace("__HTTP_INPUT__", http_input(lang))
-        .replace("__HTTP_ARGS__", http_args(lang))
+        .replace("__HTTP_INPUT__", http_example(lang).0)
+        .replace("__HTTP_ARGS__", http_example(lang).1)
         .replace("__TOOLCHAIN__", &toolchain_note(lang, kind))
         .replace("__RUST_TOOLCHAIN__", RUST_TOOLCHAIN)
 }
