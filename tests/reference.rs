@@ -66,7 +66,13 @@ pub(crate) fn assert_one_trace(report: &Value, api: &SampleApi) -> HashSet<Strin
     }
 
     let calls = report["http_calls"].as_array().expect("http_calls");
-    assert_eq!(calls.len(), 3, "token, profile, permissions");
+    assert_eq!(
+        calls.len(),
+        3,
+        "token, profile, permissions: {}\nsteps: {}",
+        serde_json::to_string_pretty(calls).unwrap_or_default(),
+        serde_json::to_string_pretty(steps).unwrap_or_default()
+    );
     let mut call_spans = HashSet::new();
     for c in calls {
         let span = str_of(c, "/span_id");

@@ -103,6 +103,85 @@ async fn private_address_of(
     Ok(addrs.first().copied().filter(|_| !scheme_is_https))
 }
 
+/// The most of a request body the host reads and discards once nobody else
+/// will (a refused request, or one whose answer came before its body ended).
+const DRAINED_BODY_BYTES: usize = 1024 * 1024;
+
+/// Reads `body` to its end, discarding it (at most [`DRAINED_BODY_BYTES`]).
+/// The guest writes its request body into a stream whose reader is `body`:
+/// while it is read, the guest's writes and its `finish` succeed. Dropped
+/// early, the guest's next write finds the stream closed, and a client that
+/// sends its body before it reads the response (wstd does, even an empty
+/// one) reports "connection reset" instead of the answer or the refusal.
+async fn drain(mut body: WasiBody) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > DRAINED_BODY_BYTES {
+            break;
+        }
+    }
+}
+
+/// Answers a refused request with `error` once the guest's body has ended
+/// (see [`drain`]), so the guest sees the refusal.
+async fn refuse_after_body<T>(body: WasiBody, error: Error) -> Result<T, Error> {
+    drain(body).await;
+    Err(error)
+}
+
+/// A request body that is read to its end by a task of its own (see
+/// [`drain`]) if the transport lets go of it first: a server may answer
+/// before it has read the request (hyper then stops sending it).
+struct DrainedWhenDropped {
+    inner: Option<WasiBody>,
+    ended: bool,
+}
+
+impl http_body::Body for DrainedWhenDropped {
+    type Data = bytes::Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for DrainedWhenDropped {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let (Some(body), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+            && !http_body::Body::is_end_stream(&body)
+        {
+            runtime.spawn(drain(body));
+        }
+    }
+}
+
 type ResponseFuture = Box<
     dyn Future<
             Output = Result<
@@ -164,7 +243,10 @@ impl WasiHttpHooks for OutboundHttp {
             );
             record.error = Some(reason);
             caller.recorder.http_call(record);
-            return Box::new(async { Err(Error::HttpRequestDenied) });
+            return Box::new(refuse_after_body(
+                request.into_body(),
+                Error::HttpRequestDenied,
+            ));
         }
 
         if self.requests_left == 0 {
@@ -174,7 +256,10 @@ impl WasiHttpHooks for OutboundHttp {
             caller.refuse("limit.requests", &reason, BTreeMap::new());
             record.error = Some(reason);
             caller.recorder.http_call(record);
-            return Box::new(async { Err(Error::ConnectionLimitReached) });
+            return Box::new(refuse_after_body(
+                request.into_body(),
+                Error::ConnectionLimitReached,
+            ));
         }
         self.requests_left -= 1;
         let traceparent = caller.trace.traceparent_for(span).to_string();
@@ -231,10 +316,19 @@ impl WasiHttpHooks for OutboundHttp {
                         caller
                             .recorder
                             .http_call_done(index, None, Some(reason), 0.0);
-                        return Err(Error::HttpRequestDenied);
+                        return refuse_after_body(request.into_body(), Error::HttpRequestDenied)
+                            .await;
                     }
                 }
             }
+            let request = request.map(|body| {
+                use http_body_util::BodyExt;
+                DrainedWhenDropped {
+                    inner: Some(body),
+                    ended: false,
+                }
+                .boxed_unsync()
+            });
             let result = client.send(request, options).await;
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
@@ -267,7 +361,53 @@ impl WasiHttpHooks for OutboundHttp {
 
 #[cfg(test)]
 mod tests {
-    use super::host_allowed;
+    use super::{DRAINED_BODY_BYTES, DrainedWhenDropped, host_allowed};
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// The guest's side of a request body: what it writes arrives here.
+    struct FromGuest(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for FromGuest {
+        type Data = Bytes;
+        type Error = wasmtime_wasi_http::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    /// A server may answer before it has read the request; the transport
+    /// then drops the request body. The guest must still be able to write
+    /// the rest (its client would report a reset instead of the answer),
+    /// up to the drain limit, after which its writes fail.
+    #[tokio::test]
+    async fn a_request_body_let_go_of_early_is_still_read_up_to_the_limit() {
+        let (guest, rx) = tokio::sync::mpsc::channel(1);
+        let body = DrainedWhenDropped {
+            inner: Some(FromGuest(rx).boxed_unsync()),
+            ended: false,
+        };
+        drop(body);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut accepted = 0usize;
+        // With room for one chunk, every further send waits for a reader.
+        while guest.send(chunk.clone()).await.is_ok() {
+            accepted += chunk.len();
+            assert!(accepted < 4 * DRAINED_BODY_BYTES, "drained without end");
+        }
+        assert!(
+            accepted > DRAINED_BODY_BYTES,
+            "the body was read past its drop: {accepted} bytes"
+        );
+    }
 
     #[test]
     fn allowlist_matching() {
