@@ -125,20 +125,29 @@ fn assert_policy_works(dir: &Path) {
     );
 }
 
-/// An uncaught exception in a Python or JavaScript step (not a typed
-/// `step-error`) traps; the step's error quotes the exception's text from
-/// the guest's stderr, so the author sees what went wrong in the report.
+/// An uncaught exception in a Python or JavaScript step, or a panic in a
+/// Rust one (not a typed `step-error`), traps; the step's error quotes its
+/// text from the guest's stderr, so the author sees what went wrong in the
+/// report.
 fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
-    let (file, anchor, throw) = match lang {
+    let (file, anchor, throw, expected) = match lang {
         "python" => (
             "app.py",
             "        # Every host call",
             "        if name == \"explode\":\n            raise RuntimeError(\"exploded on purpose: 42\")\n",
+            "RuntimeError: exploded on purpose: 42",
+        ),
+        "rust" => (
+            "src/lib.rs",
+            "        // Every host call",
+            "        if name == \"explode\" {\n            panic!(\"exploded on purpose: {}\", 42);\n        }\n",
+            "exploded on purpose: 42",
         ),
         _ => (
             "app.js",
             "    // Every host call",
             "    if (name === 'explode') throw new Error('exploded on purpose: 42');\n",
+            "Error: exploded on purpose: 42",
         ),
     };
     let path = dir.join(file);
@@ -157,8 +166,7 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
         .expect("attempts");
     let error = attempts[0]["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("the guest's stderr ends:")
-            && error.contains("Error: exploded on purpose: 42"),
+        error.contains("the guest's stderr ends:") && error.contains(expected),
         "{lang}: {error}"
     );
     assert!(
@@ -168,8 +176,8 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
     );
 }
 
-/// The step POSTs its greeting to `url` through wasi:http (Python: the
-/// scaffold's braid_http.py; JavaScript: fetch): the API got it on the
+/// The step POSTs its greeting to `url` through wasi:http (Rust: wstd;
+/// Python: the scaffold's braid_http.py; JavaScript: fetch): the API got it on the
 /// run's trace, under the request's own span (the one the report lists),
 /// and the API's JSON answer is in the output. A URL without its scheme is
 /// refused with an error that says so.
@@ -211,10 +219,8 @@ fn scaffold_both(lang: &str) {
     let step = format!("greet_{lang}");
     let dir = new_project(parent.path(), "step", &step, lang);
     assert_step_works(&dir, &step);
-    if lang != "rust" {
-        assert_outbound_call_on_the_runs_trace(&dir, &step);
-        assert_exception_text_in_the_error(&dir, &step, lang);
-    }
+    assert_outbound_call_on_the_runs_trace(&dir, &step);
+    assert_exception_text_in_the_error(&dir, &step, lang);
     let dir = new_project(parent.path(), "policy", &format!("allow_{lang}"), lang);
     assert_policy_works(&dir);
 }

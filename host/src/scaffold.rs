@@ -135,21 +135,39 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
         ),
     ];
     files.extend(match (lang, kind) {
-        (Lang::Rust, _) => vec![
-            ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
-            ("Cargo.lock", include_str!("../templates/rust/Cargo.lock")),
+        // A step also depends on wstd (its outbound HTTP); a policy has no
+        // wasi:http, so its manifest and lock leave it out.
+        (Lang::Rust, Kind::Step) => vec![
+            (
+                "Cargo.toml",
+                include_str!("../templates/rust/Cargo-step.toml"),
+            ),
+            (
+                "Cargo.lock",
+                include_str!("../templates/rust/Cargo-step.lock"),
+            ),
             (
                 "rust-toolchain.toml",
                 include_str!("../templates/rust/rust-toolchain.toml"),
             ),
             ("Makefile", include_str!("../templates/rust/Makefile")),
+            ("src/lib.rs", include_str!("../templates/rust/step.rs")),
+        ],
+        (Lang::Rust, Kind::Policy) => vec![
             (
-                "src/lib.rs",
-                match kind {
-                    Kind::Step => include_str!("../templates/rust/step.rs"),
-                    Kind::Policy => include_str!("../templates/rust/policy.rs"),
-                },
+                "Cargo.toml",
+                include_str!("../templates/rust/Cargo-policy.toml"),
             ),
+            (
+                "Cargo.lock",
+                include_str!("../templates/rust/Cargo-policy.lock"),
+            ),
+            (
+                "rust-toolchain.toml",
+                include_str!("../templates/rust/rust-toolchain.toml"),
+            ),
+            ("Makefile", include_str!("../templates/rust/Makefile")),
+            ("src/lib.rs", include_str!("../templates/rust/policy.rs")),
         ],
         (Lang::Python, Kind::Step) => vec![
             ("Makefile", include_str!("../templates/python/Makefile")),
@@ -208,13 +226,16 @@ pub const RUST_TOOLCHAIN: &str = "1.95.0";
 /// What a project's `make` installs on first use, and from where.
 fn toolchain_note(lang: Lang, kind: Kind) -> String {
     match (lang, kind) {
-        (Lang::Rust, _) => format!(
+        (Lang::Rust, kind) => format!(
             "Rust {RUST_TOOLCHAIN} with the `wasm32-wasip2` target, pinned in \
              `rust-toolchain.toml` (rustup installs it on first use if it is missing; \
              that needs static.rust-lang.org). The crates are pinned in `Cargo.lock` \
-             (wit-bindgen 0.61.1, serde_json 1.0.154 and their dependencies) and \
-             fetched from crates.io on the first build; after that `make` works \
-             offline. Needs `rustup` and `make`."
+             ({} and their dependencies) and fetched from crates.io on the first \
+             build; after that `make` works offline. Needs `rustup` and `make`.",
+            match kind {
+                Kind::Step => "wit-bindgen 0.61.1, serde_json 1.0.154, wstd 0.6.8",
+                Kind::Policy => "wit-bindgen 0.61.1, serde_json 1.0.154",
+            }
         ),
         (Lang::Python, _) => "componentize-py 0.25.1 (an exact pin), into `.venv` from \
              PyPI on first use; after that `make` works offline. Needs `python3` \
@@ -233,28 +254,22 @@ fn toolchain_note(lang: Lang, kind: Kind) -> String {
     }
 }
 
-/// What the try-out workflow adds for a step whose template shows an
-/// outbound call (Python and JavaScript so far): its optional `url` input,
-/// and the step's argument and allowed hosts.
-fn http_example(lang: Lang) -> (&'static str, &'static str) {
-    match lang {
-        Lang::Python | Lang::Js => (
-            "\n[inputs.url]\n\
+/// What the try-out workflow adds for a step, whose template shows an
+/// outbound call: its optional `url` input, and the step's argument and
+/// allowed hosts.
+fn http_example() -> (&'static str, &'static str) {
+    (
+        "\n[inputs.url]\n\
              description = \"A JSON API to POST the greeting to (with its scheme: http://...); empty: none\"\n\
              default = \"\"\n",
-            "\nargs.url = { input = \"url\" }\n\
+        "\nargs.url = { input = \"url\" }\n\
              # Where the step may send HTTP requests (host, host:port or *.domain).\n\
              allowed_hosts = [\"127.0.0.1\", \"localhost\"]",
-        ),
-        Lang::Rust => ("", ""),
-    }
+    )
 }
 
 fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
     let try_it = match (kind, lang) {
-        (Kind::Step, Lang::Rust) => {
-            "    braid run workflow.toml --input '{\"name\": \"world\"}'".to_string()
-        }
         // The step POSTs its greeting to `url` (the sample API answers 401:
         // it wants a client and a user; its /_requests shows the traceparent).
         (Kind::Step, _) => "    braid run workflow.toml --input '{\"name\": \"world\"}'\n    \
@@ -272,8 +287,8 @@ fn fill(template: &str, name: &str, lang: Lang, kind: Kind) -> String {
         .replace("__KIND__", &kind.to_string())
         .replace("__LANG__", &lang.to_string())
         .replace("__TRY__", &try_it)
-        .replace("__HTTP_INPUT__", http_example(lang).0)
-        .replace("__HTTP_ARGS__", http_example(lang).1)
+        .replace("__HTTP_INPUT__", http_example().0)
+        .replace("__HTTP_ARGS__", http_example().1)
         .replace("__TOOLCHAIN__", &toolchain_note(lang, kind))
         .replace("__RUST_TOOLCHAIN__", RUST_TOOLCHAIN)
 }
@@ -416,6 +431,15 @@ mod tests {
                 "the lock is the project's"
             );
             assert!(lock.contains("name = \"wit-bindgen\"\nversion = \"0.61.1\""));
+            assert_eq!(
+                lock.contains("name = \"wstd\"\nversion = \"0.6.8\""),
+                kind == Kind::Step,
+                "a step's lock pins wstd, a policy's has none"
+            );
+            assert_eq!(
+                read(&dir, "Cargo.toml").contains("wstd = "),
+                kind == Kind::Step
+            );
             assert!(read(&dir, "README.md").contains("crates.io"));
 
             let dir = tmp.path().join(format!("js-{kind}"));

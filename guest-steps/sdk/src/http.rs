@@ -1,14 +1,23 @@
-//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
+//! Blocking HTTP for steps, on the Bytecode Alliance's [`wstd`] client.
 //!
-//! The host decides where a step may connect (its allowlist) and stamps every
-//! request with the run's `traceparent`; this client only builds requests and
-//! reads responses.
+//! `wstd` speaks `wasi:http/outgoing-handler`; this module only runs it to
+//! completion inside the (synchronous) step call and sorts its errors into
+//! the two a step cares about: the host refused (do not retry) and the
+//! transport failed (a retry may pass). The host decides where a step may
+//! connect (its allowlist) and stamps every request with the run's
+//! `traceparent`; nothing here touches trace headers.
+//!
+//! A step that wants the async client itself (several requests at once,
+//! streaming bodies) uses `wstd` directly, as the `braid new` Rust scaffold
+//! does: `wstd::runtime::block_on(async { Client::new().send(req).await })`.
 
-use crate::bindings::wasi::http::outgoing_handler;
-use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
-use crate::bindings::wasi::io::streams::StreamError;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use wstd::http::error::ErrorCode;
+use wstd::http::{Body, Client, Method, Request};
+
+/// The most of a response body [`request`] reads; a longer body is an error
+/// rather than a step's memory filling up.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// An HTTP response: status and the whole body.
 #[derive(Debug)]
@@ -32,7 +41,7 @@ impl Response {
 /// Why a request did not produce a response.
 #[derive(Debug)]
 pub enum HttpError {
-    /// The URL could not be understood.
+    /// The URL (or a header, or the method) could not be understood.
     InvalidUrl(String),
     /// The host refused the request: the destination is not on the step's
     /// allowlist (`HttpRequestDenied`). Retrying cannot help.
@@ -78,131 +87,82 @@ pub fn post_json(
     request("POST", url, &all, Some(&bytes))
 }
 
-/// Sends one request and reads the whole response.
+/// Sends one request and reads the whole response (at most
+/// [`MAX_RESPONSE_BYTES`] of body).
 pub fn request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, HttpError> {
-    let (scheme, authority, path) = split_url(url)?;
-    let fields = Fields::new();
+    check_url(url)?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|e| HttpError::InvalidUrl(format!("method `{method}`: {e}")))?;
+    let mut builder = Request::builder().method(method).uri(url);
     for (name, value) in headers {
-        fields
-            .append(name, value.as_bytes())
-            .map_err(|e| HttpError::InvalidUrl(format!("header `{name}`: {e:?}")))?;
+        builder = builder.header(*name, *value);
     }
     if let Some(body) = body {
-        fields
-            .append("content-length", body.len().to_string().as_bytes())
-            .map_err(|e| HttpError::InvalidUrl(format!("content-length: {e:?}")))?;
+        // A known length, so the request is not sent chunked.
+        builder = builder.header("content-length", body.len());
     }
-    let request = OutgoingRequest::new(fields);
-    let method = match method {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "DELETE" => Method::Delete,
-        "PATCH" => Method::Patch,
-        other => Method::Other(other.to_string()),
-    };
-    let invalid = |what: &str| HttpError::InvalidUrl(format!("{what} rejected for {url}"));
-    request.set_method(&method).map_err(|_| invalid("method"))?;
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|_| invalid("scheme"))?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|_| invalid("authority"))?;
-    request
-        .set_path_with_query(Some(path))
-        .map_err(|_| invalid("path"))?;
-    let outgoing_body = request.body().map_err(|_| invalid("body"))?;
-
-    let pending = outgoing_handler::handle(request, None).map_err(transport)?;
-
-    // If sending the body fails, the response future usually says why (a
-    // denied request closes the body stream): prefer that error.
-    let sent = write_body(outgoing_body, body);
-
-    let response = loop {
-        match pending.get() {
-            Some(result) => break result,
-            None => pending.subscribe().block(),
-        }
-    };
-    let response = response
-        .map_err(|_| HttpError::Transport("response already taken".into()))?
-        .map_err(transport)?;
-    sent?;
-    let status = response.status();
-    let incoming = response
-        .consume()
-        .map_err(|_| HttpError::Transport("response body unavailable".into()))?;
-    let body = read_all(&incoming)?;
-    drop(incoming);
-    Ok(Response { status, body })
-}
-
-fn write_body(outgoing_body: OutgoingBody, body: Option<&[u8]>) -> Result<(), HttpError> {
-    if let Some(bytes) = body {
-        let stream = outgoing_body
-            .write()
-            .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
-        // `blocking-write-and-flush` takes at most 4096 bytes a call.
-        for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
-        }
-    }
-    OutgoingBody::finish(outgoing_body, None).map_err(transport)
-}
-
-fn read_all(body: &IncomingBody) -> Result<Vec<u8>, HttpError> {
-    let stream = body
-        .stream()
-        .map_err(|_| HttpError::Transport("response body stream unavailable".into()))?;
-    let mut out = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => out.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(HttpError::Transport(format!(
-                    "reading response body: {}",
-                    e.to_debug_string()
-                )));
+    let request = builder
+        .body(Body::from(body.map(<[u8]>::to_vec).unwrap_or_default()))
+        .map_err(|e| HttpError::InvalidUrl(format!("{url}: {e}")))?;
+    wstd::runtime::block_on(async move {
+        let response = Client::new().send(request).await.map_err(sort)?;
+        let status = response.status().as_u16();
+        let limited = Limited::new(response.into_body().into_boxed_body(), MAX_RESPONSE_BYTES);
+        let body = limited.collect().await.map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                HttpError::Transport(format!(
+                    "the response from {url} is longer than {MAX_RESPONSE_BYTES} bytes"
+                ))
+            } else {
+                HttpError::Transport(format!("reading the response body: {}", chain(&*e)))
             }
-        }
-    }
-    Ok(out)
+        })?;
+        Ok(Response {
+            status,
+            body: body.to_bytes().to_vec(),
+        })
+    })
 }
 
-fn transport(code: ErrorCode) -> HttpError {
-    match code {
-        ErrorCode::HttpRequestDenied => HttpError::Denied("HttpRequestDenied".into()),
-        other => HttpError::Transport(format!("{other:?}")),
+/// An error and its causes, `: `-joined (the host's reason is the last).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+/// `wstd` reports everything as `anyhow::Error`; the host's refusal is the
+/// `wasi:http` error code underneath.
+fn sort(error: wstd::http::Error) -> HttpError {
+    match error.downcast_ref::<ErrorCode>() {
+        Some(ErrorCode::HttpRequestDenied) => HttpError::Denied("HttpRequestDenied".into()),
+        _ => HttpError::Transport(format!("{error:#}")),
     }
 }
 
-/// Splits `http://host:port/path?query` into its parts.
-fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
-        (Scheme::Http, rest)
-    } else if let Some(rest) = url.strip_prefix("https://") {
-        (Scheme::Https, rest)
-    } else {
-        return Err(HttpError::InvalidUrl(format!(
-            "`{url}` is not an http(s) URL"
-        )));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
+/// A URL needs its scheme and a host: without a scheme `wasi:http` sends
+/// HTTPS, which against a plain-HTTP port is a TLS error with no hint.
+fn check_url(url: &str) -> Result<(), HttpError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            HttpError::InvalidUrl(format!(
+                "`{url}` is not an http(s) URL: it needs its scheme, http:// or https://"
+            ))
+        })?;
+    if rest.split(['/', '?']).next().unwrap_or_default().is_empty() {
         return Err(HttpError::InvalidUrl(format!("`{url}` has no host")));
     }
-    Ok((scheme, authority, path))
+    Ok(())
 }
