@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bindings;
 pub mod capabilities;
 pub mod check;
+pub mod contract;
 pub mod db;
 pub mod journal;
 pub mod metrics;

@@ -88,39 +88,6 @@ pub enum ScaffoldError {
     },
 }
 
-/// The WIT contract, as this binary was built with it.
-const WIT: &[(&str, &str)] = &[
-    ("wit/braid.wit", include_str!("../../wit/braid.wit")),
-    (
-        "wit/deps/cli/cli.wit",
-        include_str!("../../wit/deps/cli/cli.wit"),
-    ),
-    (
-        "wit/deps/clocks/clocks.wit",
-        include_str!("../../wit/deps/clocks/clocks.wit"),
-    ),
-    (
-        "wit/deps/filesystem/filesystem.wit",
-        include_str!("../../wit/deps/filesystem/filesystem.wit"),
-    ),
-    (
-        "wit/deps/http/http.wit",
-        include_str!("../../wit/deps/http/http.wit"),
-    ),
-    (
-        "wit/deps/io/io.wit",
-        include_str!("../../wit/deps/io/io.wit"),
-    ),
-    (
-        "wit/deps/random/random.wit",
-        include_str!("../../wit/deps/random/random.wit"),
-    ),
-    (
-        "wit/deps/sockets/sockets.wit",
-        include_str!("../../wit/deps/sockets/sockets.wit"),
-    ),
-];
-
 /// The files of a project (relative path, template), before substitution.
 fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
     let mut files = vec![
@@ -208,7 +175,7 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
             ("app.js", include_str!("../templates/js/policy.js")),
         ],
     });
-    files.extend(WIT.iter().copied());
+    files.extend(crate::contract::WIT.iter().copied());
     files
 }
 
