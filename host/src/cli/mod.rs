@@ -22,8 +22,10 @@ macro_rules! println {
 }
 
 pub mod bench;
+pub mod bindings;
 pub mod check;
 pub mod claims;
+pub mod componentize;
 pub mod host;
 pub mod inspect;
 pub mod new;
@@ -187,6 +189,24 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), Exit> {
         serde_json::to_string_pretty(value).map_err(|e| Exit(1, e.into()))?
     );
     Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over, so
+/// a reader (or a build that stops half-way) never sees a partial file.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("writing {}", path.display())
+    })
 }
 
 #[cfg(test)]

@@ -68,11 +68,8 @@ async fn serve_sample_api(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(file) = &addr_file {
-        // Write then rename, so a reader never sees a half-written address.
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, addr.to_string())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+        // A reader never sees a half-written address.
+        super::write_atomically(file, addr.to_string().as_bytes())?;
     }
     println!("sample API listening on http://{addr}");
     std::io::stdout().flush()?;
