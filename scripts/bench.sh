@@ -32,6 +32,40 @@ serve_tables() {
   echo
   $BRAID bench --mode serve-memory --duration-s 30 --idle-s 60
 }
+# The same tiny step in each language: a `braid new step` project (greets,
+# logs, emits an event, JSON in and out; no HTTP call), built cold (a fresh
+# project; the package managers' download caches as they are), then its
+# size, first and cached load, and per-attempt cost.
+language_table() {
+  echo "### The same tiny step in each language (\`braid new step\`, no HTTP call)"
+  echo
+  echo "| language | cold build of a new project | component | first load | cached load (median of 3) | per attempt p50 | p99 |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  local root; root=$(mktemp -d)
+  for lang in rust python js c; do
+    local name=tiny_$lang dir=$root/tiny_$lang cache=$root/cache-$lang
+    $BRAID new step "$name" --lang "$lang" --dir "$dir" > /dev/null
+    local t0 t1; t0=$(date +%s%N)
+    make -C "$dir" BRAID="$(realpath "$BRAID")" > "$root/make-$lang.log" 2>&1 || { echo "make failed for $lang:" >&2; tail -20 "$root/make-$lang.log" >&2; return 1; }
+    t1=$(date +%s%N)
+    load() { $BRAID inspect "$dir/$name.wasm" --json --cache-dir "$cache" --state-dir "$cache" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["load_ms"], d["from_cache"], d["size_bytes"])'; }
+    local first first_cached size cached
+    read -r first first_cached size < <(load)
+    [ "$first_cached" = False ] || echo "unexpected: first load came from the cache" >&2
+    cached=$(for _ in 1 2 3; do load | cut -d' ' -f1; done | sort -g | sed -n 2p)
+    local p50 p99
+    read -r p50 p99 < <($BRAID bench --workflow "$dir/workflow.toml" --mode attempt --executor sandbox --runs 1000 \
+      --time-step "$name" --attempt-input '{"name": "bench"}' --cache-dir "$cache" --state-dir "$cache" --json \
+      | python3 -c 'import json,sys; a=json.load(sys.stdin)["attempt"][0]; print(a["p50_us"], a["p99_us"])')
+    printf '| %s | %.0f s | %s | %.0f ms | %.1f ms | %s us | %s us |\n' "$lang" "$(( (t1 - t0) / 1000000 ))e-3" \
+      "$(python3 -c "s=$size; print(f'{s/1e6:.1f} MB' if s >= 1e6 else f'{s/1e3:.0f} KB')")" "$first" "$cached" "$p50" "$p99"
+  done
+  rm -rf "$root"
+}
+if [ "${1:-}" = languages ]; then
+  language_table
+  exit
+fi
 {
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); braid $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo; echo "### Orchestration cost: zero-latency API, sequential"
@@ -68,6 +102,7 @@ serve_tables() {
     printf '| %s | %s | %.1f MB | %.0f ms | %.1f ms |\n' "$name" "$lang" "$size" "$first" "$cached"
     rm -rf "$cache"
   done
+  echo; language_table
   echo; echo "### Process start to first completed run (warm compiled-component cache, zero-latency API)"
   echo
   rm -f "$out/api.addr"   # a stale file from an earlier run would name a dead port

@@ -51,6 +51,8 @@ pub struct Plan {
     pub scaling: Option<Scaling>,
     /// Time this many single attempts of `noop` and `aggregate`, when asked.
     pub attempt_calls: Option<usize>,
+    /// Time this step of the workflow instead, called with this input.
+    pub attempt_step: Option<(String, String)>,
 }
 
 /// Generated chains of `noop` steps: cost vs number of steps (100-byte
@@ -236,7 +238,9 @@ async fn run_in(
         results.extend(bench_scaling(plan, scaling, &stores).await?);
     }
     let attempt = match plan.attempt_calls {
-        Some(calls) => Some(bench_attempts(&plan.workflow, &sandbox, calls).await?),
+        Some(calls) => {
+            Some(bench_attempts(&plan.workflow, &sandbox, calls, plan.attempt_step.as_ref()).await?)
+        }
         None => None,
     };
     Ok(Outcome {
@@ -351,12 +355,22 @@ async fn bench_scaling(
 /// sequentially, in microseconds: of the minimal step (`noop.wasm` beside the
 /// workflow's components: returns its input, calls no host function), then of
 /// the workflow's `aggregate` (parses JSON, emits an event, returns JSON).
+/// With `only` (a step's name and input): of that step alone.
 async fn bench_attempts(
     workflow: &Path,
     sandbox: &Sandbox,
     calls: usize,
+    only: Option<&(String, String)>,
 ) -> Result<Vec<serde_json::Value>, SuiteError> {
     let workflow = Workflow::load(workflow).map_err(|e| SuiteError::Input(e.into()))?;
+    if let Some((name, input)) = only {
+        let step = workflow.step(name).cloned().ok_or_else(|| {
+            SuiteError::Input(format!("the workflow has no step `{name}` to time").into())
+        })?;
+        return Ok(vec![
+            time_attempts(sandbox, &workflow.name, &step, calls, input).await?,
+        ]);
+    }
     let aggregate = workflow
         .step("aggregate")
         .cloned()
@@ -366,17 +380,19 @@ async fn bench_attempts(
     noop.component = aggregate.component.with_file_name("noop.wasm");
     let mut out = Vec::new();
     for step in [noop, aggregate] {
-        out.push(time_attempts(sandbox, &workflow.name, &step, calls).await?);
+        out.push(time_attempts(sandbox, &workflow.name, &step, calls, "{}").await?);
     }
     Ok(out)
 }
 
-/// Times `n` sequential attempts of `step` (after 100 unrecorded warm-up calls).
+/// Times `n` sequential attempts of `step` with `input` (after 100
+/// unrecorded warm-up calls).
 async fn time_attempts(
     sandbox: &Sandbox,
     workflow: &str,
     step: &crate::workflow::StepSpec,
     n: usize,
+    input: &str,
 ) -> Result<serde_json::Value, SuiteError> {
     use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
     let component = sandbox
@@ -405,7 +421,9 @@ async fn time_attempts(
                 &component,
                 step,
                 ctx,
-                crate::sandbox::StepCall::Run { input: "{}".into() },
+                crate::sandbox::StepCall::Run {
+                    input: input.into(),
+                },
             )
             .await;
         let us = t0.elapsed().as_micros().max(1) as u64;

@@ -79,6 +79,14 @@ pub struct BenchArgs {
     /// may take to come back (seconds).
     #[arg(long, default_value_t = 60.0)]
     idle_s: f64,
+    /// Attempt mode: time this step of `--workflow` (called with
+    /// `--attempt-input`) instead of `noop` and `aggregate`, e.g. the step of
+    /// a `braid new` project.
+    #[arg(long)]
+    time_step: Option<String>,
+    /// Attempt mode with `--time-step`: the step's input (JSON).
+    #[arg(long, default_value = "{}")]
+    attempt_input: String,
     /// Do not journal runs (measures the journal's cost when compared).
     #[arg(long)]
     no_journal: bool,
@@ -219,6 +227,10 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         }),
         attempt_calls: matches!(args.mode, BenchMode::Attempt | BenchMode::All)
             .then(|| args.runs.max(1000)),
+        attempt_step: args
+            .time_step
+            .clone()
+            .map(|step| (step, args.attempt_input.clone())),
     };
     let outcome = braid::bench::suite::run(&plan, &progress)
         .await
