@@ -19,15 +19,23 @@ PY_STEPS := $(patsubst guest-steps/python/%/world,%,$(wildcard guest-steps/pytho
 JS_STEPS := $(patsubst guest-steps/js/%/world,%,$(wildcard guest-steps/js/*/world))
 JS_POLICIES := $(patsubst guest-steps/js/%/policy.js,%,$(wildcard guest-steps/js/*/policy.js))
 COMPONENTIZE_QJS := guest-steps/js/node_modules/.bin/componentize-qjs
+# A C step is guest-steps/c/NAME/ holding its .c files and a `world` file;
+# it builds with clang and wasi-libc (Debian packages, installed on first
+# use) plus the helpers `braid new --lang c` ships (host/templates/c/), its
+# bindings from `braid bindings c`, and becomes a component with `braid
+# componentize`.
+C_STEPS := $(patsubst guest-steps/c/%/world,%,$(wildcard guest-steps/c/*/world))
+C_HELPERS := host/templates/c
+C_TARGET := --target=wasm32-wasi -mexec-model=reactor
 
-.PHONY: setup guests rust-guests python-guests js-guests build test test-busy demo bench lint fmt
+.PHONY: setup guests rust-guests python-guests js-guests c-guests build test test-busy demo bench lint fmt
 
 ## Install what the build needs: the wasm32-wasip2 Rust target.
 setup:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-## Build every guest component (Rust, Python, JavaScript) into target/components/.
-guests: rust-guests python-guests js-guests
+## Build every guest component (Rust, Python, JavaScript, C) into target/components/.
+guests: rust-guests python-guests js-guests c-guests
 	@echo "components in $(COMPONENTS)/: $$(cd $(COMPONENTS) && ls *.wasm | tr '\n' ' ')"
 
 rust-guests: setup
@@ -37,6 +45,7 @@ rust-guests: setup
 
 python-guests: $(foreach s,$(PY_STEPS),$(COMPONENTS)/$(s).wasm)
 js-guests: $(foreach s,$(JS_STEPS) $(JS_POLICIES),$(COMPONENTS)/$(s).wasm)
+c-guests: $(foreach s,$(C_STEPS),$(COMPONENTS)/$(s).wasm)
 
 # componentize-py from PyPI, in a virtualenv of its own.
 $(COMPONENTIZE_PY): guest-steps/python/requirements.txt
@@ -66,6 +75,33 @@ $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPO
 	@mv $$@.tmp $$@
 endef
 $(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
+
+# clang for wasm32-wasi, wasm-ld and wasi-libc, from Debian (as the C
+# scaffold's Makefile does): a reactor that links proves them.
+$(TOOLS)/.c-toolchain:
+	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null 2>/dev/null || { \
+	  echo "installing clang, lld and wasi-libc (Debian packages)"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32; }
+	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null
+	@mkdir -p $(TOOLS) && touch $@
+
+# The braid binary: `braid bindings c` and `braid componentize` build the C steps.
+$(BRAID): FORCE
+	$(CARGO) build --bin braid
+FORCE:
+
+define c_step
+$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/c/$(1)/*) $(wildcard $(C_HELPERS)/*) wit/braid.wit $(BRAID) | $(TOOLS)/.c-toolchain
+	@mkdir -p $(COMPONENTS) target/c/$(1)
+	$(BRAID) bindings c --world $$$$(cat guest-steps/c/$(1)/world) --out target/c/$(1) > /dev/null
+	clang $(C_TARGET) -O2 -Wall -Wextra -Werror -I target/c/$(1) -I $(C_HELPERS) \
+	  $(wildcard guest-steps/c/$(1)/*.c) $(C_HELPERS)/braid_json.c target/c/$(1)/braid.c \
+	  -Wl,--strip-all -o target/c/$(1)/core.wasm
+	$(BRAID) componentize target/c/$(1)/core.wasm --world $$$$(cat guest-steps/c/$(1)/world) -o $$@.tmp > /dev/null
+	@mv $$@.tmp $$@
+endef
+$(foreach s,$(C_STEPS),$(eval $(call c_step,$(s))))
 
 define js_policy
 $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/js/$(1)/*) wit/braid.wit $(COMPONENTIZE_JS)

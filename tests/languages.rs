@@ -1,6 +1,6 @@
-//! Steps in Python and JavaScript: their twins of the Rust steps give the same
-//! results and errors, and the trace goes through them intact, including the
-//! JavaScript step's outbound `fetch()`.
+//! Steps in Python, JavaScript and C: their twins of the Rust steps give the
+//! same results and errors, and the trace goes through them intact,
+//! including the JavaScript step's outbound `fetch()` and the C step's claim.
 //!
 //! The Python and JavaScript components are 13-18 MB and take wasmtime many
 //! seconds to compile, so these tests share one compiled-component cache,
@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The twins: (Rust component, its twin in another language).
-const TWINS: [(&str, &str); 3] = [
+const TWINS: [(&str, &str); 4] = [
     ("fetch_profile", "fetch_profile_js"),
     ("validate_access", "validate_access_py"),
+    ("claim_work", "claim_work_c"),
     ("aggregate", "aggregate_js"),
 ];
 
@@ -108,7 +109,7 @@ fn the_polyglot_workflow_differs_from_the_reference_only_in_components() {
 }
 
 #[test]
-fn python_and_javascript_twins_give_the_rust_result_on_one_trace() {
+fn python_javascript_and_c_twins_give_the_rust_result_on_one_trace() {
     let api = SampleApi::start(None);
     let state = tempfile::tempdir().expect("tempdir");
     let mut reports = Vec::new();
@@ -413,4 +414,107 @@ fn a_denial_by_the_python_policy_fails_the_run_as_the_rust_policy_does() {
         "{}",
         outcomes[0].0
     );
+}
+
+/// A claim step followed by the hostile test guest, which succeeds (mode
+/// `env`) or panics (mode `panic`), so the claim is kept or undone.
+fn claim_then(component: &str, dir: &Path) -> PathBuf {
+    let path = dir.join(format!("claim-then-{component}.toml"));
+    let text = format!(
+        r#"name = "claim-then"
+components_dir = "{components}"
+result = "claim"
+[inputs.work_item]
+[inputs.mode]
+[defaults]
+max_retries = 0
+allowed_hosts = []
+[[steps]]
+name = "claim"
+component = "{component}"
+args.work_item = {{ input = "work_item" }}
+args.lease_ms = {{ value = 60000 }}
+[[steps]]
+name = "after"
+component = "hostile"
+args.mode = {{ input = "mode" }}
+args.claim = {{ step = "claim" }}
+"#,
+        components = components().display()
+    );
+    std::fs::write(&path, text).expect("write the workflow");
+    path
+}
+
+/// The C twin of `claim_work` (guest-steps/c/claim_work_c) behaves as the
+/// Rust step does: the same claim output and `coordination.claimed` event,
+/// the same conflict error word for word, and its `undo` releases the claim
+/// when a later step fails.
+#[test]
+fn the_c_claim_step_claims_conflicts_and_undoes_like_its_rust_twin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let run = |workflow: &Path, item: &str, mode: &str| {
+        let input = json!({ "work_item": item, "mode": mode }).to_string();
+        json_stdout(&run_workflow(workflow, state.path(), &input, &[]))
+    };
+    let mut conflicts = Vec::new();
+    for component in ["claim_work", "claim_work_c"] {
+        let workflow = claim_then(component, dir.path());
+        let held = format!("held-{component}");
+        let first = run(&workflow, &held, "env");
+        assert_eq!(first["outcome"], "succeeded", "{component}: {first}");
+        let claim = &first["result"];
+        assert_eq!(claim["work_item"], held.as_str(), "{component}: {claim}");
+        assert_eq!(claim["run_id"], first["run_id"], "{component}: {claim}");
+        assert_eq!(claim["trace_id"], first["trace_id"], "{component}: {claim}");
+        assert_eq!(claim["step"], "claim", "{component}: {claim}");
+        let claimed = first["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["name"] == "coordination.claimed")
+            .unwrap_or_else(|| panic!("{component}: no coordination.claimed event"));
+        assert_eq!(claimed["measurements"]["lease_ms"], 60000.0, "{claimed}");
+        assert_eq!(
+            claimed["metadata"]["claim_id"], claim["claim_id"],
+            "{claimed}"
+        );
+        assert_eq!(claimed["trace_id"], first["trace_id"], "{claimed}");
+
+        let second = run(&workflow, &held, "env");
+        assert_eq!(second["outcome"], "failed", "{component}: {second}");
+        let expected = format!(
+            "work item `{held}` is already claimed by run {} (trace {}, step `claim`) until {} ms",
+            str_of(&first, "/run_id"),
+            str_of(&first, "/trace_id"),
+            claim["expires_at_ms"]
+        );
+        let error = str_of(&second, "/error").to_string();
+        assert!(error.contains(&expected), "{component}: {error}");
+        conflicts.push(
+            error
+                .replace(&held, "ITEM")
+                .replace(str_of(&first, "/run_id"), "RUN"),
+        );
+
+        let undone_item = format!("undone-{component}");
+        let failed = run(&workflow, &undone_item, "panic");
+        assert_eq!(failed["outcome"], "failed", "{component}: {failed}");
+        assert_eq!(undone(&failed), ["claim"], "{component}: {failed}");
+        let claims = list("claims", state.path());
+        assert!(
+            claims
+                .iter()
+                .all(|c| c["work_item"] != undone_item.as_str()),
+            "{component}: the undo released the claim: {claims:?}"
+        );
+        assert!(
+            claims.iter().any(|c| c["work_item"] == held.as_str()),
+            "{component}: the first run's claim is still held: {claims:?}"
+        );
+    }
+    // Apart from the item, the holder and its lease, the two errors are one text.
+    let shape = |e: &str| e.split(" (trace ").next().unwrap_or_default().to_string();
+    assert_eq!(shape(&conflicts[0]), shape(&conflicts[1]));
 }

@@ -94,6 +94,20 @@ fn assert_step_works(dir: &Path, name: &str) {
         .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"));
     assert_eq!(str_of(greeted, "/trace_id"), trace);
 
+    // JSON escapes and UTF-8 make it through in and out; characters, not
+    // bytes, are counted.
+    let quoted = "wörld \"é\"";
+    let (code, report) = run(dir, &json!({ "name": quoted }).to_string());
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["result"]["greeting"], format!("hello, {quoted}"));
+    let greeted = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["name"] == format!("{name}.greeted"))
+        .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"));
+    assert_eq!(greeted["measurements"]["name_chars"], 9.0, "{greeted}");
+
     // A bad argument is a fatal error with the step's own words.
     let (code, report) = run(dir, r#"{"name": 42}"#);
     assert_eq!(code, Some(1), "{report}");
@@ -125,8 +139,8 @@ fn assert_policy_works(dir: &Path) {
     );
 }
 
-/// An uncaught exception in a Python or JavaScript step, or a panic in a
-/// Rust one (not a typed `step-error`), traps; the step's error quotes its
+/// An uncaught exception in a Python or JavaScript step, a panic in a Rust
+/// one or an `abort()` in a C one (not a typed `step-error`), traps; the step's error quotes its
 /// text from the guest's stderr, so the author sees what went wrong in the
 /// report.
 fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
@@ -141,6 +155,12 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
             "src/lib.rs",
             "        // Every host call",
             "        if name == \"explode\" {\n            panic!(\"exploded on purpose: {}\", 42);\n        }\n",
+            "exploded on purpose: 42",
+        ),
+        "c" => (
+            "app.c",
+            "    /* Every host call",
+            "    if (strcmp(name, \"explode\") == 0) {\n        fprintf(stderr, \"exploded on purpose: %d\\n\", 42);\n        abort();\n    }\n",
             "exploded on purpose: 42",
         ),
         _ => (
@@ -177,7 +197,8 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
 }
 
 /// The step POSTs its greeting to `url` through wasi:http (Rust: wstd;
-/// Python: the scaffold's braid_http.py; JavaScript: fetch): the API got it on the
+/// Python: the scaffold's braid_http.py; JavaScript: fetch; C: the
+/// scaffold's braid_http.c): the API got it on the
 /// run's trace, under the request's own span (the one the report lists),
 /// and the API's JSON answer is in the output. A URL without its scheme is
 /// refused with an error that says so.
@@ -238,6 +259,11 @@ fn a_new_python_step_and_policy_build_check_and_run() {
 #[test]
 fn a_new_javascript_step_and_policy_build_check_and_run() {
     scaffold_both("js");
+}
+
+#[test]
+fn a_new_c_step_and_policy_build_check_and_run() {
+    scaffold_both("c");
 }
 
 #[test]

@@ -31,5 +31,6 @@ pub mod scheduler;
 pub mod serve;
 pub mod store;
 pub mod tls;
+pub mod toolchain;
 pub mod trace;
 pub mod workflow;

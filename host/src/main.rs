@@ -40,9 +40,15 @@ enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
-    /// Start a new step or policy project (Rust, Python or JavaScript) that
+    /// Start a new step or policy project (Rust, Python, JavaScript or C) that
     /// builds with `make` and passes `braid check` (see docs/writing-steps.md).
     New(cli::new::NewArgs),
+    /// Generate bindings for a language without component tooling of its
+    /// own (C), from the WIT this binary was built with.
+    Bindings(cli::bindings::BindingsArgs),
+    /// Make a component of a braid world from a WASI preview1 reactor
+    /// module (what clang with wasi-libc builds).
+    Componentize(cli::componentize::ComponentizeArgs),
     /// Load-test a workflow against the in-process sample API, sandboxed and
     /// natively (see docs/PERFORMANCE.md).
     Bench(cli::bench::BenchArgs),
@@ -96,6 +102,8 @@ async fn dispatch(command: Command) -> Result<u8, Exit> {
         Command::Serve(args) => cli::serve::exec(args).await,
         Command::New(args) => cli::new::exec(args),
         Command::Inspect(args) => cli::inspect::exec(args),
+        Command::Bindings(args) => cli::bindings::exec(args),
+        Command::Componentize(args) => cli::componentize::exec(args),
         Command::Policy(command) => cli::policy::exec(command).await,
         Command::Recover(args) => cli::recover::exec(args).await,
     }

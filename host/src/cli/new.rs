@@ -1,5 +1,5 @@
-//! `braid new`: a step or policy project (Rust, Python or JavaScript) that
-//! builds with `make` and passes `braid check`.
+//! `braid new`: a step or policy project (Rust, Python, JavaScript or C)
+//! that builds with `make` and passes `braid check`.
 
 use super::{Exit, bad_input};
 use clap::Args;
@@ -13,8 +13,8 @@ pub struct NewArgs {
     /// The component's name: a lowercase letter, then lowercase letters,
     /// digits or `_`.
     name: String,
-    /// `rust`, `python` or `js`.
-    #[arg(long, value_parser = ["rust", "python", "js"])]
+    /// `rust`, `python`, `js` or `c`.
+    #[arg(long, value_parser = ["rust", "python", "js", "c"])]
     lang: String,
     /// Where to create it (default: ./NAME); must not exist yet.
     #[arg(long)]
