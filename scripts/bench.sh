@@ -93,7 +93,7 @@ fi
   echo
   echo "| component | language | size | first load | cached load (median of 3) |"
   echo "| --- | --- | ---: | ---: | ---: |"
-  for c in authenticate:Rust validate_access_py:Python fetch_profile_js:"JavaScript (componentize-js)" policy_rbac_js:"JavaScript (componentize-qjs)"; do
+  for c in authenticate:Rust claim_work_c:C validate_access_py:Python fetch_profile_js:"JavaScript (componentize-js)" policy_rbac_js:"JavaScript (componentize-qjs)"; do
     name=${c%%:*}; lang=${c#*:}; cache=$(mktemp -d)
     load() { $BRAID inspect "target/components/$name.wasm" --json --cache-dir "$cache" --state-dir "$cache" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["load_ms"], d["from_cache"], d["size_bytes"] / 1e6)'; }
     read -r first first_cached size < <(load)
