@@ -518,3 +518,41 @@ fn the_c_claim_step_claims_conflicts_and_undoes_like_its_rust_twin() {
     let shape = |e: &str| e.split(" (trace ").next().unwrap_or_default().to_string();
     assert_eq!(shape(&conflicts[0]), shape(&conflicts[1]));
 }
+
+/// The C scaffold's JSON helper, natively with the address and undefined-
+/// behaviour sanitizers: tests/c/braid_json_test.c's checks all pass and
+/// nothing reads out of bounds or leaks.
+#[test]
+fn the_c_json_helper_passes_its_checks_under_the_sanitizers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("braid_json_test");
+    let helpers = root().join("host/templates/c");
+    let build = std::process::Command::new("cc")
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+        ])
+        .arg("-I")
+        .arg(&helpers)
+        .arg(root().join("tests/c/braid_json_test.c"))
+        .arg(helpers.join("braid_json.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("cc runs");
+    assert!(build.status.success(), "cc: {}", stderr(&build));
+    let run = std::process::Command::new(&exe)
+        .output()
+        .expect("the test runs");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        stderr(&run)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("all checks passed"));
+}
