@@ -1223,6 +1223,85 @@ fn braid_run_exports_its_run_over_otlp_http() {
     );
 }
 
+/// Live export: a step attempt's span goes out when the attempt ends, not
+/// when its run does. A fast step runs, then one that spins until its 4 s
+/// timeout; the fast step's span reaches the receiver while `braid run` is
+/// still running, and after the run every span is there exactly once.
+#[test]
+fn each_attempt_is_exported_over_otlp_as_it_ends() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = dir.path().join("live.toml");
+    std::fs::write(
+        &workflow,
+        format!(
+            r#"name = "live"
+components_dir = "{}"
+result = "slow"
+[defaults]
+max_retries = 0
+allowed_hosts = []
+[[steps]]
+name = "first"
+component = "noop"
+args.x = {{ value = 1 }}
+[[steps]]
+name = "slow"
+component = "hostile"
+timeout_ms = 4000
+args.mode = {{ value = "loop" }}
+args.after = {{ step = "first" }}
+"#,
+            components().display()
+        ),
+    )
+    .expect("write the workflow");
+    let (traceparent, trace) = new_trace();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("run")
+        .arg(&workflow)
+        .arg("--json")
+        .arg("--input")
+        .arg("{}")
+        .arg("--traceparent")
+        .arg(&traceparent)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.http),
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env("BRAID_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("braid run");
+    let first = receiver.spans(&trace, 1);
+    assert_eq!(first[0]["name"], "step first", "{first:?}");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the first step's span arrived only after the run ended"
+    );
+    let out = child.wait_with_output().expect("braid run ends");
+    assert_eq!(out.status.code(), Some(1), "the slow step times out");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report");
+    let spans = receiver.spans(&trace, 3);
+    let mut names: Vec<&str> = spans.iter().map(|s| str_of(s, "/name")).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["run live", "step first", "step slow"], "{spans:?}");
+    let slow = spans
+        .iter()
+        .find(|s| s["name"] == "step slow")
+        .expect("slow");
+    assert_eq!(slow["attributes"]["braid.outcome"], "timeout", "{slow}");
+    assert_eq!(slow["parent_span_id"], report["span_id"]);
+    assert_eq!(
+        slow["span_id"],
+        step(&report, "slow")["attempts"][0]["span_id"]
+    );
+}
+
 /// Trace headers read as W3C Trace Context says, over a real connection
 /// with repeated header lines: two `traceparent` lines start a new trace;
 /// `tracestate` lines are combined in order (an empty one counts for

@@ -1,5 +1,5 @@
-//! OpenTelemetry export over OTLP: every finished run becomes a tree of spans
-//! in the user's tracing backend.
+//! OpenTelemetry export over OTLP: every run becomes a tree of spans in the
+//! user's tracing backend, each step attempt's part as the attempt ends.
 //!
 //! braid already gives every run, step attempt, compensation, undo and
 //! outbound request its own W3C span id (the ids in the run report, the
@@ -9,6 +9,12 @@
 //! [`RunReport`] into OTLP span data and hands it to the OpenTelemetry SDK's
 //! OTLP exporter. Trace context comes from braid's own strict W3C parser;
 //! the SDK only sees the resulting ids.
+//!
+//! Live: given to a scheduler as its [`AttemptSink`] ([`OtlpExport::live_sink`]),
+//! the exporter sends each step attempt's span, with its HTTP and claim
+//! children, when the attempt ends, so a long or stuck run shows in the
+//! backend while it runs; the run's own span, compensations and undo go when
+//! the run ends, without the attempts already sent.
 //!
 //! Configured by the standard variables, off when no endpoint is set:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
@@ -24,7 +30,9 @@
 //!   span id is the parent id of the `traceparent` the API received;
 //! - `claim`, `claim.release` for coordination calls, children of the attempt.
 
-use crate::report::RunReport;
+use crate::report::{
+    AttemptEnded, AttemptReport, AttemptSink, EventRecord, HttpCallRecord, RunMeta, RunReport,
+};
 use crate::trace::TraceParent;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -33,7 +41,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -46,15 +55,40 @@ pub enum OtelError {
 
 /// Where runs are exported, if anywhere.
 pub struct OtlpExport {
-    tx: Mutex<Option<mpsc::Sender<RunReport>>>,
+    shared: Arc<Shared>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// Reports waiting to be exported; beyond this, reports are dropped (and
-/// logged) rather than slowing runs down.
+/// What the export task and the live sink share.
+struct Shared {
+    tx: Mutex<Option<mpsc::Sender<Item>>>,
+    /// Runs some of whose attempts were sent live (their run-end export
+    /// leaves those out); at most [`MAX_LIVE_RUNS`].
+    live_runs: Mutex<HashSet<String>>,
+}
+
+/// What the export task turns into spans.
+enum Item {
+    /// A finished run; `attempts_sent`: its step attempts went live.
+    Run {
+        report: Box<RunReport>,
+        attempts_sent: bool,
+    },
+    /// A step attempt that just ended.
+    Attempt {
+        run: RunMeta,
+        ended: Box<AttemptEnded>,
+    },
+}
+
+/// Reports and attempts waiting to be exported; beyond this, they are
+/// dropped (and logged) rather than slowing runs down.
 const QUEUE: usize = 4096;
 /// Spans per export call.
 const BATCH: usize = 512;
+/// Runs in flight whose attempts are sent live; past this, a run's
+/// attempts go with its report instead.
+const MAX_LIVE_RUNS: usize = 65_536;
 
 fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
@@ -77,15 +111,22 @@ impl OtlpExport {
             resource = resource.with_service_name("braid");
         }
         exporter.set_resource(&resource.build());
-        let (tx, mut rx) = mpsc::channel::<RunReport>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+        let spans_of = move |item: Item| match item {
+            Item::Run {
+                report,
+                attempts_sent,
+            } => spans(&report, root_kind.clone(), attempts_sent),
+            Item::Attempt { run, ended } => attempt_spans(&run, &ended),
+        };
         let task = tokio::spawn(async move {
             let mut batch: Vec<SpanData> = Vec::new();
-            while let Some(report) = rx.recv().await {
-                batch.extend(spans(&report, root_kind.clone()));
+            while let Some(item) = rx.recv().await {
+                batch.extend(spans_of(item));
                 // Take whatever else is queued, up to a batch.
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(more) => batch.extend(spans(&more, root_kind.clone())),
+                        Ok(more) => batch.extend(spans_of(more)),
                         Err(_) => break,
                     }
                 }
@@ -99,27 +140,41 @@ impl OtlpExport {
             }
         });
         Ok(Some(OtlpExport {
-            tx: Mutex::new(Some(tx)),
+            shared: Arc::new(Shared {
+                tx: Mutex::new(Some(tx)),
+                live_runs: Mutex::new(HashSet::new()),
+            }),
             task: Mutex::new(Some(task)),
         }))
     }
 
-    /// Queues a finished run's spans for export (never blocks the run).
+    /// The sink a scheduler tells of each attempt as it ends
+    /// ([`crate::scheduler::Scheduler::with_live_spans`]).
+    pub fn live_sink(&self) -> Arc<dyn AttemptSink> {
+        Arc::clone(&self.shared) as Arc<dyn AttemptSink>
+    }
+
+    /// Queues a finished run's spans for export (never blocks the run);
+    /// attempts already sent live are left out.
     pub fn export(&self, report: &RunReport) {
-        let Ok(tx) = self.tx.lock() else { return };
-        let Some(tx) = tx.as_ref() else {
-            tracing::warn!(run_id = %report.run_id, "OTLP export already shut down, run not exported");
-            return;
+        let attempts_sent = self
+            .shared
+            .live_runs
+            .lock()
+            .is_ok_and(|mut live| live.remove(&report.run_id));
+        let item = Item::Run {
+            report: Box::new(report.clone()),
+            attempts_sent,
         };
-        if let Err(e) = tx.try_send(report.clone()) {
-            tracing::warn!(run_id = %report.run_id, "OTLP export queue full, run not exported: {e}");
+        if let Err(why) = self.shared.send(item) {
+            tracing::warn!(run_id = %report.run_id, "run not exported over OTLP: {why}");
         }
     }
 
     /// Exports what is queued, waiting at most `limit`; later runs are not
     /// exported.
     pub async fn shutdown(&self, limit: Duration) {
-        if let Ok(mut tx) = self.tx.lock() {
+        if let Ok(mut tx) = self.shared.tx.lock() {
             tx.take();
         }
         let task = self.task.lock().ok().and_then(|mut t| t.take());
@@ -131,143 +186,155 @@ impl OtlpExport {
     }
 }
 
-/// The spans of one finished run. Empty if its ids do not parse (they always
-/// do for reports braid made).
-pub fn spans(report: &RunReport, root_kind: SpanKind) -> Vec<SpanData> {
-    let Ok(tp) = TraceParent::parse(&report.traceparent) else {
-        return Vec::new();
-    };
-    let trace_id = TraceId::from_bytes(tp.trace_id.to_bytes());
-    let flags = TraceFlags::new(tp.flags.bits());
-    let state = if report.tracestate.is_empty() {
-        TraceState::default()
-    } else {
-        report.tracestate.parse().unwrap_or_default()
-    };
-    let span_id = |hex: &str| {
-        crate::trace::SpanId::parse(hex)
-            .map(|s| SpanId::from_bytes(s.to_bytes()))
-            .unwrap_or(SpanId::INVALID)
-    };
-    let run_span = SpanId::from_bytes(tp.parent_id.to_bytes());
-    let started = SystemTime::UNIX_EPOCH + Duration::from_millis(report.started_at_ms);
-    let at = |offset_ms: f64| started + Duration::from_secs_f64(offset_ms.max(0.0) / 1000.0);
-    let scope = InstrumentationScope::builder("braid")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let make = |id: SpanId,
-                parent: SpanId,
-                parent_remote: bool,
-                kind: SpanKind,
-                name: String,
-                (start, end): (SystemTime, SystemTime),
-                attributes: Vec<KeyValue>,
-                status: Status| SpanData {
-        span_context: SpanContext::new(trace_id, id, flags, false, state.clone()),
-        parent_span_id: parent,
-        parent_span_is_remote: parent_remote,
-        span_kind: kind,
-        name: Cow::Owned(name),
-        start_time: start,
-        end_time: end,
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
-    };
-    let outcome_status = |outcome: &str, error: Option<&String>| match outcome {
+impl Shared {
+    fn send(&self, item: Item) -> Result<(), &'static str> {
+        let tx = self.tx.lock().map_err(|_| "exporter broken")?;
+        let tx = tx.as_ref().ok_or("export already shut down")?;
+        tx.try_send(item).map_err(|_| "export queue full")
+    }
+}
+
+impl AttemptSink for Shared {
+    fn attempt_ended(&self, run: &RunMeta, ended: AttemptEnded) {
+        // Marked first: the run's report must leave out an attempt sent
+        // now. Past the bound, the attempt goes with the report instead.
+        let marked = self.live_runs.lock().is_ok_and(|mut live| {
+            live.contains(&run.run_id)
+                || (live.len() < MAX_LIVE_RUNS && live.insert(run.run_id.clone()))
+        });
+        if !marked {
+            return;
+        }
+        let item = Item::Attempt {
+            run: run.clone(),
+            ended: Box::new(ended),
+        };
+        if let Err(why) = self.send(item) {
+            tracing::warn!(run_id = %run.run_id, "attempt span not exported over OTLP: {why}");
+        }
+    }
+}
+
+/// Makes the spans of one run: its trace, flags, state, run span and start.
+struct Factory {
+    trace_id: TraceId,
+    flags: TraceFlags,
+    state: TraceState,
+    run_span: SpanId,
+    started: SystemTime,
+    scope: InstrumentationScope,
+}
+
+fn span_id(hex: &str) -> SpanId {
+    crate::trace::SpanId::parse(hex)
+        .map(|s| SpanId::from_bytes(s.to_bytes()))
+        .unwrap_or(SpanId::INVALID)
+}
+
+fn outcome_status(outcome: &str, error: Option<&String>) -> Status {
+    match outcome {
         "succeeded" | "undone" | "retry" | "continue-with" | "give-up" => Status::Ok,
         _ => Status::error(error.cloned().unwrap_or_else(|| outcome.to_string())),
-    };
+    }
+}
 
-    let mut out = Vec::new();
-    let (caller_span, continued) = match report.parent_span_id.as_deref() {
-        Some(p) if report.continued_trace => (span_id(p), true),
-        _ => (SpanId::INVALID, false),
-    };
-    let mut run_attrs = vec![
-        KeyValue::new("braid.workflow", report.workflow.clone()),
-        KeyValue::new("braid.run_id", report.run_id.clone()),
-        KeyValue::new("braid.outcome", report.outcome.clone()),
-        KeyValue::new("braid.degraded", report.degraded),
-    ];
-    if let Some(e) = &report.error {
-        run_attrs.push(KeyValue::new("braid.error", e.clone()));
+impl Factory {
+    /// `None` if the run's ids do not parse (they always do for runs braid made).
+    fn new(traceparent: &str, tracestate: &str, started_at_ms: u64) -> Option<Factory> {
+        let tp = TraceParent::parse(traceparent).ok()?;
+        Some(Factory {
+            trace_id: TraceId::from_bytes(tp.trace_id.to_bytes()),
+            flags: TraceFlags::new(tp.flags.bits()),
+            state: if tracestate.is_empty() {
+                TraceState::default()
+            } else {
+                tracestate.parse().unwrap_or_default()
+            },
+            run_span: SpanId::from_bytes(tp.parent_id.to_bytes()),
+            started: SystemTime::UNIX_EPOCH + Duration::from_millis(started_at_ms),
+            scope: InstrumentationScope::builder("braid")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        })
     }
-    out.push(make(
-        run_span,
-        caller_span,
-        continued,
-        root_kind,
-        format!("run {}", report.workflow),
-        (started, at(report.duration_ms)),
-        run_attrs,
-        outcome_status(&report.outcome, report.error.as_ref()),
-    ));
 
-    for step in &report.steps {
-        for a in &step.attempts {
-            let mut attrs = vec![
-                KeyValue::new("braid.workflow", report.workflow.clone()),
-                KeyValue::new("braid.run_id", report.run_id.clone()),
-                KeyValue::new("braid.step", step.name.clone()),
-                KeyValue::new("braid.attempt", i64::from(a.attempt)),
-                KeyValue::new("braid.outcome", a.outcome.clone()),
-                KeyValue::new("braid.component", step.component.clone()),
-                KeyValue::new("braid.component.sha256", step.component_sha256.clone()),
-            ];
-            if let Some(e) = &a.error {
-                attrs.push(KeyValue::new("braid.error", e.clone()));
-            }
-            out.push(make(
-                span_id(&a.span_id),
-                run_span,
+    /// The time `offset_ms` after the run started.
+    fn at(&self, offset_ms: f64) -> SystemTime {
+        self.started + Duration::from_secs_f64(offset_ms.max(0.0) / 1000.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &self,
+        id: SpanId,
+        parent: SpanId,
+        parent_remote: bool,
+        kind: SpanKind,
+        name: String,
+        (start, end): (SystemTime, SystemTime),
+        attributes: Vec<KeyValue>,
+        status: Status,
+    ) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                self.trace_id,
+                id,
+                self.flags,
                 false,
-                SpanKind::Internal,
-                format!("step {}", step.name),
-                (at(a.start_ms), at(a.start_ms + a.duration_ms)),
-                attrs,
-                outcome_status(&a.outcome, a.error.as_ref()),
-            ));
-        }
-        for c in &step.compensations {
-            out.push(make(
-                span_id(&c.span_id),
-                run_span,
-                false,
-                SpanKind::Internal,
-                format!("compensate {}", step.name),
-                (at(c.start_ms), at(c.start_ms + c.duration_ms)),
-                vec![
-                    KeyValue::new("braid.step", step.name.clone()),
-                    KeyValue::new("braid.compensation", c.decision.clone()),
-                    KeyValue::new("braid.failure", c.failure.clone()),
-                ],
-                outcome_status(&c.decision, c.error.as_ref()),
-            ));
+                self.state.clone(),
+            ),
+            parent_span_id: parent,
+            parent_span_is_remote: parent_remote,
+            span_kind: kind,
+            name: Cow::Owned(name),
+            start_time: start,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
         }
     }
-    for u in &report.undo {
-        for a in &u.attempts {
-            out.push(make(
-                span_id(&a.span_id),
-                run_span,
-                false,
-                SpanKind::Internal,
-                format!("undo {}", u.step),
-                (at(a.start_ms), at(a.start_ms + a.duration_ms)),
-                vec![
-                    KeyValue::new("braid.step", u.step.clone()),
-                    KeyValue::new("braid.attempt", i64::from(a.attempt)),
-                    KeyValue::new("braid.outcome", a.outcome.clone()),
-                ],
-                outcome_status(&a.outcome, a.error.as_ref()),
-            ));
+
+    /// `step STEP`: one attempt, a child of the run span.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt(
+        &self,
+        workflow: &str,
+        run_id: &str,
+        step: &str,
+        component: &str,
+        sha256: &str,
+        a: &AttemptReport,
+    ) -> SpanData {
+        let mut attrs = vec![
+            KeyValue::new("braid.workflow", workflow.to_string()),
+            KeyValue::new("braid.run_id", run_id.to_string()),
+            KeyValue::new("braid.step", step.to_string()),
+            KeyValue::new("braid.attempt", i64::from(a.attempt)),
+            KeyValue::new("braid.outcome", a.outcome.clone()),
+            KeyValue::new("braid.component", component.to_string()),
+            KeyValue::new("braid.component.sha256", sha256.to_string()),
+        ];
+        if let Some(e) = &a.error {
+            attrs.push(KeyValue::new("braid.error", e.clone()));
         }
+        self.make(
+            span_id(&a.span_id),
+            self.run_span,
+            false,
+            SpanKind::Internal,
+            format!("step {step}"),
+            (self.at(a.start_ms), self.at(a.start_ms + a.duration_ms)),
+            attrs,
+            outcome_status(&a.outcome, a.error.as_ref()),
+        )
     }
-    for call in &report.http_calls {
+
+    /// `METHOD`: an outbound call, a client span under the attempt that sent it.
+    fn http(&self, call: &HttpCallRecord) -> SpanData {
         let mut attrs = vec![
             KeyValue::new("http.request.method", call.method.clone()),
             KeyValue::new("url.full", call.url.clone()),
@@ -287,24 +354,29 @@ pub fn spans(report: &RunReport, root_kind: SpanKind) -> Vec<SpanData> {
             (Some(s), None) if s >= 500 => Status::error(format!("HTTP {s}")),
             _ => Status::Unset,
         };
-        out.push(make(
+        self.make(
             span_id(&call.span_id),
             span_id(&call.attempt_span_id),
             false,
             SpanKind::Client,
             call.method.clone(),
-            (at(call.start_ms), at(call.start_ms + call.duration_ms)),
+            (
+                self.at(call.start_ms),
+                self.at(call.start_ms + call.duration_ms),
+            ),
             attrs,
             status,
-        ));
+        )
     }
-    // Coordination calls, from their events (the event is recorded when the
-    // call returns; `duration_ms` says how long it took).
-    for e in &report.events {
+
+    /// `claim` or `claim.release`, from the coordination call's event (the
+    /// event is recorded when the call returns; `duration_ms` says how long
+    /// it took). `None` for any other event.
+    fn claim(&self, e: &EventRecord) -> Option<SpanData> {
         let name = match e.name.as_str() {
             "claim.granted" | "claim.conflict" => "claim",
             "claim.released" => "claim.release",
-            _ => continue,
+            _ => return None,
         };
         let took = e
             .metadata
@@ -320,16 +392,137 @@ pub fn spans(report: &RunReport, root_kind: SpanKind) -> Vec<SpanData> {
                 attrs.push(KeyValue::new(format!("braid.claim.{k}"), v.clone()));
             }
         }
-        out.push(make(
+        Some(self.make(
             SpanId::from_bytes(crate::trace::SpanId::random().to_bytes()),
             span_id(&e.span_id),
             false,
             SpanKind::Internal,
             name.to_string(),
-            (at(e.at_ms - took), at(e.at_ms)),
+            (self.at(e.at_ms - took), self.at(e.at_ms)),
             attrs,
             Status::Unset,
-        ));
+        ))
+    }
+}
+
+/// The spans of one step attempt that just ended: its own, and its
+/// outbound calls' and claims' under it.
+pub fn attempt_spans(run: &RunMeta, ended: &AttemptEnded) -> Vec<SpanData> {
+    let Some(f) = Factory::new(&run.traceparent, &run.tracestate, run.started_at_ms) else {
+        return Vec::new();
+    };
+    let mut out = vec![f.attempt(
+        &run.workflow,
+        &run.run_id,
+        &ended.step,
+        &ended.component,
+        &ended.component_sha256,
+        &ended.attempt,
+    )];
+    out.extend(ended.http_calls.iter().map(|c| f.http(c)));
+    out.extend(ended.claims.iter().filter_map(|e| f.claim(e)));
+    out
+}
+
+/// The spans of one finished run; with `attempts_sent`, without its step
+/// attempts and what they did (sent live as each attempt ended). Empty if
+/// its ids do not parse (they always do for reports braid made).
+pub fn spans(report: &RunReport, root_kind: SpanKind, attempts_sent: bool) -> Vec<SpanData> {
+    let Some(f) = Factory::new(
+        &report.traceparent,
+        &report.tracestate,
+        report.started_at_ms,
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let (caller_span, continued) = match report.parent_span_id.as_deref() {
+        Some(p) if report.continued_trace => (span_id(p), true),
+        _ => (SpanId::INVALID, false),
+    };
+    let mut run_attrs = vec![
+        KeyValue::new("braid.workflow", report.workflow.clone()),
+        KeyValue::new("braid.run_id", report.run_id.clone()),
+        KeyValue::new("braid.outcome", report.outcome.clone()),
+        KeyValue::new("braid.degraded", report.degraded),
+    ];
+    if let Some(e) = &report.error {
+        run_attrs.push(KeyValue::new("braid.error", e.clone()));
+    }
+    out.push(f.make(
+        f.run_span,
+        caller_span,
+        continued,
+        root_kind,
+        format!("run {}", report.workflow),
+        (f.started, f.at(report.duration_ms)),
+        run_attrs,
+        outcome_status(&report.outcome, report.error.as_ref()),
+    ));
+
+    // The step attempts' spans, unless they were sent as each ended.
+    let mut sent: HashSet<&str> = HashSet::new();
+    for step in &report.steps {
+        for a in &step.attempts {
+            if attempts_sent {
+                sent.insert(&a.span_id);
+            } else {
+                out.push(f.attempt(
+                    &report.workflow,
+                    &report.run_id,
+                    &step.name,
+                    &step.component,
+                    &step.component_sha256,
+                    a,
+                ));
+            }
+        }
+        for c in &step.compensations {
+            out.push(f.make(
+                span_id(&c.span_id),
+                f.run_span,
+                false,
+                SpanKind::Internal,
+                format!("compensate {}", step.name),
+                (f.at(c.start_ms), f.at(c.start_ms + c.duration_ms)),
+                vec![
+                    KeyValue::new("braid.step", step.name.clone()),
+                    KeyValue::new("braid.compensation", c.decision.clone()),
+                    KeyValue::new("braid.failure", c.failure.clone()),
+                ],
+                outcome_status(&c.decision, c.error.as_ref()),
+            ));
+        }
+    }
+    for u in &report.undo {
+        for a in &u.attempts {
+            out.push(f.make(
+                span_id(&a.span_id),
+                f.run_span,
+                false,
+                SpanKind::Internal,
+                format!("undo {}", u.step),
+                (f.at(a.start_ms), f.at(a.start_ms + a.duration_ms)),
+                vec![
+                    KeyValue::new("braid.step", u.step.clone()),
+                    KeyValue::new("braid.attempt", i64::from(a.attempt)),
+                    KeyValue::new("braid.outcome", a.outcome.clone()),
+                ],
+                outcome_status(&a.outcome, a.error.as_ref()),
+            ));
+        }
+    }
+    for call in &report.http_calls {
+        if !sent.contains(call.attempt_span_id.as_str()) {
+            out.push(f.http(call));
+        }
+    }
+    for e in &report.events {
+        if !sent.contains(e.span_id.as_str())
+            && let Some(span) = f.claim(e)
+        {
+            out.push(span);
+        }
     }
     out
 }

@@ -241,6 +241,36 @@ pub struct HttpCallRecord {
     pub duration_ms: f64,
 }
 
+/// The run a step attempt belongs to, as a live exporter needs it.
+#[derive(Debug, Clone)]
+pub struct RunMeta {
+    pub run_id: String,
+    pub workflow: String,
+    /// `traceparent` of the run span (its trace, flags and span id).
+    pub traceparent: String,
+    pub tracestate: String,
+    /// When the run started (Unix ms); attempts' `start_ms` count from it.
+    pub started_at_ms: u64,
+}
+
+/// A step attempt that has just ended, with what it did under its span:
+/// its outbound calls and its coordination calls (their `claim.*` events).
+#[derive(Debug, Clone)]
+pub struct AttemptEnded {
+    pub step: String,
+    pub component: String,
+    pub component_sha256: String,
+    pub attempt: AttemptReport,
+    pub http_calls: Vec<HttpCallRecord>,
+    pub claims: Vec<EventRecord>,
+}
+
+/// Told of every step attempt as it ends: the OTLP exporter, which sends an
+/// attempt's span then rather than when its run ends. Must not block.
+pub trait AttemptSink: Send + Sync {
+    fn attempt_ended(&self, run: &RunMeta, ended: AttemptEnded);
+}
+
 /// Collects a run's events and outbound calls while it executes. Cheap to
 /// clone; every step attempt of the run shares one.
 #[derive(Clone)]
@@ -434,6 +464,34 @@ impl RunRecorder {
             .ok()
             .and_then(|r| r.steps.get(step).cloned())
             .unwrap_or_default()
+    }
+
+    /// Attempt `index` of `step`, once ended, with the outbound calls and
+    /// `claim.*` events recorded under its span (copies: the run's report
+    /// still gets them all).
+    pub fn ended_attempt(
+        &self,
+        step: &str,
+        index: usize,
+    ) -> Option<(AttemptReport, Vec<HttpCallRecord>, Vec<EventRecord>)> {
+        let r = self.inner.lock().ok()?;
+        let (attempt, done) = r.steps.get(step)?.attempts.get(index)?;
+        if !done {
+            return None;
+        }
+        let calls = r
+            .http_calls
+            .iter()
+            .filter(|c| c.attempt_span_id == attempt.span_id)
+            .cloned()
+            .collect();
+        let events = r
+            .events
+            .iter()
+            .filter(|e| e.span_id == attempt.span_id && e.name.starts_with("claim."))
+            .cloned()
+            .collect();
+        Some((attempt.clone(), calls, events))
     }
 
     /// Takes what was recorded (events and calls, in order).

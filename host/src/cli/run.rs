@@ -57,13 +57,17 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
     for r in recover(&host, state, max_concurrency).await? {
         eprintln!("{}", recovered_line(&r));
     }
-    let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
+    let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Internal)
+        .map_err(bad_input)?;
+    let mut scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
         .with_journal(Arc::clone(&host.journal), host.owner.clone())
         .with_local_runs(host.local.clone())
         .with_claims(Arc::clone(&host.claims));
+    if let Some(otel) = &otel {
+        // Each attempt's span goes out as the attempt ends.
+        scheduler = scheduler.with_live_spans(otel.live_sink());
+    }
     let trace = IncomingTrace::from_fields(&traceparent, &tracestate);
-    let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Internal)
-        .map_err(bad_input)?;
     let report = scheduler
         .run(RunRequest {
             workflow,

@@ -100,6 +100,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         files.sort();
     }
     let host = open_host(state).await?;
+    let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
+        .map_err(bad_input)?;
     // Every workflow is checked and its components compiled before the
     // server listens; all problems are reported together.
     let mut served = Vec::new();
@@ -107,11 +109,15 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     for file in &files {
         match braid::check::load_and_prepare(file, Arc::clone(&host.sandbox)) {
             Ok((workflow, executor)) => {
-                let scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
+                let mut scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
                     .with_journal(Arc::clone(&host.journal), host.owner.clone())
                     .with_local_runs(host.local.clone())
                     .with_claims(Arc::clone(&host.claims))
                     .with_reports();
+                if let Some(otel) = &otel {
+                    // Each attempt's span goes out as the attempt ends.
+                    scheduler = scheduler.with_live_spans(otel.live_sink());
+                }
                 served.push(Served::new(workflow, scheduler));
             }
             Err(e) => problems.push(e.to_string()),
@@ -140,8 +146,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
             max_component_bytes,
             max_body_bytes,
             grace,
-            otel: braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
-                .map_err(bad_input)?,
+            otel,
             admission: braid::serve::Admission {
                 max_runs: max_runs_in_flight,
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,

@@ -60,6 +60,12 @@ async fn attempt_once<E: StepExecutor>(
             .instrument(span);
         let Some(out) = unless_stopped(stop, call).await else {
             recorder.attempt_finished(&step.name, index, "cancelled", None);
+            log.attempt_ended(
+                recorder,
+                &step.name,
+                index,
+                executor.component_of(&step.name),
+            );
             return None;
         };
         let parsed = out.and_then(|text| {
@@ -72,6 +78,12 @@ async fn attempt_once<E: StepExecutor>(
             index,
             outcome,
             parsed.as_ref().err().map(ToString::to_string),
+        );
+        log.attempt_ended(
+            recorder,
+            &step.name,
+            index,
+            executor.component_of(&step.name),
         );
         parsed
     };

@@ -35,7 +35,7 @@ pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, 
 use crate::journal::{
     JournalEntry, JournalError, LocalRuns, ReportSummary, RunJournal, StoredReport,
 };
-use crate::report::{Resumed, RunRecorder, RunReport};
+use crate::report::{AttemptEnded, AttemptSink, Resumed, RunMeta, RunRecorder, RunReport};
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, IncomingTrace, SpanId, TraceId};
 use crate::workflow::{InputError, Workflow};
@@ -71,6 +71,8 @@ pub struct Scheduler<E> {
     local: LocalRuns,
     /// Whether a run's report is stored with its terminal record.
     store_reports: bool,
+    /// Told of every step attempt as it ends (live span export).
+    live: Option<Arc<dyn AttemptSink>>,
 }
 
 impl<E> Clone for Scheduler<E> {
@@ -83,6 +85,7 @@ impl<E> Clone for Scheduler<E> {
             owner: self.owner.clone(),
             local: self.local.clone(),
             store_reports: self.store_reports,
+            live: self.live.clone(),
         }
     }
 }
@@ -167,15 +170,43 @@ pub fn new_run_id() -> String {
     format!("run-{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-/// Journals entries of one run; a journal failure is logged, never fatal to
-/// the run (the report still says what happened).
+/// Journals entries of one run (a journal failure is logged, never fatal
+/// to the run: the report still says what happened), and tells the live
+/// sink, if any, of each attempt as it ends.
 #[derive(Clone)]
 struct RunLog {
     journal: Option<Arc<dyn RunJournal>>,
     run_id: String,
+    live: Option<(Arc<dyn AttemptSink>, Arc<RunMeta>)>,
 }
 
 impl RunLog {
+    /// Hands attempt `index` of `step`, just ended, to the live sink.
+    fn attempt_ended(
+        &self,
+        recorder: &RunRecorder,
+        step: &str,
+        index: usize,
+        (component, component_sha256): (String, String),
+    ) {
+        let Some((sink, run)) = &self.live else {
+            return;
+        };
+        if let Some((attempt, http_calls, claims)) = recorder.ended_attempt(step, index) {
+            sink.attempt_ended(
+                run,
+                AttemptEnded {
+                    step: step.to_string(),
+                    component,
+                    component_sha256,
+                    attempt,
+                    http_calls,
+                    claims,
+                },
+            );
+        }
+    }
+
     async fn append(&self, entry: JournalEntry) {
         if let Some(j) = &self.journal
             && let Err(e) = j.append(&self.run_id, entry).await
@@ -215,7 +246,15 @@ impl<E: StepExecutor> Scheduler<E> {
             owner: format!("local:{}", std::process::id()),
             local: LocalRuns::default(),
             store_reports: false,
+            live: None,
         }
+    }
+
+    /// Tells `sink` of every step attempt as it ends (the OTLP exporter
+    /// sends each attempt's span then, not when the run ends).
+    pub fn with_live_spans(mut self, sink: Arc<dyn AttemptSink>) -> Self {
+        self.live = Some(sink);
+        self
     }
 
     /// Stores each run's report in the journal, in the same transaction as
@@ -262,6 +301,7 @@ impl<E: StepExecutor> Scheduler<E> {
             owner: self.owner.clone(),
             local: self.local.clone(),
             store_reports: self.store_reports,
+            live: self.live.clone(),
         }
     }
 
@@ -330,6 +370,17 @@ impl<E: StepExecutor> Scheduler<E> {
         resumed: Option<Resumed>,
     ) -> RunCtx {
         let trace_id = incoming.parent.trace_id;
+        let started_at_ms = crate::store::now_ms();
+        let live = self.live.as_ref().map(|sink| {
+            let meta = RunMeta {
+                run_id: run_id.clone(),
+                workflow: wf.name.clone(),
+                traceparent: incoming.parent.with_parent(run_span).to_string(),
+                tracestate: incoming.state.to_string(),
+                started_at_ms,
+            };
+            (Arc::clone(sink), Arc::new(meta))
+        });
         let span = tracing::info_span!(
             "run",
             workflow = %wf.name,
@@ -355,8 +406,9 @@ impl<E: StepExecutor> Scheduler<E> {
             log: RunLog {
                 journal: self.journal.clone(),
                 run_id: run_id.clone(),
+                live,
             },
-            started_at_ms: crate::store::now_ms(),
+            started_at_ms,
             started: Instant::now(),
             wf,
             run_id,
