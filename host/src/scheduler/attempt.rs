@@ -60,12 +60,9 @@ async fn attempt_once<E: StepExecutor>(
             .instrument(span);
         let Some(out) = unless_stopped(stop, call).await else {
             recorder.attempt_finished(&step.name, index, "cancelled", None);
-            log.attempt_ended(
-                recorder,
-                &step.name,
-                index,
-                executor.component_of(&step.name),
-            );
+            log.attempt_ended(recorder, &step.name, index, || {
+                executor.component_of(&step.name)
+            });
             return None;
         };
         let parsed = out.and_then(|text| {
@@ -79,12 +76,9 @@ async fn attempt_once<E: StepExecutor>(
             outcome,
             parsed.as_ref().err().map(ToString::to_string),
         );
-        log.attempt_ended(
-            recorder,
-            &step.name,
-            index,
-            executor.component_of(&step.name),
-        );
+        log.attempt_ended(recorder, &step.name, index, || {
+            executor.component_of(&step.name)
+        });
         parsed
     };
     // A failed attempt is journaled as it ends; a successful one goes into

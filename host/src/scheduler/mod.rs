@@ -187,12 +187,13 @@ impl RunLog {
         recorder: &RunRecorder,
         step: &str,
         index: usize,
-        (component, component_sha256): (String, String),
+        component_of: impl FnOnce() -> (String, String),
     ) {
         let Some((sink, run)) = &self.live else {
             return;
         };
         if let Some((attempt, http_calls, claims)) = recorder.ended_attempt(step, index) {
+            let (component, component_sha256) = component_of();
             sink.attempt_ended(
                 run,
                 AttemptEnded {
