@@ -122,9 +122,19 @@ $(TEST_TOOLS): tests/requirements.txt $(COMPONENTIZE_PY)
 	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 
-## Run every test: unit tests and the integration suite (needs the guests, and
-## starts a private PostgreSQL on 127.0.0.1:55432 for the PostgreSQL backend's tests).
-test: guests $(TEST_TOOLS)
+# Debian's Chromium, headless, for the run viewer's tests (tests/viewer.rs).
+$(TOOLS)/.chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@command -v chromium >/dev/null
+	@mkdir -p $(TOOLS) && touch $@
+
+## Run every test: unit tests and the integration suite (needs the guests and
+## Chromium, and starts a private PostgreSQL on 127.0.0.1:55432 for the
+## PostgreSQL backend's tests).
+test: guests $(TEST_TOOLS) $(TOOLS)/.chromium
 	url=$$(scripts/test-postgres.sh) && BRAID_TEST_POSTGRES=$$url $(CARGO) test --workspace --no-fail-fast
 
 ## `make test` beside a CPU hog keeping both cores busy (stress-ng, from

@@ -18,3 +18,4 @@ mod scaffold;
 mod serve;
 mod stores;
 mod support;
+mod viewer;

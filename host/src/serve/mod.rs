@@ -19,7 +19,9 @@
 
 mod admin;
 mod listen;
+mod pages;
 mod runs;
+mod waterfall;
 
 use crate::journal::RunJournal;
 use crate::metrics::Metrics;
@@ -275,6 +277,12 @@ impl Server {
             .route("/v1/components", get(list_components))
             .route("/v1/components/{name}", put(upload_component))
             .route("/v1/components/{name}/rollback", post(rollback_component))
+            .route(
+                "/ui",
+                get(|| async { axum::response::Redirect::to("/ui/runs") }),
+            )
+            .route("/ui/runs", get(pages::runs_page))
+            .route("/ui/runs/{id}", get(pages::run_page))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
