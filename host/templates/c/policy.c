@@ -48,6 +48,10 @@ bool exports_braid_workflow_policy_evaluate(braid_workflow_types_trace_context_t
     }
     if (!bj_member(facts, input->len, "resource", &value) || !(resource = bj_string(value)))
         resource = strdup("");
+    if (!resource) {
+        *err = text("out of memory");
+        goto done;
+    }
     bool allow = strcmp(action, "read") == 0;
     /* Telemetry is best effort here: a policy decides even if logging fails. */
     braid_string_t line = text("%s %s: allow=%s", action, resource, allow ? "true" : "false");
