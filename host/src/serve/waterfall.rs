@@ -222,7 +222,7 @@ fn children(axis: &Axis, span: &str, calls: &[Value], events: &[Value]) -> Marku
         }
         @if !mine.is_empty() {
             details.more data-events=(mine.len()) {
-                summary { (mine.len()) " events" }
+                summary { (mine.len()) @if mine.len() == 1 { " event" } @else { " events" } }
                 ul.events {
                     @for e in mine.iter().take(EVENTS_SHOWN) {
                         li { (ms(num(e, "at_ms"))) " " (text(e, "kind")) " " (text(e, "name")) " " (text(e, "message")) }
