@@ -28,7 +28,7 @@ C_STEPS := $(patsubst guest-steps/c/%/world,%,$(wildcard guest-steps/c/*/world))
 C_HELPERS := host/templates/c
 C_TARGET := --target=wasm32-wasi -mexec-model=reactor
 
-.PHONY: setup guests rust-guests python-guests js-guests c-guests build test test-busy demo bench lint fmt
+.PHONY: setup guests rust-guests python-guests js-guests c-guests c-toolchain chromium build test test-busy demo bench lint fmt
 
 ## Install what the build needs: the wasm32-wasip2 Rust target.
 setup:
@@ -77,14 +77,14 @@ endef
 $(foreach s,$(JS_STEPS),$(eval $(call js_step,$(s))))
 
 # clang for wasm32-wasi, wasm-ld and wasi-libc, from Debian (as the C
-# scaffold's Makefile does): a reactor that links proves them.
-$(TOOLS)/.c-toolchain:
+# scaffold's Makefile does): a reactor that links proves them. Checked
+# whenever a C step is built (a stamp file would hide a removed toolchain).
+c-toolchain:
 	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null 2>/dev/null || { \
 	  echo "installing clang, lld and wasi-libc (Debian packages)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32; }
 	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null
-	@mkdir -p $(TOOLS) && touch $@
 
 # The braid binary: `braid bindings c` and `braid componentize` build the C steps.
 $(BRAID): FORCE
@@ -92,7 +92,7 @@ $(BRAID): FORCE
 FORCE:
 
 define c_step
-$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/c/$(1)/*) $(wildcard $(C_HELPERS)/*) wit/braid.wit $(BRAID) | $(TOOLS)/.c-toolchain
+$(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/c/$(1)/*) $(wildcard $(C_HELPERS)/*) wit/braid.wit $(BRAID) | c-toolchain
 	@mkdir -p $(COMPONENTS) target/c/$(1)
 	$(BRAID) bindings c --world $$$$(cat guest-steps/c/$(1)/world) --out target/c/$(1) > /dev/null
 	clang $(C_TARGET) -O2 -Wall -Wextra -Werror -I target/c/$(1) -I $(C_HELPERS) \
@@ -123,18 +123,17 @@ $(TEST_TOOLS): tests/requirements.txt $(COMPONENTIZE_PY)
 	@touch $@
 
 # Debian's Chromium, headless, for the run viewer's tests (tests/viewer.rs).
-$(TOOLS)/.chromium:
+chromium:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (Debian package)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	@command -v chromium >/dev/null
-	@mkdir -p $(TOOLS) && touch $@
 
 ## Run every test: unit tests and the integration suite (needs the guests and
 ## Chromium, and starts a private PostgreSQL on 127.0.0.1:55432 for the
 ## PostgreSQL backend's tests).
-test: guests $(TEST_TOOLS) $(TOOLS)/.chromium
+test: guests $(TEST_TOOLS) chromium
 	url=$$(scripts/test-postgres.sh) && BRAID_TEST_POSTGRES=$$url $(CARGO) test --workspace --no-fail-fast
 
 ## `make test` beside a CPU hog keeping both cores busy (stress-ng, from
