@@ -91,7 +91,7 @@ pub enum ScaffoldError {
         source: std::io::Error,
     },
     #[error("{0} (nothing was left behind)")]
-    Bindings(#[from] crate::toolchain::ContractError),
+    Bindings(#[from] crate::toolchain::ToolchainError),
 }
 
 /// The files of a project (relative path, template), before substitution.

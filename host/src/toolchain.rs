@@ -53,7 +53,7 @@ impl World {
 
 /// Why bindings or a component could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum ContractError {
+pub enum ToolchainError {
     /// The embedded WIT did not resolve (a build of braid with a broken
     /// `wit/`; the tests catch it).
     #[error("braid's embedded WIT does not resolve: {0:#}")]
@@ -75,39 +75,38 @@ pub enum ContractError {
 }
 
 /// Resolves the embedded WIT and picks `world` from braid's package.
-fn resolve(world: World) -> Result<(Resolve, WorldId), ContractError> {
+fn resolve(world: World) -> Result<(Resolve, WorldId), ToolchainError> {
     let mut resolve = Resolve::default();
-    // Dependencies before the packages that use them.
+    // Dependencies before the packages that use them; braid's own last.
     let order = [
-        "io",
-        "clocks",
-        "random",
-        "filesystem",
-        "sockets",
-        "cli",
-        "http",
+        "wit/deps/io/io.wit",
+        "wit/deps/clocks/clocks.wit",
+        "wit/deps/random/random.wit",
+        "wit/deps/filesystem/filesystem.wit",
+        "wit/deps/sockets/sockets.wit",
+        "wit/deps/cli/cli.wit",
+        "wit/deps/http/http.wit",
+        "wit/braid.wit",
     ];
-    for dep in order {
-        let path = format!("wit/deps/{dep}/{dep}.wit");
+    let mut braid: Option<PackageId> = None;
+    for path in order {
         let (_, text) = WIT
             .iter()
             .find(|(p, _)| *p == path)
-            .ok_or_else(|| ContractError::Wit(anyhow::anyhow!("{path} is not embedded")))?;
-        resolve.push_str(&path, text).map_err(ContractError::Wit)?;
+            .ok_or_else(|| ToolchainError::Wit(anyhow::anyhow!("{path} is not embedded")))?;
+        braid = Some(resolve.push_str(path, text).map_err(ToolchainError::Wit)?);
     }
-    let braid: PackageId = resolve
-        .push_str("wit/braid.wit", WIT[0].1)
-        .map_err(ContractError::Wit)?;
+    let braid = braid.ok_or_else(|| ToolchainError::Wit(anyhow::anyhow!("no WIT embedded")))?;
     let id = resolve
         .select_world(&[braid], Some(world.name()))
-        .map_err(ContractError::Wit)?;
+        .map_err(ToolchainError::Wit)?;
     Ok((resolve, id))
 }
 
 /// C bindings for `world`: `braid.h` and `braid.c`, from wit-bindgen's C
 /// generator. The component type is not emitted as an
 /// object file: [`componentize`] embeds it.
-pub fn c_bindings(world: World) -> Result<Vec<(String, Vec<u8>)>, ContractError> {
+pub fn c_bindings(world: World) -> Result<Vec<(String, Vec<u8>)>, ToolchainError> {
     let (mut resolve, id) = resolve(world)?;
     let opts = wit_bindgen_c::Opts {
         no_object_file: true,
@@ -117,7 +116,7 @@ pub fn c_bindings(world: World) -> Result<Vec<(String, Vec<u8>)>, ContractError>
     let mut files = wit_bindgen_core::Files::default();
     opts.build()
         .generate(&mut resolve, id, &mut files)
-        .map_err(|source| ContractError::Bindings {
+        .map_err(|source| ToolchainError::Bindings {
             world: world.name(),
             source,
         })?;
@@ -146,8 +145,8 @@ void __component_type_object_force_link_braid(void) {}
 /// A component of `world` from a WASI preview1 reactor module: embeds the
 /// world's types and adapts `wasi_snapshot_preview1` imports to WASI 0.2
 /// with the adapter built for this wasmtime. The result is validated.
-pub fn componentize(core: &[u8], world: World) -> Result<Vec<u8>, ContractError> {
-    let failed = |source: anyhow::Error| ContractError::Componentize {
+pub fn componentize(core: &[u8], world: World) -> Result<Vec<u8>, ToolchainError> {
+    let failed = |source: anyhow::Error| ToolchainError::Componentize {
         world: world.name(),
         source,
     };
