@@ -214,3 +214,49 @@ fn the_run_viewer_shows_succeeded_degraded_and_undone_runs_in_chromium() {
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("Run not found"), "{}", missing.body);
 }
+
+/// `/ui/workflows` draws the reference workflow's DAG: a node per step, an
+/// edge per dependency (as the definition has them), every step right of
+/// what it depends on, the parallel fetches in one column; and lists each
+/// step's component with its versions.
+#[test]
+fn the_workflows_page_draws_the_dag_and_lists_components() {
+    let served = Served::spawn(&reference_workflow(), &[], &[]);
+    let dom = chromium(
+        &format!("http://{}/ui/workflows", served.addr),
+        Some(&screenshots().join("workflows.png")),
+    );
+    let wf = braid::workflow::Workflow::load(&reference_workflow()).expect("workflow");
+    // The x of each step's box.
+    let x_of = |step: &str| -> f64 {
+        let at = dom
+            .find(&format!("class=\"node\" data-step=\"{step}\""))
+            .unwrap_or_else(|| panic!("no node for {step}"));
+        attr_after(&dom, at, "x").parse().expect("x")
+    };
+    for step in &wf.steps {
+        for dep in step.dependencies() {
+            assert!(
+                dom.contains(&format!("data-from=\"{dep}\" data-to=\"{}\"", step.name)),
+                "an edge {dep} -> {}",
+                step.name
+            );
+            assert!(x_of(dep) < x_of(&step.name), "{dep} left of {}", step.name);
+        }
+    }
+    let edges = dom.matches("class=\"edge\"").count();
+    let expected: usize = wf.steps.iter().map(|s| s.dependencies().len()).sum();
+    assert_eq!(edges, expected, "one edge per dependency");
+    assert_eq!(
+        x_of("fetch_profile"),
+        x_of("fetch_permissions"),
+        "parallel steps share a column"
+    );
+    for step in &wf.steps {
+        assert!(dom.contains(&format!("<tr data-step=\"{}\">", step.name)));
+    }
+    assert!(
+        dom.matches("data-source=\"initial\"").count() >= wf.steps.len(),
+        "each component's first version is listed"
+    );
+}

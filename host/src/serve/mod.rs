@@ -18,6 +18,7 @@
 //! through the registry).
 
 mod admin;
+mod dag;
 mod listen;
 mod pages;
 mod runs;
@@ -283,6 +284,7 @@ impl Server {
             )
             .route("/ui/runs", get(pages::runs_page))
             .route("/ui/runs/{id}", get(pages::run_page))
+            .route("/ui/workflows", get(pages::workflows_page))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))

@@ -2,13 +2,17 @@
 //! into the binary (no external assets, no JavaScript framework).
 //!
 //! - `/ui/runs`: recent runs, newest first, filtered by workflow and outcome;
-//! - `/ui/runs/{id}`: one run as a waterfall on one time axis ([`waterfall`]).
+//! - `/ui/runs/{id}`: one run as a waterfall on one time axis ([`waterfall`]);
+//! - `/ui/workflows`: each served workflow's DAG ([`dag`]), inputs, steps
+//!   with their components, and each component's versions (hot swaps and
+//!   rollbacks, the live one last).
 //!
 //! Pages read what the JSON API reads (the journal's stored reports and the
 //! live components); they change nothing.
 
 use super::Inner;
-use super::waterfall;
+use super::{dag, waterfall};
+use crate::registry::component_name;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +32,11 @@ pub(super) fn page(title: &str, body: Markup) -> Markup {
                 style { (maud::PreEscaped(STYLE)) }
             }
             body {
-                header { a href="/ui/runs" { "braid" } " " span.muted { "runs" } }
+                header {
+                    a href="/ui/runs" { "braid" } " "
+                    a.muted href="/ui/runs" { "runs" } " "
+                    a.muted href="/ui/workflows" { "workflows" }
+                }
                 main { (body) }
             }
         }
@@ -147,10 +155,68 @@ pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<Strin
     page(&title, waterfall::render(&report, &live_sha)).into_response()
 }
 
+/// `/ui/workflows`: every served workflow, its DAG and its components.
+pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
+    let versions = app.live.versions();
+    let body = html! {
+        h1 { "Workflows" }
+        @for served in app.live.workflows() {
+            @let wf = &served.workflow;
+            section.workflow data-workflow=(wf.name) {
+                h2 { (wf.name) }
+                @if let Some(d) = &wf.description { p.muted { (d) } }
+                (dag::svg(wf))
+                h3 { "Inputs" }
+                ul {
+                    @for (name, spec) in &wf.inputs {
+                        li {
+                            code { (name) }
+                            @match &spec.default {
+                                Some(v) => { " " span.muted { "default " code { (v.to_string()) } } },
+                                None => { " " span.muted { "required" } },
+                            }
+                            @if let Some(d) = &spec.description { " - " (d) }
+                        }
+                    }
+                }
+                h3 { "Steps" }
+                table.runs {
+                    thead { tr { th { "step" } th { "component" } th { "world" } th { "versions (oldest first, live last)" } } }
+                    tbody {
+                        @for step in &wf.steps {
+                            @let name = component_name(&step.component);
+                            @let info = served.components.get(&step.name);
+                            tr data-step=(step.name) {
+                                td { (step.name) }
+                                td { code title=(step.component.display().to_string()) { (name) } }
+                                td { (info.map_or("", |i| i.world)) }
+                                td {
+                                    @for (i, v) in versions.get(&name).map_or(&[][..], Vec::as_slice).iter().enumerate() {
+                                        @if i > 0 { " -> " }
+                                        code.version data-source=(v.source) title=(waterfall::utc(v.installed_at_ms)) {
+                                            (v.sha256.get(..12).unwrap_or(&v.sha256))
+                                        }
+                                        " " span.muted { (v.source) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p.muted { "Rollback is an admin API call: POST /v1/components/NAME/rollback (docs/serving.md)." }
+    };
+    page("Workflows", body).into_response()
+}
+
 const STYLE: &str = r#"
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2430; background: #fff; }
 header { padding: 8px 16px; border-bottom: 1px solid #d8dde6; font-weight: 600; }
-header a { color: inherit; text-decoration: none; }
+header a { color: inherit; text-decoration: none; margin-right: 8px; }
+h2 { font-size: 16px; margin: 16px 0 4px; }
+h3 { font-size: 14px; margin: 12px 0 4px; }
+svg.dag { display: block; margin: 8px 0; }
 main { padding: 12px 16px; }
 h1 { font-size: 18px; margin: 8px 0; }
 code { font: 12px ui-monospace, monospace; }
