@@ -218,10 +218,32 @@ fn the_run_viewer_shows_succeeded_degraded_and_undone_runs_in_chromium() {
 /// `/ui/workflows` draws the reference workflow's DAG: a node per step, an
 /// edge per dependency (as the definition has them), every step right of
 /// what it depends on, the parallel fetches in one column; and lists each
-/// step's component with its versions.
+/// step's component with its versions: after an upload and a rollback,
+/// `aggregate` shows initial, upload, rollback, in that order.
 #[test]
 fn the_workflows_page_draws_the_dag_and_lists_components() {
-    let served = Served::spawn(&reference_workflow(), &[], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = crate::serve::private_registry(dir.path());
+    let served = Served::spawn(&workflow, &["--admin-token", "s3cret"], &[]);
+    let twin = std::fs::read(components().join("aggregate_js.wasm")).expect("twin");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let auth = "authorization: Bearer s3cret\r\n";
+    let (status, body) = runtime.block_on(crate::serve::request_async(
+        &served.addr,
+        "PUT",
+        "/v1/components/aggregate",
+        auth,
+        &twin,
+    ));
+    assert_eq!(status, 200, "upload: {body}");
+    let (status, body) = runtime.block_on(crate::serve::request_async(
+        &served.addr,
+        "POST",
+        "/v1/components/aggregate/rollback",
+        auth,
+        b"",
+    ));
+    assert_eq!(status, 200, "rollback: {body}");
     let dom = chromium(
         &format!("http://{}/ui/workflows", served.addr),
         Some(&screenshots().join("workflows.png")),
@@ -259,4 +281,16 @@ fn the_workflows_page_draws_the_dag_and_lists_components() {
         dom.matches("data-source=\"initial\"").count() >= wf.steps.len(),
         "each component's first version is listed"
     );
+    let row = dom
+        .find("<tr data-step=\"aggregate\">")
+        .expect("aggregate row");
+    let row = &dom[row..row + dom[row..].find("</tr>").expect("row end")];
+    let sources: Vec<&str> = row
+        .match_indices("data-source=\"")
+        .map(|(i, m)| {
+            let at = i + m.len();
+            &row[at..at + row[at..].find('"').expect("quote")]
+        })
+        .collect();
+    assert_eq!(sources, ["initial", "upload", "rollback"], "{row}");
 }
