@@ -96,7 +96,7 @@ $(COMPONENTS)/$(1).wasm: $(wildcard guest-steps/c/$(1)/*) $(wildcard $(C_HELPERS
 	@mkdir -p $(COMPONENTS) target/c/$(1)
 	$(BRAID) bindings c --world $$$$(cat guest-steps/c/$(1)/world) --out target/c/$(1) > /dev/null
 	clang $(C_TARGET) -O2 -Wall -Wextra -Werror -I target/c/$(1) -I $(C_HELPERS) \
-	  $(wildcard guest-steps/c/$(1)/*.c) $(C_HELPERS)/braid_json.c target/c/$(1)/braid.c \
+	  $(wildcard guest-steps/c/$(1)/*.c) $(C_HELPERS)/braid_json.c $(C_HELPERS)/braid_text.c target/c/$(1)/braid.c \
 	  -Wl,--strip-all -o target/c/$(1)/core.wasm
 	$(BRAID) componentize target/c/$(1)/core.wasm --world $$$$(cat guest-steps/c/$(1)/world) -o $$@.tmp > /dev/null
 	@mv $$@.tmp $$@

@@ -77,6 +77,16 @@ fn run(dir: &Path, input: &str) -> (Option<i32>, Value) {
     (out.status.code(), json_stdout(&out))
 }
 
+/// The step's `NAME.greeted` event in `report`.
+fn greeted_event<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["name"] == format!("{name}.greeted"))
+        .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"))
+}
+
 fn assert_step_works(dir: &Path, name: &str) {
     let (code, report) = run(dir, r#"{"name": "world"}"#);
     assert_eq!(code, Some(0), "{report}");
@@ -86,12 +96,7 @@ fn assert_step_works(dir: &Path, name: &str) {
         report["result"]["trace_id"], trace,
         "the step saw the run's trace"
     );
-    let greeted = report["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["name"] == format!("{name}.greeted"))
-        .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"));
+    let greeted = greeted_event(&report, name);
     assert_eq!(str_of(greeted, "/trace_id"), trace);
 
     // JSON escapes and UTF-8 make it through in and out; characters, not
@@ -100,12 +105,7 @@ fn assert_step_works(dir: &Path, name: &str) {
     let (code, report) = run(dir, &json!({ "name": quoted }).to_string());
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["result"]["greeting"], format!("hello, {quoted}"));
-    let greeted = report["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["name"] == format!("{name}.greeted"))
-        .unwrap_or_else(|| panic!("no {name}.greeted event: {report}"));
+    let greeted = greeted_event(&report, name);
     assert_eq!(greeted["measurements"]["name_chars"], 9.0, "{greeted}");
 
     // A bad argument is a fatal error with the step's own words.

@@ -175,6 +175,8 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
             ("app.c", include_str!("../templates/c/step.c")),
             ("braid_json.h", include_str!("../templates/c/braid_json.h")),
             ("braid_json.c", include_str!("../templates/c/braid_json.c")),
+            ("braid_text.h", include_str!("../templates/c/braid_text.h")),
+            ("braid_text.c", include_str!("../templates/c/braid_text.c")),
             ("braid_http.h", include_str!("../templates/c/braid_http.h")),
             ("braid_http.c", include_str!("../templates/c/braid_http.c")),
         ],
@@ -183,6 +185,8 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
             ("app.c", include_str!("../templates/c/policy.c")),
             ("braid_json.h", include_str!("../templates/c/braid_json.h")),
             ("braid_json.c", include_str!("../templates/c/braid_json.c")),
+            ("braid_text.h", include_str!("../templates/c/braid_text.h")),
+            ("braid_text.c", include_str!("../templates/c/braid_text.c")),
         ],
         (Lang::Js, Kind::Policy) => vec![
             ("Makefile", include_str!("../templates/js/Makefile-policy")),

@@ -15,6 +15,7 @@
  */
 #include "braid.h"
 #include "braid_json.h"
+#include "braid_text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,16 +37,9 @@ static braid_string_t take(bj_buf *b) {
 static bool step_error(braid_workflow_types_step_error_t *err, uint8_t tag, const char *format, ...) {
     va_list args;
     va_start(args, format);
-    int len = vsnprintf(NULL, 0, format, args);
-    va_end(args);
-    char *text = malloc((size_t)len + 1);
-    if (text) {
-        va_start(args, format);
-        vsnprintf(text, (size_t)len + 1, format, args);
-        va_end(args);
-    }
     err->tag = tag;
-    err->val.fatal = (braid_string_t){(uint8_t *)text, text ? (size_t)len : 0};
+    err->val.fatal = braid_vtext(format, args);
+    va_end(args);
     return false;
 }
 

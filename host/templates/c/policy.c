@@ -11,26 +11,11 @@
  */
 #include "braid.h"
 #include "braid_json.h"
+#include "braid_text.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A formatted, malloc'd string (empty if memory ran out). */
-static braid_string_t text(const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    int len = vsnprintf(NULL, 0, format, args);
-    va_end(args);
-    char *bytes = malloc((size_t)len + 1);
-    if (!bytes)
-        return (braid_string_t){NULL, 0};
-    va_start(args, format);
-    vsnprintf(bytes, (size_t)len + 1, format, args);
-    va_end(args);
-    return (braid_string_t){(uint8_t *)bytes, (size_t)len};
-}
 
 bool exports_braid_workflow_policy_evaluate(braid_workflow_types_trace_context_t *ctx, braid_string_t *input,
                                             exports_braid_workflow_policy_decision_t *ret, braid_string_t *err) {
@@ -39,22 +24,22 @@ bool exports_braid_workflow_policy_evaluate(braid_workflow_types_trace_context_t
     const char *facts = (const char *)input->ptr;
     bj_span value;
     if (!bj_valid(facts, input->len)) {
-        *err = text("input is not JSON");
+        *err = braid_text("input is not JSON");
         goto done;
     }
     if (!bj_member(facts, input->len, "action", &value) || !(action = bj_string(value)) || !*action) {
-        *err = text("input needs `action`");
+        *err = braid_text("input needs `action`");
         goto done;
     }
     if (!bj_member(facts, input->len, "resource", &value) || !(resource = bj_string(value)))
         resource = strdup("");
     if (!resource) {
-        *err = text("out of memory");
+        *err = braid_text("out of memory");
         goto done;
     }
     bool allow = strcmp(action, "read") == 0;
     /* Telemetry is best effort here: a policy decides even if logging fails. */
-    braid_string_t line = text("%s %s: allow=%s", action, resource, allow ? "true" : "false");
+    braid_string_t line = braid_text("%s %s: allow=%s", action, resource, allow ? "true" : "false");
     braid_workflow_telemetry_telemetry_error_t refused;
     if (!braid_workflow_telemetry_log(ctx, BRAID_WORKFLOW_TELEMETRY_LEVEL_DEBUG, &line, &refused))
         braid_workflow_telemetry_telemetry_error_free(&refused);
@@ -62,11 +47,11 @@ bool exports_braid_workflow_policy_evaluate(braid_workflow_types_trace_context_t
 
     braid_string_t *reason = malloc(sizeof *reason);
     if (!reason) {
-        *err = text("out of memory");
+        *err = braid_text("out of memory");
         goto done;
     }
-    *reason = allow ? text("`read` is allowed on `%s`", resource)
-                    : text("only `read` is allowed, not `%s`", action);
+    *reason = allow ? braid_text("`read` is allowed on `%s`", resource)
+                    : braid_text("only `read` is allowed, not `%s`", action);
     ret->allow = allow;
     ret->reasons = (braid_list_string_t){reason, 1};
     ret->obligations = (braid_list_tuple2_string_string_t){NULL, 0};

@@ -5,7 +5,7 @@
  * (`posted` only with a `url`). Outbound HTTP goes through braid_http.c
  * (wasi:http; the host adds the run's `traceparent`); the step's
  * `allowed_hosts` in workflow.toml says where it may go. JSON in and out
- * goes through braid_json.c.
+ * goes through braid_json.c, formatted text through braid_text.c.
  *
  * Return false with *err set to fail the attempt: ..._STEP_ERROR_FATAL
  * (retrying cannot help) or ..._STEP_ERROR_RETRYABLE. The host owns nothing
@@ -18,6 +18,7 @@
 #include "braid.h"
 #include "braid_http.h"
 #include "braid_json.h"
+#include "braid_text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,16 +29,9 @@
 static bool fail(braid_workflow_types_step_error_t *err, uint8_t tag, const char *format, ...) {
     va_list args;
     va_start(args, format);
-    int len = vsnprintf(NULL, 0, format, args);
-    va_end(args);
-    char *text = malloc((size_t)len + 1);
-    if (text) {
-        va_start(args, format);
-        vsnprintf(text, (size_t)len + 1, format, args);
-        va_end(args);
-    }
     err->tag = tag;
-    err->val.fatal = (braid_string_t){(uint8_t *)text, text ? (size_t)len : 0};
+    err->val.fatal = braid_vtext(format, args);
+    va_end(args);
     return false;
 }
 
@@ -99,25 +93,19 @@ bool exports_braid_workflow_step_run(braid_workflow_types_trace_context_t *ctx, 
         goto done;
     }
     /* Every host call takes the attempt's own trace context, unchanged. */
-    size_t len = strlen(name) + 16;
-    char *line = malloc(len);
-    if (line) {
-        snprintf(line, len, "greeting %s", name);
-        braid_string_t message = {(uint8_t *)line, strlen(line)};
-        braid_workflow_telemetry_telemetry_error_t refused;
-        bool logged = braid_workflow_telemetry_log(ctx, BRAID_WORKFLOW_TELEMETRY_LEVEL_INFO, &message, &refused);
-        free(line);
-        if (!logged) {
-            braid_workflow_telemetry_telemetry_error_free(&refused);
-            fail(err, FATAL, "log refused");
-            goto done;
-        }
+    braid_string_t line = braid_text("greeting %s", name);
+    braid_workflow_telemetry_telemetry_error_t refused;
+    bool logged = braid_workflow_telemetry_log(ctx, BRAID_WORKFLOW_TELEMETRY_LEVEL_INFO, &line, &refused);
+    braid_string_free(&line);
+    if (!logged) {
+        braid_workflow_telemetry_telemetry_error_free(&refused);
+        fail(err, FATAL, "log refused");
+        goto done;
     }
     braid_tuple2_string_f64_t chars = {{(uint8_t *)"name_chars", 10}, (double)utf8_chars(name)};
     braid_list_tuple2_string_f64_t measurements = {&chars, 1};
     braid_list_tuple2_string_string_t metadata = {NULL, 0};
     braid_string_t event = {(uint8_t *)"__NAME__.greeted", strlen("__NAME__.greeted")};
-    braid_workflow_telemetry_telemetry_error_t refused;
     if (!braid_workflow_telemetry_event(ctx, &event, &measurements, &metadata, &refused)) {
         braid_workflow_telemetry_telemetry_error_free(&refused);
         fail(err, FATAL, "event refused");
