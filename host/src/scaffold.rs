@@ -110,38 +110,30 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
     files.extend(match (lang, kind) {
         // A step also depends on wstd (its outbound HTTP); a policy has no
         // wasi:http, so its manifest and lock leave it out.
-        (Lang::Rust, Kind::Step) => vec![
-            (
-                "Cargo.toml",
-                include_str!("../templates/rust/Cargo-step.toml"),
-            ),
-            (
-                "Cargo.lock",
-                include_str!("../templates/rust/Cargo-step.lock"),
-            ),
-            (
-                "rust-toolchain.toml",
-                include_str!("../templates/rust/rust-toolchain.toml"),
-            ),
-            ("Makefile", include_str!("../templates/rust/Makefile")),
-            ("src/lib.rs", include_str!("../templates/rust/step.rs")),
-        ],
-        (Lang::Rust, Kind::Policy) => vec![
-            (
-                "Cargo.toml",
-                include_str!("../templates/rust/Cargo-policy.toml"),
-            ),
-            (
-                "Cargo.lock",
-                include_str!("../templates/rust/Cargo-policy.lock"),
-            ),
-            (
-                "rust-toolchain.toml",
-                include_str!("../templates/rust/rust-toolchain.toml"),
-            ),
-            ("Makefile", include_str!("../templates/rust/Makefile")),
-            ("src/lib.rs", include_str!("../templates/rust/policy.rs")),
-        ],
+        (Lang::Rust, kind) => {
+            let (manifest, lock, source) = match kind {
+                Kind::Step => (
+                    include_str!("../templates/rust/Cargo-step.toml"),
+                    include_str!("../templates/rust/Cargo-step.lock"),
+                    include_str!("../templates/rust/step.rs"),
+                ),
+                Kind::Policy => (
+                    include_str!("../templates/rust/Cargo-policy.toml"),
+                    include_str!("../templates/rust/Cargo-policy.lock"),
+                    include_str!("../templates/rust/policy.rs"),
+                ),
+            };
+            vec![
+                ("Cargo.toml", manifest),
+                ("Cargo.lock", lock),
+                (
+                    "rust-toolchain.toml",
+                    include_str!("../templates/rust/rust-toolchain.toml"),
+                ),
+                ("Makefile", include_str!("../templates/rust/Makefile")),
+                ("src/lib.rs", source),
+            ]
+        }
         (Lang::Python, Kind::Step) => vec![
             ("Makefile", include_str!("../templates/python/Makefile")),
             ("app.py", include_str!("../templates/python/step.py")),
@@ -170,24 +162,24 @@ fn templates(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str)> {
         ],
         // C: clang and wasi-libc, then `braid componentize`; the helpers
         // read and write JSON (and, in a step, send HTTP over wasi:http).
-        (Lang::C, Kind::Step) => vec![
-            ("Makefile", include_str!("../templates/c/Makefile")),
-            ("app.c", include_str!("../templates/c/step.c")),
-            ("braid_json.h", include_str!("../templates/c/braid_json.h")),
-            ("braid_json.c", include_str!("../templates/c/braid_json.c")),
-            ("braid_text.h", include_str!("../templates/c/braid_text.h")),
-            ("braid_text.c", include_str!("../templates/c/braid_text.c")),
-            ("braid_http.h", include_str!("../templates/c/braid_http.h")),
-            ("braid_http.c", include_str!("../templates/c/braid_http.c")),
-        ],
-        (Lang::C, Kind::Policy) => vec![
-            ("Makefile", include_str!("../templates/c/Makefile")),
-            ("app.c", include_str!("../templates/c/policy.c")),
-            ("braid_json.h", include_str!("../templates/c/braid_json.h")),
-            ("braid_json.c", include_str!("../templates/c/braid_json.c")),
-            ("braid_text.h", include_str!("../templates/c/braid_text.h")),
-            ("braid_text.c", include_str!("../templates/c/braid_text.c")),
-        ],
+        (Lang::C, kind) => {
+            let mut files = vec![
+                ("Makefile", include_str!("../templates/c/Makefile")),
+                ("braid_json.h", include_str!("../templates/c/braid_json.h")),
+                ("braid_json.c", include_str!("../templates/c/braid_json.c")),
+                ("braid_text.h", include_str!("../templates/c/braid_text.h")),
+                ("braid_text.c", include_str!("../templates/c/braid_text.c")),
+            ];
+            files.extend(match kind {
+                Kind::Step => vec![
+                    ("app.c", include_str!("../templates/c/step.c")),
+                    ("braid_http.h", include_str!("../templates/c/braid_http.h")),
+                    ("braid_http.c", include_str!("../templates/c/braid_http.c")),
+                ],
+                Kind::Policy => vec![("app.c", include_str!("../templates/c/policy.c"))],
+            });
+            files
+        }
         (Lang::Js, Kind::Policy) => vec![
             ("Makefile", include_str!("../templates/js/Makefile-policy")),
             (
