@@ -362,10 +362,15 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     }
     async fn recent_reports(
         &self,
-        _: Option<String>,
-        _: Option<String>,
-        _: usize,
+        _: braid::journal::ReportQuery,
     ) -> Result<Vec<braid::journal::ReportSummary>, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn runs_of_trace(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<braid::journal::RunRecord>, braid::journal::JournalError> {
         not_used()
     }
     async fn idempotent_run(

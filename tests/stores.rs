@@ -4,7 +4,7 @@
 //! database of its own).
 
 use crate::support::{fresh_database, test_postgres};
-use braid::journal::{JournalEntry, RunJournal, RunStart, SqliteJournal};
+use braid::journal::{JournalEntry, ReportQuery, RunJournal, RunStart, SqliteJournal};
 use braid::postgres::{PgPool, PostgresClaimStore, PostgresError, PostgresJournal};
 use braid::store::{ClaimRequest, ClaimStore, ClaimStoreError, SqliteClaimStore};
 use std::collections::HashMap;
@@ -266,6 +266,36 @@ async fn postgres_schema_is_created_once_versioned_and_a_newer_one_refused() {
             .await
             .expect("journal tables exist")
             .is_empty()
+    );
+
+    // A database at version 2 (braid before the trace pages) gains the
+    // trace id indexes.
+    let trace_indexes = || async {
+        client
+            .query(
+                "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'braid_%_trace' ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("indexes")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        trace_indexes().await,
+        ["braid_reports_trace", "braid_runs_trace"]
+    );
+    client
+        .batch_execute(
+            "DROP INDEX braid_runs_trace, braid_reports_trace; UPDATE braid_schema SET version = 2;",
+        )
+        .await
+        .expect("downgrade to version 2");
+    PgPool::open(&url, 2).await.expect("migrates 2 -> 3");
+    assert_eq!(
+        trace_indexes().await,
+        ["braid_reports_trace", "braid_runs_trace"]
     );
 
     client
@@ -666,17 +696,109 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         let ended = j.finish("run-2", "h:1", "failed", false, None, Some(report));
         assert!(ended.await.expect("finish"), "{}", b.name);
         let failed = b.hosts[3]
-            .recent_reports(Some("wf".into()), Some("failed".into()), 10)
+            .recent_reports(ReportQuery {
+                workflow: Some("wf".into()),
+                outcome: Some("failed".into()),
+                limit: 10,
+                ..ReportQuery::default()
+            })
             .await
             .expect("list");
         assert_eq!(failed.len(), 1, "{}", b.name);
         assert_eq!(failed[0].run_id, "run-2", "{}", b.name);
-        let all = j.recent_reports(None, None, 10).await.expect("list");
+        let all = j
+            .recent_reports(ReportQuery {
+                limit: 10,
+                ..ReportQuery::default()
+            })
+            .await
+            .expect("list");
         let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(order, ["run-2", "run-1"], "{}: newest first", b.name);
         assert_eq!(
             j.report("run-2").await.expect("report").as_deref(),
             Some("{\"run\":\"run-2\"}"),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn reports_are_listed_a_page_at_a_time_and_a_trace_finds_its_runs() {
+    const T1: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const T2: &str = "0af7651916cd43dd8448eb211c80319c";
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        // (run, trace, report's start ms); `run-e` is still running.
+        let runs = [
+            ("run-a", T1, Some(10)),
+            ("run-b", T1, Some(20)),
+            ("run-c", T1, Some(20)),
+            ("run-d", T2, Some(30)),
+            ("run-e", T2, None),
+        ];
+        for (run, trace, at) in runs {
+            let start = RunStart {
+                trace_id: trace.into(),
+                ..run_start(run, "h:1")
+            };
+            j.start(&start, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+            if let Some(at) = at {
+                let mut report = stored_report(run, "succeeded", at, "{}");
+                report.summary.trace_id = trace.into();
+                let done = j.finish(run, "h:1", "succeeded", false, None, Some(report));
+                assert!(done.await.expect("finish"), "{}", b.name);
+            }
+        }
+        let page = |after: Option<&str>, trace: Option<&str>| {
+            let query = ReportQuery {
+                trace_id: trace.map(str::to_string),
+                after: after.map(|a| a.parse().expect("cursor")),
+                limit: 2,
+                ..ReportQuery::default()
+            };
+            let j = Arc::clone(&b.hosts[1]);
+            async move {
+                let listed = j.recent_reports(query).await.expect("list");
+                listed.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+            }
+        };
+        // Newest first, then by run id; each page starts after the last.
+        assert_eq!(page(None, None).await, ["run-d", "run-b"], "{}", b.name);
+        assert_eq!(
+            page(Some("20-run-b"), None).await,
+            ["run-c", "run-a"],
+            "{}",
+            b.name
+        );
+        assert!(page(Some("10-run-a"), None).await.is_empty(), "{}", b.name);
+        assert_eq!(page(None, Some(T1)).await, ["run-b", "run-c"], "{}", b.name);
+        assert_eq!(
+            page(Some("20-run-c"), Some(T1)).await,
+            ["run-a"],
+            "{}",
+            b.name
+        );
+        // A trace finds its runs, ended or running, on any host.
+        let of_t2 = b.hosts[2].runs_of_trace(T2, 10).await.expect("trace");
+        let found: Vec<(&str, &str)> = of_t2
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("run-d", "succeeded"), ("run-e", "running")],
+            "{}",
+            b.name
+        );
+        let unknown = j.runs_of_trace("00000000000000000000000000000001", 10);
+        assert!(unknown.await.expect("trace").is_empty(), "{}", b.name);
+        assert_eq!(
+            j.runs_of_trace(T1, 2).await.expect("trace").len(),
+            2,
             "{}",
             b.name
         );

@@ -2,38 +2,49 @@
 //! (Debian's `chromium`, installed by `make test`): the DOM it renders shows
 //! every step and attempt on one time axis, the parallel fetches
 //! overlapping, undo in reverse completion order, the trace id and each
-//! outbound call's `traceparent`; an unknown run is a 404 page. Screenshots
-//! of the three run pages go to `target/screenshots/` (not committed).
+//! outbound call's `traceparent`; an unknown run is a 404 page; runs started
+//! while a page is open appear on it. Screenshots of the three run pages go
+//! to `target/screenshots/` (not committed).
 
 use crate::serve::Served;
 use crate::support::*;
-use serde_json::Value;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// The DOM Chromium renders for `url` (`--dump-dom`), and a screenshot of
-/// the page to `screenshot` if given.
-fn chromium(url: &str, screenshot: Option<&Path>) -> String {
+/// What every headless Chromium here runs with: no sandbox (containers),
+/// nothing fetched from the network but the page.
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+];
+
+fn chromium_binary() -> &'static Path {
     let binary = Path::new("/usr/bin/chromium");
     assert!(
         binary.exists(),
         "{} missing: run `make test` (it installs Debian's chromium)",
         binary.display()
     );
+    binary
+}
+
+/// The DOM Chromium renders for `url` (`--dump-dom`), and a screenshot of
+/// the page to `screenshot` if given.
+fn chromium(url: &str, screenshot: Option<&Path>) -> String {
     let profile = tempfile::tempdir().expect("tempdir");
     let run = |extra: &[String]| {
-        Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1400,1000",
-            ])
+        Command::new(chromium_binary())
+            .args(CHROMIUM_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(extra)
             .arg(url)
@@ -47,6 +58,154 @@ fn chromium(url: &str, screenshot: Option<&Path>) -> String {
     let out = run(&["--dump-dom".to_string()]);
     assert!(out.status.success(), "chromium: {}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Headless Chromium driven over the DevTools protocol: its pages stay
+/// open, so a test can watch one change after it loaded (which
+/// `--dump-dom`, one look at the loaded page, cannot).
+pub(crate) struct Browser {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT` and the browser's own WebSocket path.
+    devtools: (String, String),
+    _profile: tempfile::TempDir,
+}
+
+type DevTools =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Calls DevTools `method` as call number `id`; its result, or its error.
+async fn devtools_call(
+    ws: &mut DevTools,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Result<Value, String> {
+    let call = json!({ "id": id, "method": method, "params": params });
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        call.to_string(),
+    ))
+    .await
+    .expect("DevTools send");
+    // Answers come by id; anything else (an event) is skipped.
+    while let Some(message) = ws.next().await {
+        let message = message.expect("DevTools message");
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        let answer: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        if answer["id"] != id {
+            continue;
+        }
+        return match answer.get("error") {
+            Some(error) => Err(error.to_string()),
+            None => Ok(answer["result"].clone()),
+        };
+    }
+    panic!("the DevTools connection closed")
+}
+
+impl Browser {
+    pub(crate) fn launch() -> Browser {
+        let profile = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(chromium_binary())
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium starts");
+        // Chromium names its DevTools port and path in this file once it listens.
+        let file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let devtools = loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut lines = text.lines();
+            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                break (format!("127.0.0.1:{port}"), path.to_string());
+            }
+            assert!(Instant::now() < deadline, "chromium did not open DevTools");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Browser {
+            child,
+            devtools,
+            _profile: profile,
+        }
+    }
+
+    /// A new tab loading `url`.
+    pub(crate) async fn open(&self, url: &str) -> Page {
+        let (addr, path) = &self.devtools;
+        let (mut browser, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+            .await
+            .expect("DevTools connection");
+        let target = devtools_call(
+            &mut browser,
+            1,
+            "Target.createTarget",
+            json!({ "url": url }),
+        )
+        .await
+        .expect("a new tab");
+        let page = format!("ws://{addr}/devtools/page/{}", str_of(&target, "/targetId"));
+        let (ws, _) = tokio_tungstenite::connect_async(page)
+            .await
+            .expect("DevTools connection to the tab");
+        Page { ws, calls: 0 }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One tab.
+pub(crate) struct Page {
+    ws: DevTools,
+    calls: u64,
+}
+
+impl Page {
+    /// The value of `expression` (a promise awaited) in the page, or why
+    /// there is none (an exception; the page between two documents).
+    pub(crate) async fn eval(&mut self, expression: &str) -> Result<Value, String> {
+        self.calls += 1;
+        let params =
+            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true });
+        let result = devtools_call(&mut self.ws, self.calls, "Runtime.evaluate", params).await?;
+        if let Some(thrown) = result.get("exceptionDetails") {
+            return Err(thrown.to_string());
+        }
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// Waits (at most a minute: a deadline, not a measure) until
+    /// `expression` is truthy in the page; its value.
+    pub(crate) async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = tokio::time::timeout(Duration::from_secs(30), self.eval(expression))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: no answer from the page in 30 s"));
+            if let Ok(v) = &last
+                && !matches!(v, Value::Null | Value::Bool(false))
+                && v != ""
+                && v != 0
+            {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 60 s (last: {last:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn screenshots() -> PathBuf {
@@ -293,4 +452,138 @@ fn the_workflows_page_draws_the_dag_and_lists_components() {
         })
         .collect();
     assert_eq!(sources, ["initial", "upload", "rollback"], "{row}");
+}
+
+/// Pages follow runs live: a run started while the runs page is open
+/// appears under "In flight here" with its current step and moves to the
+/// top of "Finished" when it ends, without a reload; a running run's page
+/// shows its current step and turns into the waterfall when the run ends.
+/// The trace id finds the run, and links to the tracing backend.
+#[test]
+fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The reference workflow, its profile fetch given the time to wait for
+    // the answer the sample API delays (for this test's trace only).
+    let text = std::fs::read_to_string(reference_workflow()).expect("workflow");
+    let text = text
+        .replacen("components_dir = \"../target/components\"\n", "", 1)
+        .replacen("timeout_ms = 1000\n", "timeout_ms = 60000\n", 1);
+    assert!(
+        text.contains("timeout_ms = 60000"),
+        "fetch_profile's timeout"
+    );
+    let workflow = write_workflow(dir.path(), "slow-profile.toml", &text);
+    let api = SampleApi::start(Some(0));
+    let served = Served::spawn(
+        &workflow,
+        &["--trace-url", "http://jaeger.test:16686/trace/{trace_id}"],
+        &[],
+    );
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 8000, "trace_id": trace }));
+    let input = reference_input(&api, "u-100", "viewer-live");
+    let addr = served.addr.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let run_id = runtime.block_on(async {
+        let browser = Browser::launch();
+        let mut list = browser.open(&format!("http://{addr}/ui/runs")).await;
+        list.wait_for(
+            "the runs page",
+            // (The tab starts as about:blank.)
+            "location.pathname === '/ui/runs' && document.readyState === 'complete' && (window.notReloaded = true)",
+        )
+            .await;
+        let post = {
+            let addr = addr.clone();
+            let input = input.clone();
+            let head = format!("traceparent: {traceparent}\r\ncontent-type: application/json\r\n");
+            tokio::spawn(async move {
+                crate::serve::request_async(&addr, "POST", "/v1/workflows/api-orchestration/runs", &head, input.as_bytes())
+                    .await
+            })
+        };
+        // It appears while it waits on its profile fetch.
+        let run_id = list
+            .wait_for(
+                "the run in flight, on fetch_profile",
+                &format!(
+                    "(() => {{ const tr = [...document.querySelectorAll('#in-flight tr[data-run]')]
+                         .find(tr => tr.textContent.includes('{trace}'));
+                       return tr && tr.querySelector('.current').textContent.includes('fetch_profile #1') && tr.dataset.run; }})()"
+                ),
+            )
+            .await;
+        let run_id = run_id.as_str().expect("run id").to_string();
+
+        // Its page, opened meanwhile, says it runs, and on which step.
+        let mut page = browser.open(&format!("http://{addr}/ui/runs/{run_id}")).await;
+        let state = page
+            .wait_for(
+                "the run's page",
+                "document.readyState === 'complete' && document.querySelector('[data-run-outcome]').dataset.runOutcome",
+            )
+            .await;
+        assert_eq!(state, "running", "opened while the profile answer is delayed 8 s");
+        let current = page.eval("document.getElementById('current').textContent").await;
+        assert!(
+            current.as_ref().is_ok_and(|c| c.as_str().is_some_and(|c| c.contains("fetch_profile #1"))),
+            "{current:?}"
+        );
+        let backend = page.eval("document.querySelector('[data-trace-url]').href").await;
+        assert_eq!(backend, Ok(json!(format!("http://jaeger.test:16686/trace/{trace}"))));
+
+        // It ends: the run's page reloads into its waterfall, and the runs
+        // page (not reloaded) lists it first under "Finished".
+        let (status, body) = post.await.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        let outcome = page
+            .wait_for(
+                "the run's waterfall",
+                "document.querySelector('.waterfall') && document.querySelector('[data-run-outcome]').dataset.runOutcome",
+            )
+            .await;
+        assert_eq!(outcome, "succeeded");
+        let row = list
+            .wait_for(
+                "the run first under Finished",
+                &format!(
+                    "(() => {{ const tr = document.querySelector('#finished tbody tr');
+                       return tr && tr.dataset.run === '{run_id}' && tr.textContent; }})()"
+                ),
+            )
+            .await;
+        let row = row.as_str().expect("row text");
+        assert!(row.contains("succeeded") && row.contains(&trace), "{row}");
+        let left = list.eval("[document.querySelectorAll('#in-flight tr[data-run]').length, window.notReloaded === true]").await;
+        assert_eq!(left, Ok(json!([0, true])), "no longer in flight, and the page was not reloaded");
+
+        // The trace id leads to the run, on the pages and in the API.
+        let mut traced = browser.open(&format!("http://{addr}/ui/traces/{}", trace.to_uppercase())).await;
+        let landed = traced
+            .wait_for(
+                "the trace's run",
+                "document.readyState === 'complete' && document.querySelector('[data-run-outcome]') && location.pathname",
+            )
+            .await;
+        assert_eq!(landed, json!(format!("/ui/runs/{run_id}")));
+        run_id
+    });
+    let listed = served.get(&format!("/v1/runs?trace_id={trace}")).json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| str_of(r, "/run_id"))
+        .collect();
+    assert_eq!(ids, [run_id.as_str()]);
+    let unknown = served.get("/ui/traces/0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("Trace not found"), "{}", unknown.body);
+    let bad = served.get("/ui/traces/not-a-trace");
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body.contains("not 32 lowercase hex digits"),
+        "{}",
+        bad.body
+    );
 }

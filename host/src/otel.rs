@@ -149,7 +149,7 @@ impl OtlpExport {
     }
 
     /// The sink a scheduler tells of each attempt as it ends
-    /// ([`crate::scheduler::Scheduler::with_live_spans`]).
+    /// ([`crate::scheduler::Scheduler::with_attempt_sink`]).
     pub fn live_sink(&self) -> Arc<dyn AttemptSink> {
         Arc::clone(&self.shared) as Arc<dyn AttemptSink>
     }

@@ -265,9 +265,12 @@ pub struct AttemptEnded {
     pub claims: Vec<EventRecord>,
 }
 
-/// Told of every step attempt as it ends: the OTLP exporter, which sends an
-/// attempt's span then rather than when its run ends. Must not block.
+/// Told of every step attempt as it starts and ends: the OTLP exporter,
+/// which sends an attempt's span when it ends rather than when its run
+/// ends, and `braid serve`'s runs in flight. Must not block.
 pub trait AttemptSink: Send + Sync {
+    /// Attempt `attempt` (from 1) of `step` has begun running.
+    fn attempt_started(&self, _run: &RunMeta, _step: &str, _attempt: u32) {}
     fn attempt_ended(&self, run: &RunMeta, ended: AttemptEnded);
 }
 

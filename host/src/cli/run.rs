@@ -65,7 +65,7 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
         .with_claims(Arc::clone(&host.claims));
     if let Some(otel) = &otel {
         // Each attempt's span goes out as the attempt ends.
-        scheduler = scheduler.with_live_spans(otel.live_sink());
+        scheduler = scheduler.with_attempt_sink(otel.live_sink());
     }
     let trace = IncomingTrace::from_fields(&traceparent, &tracestate);
     let report = scheduler

@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// Largest accepted component upload, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_component_bytes: usize,
+    /// The run viewer links each trace to this page of your tracing
+    /// backend; `{trace_id}` is replaced, e.g.
+    /// http://localhost:16686/trace/{trace_id} (Jaeger).
+    #[arg(long, env = "BRAID_TRACE_URL", value_name = "TEMPLATE")]
+    trace_url: Option<braid::serve::TraceUrl>,
     #[command(flatten)]
     retain: RetainArgs,
     #[command(flatten)]
@@ -79,6 +84,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         watch,
         watch_interval_ms,
         max_component_bytes,
+        trace_url,
         retain,
         prune,
         state,
@@ -116,7 +122,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                     .with_reports();
                 if let Some(otel) = &otel {
                     // Each attempt's span goes out as the attempt ends.
-                    scheduler = scheduler.with_live_spans(otel.live_sink());
+                    scheduler = scheduler.with_attempt_sink(otel.live_sink());
                 }
                 served.push(Served::new(workflow, scheduler));
             }
@@ -152,6 +158,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,
             },
             idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
+            trace_url,
         },
     )
     .await

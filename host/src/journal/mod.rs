@@ -208,6 +208,59 @@ pub struct ReportSummary {
     pub duration_ms: f64,
 }
 
+/// Which stored reports a listing wants (`GET /v1/runs`, the viewer's run
+/// list): newest first, each filter optional.
+#[derive(Debug, Clone, Default)]
+pub struct ReportQuery {
+    pub workflow: Option<String>,
+    pub outcome: Option<String>,
+    pub trace_id: Option<String>,
+    /// Only reports after this one in listing order (the last of the
+    /// previous page): keyset pagination, stable while runs end.
+    pub after: Option<ReportCursor>,
+    pub limit: usize,
+}
+
+/// A place in the listing of reports (newest first, then by run id): the
+/// last report of a page, as `<started_at_ms>-<run_id>` in URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportCursor {
+    pub started_at_ms: u64,
+    pub run_id: String,
+}
+
+impl ReportCursor {
+    /// The cursor after `summary`.
+    pub fn after(summary: &ReportSummary) -> ReportCursor {
+        ReportCursor {
+            started_at_ms: summary.started_at_ms,
+            run_id: summary.run_id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReportCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.started_at_ms, self.run_id)
+    }
+}
+
+impl std::str::FromStr for ReportCursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a page cursor (<started_at_ms>-<run_id>)");
+        let (ms, run_id) = s.split_once('-').ok_or_else(bad)?;
+        let started_at_ms = ms.parse().map_err(|_| bad())?;
+        if run_id.is_empty() {
+            return Err(bad());
+        }
+        Ok(ReportCursor {
+            started_at_ms,
+            run_id: run_id.to_string(),
+        })
+    }
+}
+
 /// A finished run's report as stored: its summary (for listings) and JSON.
 #[derive(Debug, Clone)]
 pub struct StoredReport {
@@ -267,14 +320,16 @@ pub trait RunJournal: Send + Sync + 'static {
     ) -> Result<Vec<AbandonedRun>, JournalError>;
     /// A stored report (JSON), if the run is known.
     async fn report(&self, run_id: &str) -> Result<Option<String>, JournalError>;
-    /// The most recent reports, newest first, optionally of one workflow
-    /// and/or one outcome.
-    async fn recent_reports(
+    /// The most recent reports that `query` wants, newest first, at most
+    /// `query.limit`.
+    async fn recent_reports(&self, query: ReportQuery) -> Result<Vec<ReportSummary>, JournalError>;
+    /// The runs of trace `trace_id`, running or ended, oldest first, at
+    /// most `limit` (indexed: what the viewer's trace page finds).
+    async fn runs_of_trace(
         &self,
-        workflow: Option<String>,
-        outcome: Option<String>,
+        trace_id: &str,
         limit: usize,
-    ) -> Result<Vec<ReportSummary>, JournalError>;
+    ) -> Result<Vec<RunRecord>, JournalError>;
     /// The run an `Idempotency-Key` of `workflow` started: (body sha256, run id).
     async fn idempotent_run(
         &self,

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at_ms   INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE INDEX IF NOT EXISTS runs_trace ON runs(trace_id);
 CREATE TABLE IF NOT EXISTS journal (
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS reports (
     report        TEXT NOT NULL       -- RunReport as JSON
 );
 CREATE INDEX IF NOT EXISTS reports_recent ON reports(started_at_ms);
+CREATE INDEX IF NOT EXISTS reports_trace ON reports(trace_id);
 -- Idempotency-Key -> the run it started (per workflow).
 CREATE TABLE IF NOT EXISTS idempotency (
     workflow    TEXT NOT NULL,
@@ -241,36 +243,62 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    /// The most recent reports, newest first, optionally of one workflow
-    /// and/or one outcome.
-    async fn recent_reports(
-        &self,
-        workflow: Option<String>,
-        outcome: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<ReportSummary>, JournalError> {
+    async fn recent_reports(&self, query: ReportQuery) -> Result<Vec<ReportSummary>, JournalError> {
+        let (after_ms, after_run) = match &query.after {
+            Some(c) => (Some(ms(c.started_at_ms)), Some(c.run_id.clone())),
+            None => (None, None),
+        };
         self.db
             .call(move |conn| {
                 let mut stmt = conn
-                    .prepare(
+                    .prepare_cached(
                         "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM reports
                          WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR outcome = ?2)
-                         ORDER BY started_at_ms DESC, run_id LIMIT ?3",
+                           AND (?3 IS NULL OR trace_id = ?3)
+                           AND (?4 IS NULL OR started_at_ms < ?4 OR (started_at_ms = ?4 AND run_id > ?5))
+                         ORDER BY started_at_ms DESC, run_id LIMIT ?6",
                     )
                     .map_err(unavailable)?;
                 let rows = stmt
-                    .query_map(params![workflow, outcome, limit as i64], |r| {
-                        Ok(ReportSummary {
-                            run_id: r.get(0)?,
-                            workflow: r.get(1)?,
-                            trace_id: r.get(2)?,
-                            outcome: r.get(3)?,
-                            started_at_ms: r.get::<_, i64>(4)?.max(0) as u64,
-                            duration_ms: r.get(5)?,
-                        })
-                    })
+                    .query_map(
+                        params![
+                            query.workflow,
+                            query.outcome,
+                            query.trace_id,
+                            after_ms,
+                            after_run,
+                            query.limit as i64
+                        ],
+                        |r| {
+                            Ok(ReportSummary {
+                                run_id: r.get(0)?,
+                                workflow: r.get(1)?,
+                                trace_id: r.get(2)?,
+                                outcome: r.get(3)?,
+                                started_at_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                                duration_ms: r.get(5)?,
+                            })
+                        },
+                    )
                     .map_err(unavailable)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn runs_of_trace(
+        &self,
+        trace_id: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, JournalError> {
+        let trace_id = trace_id.to_string();
+        self.db
+            .call(move |conn| {
+                select_runs(
+                    conn,
+                    "WHERE r.trace_id = ?1 ORDER BY r.started_at_ms, r.run_id LIMIT ?2",
+                    params![trace_id, limit as i64],
+                )
             })
             .await
     }

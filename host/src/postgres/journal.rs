@@ -15,8 +15,8 @@
 
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
-    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportSummary, Retention,
-    RunJournal, RunRecord, RunStart, StoredReport,
+    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery, ReportSummary,
+    Retention, RunJournal, RunRecord, RunStart, StoredReport,
 };
 use std::time::Duration;
 
@@ -298,22 +298,27 @@ impl RunJournal for PostgresJournal {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    async fn recent_reports(
-        &self,
-        workflow: Option<String>,
-        outcome: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<ReportSummary>, JournalError> {
+    async fn recent_reports(&self, query: ReportQuery) -> Result<Vec<ReportSummary>, JournalError> {
+        let after_ms = query
+            .after
+            .as_ref()
+            .map(|c| i64::try_from(c.started_at_ms).unwrap_or(i64::MAX));
+        let after_run = query.after.as_ref().map(|c| c.run_id.as_str());
         let rows = self
             .query(
                 "listing run reports",
                 "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM braid_reports
                  WHERE ($1::TEXT IS NULL OR workflow = $1) AND ($2::TEXT IS NULL OR outcome = $2)
-                 ORDER BY started_at_ms DESC, run_id LIMIT $3",
+                   AND ($3::TEXT IS NULL OR trace_id = $3)
+                   AND ($4::BIGINT IS NULL OR started_at_ms < $4 OR (started_at_ms = $4 AND run_id > $5))
+                 ORDER BY started_at_ms DESC, run_id LIMIT $6",
                 &[
-                    &workflow,
-                    &outcome,
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                    &query.workflow,
+                    &query.outcome,
+                    &query.trace_id,
+                    &after_ms,
+                    &after_run,
+                    &i64::try_from(query.limit).unwrap_or(i64::MAX),
                 ],
             )
             .await?;
@@ -328,6 +333,21 @@ impl RunJournal for PostgresJournal {
                 duration_ms: r.get(5),
             })
             .collect())
+    }
+
+    async fn runs_of_trace(
+        &self,
+        trace_id: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, JournalError> {
+        let sql = format!(
+            "{SELECT_RUNS} WHERE r.trace_id = $1 ORDER BY r.started_at_ms, r.run_id LIMIT $2"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query("listing a trace's runs", &sql, &[&trace_id, &limit])
+            .await?;
+        Ok(rows.iter().map(run_record).collect())
     }
 
     async fn idempotent_run(

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
 /// The schema version this build writes; older versions are migrated on open.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Arbitrary, fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6272_6169_6400_0001;
@@ -94,6 +94,12 @@ CREATE TABLE braid_idempotency (
     at_ms       BIGINT NOT NULL,
     PRIMARY KEY (workflow, key)
 );
+",
+    // Version 3: a trace id finds its runs (the viewer's trace page, `GET
+    // /v1/runs?trace_id=`).
+    "
+CREATE INDEX braid_runs_trace ON braid_runs(trace_id);
+CREATE INDEX braid_reports_trace ON braid_reports(trace_id);
 ",
 ];
 

@@ -54,6 +54,7 @@ async fn attempt_once<E: StepExecutor>(
         let now = Instant::now();
         let index =
             recorder.attempt_started(&step.name, attempt, span_id.to_string(), now, now - waiting);
+        log.attempt_started(&step.name, attempt);
         let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
         let call = executor
             .execute(step, ctx, input.to_string())

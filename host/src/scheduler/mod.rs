@@ -71,8 +71,9 @@ pub struct Scheduler<E> {
     local: LocalRuns,
     /// Whether a run's report is stored with its terminal record.
     store_reports: bool,
-    /// Told of every step attempt as it ends (live span export).
-    live: Option<Arc<dyn AttemptSink>>,
+    /// Told of every step attempt as it starts and ends (live span
+    /// export, the viewer's runs in flight).
+    live: Vec<Arc<dyn AttemptSink>>,
 }
 
 impl<E> Clone for Scheduler<E> {
@@ -172,16 +173,28 @@ pub fn new_run_id() -> String {
 
 /// Journals entries of one run (a journal failure is logged, never fatal
 /// to the run: the report still says what happened), and tells the live
-/// sink, if any, of each attempt as it ends.
+/// sinks, if any, of each attempt as it starts and ends.
 #[derive(Clone)]
 struct RunLog {
     journal: Option<Arc<dyn RunJournal>>,
     run_id: String,
-    live: Option<(Arc<dyn AttemptSink>, Arc<RunMeta>)>,
+    live: Option<(AttemptSinks, Arc<RunMeta>)>,
 }
 
+/// The sinks a run's attempts are told of.
+type AttemptSinks = Arc<[Arc<dyn AttemptSink>]>;
+
 impl RunLog {
-    /// Hands attempt `index` of `step`, just ended, to the live sink.
+    /// Tells the live sinks that attempt `attempt` of `step` started.
+    fn attempt_started(&self, step: &str, attempt: u32) {
+        if let Some((sinks, run)) = &self.live {
+            for sink in sinks.iter() {
+                sink.attempt_started(run, step, attempt);
+            }
+        }
+    }
+
+    /// Hands attempt `index` of `step`, just ended, to the live sinks.
     fn attempt_ended(
         &self,
         recorder: &RunRecorder,
@@ -189,22 +202,25 @@ impl RunLog {
         index: usize,
         component_of: impl FnOnce() -> (String, String),
     ) {
-        let Some((sink, run)) = &self.live else {
+        let Some((sinks, run)) = &self.live else {
             return;
         };
         if let Some((attempt, http_calls, claims)) = recorder.ended_attempt(step, index) {
             let (component, component_sha256) = component_of();
-            sink.attempt_ended(
-                run,
-                AttemptEnded {
-                    step: step.to_string(),
-                    component,
-                    component_sha256,
-                    attempt,
-                    http_calls,
-                    claims,
-                },
-            );
+            let ended = AttemptEnded {
+                step: step.to_string(),
+                component,
+                component_sha256,
+                attempt,
+                http_calls,
+                claims,
+            };
+            if let Some((last, others)) = sinks.split_last() {
+                for sink in others {
+                    sink.attempt_ended(run, ended.clone());
+                }
+                last.attempt_ended(run, ended);
+            }
         }
     }
 
@@ -247,14 +263,15 @@ impl<E: StepExecutor> Scheduler<E> {
             owner: format!("local:{}", std::process::id()),
             local: LocalRuns::default(),
             store_reports: false,
-            live: None,
+            live: Vec::new(),
         }
     }
 
-    /// Tells `sink` of every step attempt as it ends (the OTLP exporter
-    /// sends each attempt's span then, not when the run ends).
-    pub fn with_live_spans(mut self, sink: Arc<dyn AttemptSink>) -> Self {
-        self.live = Some(sink);
+    /// Tells `sink` (too) of every step attempt as it starts and ends: the
+    /// OTLP exporter sends each attempt's span then, not when the run ends;
+    /// `braid serve` shows each run's current step.
+    pub fn with_attempt_sink(mut self, sink: Arc<dyn AttemptSink>) -> Self {
+        self.live.push(sink);
         self
     }
 
@@ -372,7 +389,7 @@ impl<E: StepExecutor> Scheduler<E> {
     ) -> RunCtx {
         let trace_id = incoming.parent.trace_id;
         let started_at_ms = crate::store::now_ms();
-        let live = self.live.as_ref().map(|sink| {
+        let live = (!self.live.is_empty()).then(|| {
             let meta = RunMeta {
                 run_id: run_id.clone(),
                 workflow: wf.name.clone(),
@@ -380,7 +397,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 tracestate: incoming.state.to_string(),
                 started_at_ms,
             };
-            (Arc::clone(sink), Arc::new(meta))
+            (Arc::from(self.live.as_slice()), Arc::new(meta))
         });
         let span = tracing::info_span!(
             "run",

@@ -511,10 +511,15 @@ impl RunJournal for FakeJournal {
     }
     async fn recent_reports(
         &self,
-        _: Option<String>,
-        _: Option<String>,
-        _: usize,
+        _: crate::journal::ReportQuery,
     ) -> Result<Vec<crate::journal::ReportSummary>, JournalError> {
+        down()
+    }
+    async fn runs_of_trace(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<crate::journal::RunRecord>, JournalError> {
         down()
     }
     async fn idempotent_run(

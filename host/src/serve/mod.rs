@@ -20,14 +20,16 @@
 mod admin;
 mod dag;
 mod listen;
+pub mod live;
 mod pages;
 mod runs;
 mod waterfall;
 
-use crate::journal::RunJournal;
+use crate::journal::{ReportCursor, ReportQuery, ReportSummary, RunJournal};
 use crate::metrics::Metrics;
 use crate::registry::{Live, Served, component_name};
 use crate::sandbox::Sandbox;
+use crate::trace::TraceId;
 use admin::{rollback_component, upload_component};
 use axum::Router;
 use axum::body::Body;
@@ -86,6 +88,43 @@ pub struct ServeConfig {
     /// A connection that sends no complete request head for this long (idle
     /// between keep-alive requests, or dribbling its headers) is closed.
     pub idle_timeout: Duration,
+    /// Where the run viewer links a trace to in the user's tracing backend.
+    pub trace_url: Option<TraceUrl>,
+}
+
+/// A trace's page in the user's tracing backend (Jaeger, Tempo, Phoenix,
+/// ...): an `http(s)` URL with `{trace_id}` where the trace id goes, e.g.
+/// `http://localhost:16686/trace/{trace_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceUrl(String);
+
+impl TraceUrl {
+    /// The URL of trace `trace_id`.
+    pub fn of(&self, trace_id: &str) -> String {
+        self.0.replace("{trace_id}", trace_id)
+    }
+}
+
+impl std::str::FromStr for TraceUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !(s.starts_with("http://") || s.starts_with("https://")) {
+            return Err(format!(
+                "`{s}` is not an http:// or https:// URL (e.g. http://localhost:16686/trace/{{trace_id}})"
+            ));
+        }
+        if !s.contains("{trace_id}") {
+            return Err(format!(
+                "`{s}` has no `{{trace_id}}` where the trace id goes (e.g. http://localhost:16686/trace/{{trace_id}})"
+            ));
+        }
+        if s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+        {
+            return Err(format!("`{s}` has spaces, quotes or control characters"));
+        }
+        Ok(TraceUrl(s.to_string()))
+    }
 }
 
 /// Default [`ServeConfig::idle_timeout`]: hyper's own default for reading a
@@ -147,6 +186,11 @@ struct Inner {
     admitted: Arc<tokio::sync::Semaphore>,
     admitted_per_workflow: HashMap<String, Arc<tokio::sync::Semaphore>>,
     admission: Admission,
+    /// Runs in flight here, with their current steps (the viewer's).
+    in_flight: Arc<live::RunsInFlight>,
+    /// Fires when shutdown begins: pages' event streams end.
+    closing: CancellationToken,
+    trace_url: Option<TraceUrl>,
 }
 
 /// A running server.
@@ -249,11 +293,16 @@ impl Server {
                 (name.clone(), Arc::new(tokio::sync::Semaphore::new(bound)))
             })
             .collect();
-        let live = Arc::new(Live::new(
-            config.sandbox,
-            config.workflows,
-            &config.state_dir,
-        ));
+        // Every run's steps are shown as they start and end (a swapped
+        // version keeps its scheduler's sinks).
+        let in_flight = Arc::new(live::RunsInFlight::default());
+        let mut workflows = config.workflows;
+        for served in &mut workflows {
+            let sink: Arc<dyn crate::report::AttemptSink> = in_flight.clone();
+            served.scheduler = served.scheduler.clone().with_attempt_sink(sink);
+        }
+        let live = Arc::new(Live::new(config.sandbox, workflows, &config.state_dir));
+        let stop_accepting = CancellationToken::new();
         let inner = Arc::new(Inner {
             live: Arc::clone(&live),
             journal: config.journal,
@@ -269,6 +318,9 @@ impl Server {
             admitted: Arc::new(tokio::sync::Semaphore::new(admission.max_runs.max(1))),
             admitted_per_workflow,
             admission,
+            in_flight,
+            closing: stop_accepting.clone(),
+            trace_url: config.trace_url,
         });
         let router = Router::new()
             .route("/v1/workflows", get(list_workflows))
@@ -284,6 +336,8 @@ impl Server {
             )
             .route("/ui/runs", get(pages::runs_page))
             .route("/ui/runs/{id}", get(pages::run_page))
+            .route("/ui/traces/{trace_id}", get(pages::trace_page))
+            .route("/ui/events", get(pages::events))
             .route("/ui/workflows", get(pages::workflows_page))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
@@ -300,7 +354,6 @@ impl Server {
             .await
             .map_err(|e| ServeError::Listen(listen, e))?;
         let addr = listener.local_addr()?;
-        let stop_accepting = CancellationToken::new();
         if let Some(interval) = config.watch {
             live.watch(interval, stop_accepting.clone());
         }
@@ -489,21 +542,93 @@ async fn list_components(State(app): State<Arc<Inner>>) -> Response {
     axum::Json(list).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct RunsQuery {
+/// The filters of `GET /v1/runs` and the viewer's run list.
+#[derive(serde::Deserialize, serde::Serialize, Default)]
+pub(super) struct RunsQuery {
     workflow: Option<String>,
     status: Option<String>,
+    trace_id: Option<String>,
+    /// The page after this cursor (`<started_at_ms>-<run_id>`).
+    after: Option<String>,
     limit: Option<usize>,
 }
 
+/// Most reports one listing returns (`limit`), and its default.
+const MAX_RUNS_LISTED: usize = 1000;
+const DEFAULT_RUNS_LISTED: usize = 100;
+
+impl RunsQuery {
+    /// The journal query, or a message naming the bad parameter. Empty
+    /// parameters (an HTML form's "any") are no filter; a trace id may
+    /// come in upper case or with spaces around it, as copied.
+    pub(super) fn to_report_query(&self) -> Result<ReportQuery, String> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let trace_id = match given(&self.trace_id) {
+            Some(t) => {
+                let t = t.to_ascii_lowercase();
+                TraceId::parse(&t).map_err(|e| format!("trace_id `{t}`: {e}"))?;
+                Some(t)
+            }
+            None => None,
+        };
+        let after = match given(&self.after) {
+            Some(a) => Some(
+                a.parse::<ReportCursor>()
+                    .map_err(|e| format!("after: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(ReportQuery {
+            workflow: given(&self.workflow),
+            outcome: given(&self.status),
+            trace_id,
+            after,
+            limit: self
+                .limit
+                .unwrap_or(DEFAULT_RUNS_LISTED)
+                .clamp(1, MAX_RUNS_LISTED),
+        })
+    }
+
+    /// The URL query of the page after `page` (`None` past the end: a page
+    /// shorter than its limit is the last).
+    pub(super) fn next_page(query: &ReportQuery, page: &[ReportSummary]) -> Option<String> {
+        let last = page.last().filter(|_| page.len() >= query.limit)?;
+        let next = RunsQuery {
+            workflow: query.workflow.clone(),
+            status: query.outcome.clone(),
+            trace_id: query.trace_id.clone(),
+            after: Some(ReportCursor::after(last).to_string()),
+            limit: Some(query.limit).filter(|l| *l != DEFAULT_RUNS_LISTED),
+        };
+        serde_urlencoded::to_string(&next).ok()
+    }
+}
+
+/// `GET /v1/runs`: stored reports' summaries, newest first; a full page
+/// has a `Link: <...>; rel="next"` header to the next one.
 async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match app
-        .journal
-        .recent_reports(q.workflow, q.status, limit)
-        .await
-    {
-        Ok(list) => axum::Json(list).into_response(),
+    let query = match q.to_report_query() {
+        Ok(query) => query,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match app.journal.recent_reports(query.clone()).await {
+        Ok(list) => {
+            let next = RunsQuery::next_page(&query, &list);
+            let mut response = axum::Json(list).into_response();
+            if let Some(params) = next
+                && let Ok(link) =
+                    header::HeaderValue::from_str(&format!("</v1/runs?{params}>; rel=\"next\""))
+            {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

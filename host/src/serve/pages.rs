@@ -1,8 +1,13 @@
 //! The run viewer: read-only HTML pages on `braid serve`'s listener, built
 //! into the binary (no external assets, no JavaScript framework).
 //!
-//! - `/ui/runs`: recent runs, newest first, filtered by workflow and outcome;
-//! - `/ui/runs/{id}`: one run as a waterfall on one time axis ([`waterfall`]);
+//! - `/ui/runs`: the runs in flight here with their current steps (kept
+//!   current over server-sent events, `/ui/events`, from [`live`]), and the
+//!   finished runs, newest first, filtered by workflow, outcome and trace id,
+//!   a page at a time;
+//! - `/ui/runs/{id}`: one run as a waterfall on one time axis ([`waterfall`]),
+//!   or, while it runs, its current steps;
+//! - `/ui/traces/{trace-id}`: the runs of a trace;
 //! - `/ui/workflows`: each served workflow's DAG ([`dag`]), inputs, steps
 //!   with their components, and each component's versions (hot swaps and
 //!   rollbacks, the live one last).
@@ -10,14 +15,16 @@
 //! Pages read what the JSON API reads (the journal's stored reports and the
 //! live components); they change nothing.
 
-use super::Inner;
+use super::live::{self, InFlight};
+use super::{Inner, RunsQuery};
 use super::{dag, waterfall};
+use crate::journal::RunRecord;
 use crate::registry::component_name;
+use crate::trace::TraceId;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, html};
-use serde::Deserialize;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::sync::Arc;
 
 /// The page frame: title, the viewer's stylesheet, a header with links.
@@ -49,26 +56,18 @@ fn message(status: StatusCode, title: &str, text: &str) -> Response {
     (status, page(title, body)).into_response()
 }
 
-#[derive(Deserialize)]
-pub(super) struct RunsPageQuery {
-    workflow: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `/ui/runs`: the newest runs, at most `limit` (default 100, at most 1,000).
+/// `/ui/runs`: the runs in flight here (updated live, with their current
+/// steps) and the finished runs, newest first, filtered by workflow, outcome
+/// and trace id, a page at a time (`after`, `limit`: 100, at most 1,000).
 pub(super) async fn runs_page(
     State(app): State<Arc<Inner>>,
-    Query(q): Query<RunsPageQuery>,
+    Query(q): Query<RunsQuery>,
 ) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let workflow = q.workflow.filter(|w| !w.is_empty());
-    let status = q.status.filter(|s| !s.is_empty());
-    let runs = match app
-        .journal
-        .recent_reports(workflow.clone(), status.clone(), limit)
-        .await
-    {
+    let query = match q.to_report_query() {
+        Ok(query) => query,
+        Err(why) => return message(StatusCode::BAD_REQUEST, "Bad filter", &why),
+    };
+    let runs = match app.journal.recent_reports(query.clone()).await {
         Ok(runs) => runs,
         Err(e) => {
             return message(
@@ -78,25 +77,61 @@ pub(super) async fn runs_page(
             );
         }
     };
+    let next = RunsQuery::next_page(&query, &runs);
+    // Runs in flight are listed (and followed live) on the first page.
+    let first_page = query.after.is_none();
+    let in_flight: Vec<InFlight> = if first_page {
+        app.in_flight
+            .list()
+            .into_iter()
+            .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
+            .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let names = app.live.names();
+    let workflow = query.workflow.as_deref();
+    let status = query.outcome.as_deref();
     let body = html! {
         h1 { "Runs" }
         form.filters method="get" action="/ui/runs" {
             label { "workflow " select name="workflow" {
                 option value="" { "any" }
                 @for name in &names {
-                    option value=(name) selected[workflow.as_deref() == Some(name.as_str())] { (name) }
+                    option value=(name) selected[workflow == Some(name.as_str())] { (name) }
                 }
             } }
             label { " outcome " select name="status" {
                 option value="" { "any" }
                 @for s in ["succeeded", "failed", "aborted"] {
-                    option value=(s) selected[status.as_deref() == Some(s)] { (s) }
+                    option value=(s) selected[status == Some(s)] { (s) }
                 }
             } }
+            label { " trace id " input type="text" name="trace_id" size="34" maxlength="64"
+                placeholder="32 hex digits" value=[query.trace_id.as_deref()]; }
             " " button type="submit" { "Filter" }
         }
-        table.runs {
+        @if first_page {
+            h2 { "In flight here" }
+            table.runs #in-flight {
+                thead { tr { th { "run" } th { "workflow" } th { "current steps" } th { "started (UTC)" } th { "trace id" } } }
+                tbody {
+                    @for r in &in_flight {
+                        tr data-run=(r.run_id) data-live="running" {
+                            td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
+                            td { (r.workflow) }
+                            td.current { (current_steps(r)) }
+                            td { (waterfall::utc(r.started_at_ms)) }
+                            td { code { (r.trace_id) } }
+                        }
+                    }
+                }
+            }
+            p.muted #none-in-flight hidden[!in_flight.is_empty()] { "None." }
+        }
+        h2 { "Finished" }
+        table.runs #finished {
             thead { tr { th { "run" } th { "workflow" } th { "outcome" } th { "started (UTC)" } th.num { "duration" } th { "trace id" } } }
             tbody {
                 @for r in &runs {
@@ -106,34 +141,64 @@ pub(super) async fn runs_page(
                         td { span class={ "outcome " (r.outcome) } { (r.outcome) } }
                         td { (waterfall::utc(r.started_at_ms)) }
                         td.num { (waterfall::ms(r.duration_ms)) }
-                        td { code { (r.trace_id) } }
+                        td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }
                     }
                 }
             }
         }
-        @if runs.is_empty() { p.muted { "No finished runs match." } }
+        @if runs.is_empty() { p.muted #none-finished { "No finished runs match." } }
+        @if let Some(next) = &next {
+            p { a.next href={ "/ui/runs?" (next) } { "Older runs" } }
+        }
+        @if first_page {
+            div #live hidden data-workflow=[workflow] data-status=[status]
+                data-trace=[query.trace_id.as_deref()] {}
+            script { (PreEscaped(RUNS_SCRIPT)) }
+        }
     };
     page("Runs", body).into_response()
 }
 
-/// `/ui/runs/{id}`: one finished run's waterfall; `404` for an unknown id.
+/// A run's running steps, `fetch_profile #2, fetch_permissions #1`.
+fn current_steps(run: &InFlight) -> String {
+    if run.running.is_empty() {
+        return "-".to_string();
+    }
+    run.running
+        .iter()
+        .map(|(step, attempt)| format!("{step} #{attempt}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `/ui/runs/{id}`: one finished run's waterfall; a run still going says
+/// so (here: with its current steps, and the page reloads when it ends);
+/// `404` for an unknown id.
 pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    let unavailable = |e: crate::journal::JournalError| {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Journal unavailable",
+            &e.to_string(),
+        )
+    };
     let json = match app.journal.report(&id).await {
         Ok(Some(json)) => json,
         Ok(None) => {
-            return message(
-                StatusCode::NOT_FOUND,
-                "Run not found",
-                &format!("No finished run `{id}` (it may still be running, or pruned)."),
-            );
+            if let Some(run) = app.in_flight.get(&id) {
+                return running_here(&app, &run);
+            }
+            return match app.journal.run(&id).await {
+                Ok(Some(run)) if run.status == "running" => running_elsewhere(&app, &run),
+                Ok(_) => message(
+                    StatusCode::NOT_FOUND,
+                    "Run not found",
+                    &format!("No run `{id}` (never started here, or pruned)."),
+                ),
+                Err(e) => unavailable(e),
+            };
         }
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Journal unavailable",
-                &e.to_string(),
-            );
-        }
+        Err(e) => return unavailable(e),
     };
     let report: serde_json::Value = match serde_json::from_str(&json) {
         Ok(r) => r,
@@ -151,9 +216,218 @@ pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<Strin
         let served = app.live.workflow(workflow)?;
         served.components.get(step).map(|c| c.sha256.clone())
     };
+    let trace_link = app
+        .trace_url
+        .as_ref()
+        .map(|u| u.of(report["trace_id"].as_str().unwrap_or_default()));
     let title = format!("Run {id}");
-    page(&title, waterfall::render(&report, &live_sha)).into_response()
+    page(
+        &title,
+        waterfall::render(&report, &live_sha, trace_link.as_deref()),
+    )
+    .into_response()
 }
+
+/// A run going on here: its steps now, followed live; the page reloads
+/// (to the waterfall) when it ends.
+fn running_here(app: &Inner, run: &InFlight) -> Response {
+    let body = html! {
+        h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome="running" { "running" } }
+        dl.meta {
+            dt { "workflow" } dd { (run.workflow) }
+            dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, &run.trace_id)) }
+            dt { "started" } dd { (waterfall::utc(run.started_at_ms)) }
+            dt { "current steps" } dd #current { (current_steps(run)) }
+            dt { "attempts ended" } dd #attempts { (run.attempts_ended) " (" (run.attempts_failed) " failed)" }
+        }
+        p.muted { "This page follows the run and shows its waterfall when it ends." }
+        div #live hidden data-run=(run.run_id) {}
+        script { (PreEscaped(RUN_SCRIPT)) }
+    };
+    page(&format!("Run {}", run.run_id), body).into_response()
+}
+
+/// A run the journal says is going on another host (sharing its database).
+fn running_elsewhere(app: &Inner, run: &RunRecord) -> Response {
+    let body = html! {
+        h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome="running" { "running" } }
+        dl.meta {
+            dt { "workflow" } dd { (run.workflow) }
+            dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, &run.trace_id)) }
+            dt { "started" } dd { (waterfall::utc(run.started_at_ms)) }
+            dt { "host" } dd { code { (run.owner) } }
+            dt { "journal entries" } dd { (run.entries) }
+        }
+        p.muted { "Running on another host; reload to see its waterfall once it ends." }
+    };
+    page(&format!("Run {}", run.run_id), body).into_response()
+}
+
+/// A trace id, copyable, with links to its runs here and to the tracing
+/// backend (if `--trace-url` is set).
+fn trace_ids(app: &Inner, trace_id: &str) -> Markup {
+    let backend = app.trace_url.as_ref().map(|u| u.of(trace_id));
+    waterfall::trace_id_links(trace_id, backend.as_deref())
+}
+
+/// Most runs a trace page lists.
+const TRACE_RUNS_LISTED: usize = 100;
+
+/// `/ui/traces/{trace-id}`: the runs of a trace (running or ended, on any
+/// host sharing the journal); one run goes straight to its page.
+pub(super) async fn trace_page(
+    State(app): State<Arc<Inner>>,
+    Path(trace_id): Path<String>,
+) -> Response {
+    let trace_id = trace_id.trim().to_ascii_lowercase();
+    if let Err(e) = TraceId::parse(&trace_id) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Not a trace id",
+            &format!("`{trace_id}`: {e}"),
+        );
+    }
+    let runs = match app
+        .journal
+        .runs_of_trace(&trace_id, TRACE_RUNS_LISTED)
+        .await
+    {
+        Ok(runs) => runs,
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Journal unavailable",
+                &e.to_string(),
+            );
+        }
+    };
+    match runs.as_slice() {
+        [] => message(
+            StatusCode::NOT_FOUND,
+            "Trace not found",
+            &format!(
+                "No run of trace `{trace_id}` in this journal (another journal's, or pruned)."
+            ),
+        ),
+        [one] => Redirect::to(&format!("/ui/runs/{}", one.run_id)).into_response(),
+        many => {
+            let body = html! {
+                h1 { "Trace " code { (trace_id) } }
+                p { (trace_ids(&app, &trace_id)) }
+                table.runs #trace-runs {
+                    thead { tr { th { "run" } th { "workflow" } th { "status" } th { "started (UTC)" } th { "host" } } }
+                    tbody {
+                        @for r in many {
+                            tr data-run=(r.run_id) {
+                                td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
+                                td { (r.workflow) }
+                                td { span class={ "outcome " (r.status) } { (r.status) } @if r.degraded { " " span.outcome.degraded { "degraded" } } }
+                                td { (waterfall::utc(r.started_at_ms)) }
+                                td { code { (r.owner) } }
+                            }
+                        }
+                    }
+                }
+                @if many.len() >= TRACE_RUNS_LISTED { p.muted { "The first " (TRACE_RUNS_LISTED) " runs." } }
+            };
+            page(&format!("Trace {trace_id}"), body).into_response()
+        }
+    }
+}
+
+/// `/ui/events`: runs in flight here and their changes, as server-sent
+/// events (what the runs and run pages follow); `503` past
+/// [`live::MAX_EVENT_STREAMS`] listening pages.
+pub(super) async fn events(State(app): State<Arc<Inner>>) -> Response {
+    match app.in_flight.events(app.closing.clone()) {
+        Some(stream) => stream.into_response(),
+        None => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many pages listening",
+            &format!(
+                "{} pages already follow this server's runs; close one, or reload later",
+                live::MAX_EVENT_STREAMS
+            ),
+        ),
+    }
+}
+
+/// The runs page's live part: keeps "In flight here" current and adds each
+/// run that ends (and matches the page's filters) to the top of "Finished".
+const RUNS_SCRIPT: &str = r#"
+(() => {
+  const live = document.getElementById('live');
+  if (!live || !window.EventSource) return;
+  const want = live.dataset;
+  const flight = document.querySelector('#in-flight tbody');
+  const done = document.querySelector('#finished tbody');
+  const runs = new Map();
+  const matches = r => (!want.workflow || r.workflow === want.workflow) && (!want.trace || r.trace_id === want.trace);
+  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
+  const cell = (tr, child, cls) => { const td = el('td', undefined, cls); td.append(child); tr.append(td); };
+  const runLink = id => { const a = el('a'); a.href = '/ui/runs/' + encodeURIComponent(id); a.append(el('code', id)); return a; };
+  const traceLink = id => { const a = el('a'); a.href = '/ui/traces/' + encodeURIComponent(id); a.append(el('code', id)); return a; };
+  const utc = ms => new Date(ms).toUTCString();
+  const dur = ms => ms < 1000 ? ms.toFixed(1) + ' ms' : (ms / 1000).toFixed(2) + ' s';
+  const current = r => Object.entries(r.running).map(([s, a]) => s + ' #' + a).join(', ') || '-';
+  const show = () => {
+    flight.replaceChildren(...[...runs.values()].map(r => {
+      const tr = el('tr'); tr.dataset.run = r.run_id; tr.dataset.live = 'running';
+      cell(tr, runLink(r.run_id)); cell(tr, r.workflow); cell(tr, current(r), 'current');
+      cell(tr, utc(r.started_at_ms)); cell(tr, el('code', r.trace_id));
+      return tr;
+    }));
+    document.getElementById('none-in-flight').hidden = runs.size > 0;
+  };
+  const events = new EventSource('/ui/events');
+  const on = (name, f) => events.addEventListener(name, e => f(JSON.parse(e.data)));
+  on('runs', list => { runs.clear(); list.filter(matches).forEach(r => runs.set(r.run_id, r)); show(); });
+  on('started', r => { if (matches(r)) { runs.set(r.run_id, r); show(); } });
+  on('step', c => {
+    const r = runs.get(c.run_id); if (!r) return;
+    if (c.state === 'running') r.running[c.step] = c.attempt;
+    else if (r.running[c.step] === c.attempt) delete r.running[c.step];
+    show();
+  });
+  on('refused', c => { if (runs.delete(c.run_id)) show(); });
+  on('ended', e => {
+    if (runs.delete(e.run_id)) show();
+    if (!matches(e) || (want.status && want.status !== e.outcome)) return;
+    if ([...done.children].some(tr => tr.dataset.run === e.run_id)) return;
+    const tr = el('tr'); tr.dataset.run = e.run_id; tr.dataset.live = 'ended';
+    cell(tr, runLink(e.run_id)); cell(tr, e.workflow); cell(tr, el('span', e.outcome, 'outcome ' + e.outcome));
+    cell(tr, utc(e.started_at_ms)); cell(tr, dur(e.duration_ms), 'num'); cell(tr, traceLink(e.trace_id));
+    done.prepend(tr);
+    const none = document.getElementById('none-finished'); if (none) none.remove();
+  });
+})();
+"#;
+
+/// A running run's page: its current steps follow the run; when it ends
+/// the page reloads into the waterfall.
+const RUN_SCRIPT: &str = r#"
+(() => {
+  const live = document.getElementById('live');
+  if (!live || !window.EventSource) return;
+  const id = live.dataset.run;
+  const running = {};
+  const show = () => { document.getElementById('current').textContent = Object.entries(running).map(([s, a]) => s + ' #' + a).join(', ') || '-'; };
+  const events = new EventSource('/ui/events');
+  const on = (name, f) => events.addEventListener(name, e => f(JSON.parse(e.data)));
+  on('runs', list => {
+    const r = list.find(r => r.run_id === id);
+    if (!r) { events.close(); location.reload(); return; }
+    Object.keys(running).forEach(k => delete running[k]); Object.assign(running, r.running); show();
+  });
+  on('step', c => {
+    if (c.run_id !== id) return;
+    if (c.state === 'running') running[c.step] = c.attempt; else if (running[c.step] === c.attempt) delete running[c.step];
+    show();
+  });
+  const over = c => { if (c.run_id === id) { events.close(); location.reload(); } };
+  on('ended', over); on('refused', over);
+})();
+"#;
 
 /// `/ui/workflows`: every served workflow, its DAG and its components.
 pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
@@ -229,6 +503,7 @@ table.runs th, table.runs td { text-align: left; padding: 4px 8px; border-bottom
 .outcome.succeeded, .bar.succeeded, .bar.undone { background: #cfe8d5; }
 .outcome.failed, .bar.failed, .bar.fatal, .bar.retryable, .bar.trap, .bar.timeout,
 .bar.invalid-output, .bar.error { background: #f6c9c9; }
+.outcome.running { background: #cfe0f6; }
 .outcome.aborted, .bar.cancelled, .bar.skipped { background: #e5e1f0; }
 .outcome.degraded, .bar.compensated, .bar.continue-with { background: #fbe7b5; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 16px; }

@@ -382,9 +382,18 @@ async fn execute(
     let abort = app.abort.clone();
     let scheduler = served.scheduler.clone();
     let inner = Arc::clone(app);
+    let in_flight = app.in_flight.started(
+        &run_id,
+        &served.workflow.name,
+        &request.trace.parent.trace_id.to_string(),
+    );
     app.runs.spawn(async move {
         let _admitted = admitted;
         let result = scheduler.run_as(request, run_id, &abort).await;
+        match &result {
+            Ok(report) => in_flight.ended(&report.outcome, report.duration_ms),
+            Err(_) => in_flight.refused(),
+        }
         if let Ok(report) = &result {
             inner.metrics.run_finished(report);
             // Its report was stored with its terminal record.

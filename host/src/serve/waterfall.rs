@@ -106,9 +106,26 @@ fn copyable(id: &str) -> Markup {
     }
 }
 
+/// A trace id, copyable, with links to its runs and (if configured) to
+/// `backend`, its page in the user's tracing backend.
+pub fn trace_id_links(trace_id: &str, backend: Option<&str>) -> Markup {
+    html! {
+        (copyable(trace_id)) " "
+        a href={ "/ui/traces/" (trace_id) } { "runs of this trace" }
+        @if let Some(url) = backend {
+            " " a href=(url) target="_blank" rel="noopener" data-trace-url { "open in tracing backend" }
+        }
+    }
+}
+
 /// The page body for `report`. `live_sha` gives a step's live component
-/// sha256, to say which steps were hot-swapped since the run.
-pub fn render(report: &Value, live_sha: &dyn Fn(&str) -> Option<String>) -> Markup {
+/// sha256, to say which steps were hot-swapped since the run; `trace_link`
+/// is the trace's page in the user's tracing backend, if configured.
+pub fn render(
+    report: &Value,
+    live_sha: &dyn Fn(&str) -> Option<String>,
+    trace_link: Option<&str>,
+) -> Markup {
     let axis = Axis::of(report);
     let outcome = text(report, "outcome");
     let degraded = report["degraded"].as_bool() == Some(true);
@@ -125,7 +142,9 @@ pub fn render(report: &Value, live_sha: &dyn Fn(&str) -> Option<String>) -> Mark
         }
         dl.meta {
             dt { "workflow" } dd { (text(report, "workflow")) }
-            dt { "trace id" } dd data-trace-id=(text(report, "trace_id")) { (copyable(text(report, "trace_id"))) }
+            dt { "trace id" } dd data-trace-id=(text(report, "trace_id")) {
+                (trace_id_links(text(report, "trace_id"), trace_link))
+            }
             dt { "run span" } dd { (copyable(text(report, "span_id"))) }
             dt { "started" } dd { (utc(report["started_at_ms"].as_u64().unwrap_or(0))) }
             dt { "duration" } dd { (ms(num(report, "duration_ms"))) }

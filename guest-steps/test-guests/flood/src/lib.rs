@@ -11,7 +11,10 @@
 //! once), `headers` (`count` header values of `bytes` bytes in one fields
 //! resource), `body` (a POST to `url` whose body is `count` chunks of
 //! `bytes` bytes), `error` (fails with an error of `bytes` bytes),
-//! `fail` (fails fatally, so `compensate` runs), `ok` (returns its input).
+//! `fail` (fails fatally, so `compensate` runs), `events-then-retry`
+//! (`count` small events, then a retryable error: with `max_retries` a run
+//! of many attempts and events, as the viewer's benchmark wants), `ok`
+//! (returns its input).
 //!
 //! `compensate`: `continue-with` a JSON string of `continue_bytes` bytes when
 //! set, else give up. `undo`: fails with an error of `undo_error_bytes` bytes
@@ -142,6 +145,14 @@ impl Step for Flood {
                 }
                 drop(stream);
                 let _ = OutgoingBody::finish(body, None);
+            }
+            "events-then-retry" => {
+                for i in 0..count {
+                    let _ = telemetry::event(&ctx, "tick", &[], &[("i".into(), i.to_string())]);
+                }
+                return Err(StepError::Retryable(format!(
+                    "flood retries on purpose after {count} events"
+                )));
             }
             "error" => return Err(StepError::Fatal("e".repeat(bytes))),
             "fail" => return Err(StepError::Fatal("flood fails on purpose".into())),
