@@ -159,7 +159,7 @@ demo: guests build
 	python3 scripts/show-requests.py http://$$addr/_requests
 
 ## The standard benchmark suite on a release build; tables in target/bench/tables.md.
-bench: guests
+bench: guests chromium
 	$(CARGO) build --release --bin braid
 	scripts/bench.sh
 

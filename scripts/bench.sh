@@ -62,8 +62,22 @@ language_table() {
   done
   rm -rf "$root"
 }
+# The run viewer in headless Chromium (Debian's chromium, as `make test`
+# installs it): the page of a run with 50 attempts and 1,000 events beside a
+# one-step run's, from tests/viewer.rs's `bench_run_page_render` (an ignored
+# test: it drives Chromium over DevTools), on the release build.
+viewer_table() {
+  echo "### The run viewer: a run's page in headless Chromium (medians of 7 loads, ms from navigation start)"
+  echo
+  ${CARGO:-cargo} test --release --quiet --test integration -- --ignored --nocapture --test-threads 1 \
+    viewer::bench_run_page_render 2>/dev/null | grep -E '^(\||big / small)'
+}
 if [ "${1:-}" = languages ]; then
   language_table
+  exit
+fi
+if [ "${1:-}" = viewer ]; then
+  viewer_table
   exit
 fi
 {
@@ -116,6 +130,7 @@ fi
     echo "- run $i: $(( (t1 - t0) / 1000000 )) ms"
   done
   serve_tables
+  echo; viewer_table
   echo; echo "### Claim store: SQLite (this machine's disk, WAL, --durability machine: synchronous=FULL) vs PostgreSQL (local server, fsync on)"
   echo
   echo "Uncontended (100,000 items), then contended (16 items: most calls are conflicts)."

@@ -587,3 +587,92 @@ fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
         bad.body
     );
 }
+
+/// What `make bench` reports of the viewer (`scripts/bench.sh viewer`; not
+/// a test: `--ignored`): how long headless Chromium takes to show the page
+/// of a run with 50 attempts and 1,000 events (ten `flood` steps, each
+/// emitting 20 events per attempt, failing 5 times and compensating with
+/// `continue-with`: a degraded run), beside the page of a
+/// one-step run, loaded the same way in the same browser. Medians of 7 loads.
+#[test]
+#[ignore = "a benchmark: scripts/bench.sh viewer"]
+fn bench_run_page_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut big = String::from(
+        "name = \"api-orchestration\"\nresult = \"flood_0\"\n[defaults]\nmax_retries = 4\nallowed_hosts = []\n",
+    );
+    for i in 0..10 {
+        big.push_str(&format!(
+            "[[steps]]\nname = \"flood_{i}\"\ncomponent = \"flood\"\nargs.mode = {{ value = \"events-then-retry\" }}\nargs.count = {{ value = 20 }}\nargs.continue_bytes = {{ value = 8 }}\n"
+        ));
+    }
+    let small = "name = \"api-orchestration\"\nresult = \"only\"\n[[steps]]\nname = \"only\"\ncomponent = \"noop\"\nargs.x = { value = 1 }\n";
+    let mut pages = Vec::new();
+    for (name, text) in [("big", big.as_str()), ("small", small)] {
+        let workflow = write_workflow(dir.path(), &format!("{name}.toml"), text);
+        let served = Served::spawn(&workflow, &[], &[]);
+        let answer = served.post_run(&json!({}), &[]).json();
+        let id = str_of(&answer, "/run_id").to_string();
+        let report = served.get(&format!("/v1/runs/{id}")).json();
+        let attempts: usize = report["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["attempts"].as_array().map_or(0, Vec::len))
+            .sum();
+        let events = report["events"].as_array().map_or(0, Vec::len);
+        if name == "big" {
+            assert_eq!(attempts, 50, "{report}");
+            assert!(events >= 1000, "{events} events");
+        }
+        pages.push((name, attempts, events, served, id));
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let browser = Browser::launch();
+    println!(
+        "| run page | attempts | events | HTML | response end | DOM ready | first paint | load end |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows = Vec::new();
+    for (name, attempts, events, served, id) in &pages {
+        let url = format!("http://{}/ui/runs/{id}", served.addr);
+        let mut samples: Vec<[f64; 5]> = Vec::new();
+        runtime.block_on(async {
+            for _ in 0..8 {
+                let mut page = browser.open(&url).await;
+                let t = page
+                    .wait_for(
+                        "the run page loaded",
+                        "(() => { const n = performance.getEntriesByType('navigation')[0];
+                           const p = performance.getEntriesByName('first-contentful-paint')[0];
+                           return n && n.name.includes('/ui/runs/') && n.loadEventEnd > 0 && p &&
+                             [n.transferSize || n.encodedBodySize, n.responseEnd, n.domContentLoadedEventEnd, p.startTime, n.loadEventEnd]; })()",
+                    )
+                    .await;
+                let t: Vec<f64> = t.as_array().expect("timings").iter().filter_map(Value::as_f64).collect();
+                samples.push([t[0], t[1], t[2], t[3], t[4]]);
+            }
+        });
+        samples.remove(0); // the browser's first page warms it up
+        let median = |k: usize| {
+            let mut v: Vec<f64> = samples.iter().map(|s| s[k]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let row = [median(0), median(1), median(2), median(3), median(4)];
+        println!(
+            "| {name} | {attempts} | {events} | {:.0} KB | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            row[0] / 1024.0,
+            row[1],
+            row[2],
+            row[3],
+            row[4]
+        );
+        rows.push(row);
+    }
+    println!(
+        "\nbig / small, load end: {:.2}x; first paint: {:.2}x",
+        rows[0][4] / rows[1][4],
+        rows[0][3] / rows[1][3]
+    );
+}

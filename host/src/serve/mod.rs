@@ -669,3 +669,82 @@ pub(super) fn header_fields(headers: &HeaderMap, name: &str) -> Vec<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(run_id: &str, started_at_ms: u64) -> ReportSummary {
+        ReportSummary {
+            run_id: run_id.into(),
+            workflow: "wf".into(),
+            trace_id: String::new(),
+            outcome: "succeeded".into(),
+            started_at_ms,
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_runs_query_names_its_bad_parameter_and_a_full_page_links_the_next() {
+        let q = |trace_id: &str, after: &str, limit: Option<usize>| RunsQuery {
+            workflow: Some("wf a".into()),
+            status: Some(String::new()),
+            trace_id: Some(trace_id.into()),
+            after: Some(after.into()),
+            limit,
+        };
+        let query = q(" 4BF92F3577B34DA6A3CE929D0E0E4736 ", "", Some(2))
+            .to_report_query()
+            .expect("valid");
+        assert_eq!(
+            query.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "copied in capitals, with spaces"
+        );
+        assert_eq!(query.outcome, None, "an empty filter is none");
+        assert_eq!(query.after, None);
+        let err = q("xyz", "", None).to_report_query().err();
+        assert_eq!(
+            err.as_deref(),
+            Some("trace_id `xyz`: trace-id is not 32 lowercase hex digits")
+        );
+        let err = q("", "run-1", None).to_report_query().err();
+        assert!(err.is_some_and(|e| e.starts_with("after: `run-1` is not a page cursor")));
+        assert_eq!(q("", "", Some(0)).to_report_query().map(|q| q.limit), Ok(1));
+        assert_eq!(
+            q("", "", Some(5000)).to_report_query().map(|q| q.limit),
+            Ok(MAX_RUNS_LISTED)
+        );
+
+        let page = [summary("run-b", 20), summary("run-a", 10)];
+        assert_eq!(
+            RunsQuery::next_page(&query, &page).as_deref(),
+            Some("workflow=wf+a&trace_id=4bf92f3577b34da6a3ce929d0e0e4736&after=10-run-a&limit=2")
+        );
+        let next: RunsQuery =
+            serde_urlencoded::from_str(&RunsQuery::next_page(&query, &page).expect("a next page"))
+                .expect("parses back");
+        let cursor = next.to_report_query().expect("valid").after;
+        assert_eq!(cursor, Some("10-run-a".parse().expect("cursor")));
+        assert_eq!(
+            RunsQuery::next_page(&query, &page[..1]),
+            None,
+            "a short page is the last"
+        );
+    }
+
+    #[test]
+    fn a_trace_url_needs_http_and_the_trace_id_placeholder() {
+        let url: TraceUrl = "http://localhost:16686/trace/{trace_id}"
+            .parse()
+            .expect("valid");
+        assert_eq!(url.of("abc"), "http://localhost:16686/trace/abc");
+        let no_scheme = "localhost:16686/trace/{trace_id}".parse::<TraceUrl>();
+        assert!(no_scheme.is_err_and(|e| e.contains("not an http:// or https:// URL")));
+        let no_slot = "http://localhost:16686/trace/".parse::<TraceUrl>();
+        assert!(no_slot.is_err_and(|e| e.contains("has no `{trace_id}`")));
+        let quoted = "http://x/{trace_id}\"><script>".parse::<TraceUrl>();
+        assert!(quoted.is_err());
+    }
+}
