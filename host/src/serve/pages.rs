@@ -354,80 +354,11 @@ pub(super) async fn events(State(app): State<Arc<Inner>>) -> Response {
 
 /// The runs page's live part: keeps "In flight here" current and adds each
 /// run that ends (and matches the page's filters) to the top of "Finished".
-const RUNS_SCRIPT: &str = r#"
-(() => {
-  const live = document.getElementById('live');
-  if (!live || !window.EventSource) return;
-  const want = live.dataset;
-  const flight = document.querySelector('#in-flight tbody');
-  const done = document.querySelector('#finished tbody');
-  const runs = new Map();
-  const matches = r => (!want.workflow || r.workflow === want.workflow) && (!want.trace || r.trace_id === want.trace);
-  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
-  const cell = (tr, child, cls) => { const td = el('td', undefined, cls); td.append(child); tr.append(td); };
-  const runLink = id => { const a = el('a'); a.href = '/ui/runs/' + encodeURIComponent(id); a.append(el('code', id)); return a; };
-  const traceLink = id => { const a = el('a'); a.href = '/ui/traces/' + encodeURIComponent(id); a.append(el('code', id)); return a; };
-  const utc = ms => new Date(ms).toUTCString();
-  const dur = ms => ms < 1000 ? ms.toFixed(1) + ' ms' : (ms / 1000).toFixed(2) + ' s';
-  const current = r => Object.entries(r.running).map(([s, a]) => s + ' #' + a).join(', ') || '-';
-  const show = () => {
-    flight.replaceChildren(...[...runs.values()].map(r => {
-      const tr = el('tr'); tr.dataset.run = r.run_id; tr.dataset.live = 'running';
-      cell(tr, runLink(r.run_id)); cell(tr, r.workflow); cell(tr, current(r), 'current');
-      cell(tr, utc(r.started_at_ms)); cell(tr, el('code', r.trace_id));
-      return tr;
-    }));
-    document.getElementById('none-in-flight').hidden = runs.size > 0;
-  };
-  const events = new EventSource('/ui/events');
-  const on = (name, f) => events.addEventListener(name, e => f(JSON.parse(e.data)));
-  on('runs', list => { runs.clear(); list.filter(matches).forEach(r => runs.set(r.run_id, r)); show(); });
-  on('started', r => { if (matches(r)) { runs.set(r.run_id, r); show(); } });
-  on('step', c => {
-    const r = runs.get(c.run_id); if (!r) return;
-    if (c.state === 'running') r.running[c.step] = c.attempt;
-    else if (r.running[c.step] === c.attempt) delete r.running[c.step];
-    show();
-  });
-  on('refused', c => { if (runs.delete(c.run_id)) show(); });
-  on('ended', e => {
-    if (runs.delete(e.run_id)) show();
-    if (!matches(e) || (want.status && want.status !== e.outcome)) return;
-    if ([...done.children].some(tr => tr.dataset.run === e.run_id)) return;
-    const tr = el('tr'); tr.dataset.run = e.run_id; tr.dataset.live = 'ended';
-    cell(tr, runLink(e.run_id)); cell(tr, e.workflow); cell(tr, el('span', e.outcome, 'outcome ' + e.outcome));
-    cell(tr, utc(e.started_at_ms)); cell(tr, dur(e.duration_ms), 'num'); cell(tr, traceLink(e.trace_id));
-    done.prepend(tr);
-    const none = document.getElementById('none-finished'); if (none) none.remove();
-  });
-})();
-"#;
+const RUNS_SCRIPT: &str = include_str!("assets/runs.js");
 
 /// A running run's page: its current steps follow the run; when it ends
 /// the page reloads into the waterfall.
-const RUN_SCRIPT: &str = r#"
-(() => {
-  const live = document.getElementById('live');
-  if (!live || !window.EventSource) return;
-  const id = live.dataset.run;
-  const running = {};
-  const show = () => { document.getElementById('current').textContent = Object.entries(running).map(([s, a]) => s + ' #' + a).join(', ') || '-'; };
-  const events = new EventSource('/ui/events');
-  const on = (name, f) => events.addEventListener(name, e => f(JSON.parse(e.data)));
-  on('runs', list => {
-    const r = list.find(r => r.run_id === id);
-    if (!r) { events.close(); location.reload(); return; }
-    Object.keys(running).forEach(k => delete running[k]); Object.assign(running, r.running); show();
-  });
-  on('step', c => {
-    if (c.run_id !== id) return;
-    if (c.state === 'running') running[c.step] = c.attempt; else if (running[c.step] === c.attempt) delete running[c.step];
-    show();
-  });
-  const over = c => { if (c.run_id === id) { events.close(); location.reload(); } };
-  on('ended', over); on('refused', over);
-})();
-"#;
+const RUN_SCRIPT: &str = include_str!("assets/run.js");
 
 /// `/ui/workflows`: every served workflow, its DAG and its components.
 pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
@@ -484,43 +415,4 @@ pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
     page("Workflows", body).into_response()
 }
 
-const STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2430; background: #fff; }
-header { padding: 8px 16px; border-bottom: 1px solid #d8dde6; font-weight: 600; }
-header a { color: inherit; text-decoration: none; margin-right: 8px; }
-h2 { font-size: 16px; margin: 16px 0 4px; }
-h3 { font-size: 14px; margin: 12px 0 4px; }
-svg.dag { display: block; margin: 8px 0; }
-main { padding: 12px 16px; }
-h1 { font-size: 18px; margin: 8px 0; }
-code { font: 12px ui-monospace, monospace; }
-.muted { color: #6a7383; font-weight: normal; }
-.error { color: #a4161a; white-space: pre-wrap; }
-table.runs { border-collapse: collapse; width: 100%; }
-table.runs th, table.runs td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eef0f4; }
-.num { text-align: right; }
-.outcome { padding: 1px 6px; border-radius: 3px; background: #e8ebf0; }
-.outcome.succeeded, .bar.succeeded, .bar.undone { background: #cfe8d5; }
-.outcome.failed, .bar.failed, .bar.fatal, .bar.retryable, .bar.trap, .bar.timeout,
-.bar.invalid-output, .bar.error { background: #f6c9c9; }
-.outcome.running { background: #cfe0f6; }
-.outcome.aborted, .bar.cancelled, .bar.skipped { background: #e5e1f0; }
-.outcome.degraded, .bar.compensated, .bar.continue-with { background: #fbe7b5; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 16px; }
-dl.meta dt { color: #6a7383; }
-dl.meta dd { margin: 0; }
-.waterfall { border-top: 1px solid #d8dde6; }
-.row { display: grid; grid-template-columns: 320px 1fr; border-bottom: 1px solid #f1f3f6; min-height: 22px; align-items: center; }
-.label { padding: 2px 6px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.row.attempt .label { padding-left: 18px; }
-.row.call .label, .row.claim .label { padding-left: 30px; color: #38404d; }
-.row.call .label { white-space: normal; word-break: break-all; }
-.lane { position: relative; height: 18px; }
-.bar { position: absolute; top: 3px; height: 12px; min-width: 2px; border-radius: 2px; background: #c9d6ea; }
-.row.call .bar { background: #bcd3f2; }
-.row.claim .bar { background: #d9cbee; }
-details.more { margin: 0 0 4px 30px; }
-details.more summary { cursor: pointer; color: #6a7383; }
-ul.events { margin: 2px 0; padding-left: 18px; font: 12px ui-monospace, monospace; }
-button.copy { font-size: 11px; margin-left: 6px; }
-"#;
+const STYLE: &str = include_str!("assets/viewer.css");
