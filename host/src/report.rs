@@ -271,6 +271,12 @@ pub struct AttemptEnded {
 pub trait AttemptSink: Send + Sync {
     /// Attempt `attempt` (from 1) of `step` has begun running.
     fn attempt_started(&self, _run: &RunMeta, _step: &str, _attempt: u32) {}
+    /// Whether [`AttemptSink::attempt_ended`] needs the attempt's outbound
+    /// calls and claims (finding them scans the run's records); without,
+    /// they come empty.
+    fn wants_calls_and_claims(&self) -> bool {
+        true
+    }
     fn attempt_ended(&self, run: &RunMeta, ended: AttemptEnded);
 }
 
@@ -469,18 +475,22 @@ impl RunRecorder {
             .unwrap_or_default()
     }
 
-    /// Attempt `index` of `step`, once ended, with the outbound calls and
-    /// `claim.*` events recorded under its span (copies: the run's report
-    /// still gets them all).
+    /// Attempt `index` of `step`, once ended, with (if
+    /// `with_calls_and_claims`) the outbound calls and `claim.*` events
+    /// recorded under its span (copies: the run's report still gets them all).
     pub fn ended_attempt(
         &self,
         step: &str,
         index: usize,
+        with_calls_and_claims: bool,
     ) -> Option<(AttemptReport, Vec<HttpCallRecord>, Vec<EventRecord>)> {
         let r = self.inner.lock().ok()?;
         let (attempt, done) = r.steps.get(step)?.attempts.get(index)?;
         if !done {
             return None;
+        }
+        if !with_calls_and_claims {
+            return Some((attempt.clone(), Vec::new(), Vec::new()));
         }
         let calls = r
             .http_calls
@@ -508,5 +518,70 @@ impl RunRecorder {
             ),
             Err(_) => (Vec::new(), Vec::new(), Dropped::default()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(attempt_span_id: &str) -> HttpCallRecord {
+        HttpCallRecord {
+            step: "fetch".into(),
+            attempt_span_id: attempt_span_id.into(),
+            span_id: format!("call-of-{attempt_span_id}"),
+            method: "GET".into(),
+            url: "http://api.test/".into(),
+            traceparent: None,
+            idempotency_key: None,
+            status: Some(200),
+            error: None,
+            start_ms: 0.0,
+            duration_ms: 1.0,
+        }
+    }
+
+    fn event(name: &str, span_id: &str) -> EventRecord {
+        EventRecord {
+            kind: "host".into(),
+            name: name.into(),
+            level: "info".into(),
+            message: String::new(),
+            trace_id: "t".into(),
+            span_id: span_id.into(),
+            step: "fetch".into(),
+            at_ms: 0.0,
+            measurements: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_ended_attempt_comes_with_its_own_calls_and_claims_when_asked() {
+        let r = RunRecorder::new();
+        let i = r.attempt_started("fetch", 1, "span-1".into(), Instant::now(), Duration::ZERO);
+        r.http_call(call("span-1"));
+        r.http_call(call("span-2"));
+        r.event(event("claim.granted", "span-1"));
+        r.event(event("tick", "span-1"));
+        r.event(event("claim.granted", "span-2"));
+        assert!(r.ended_attempt("fetch", i, true).is_none(), "still running");
+        r.attempt_finished("fetch", i, "succeeded", None);
+        let (attempt, calls, claims) = r.ended_attempt("fetch", i, true).expect("ended");
+        assert_eq!(
+            (attempt.attempt, attempt.outcome.as_str()),
+            (1, "succeeded")
+        );
+        let calls: Vec<&str> = calls.iter().map(|c| c.span_id.as_str()).collect();
+        assert_eq!(calls, ["call-of-span-1"]);
+        let claims: Vec<(&str, &str)> = claims
+            .iter()
+            .map(|e| (e.name.as_str(), e.span_id.as_str()))
+            .collect();
+        assert_eq!(claims, [("claim.granted", "span-1")]);
+        // A sink that shows only outcomes is spared the scan.
+        let (attempt, calls, claims) = r.ended_attempt("fetch", i, false).expect("ended");
+        assert_eq!(attempt.outcome, "succeeded");
+        assert!(calls.is_empty() && claims.is_empty());
     }
 }

@@ -205,7 +205,8 @@ impl RunLog {
         let Some((sinks, run)) = &self.live else {
             return;
         };
-        if let Some((attempt, http_calls, claims)) = recorder.ended_attempt(step, index) {
+        let detail = sinks.iter().any(|s| s.wants_calls_and_claims());
+        if let Some((attempt, http_calls, claims)) = recorder.ended_attempt(step, index, detail) {
             let (component, component_sha256) = component_of();
             let ended = AttemptEnded {
                 step: step.to_string(),

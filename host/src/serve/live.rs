@@ -274,6 +274,11 @@ impl AttemptSink for RunsInFlight {
         });
     }
 
+    /// Only the attempt's outcome is shown.
+    fn wants_calls_and_claims(&self) -> bool {
+        false
+    }
+
     fn attempt_ended(&self, run: &RunMeta, ended: AttemptEnded) {
         self.update(&run.run_id, |r| {
             if r.running.get(&ended.step) == Some(&ended.attempt.attempt) {
