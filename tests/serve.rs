@@ -1458,6 +1458,58 @@ fn an_answered_run_is_journaled_when_the_server_is_killed_right_after() {
 /// A connection that sends no complete request head for `--idle-timeout-ms`
 /// is closed by the server: one that never sends anything, one that stops
 /// half-way through its headers, and a keep-alive one after its answer.
+/// Past `--max-connections` the server accepts no more until one closes:
+/// with two idle connections open, a third's request waits, and is
+/// answered once one of the two goes.
+#[test]
+fn connections_past_the_bound_wait_until_one_closes() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let served = Served::start(&["--max-connections", "2"]);
+    let first = TcpStream::connect(&served.addr).expect("connect");
+    let second = TcpStream::connect(&served.addr).expect("connect");
+    // Both are accepted (each answers), then stay open, idle.
+    let ask = |mut s: &TcpStream| {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+    };
+    for mut s in [&first, &second] {
+        ask(s);
+        let mut got = [0u8; 256];
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let n = s.read(&mut got).expect("an answer");
+        assert!(
+            got[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got[..n])
+        );
+    }
+    let mut third = TcpStream::connect(&served.addr).expect("the kernel queues it");
+    ask(&third);
+    third
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut got = [0u8; 256];
+    let early = third.read(&mut got);
+    assert!(
+        early.is_err(),
+        "answered past the bound: {:?}",
+        early.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
+    );
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let n = third.read(&mut got).expect("answered once a place is free");
+    assert!(
+        got[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..n])
+    );
+    drop(second);
+}
+
 #[test]
 fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
     use std::io::{Read, Write};

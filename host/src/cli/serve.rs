@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// long, in ms (idle between keep-alive requests, or slow headers).
     #[arg(long, default_value_t = braid::serve::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
     idle_timeout_ms: u64,
+    /// Most connections open at once; past it the server accepts no more
+    /// until one closes (they wait in the kernel's accept queue).
+    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Enables `PUT /v1/components/NAME` and rollback for callers that
     /// send `Authorization: Bearer TOKEN`.
     #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
@@ -80,6 +84,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_runs_in_flight,
         max_runs_in_flight_per_workflow,
         idle_timeout_ms,
+        max_connections,
         admin_token,
         watch,
         watch_interval_ms,
@@ -158,6 +163,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,
             },
             idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
+            max_connections,
             trace_url,
         },
     )

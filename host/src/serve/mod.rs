@@ -88,6 +88,9 @@ pub struct ServeConfig {
     /// A connection that sends no complete request head for this long (idle
     /// between keep-alive requests, or dribbling its headers) is closed.
     pub idle_timeout: Duration,
+    /// Most connections open at once; past it the server stops accepting
+    /// until one closes.
+    pub max_connections: usize,
     /// Where the run viewer links a trace to in the user's tracing backend.
     pub trace_url: Option<TraceUrl>,
 }
@@ -131,6 +134,11 @@ impl std::str::FromStr for TraceUrl {
 /// request head. Behind a load balancer that keeps idle connections to its
 /// backends longer, raise it above the balancer's (docs/serving.md).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default [`ServeConfig::max_connections`]: well above the 1,000 clients
+/// `braid bench --mode serve` keeps connected, well below the usual
+/// 20,000-descriptor limit; an idle HTTP/1.1 connection holds a few KB.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The bounds on runs in flight a server admits.
 #[derive(Debug, Clone, Copy)]
@@ -362,6 +370,7 @@ impl Server {
             listener,
             router,
             config.idle_timeout,
+            config.max_connections,
             stop,
         ));
         Ok(Server {
