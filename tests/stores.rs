@@ -450,6 +450,7 @@ fn stored_report(run_id: &str, outcome: &str, at: u64, json: &str) -> braid::jou
             workflow: "wf".into(),
             trace_id: "t".into(),
             outcome: outcome.into(),
+            degraded: false,
             started_at_ms: at,
             duration_ms: 1.5,
         },
@@ -749,7 +750,8 @@ async fn reports_are_listed_a_page_at_a_time_and_a_trace_finds_its_runs() {
             if let Some(at) = at {
                 let mut report = stored_report(run, "succeeded", at, "{}");
                 report.summary.trace_id = trace.into();
-                let done = j.finish(run, "h:1", "succeeded", false, None, Some(report));
+                let degraded = run == "run-d";
+                let done = j.finish(run, "h:1", "succeeded", degraded, None, Some(report));
                 assert!(done.await.expect("finish"), "{}", b.name);
             }
         }
@@ -766,6 +768,20 @@ async fn reports_are_listed_a_page_at_a_time_and_a_trace_finds_its_runs() {
                 listed.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
             }
         };
+        // A listing says which runs were degraded (from the runs' records).
+        let listed = b.hosts[1]
+            .recent_reports(ReportQuery {
+                limit: 10,
+                ..ReportQuery::default()
+            })
+            .await
+            .expect("list");
+        let degraded: Vec<&str> = listed
+            .iter()
+            .filter(|r| r.degraded)
+            .map(|r| r.run_id.as_str())
+            .collect();
+        assert_eq!(degraded, ["run-d"], "{}", b.name);
         // Newest first, then by run id; each page starts after the last.
         assert_eq!(page(None, None).await, ["run-d", "run-b"], "{}", b.name);
         assert_eq!(

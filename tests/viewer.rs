@@ -367,6 +367,18 @@ fn the_run_viewer_shows_succeeded_degraded_and_undone_runs_in_chromium() {
         })
         .collect();
     assert!(listed.windows(2).all(|w| w[0] < w[1]), "newest first");
+    let row_of = |r: &Value| {
+        let at = dom
+            .find(&format!("<tr data-run=\"{}\"", str_of(r, "/run_id")))
+            .expect("row");
+        &dom[at..at + dom[at..].find("</tr>").expect("row end")]
+    };
+    assert!(
+        row_of(&degraded).contains(">degraded<"),
+        "{}",
+        row_of(&degraded)
+    );
+    assert!(!row_of(&ok).contains(">degraded<"), "{}", row_of(&ok));
 
     // An unknown run is a 404 page that says so.
     let missing = served.get("/ui/runs/run-0000000000000000");

@@ -204,6 +204,9 @@ pub struct ReportSummary {
     pub workflow: String,
     pub trace_id: String,
     pub outcome: String,
+    /// A step's failure was compensated (`continue-with`): the run went on
+    /// with a stand-in. Listings read it from the run's record.
+    pub degraded: bool,
     pub started_at_ms: u64,
     pub duration_ms: f64,
 }

@@ -252,11 +252,13 @@ impl RunJournal for SqliteJournal {
             .call(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM reports
-                         WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR outcome = ?2)
-                           AND (?3 IS NULL OR trace_id = ?3)
-                           AND (?4 IS NULL OR started_at_ms < ?4 OR (started_at_ms = ?4 AND run_id > ?5))
-                         ORDER BY started_at_ms DESC, run_id LIMIT ?6",
+                        "SELECT p.run_id, p.workflow, p.trace_id, p.outcome, p.started_at_ms, p.duration_ms,
+                                COALESCE(r.degraded, 0)
+                         FROM reports p LEFT JOIN runs r ON r.run_id = p.run_id
+                         WHERE (?1 IS NULL OR p.workflow = ?1) AND (?2 IS NULL OR p.outcome = ?2)
+                           AND (?3 IS NULL OR p.trace_id = ?3)
+                           AND (?4 IS NULL OR p.started_at_ms < ?4 OR (p.started_at_ms = ?4 AND p.run_id > ?5))
+                         ORDER BY p.started_at_ms DESC, p.run_id LIMIT ?6",
                     )
                     .map_err(unavailable)?;
                 let rows = stmt
@@ -277,6 +279,7 @@ impl RunJournal for SqliteJournal {
                                 outcome: r.get(3)?,
                                 started_at_ms: r.get::<_, i64>(4)?.max(0) as u64,
                                 duration_ms: r.get(5)?,
+                                degraded: r.get(6)?,
                             })
                         },
                     )

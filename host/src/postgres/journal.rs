@@ -307,11 +307,13 @@ impl RunJournal for PostgresJournal {
         let rows = self
             .query(
                 "listing run reports",
-                "SELECT run_id, workflow, trace_id, outcome, started_at_ms, duration_ms FROM braid_reports
-                 WHERE ($1::TEXT IS NULL OR workflow = $1) AND ($2::TEXT IS NULL OR outcome = $2)
-                   AND ($3::TEXT IS NULL OR trace_id = $3)
-                   AND ($4::BIGINT IS NULL OR started_at_ms < $4 OR (started_at_ms = $4 AND run_id > $5))
-                 ORDER BY started_at_ms DESC, run_id LIMIT $6",
+                "SELECT p.run_id, p.workflow, p.trace_id, p.outcome, p.started_at_ms, p.duration_ms,
+                        COALESCE(r.degraded, false)
+                 FROM braid_reports p LEFT JOIN braid_runs r ON r.run_id = p.run_id
+                 WHERE ($1::TEXT IS NULL OR p.workflow = $1) AND ($2::TEXT IS NULL OR p.outcome = $2)
+                   AND ($3::TEXT IS NULL OR p.trace_id = $3)
+                   AND ($4::BIGINT IS NULL OR p.started_at_ms < $4 OR (p.started_at_ms = $4 AND p.run_id > $5))
+                 ORDER BY p.started_at_ms DESC, p.run_id LIMIT $6",
                 &[
                     &query.workflow,
                     &query.outcome,
@@ -331,6 +333,7 @@ impl RunJournal for PostgresJournal {
                 outcome: r.get(3),
                 started_at_ms: to_ms(r.get(4)),
                 duration_ms: r.get(5),
+                degraded: r.get(6),
             })
             .collect())
     }

@@ -154,6 +154,7 @@ fn stored_report(report: &RunReport) -> Option<StoredReport> {
                 workflow: report.workflow.clone(),
                 trace_id: report.trace_id.clone(),
                 outcome: report.outcome.clone(),
+                degraded: report.degraded,
                 started_at_ms: report.started_at_ms,
                 duration_ms: report.duration_ms,
             },

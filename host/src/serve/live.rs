@@ -61,6 +61,7 @@ pub enum Change {
         workflow: String,
         trace_id: String,
         outcome: String,
+        degraded: bool,
         started_at_ms: u64,
         duration_ms: f64,
     },
@@ -221,13 +222,13 @@ fn json_event(name: &str, data: &impl Serialize) -> Event {
 pub struct InFlightGuard {
     runs: Arc<RunsInFlight>,
     run_id: String,
-    ended: Option<(String, f64)>,
+    ended: Option<(String, bool, f64)>,
 }
 
 impl InFlightGuard {
-    /// The run ended with `outcome` after `duration_ms`.
-    pub fn ended(mut self, outcome: &str, duration_ms: f64) {
-        self.ended = Some((outcome.to_string(), duration_ms));
+    /// The run ended with `outcome` (`degraded` or not) after `duration_ms`.
+    pub fn ended(mut self, outcome: &str, degraded: bool, duration_ms: f64) {
+        self.ended = Some((outcome.to_string(), degraded, duration_ms));
     }
 
     /// The run was refused before anything ran.
@@ -245,15 +246,16 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut runs = self.runs.lock();
         if let Some(run) = runs.remove(&self.run_id) {
-            let (outcome, duration_ms) = self.ended.take().unwrap_or_else(|| {
+            let (outcome, degraded, duration_ms) = self.ended.take().unwrap_or_else(|| {
                 let ms = crate::store::now_ms().saturating_sub(run.started_at_ms);
-                ("aborted".to_string(), ms as f64)
+                ("aborted".to_string(), false, ms as f64)
             });
             let _ = self.runs.changes.send(Change::Ended {
                 run_id: run.run_id,
                 workflow: run.workflow,
                 trace_id: run.trace_id,
                 outcome,
+                degraded,
                 started_at_ms: run.started_at_ms,
                 duration_ms,
             });
@@ -322,7 +324,7 @@ mod tests {
         let listed = runs.list();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].running.get("fetch"), Some(&1));
-        guard.ended("succeeded", 12.5);
+        guard.ended("succeeded", false, 12.5);
         assert!(runs.list().is_empty());
         let kinds: Vec<String> = std::iter::from_fn(|| changes.try_recv().ok())
             .map(|c| match c {

@@ -689,6 +689,7 @@ mod tests {
             workflow: "wf".into(),
             trace_id: String::new(),
             outcome: "succeeded".into(),
+            degraded: false,
             started_at_ms,
             duration_ms: 1.0,
         }

@@ -138,7 +138,10 @@ pub(super) async fn runs_page(
                     tr data-run=(r.run_id) {
                         td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
                         td { (r.workflow) }
-                        td { span class={ "outcome " (r.outcome) } { (r.outcome) } }
+                        td {
+                            span class={ "outcome " (r.outcome) } { (r.outcome) }
+                            @if r.degraded { " " span.outcome.degraded { "degraded" } }
+                        }
                         td { (waterfall::utc(r.started_at_ms)) }
                         td.num { (waterfall::ms(r.duration_ms)) }
                         td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }

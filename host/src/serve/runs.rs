@@ -391,7 +391,7 @@ async fn execute(
         let _admitted = admitted;
         let result = scheduler.run_as(request, run_id, &abort).await;
         match &result {
-            Ok(report) => in_flight.ended(&report.outcome, report.duration_ms),
+            Ok(report) => in_flight.ended(&report.outcome, report.degraded, report.duration_ms),
             Err(_) => in_flight.refused(),
         }
         if let Ok(report) = &result {

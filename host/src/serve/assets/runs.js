@@ -41,7 +41,10 @@
     if (!matches(e) || (want.status && want.status !== e.outcome)) return;
     if ([...done.children].some(tr => tr.dataset.run === e.run_id)) return;
     const tr = el('tr'); tr.dataset.run = e.run_id; tr.dataset.live = 'ended';
-    cell(tr, runLink(e.run_id)); cell(tr, e.workflow); cell(tr, el('span', e.outcome, 'outcome ' + e.outcome));
+    cell(tr, runLink(e.run_id)); cell(tr, e.workflow); const outcome = el('span', e.outcome, 'outcome ' + e.outcome);
+    const badges = el('span'); badges.append(outcome);
+    if (e.degraded) badges.append(' ', el('span', 'degraded', 'outcome degraded'));
+    cell(tr, badges);
     cell(tr, utc(e.started_at_ms)); cell(tr, dur(e.duration_ms), 'num'); cell(tr, traceLink(e.trace_id));
     done.prepend(tr);
     const none = document.getElementById('none-finished'); if (none) none.remove();
