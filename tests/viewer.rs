@@ -184,6 +184,24 @@ impl Page {
         Ok(result["result"]["value"].clone())
     }
 
+    /// Writes a PNG of the page as it is now to `file`.
+    pub(crate) async fn screenshot(&mut self, file: &Path) {
+        use base64::Engine;
+        self.calls += 1;
+        let shot = devtools_call(
+            &mut self.ws,
+            self.calls,
+            "Page.captureScreenshot",
+            json!({}),
+        )
+        .await
+        .expect("a screenshot");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(str_of(&shot, "/data"))
+            .expect("base64 PNG");
+        std::fs::write(file, png).expect("write the screenshot");
+    }
+
     /// Waits (at most a minute: a deadline, not a measure) until
     /// `expression` is truthy in the page; its value.
     pub(crate) async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
@@ -526,6 +544,7 @@ fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
             )
             .await;
         let run_id = run_id.as_str().expect("run id").to_string();
+        list.screenshot(&screenshots().join("runs-in-flight.png")).await;
 
         // Its page, opened meanwhile, says it runs, and on which step.
         let mut page = browser.open(&format!("http://{addr}/ui/runs/{run_id}")).await;
