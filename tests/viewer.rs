@@ -560,6 +560,12 @@ fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
             current.as_ref().is_ok_and(|c| c.as_str().is_some_and(|c| c.contains("fetch_profile #1"))),
             "{current:?}"
         );
+        // At least `authenticate` has ended, and nothing has failed.
+        let attempts = page.eval("document.getElementById('attempts').textContent").await;
+        let attempts = attempts.as_ref().ok().and_then(Value::as_str).unwrap_or("");
+        let (ended, failed) = attempts.split_once(" (").expect("`N (M failed)`");
+        assert!(ended.parse::<u32>().is_ok_and(|n| n >= 1), "{attempts}");
+        assert_eq!(failed, "0 failed)", "{attempts}");
         let backend = page.eval("document.querySelector('[data-trace-url]').href").await;
         assert_eq!(backend, Ok(json!(format!("http://jaeger.test:16686/trace/{trace}"))));
 
