@@ -366,6 +366,12 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     ) -> Result<Vec<braid::journal::ReportSummary>, braid::journal::JournalError> {
         not_used()
     }
+    async fn running_runs(
+        &self,
+        _: usize,
+    ) -> Result<Vec<braid::journal::RunRecord>, braid::journal::JournalError> {
+        not_used()
+    }
     async fn runs_of_trace(
         &self,
         _: &str,

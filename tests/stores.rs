@@ -810,6 +810,9 @@ async fn reports_are_listed_a_page_at_a_time_and_a_trace_finds_its_runs() {
             "{}",
             b.name
         );
+        let running = b.hosts[3].running_runs(10).await.expect("running");
+        let running: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(running, ["run-e"], "{}", b.name);
         let unknown = j.runs_of_trace("00000000000000000000000000000001", 10);
         assert!(unknown.await.expect("trace").is_empty(), "{}", b.name);
         assert_eq!(

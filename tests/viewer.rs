@@ -484,16 +484,10 @@ fn the_workflows_page_draws_the_dag_and_lists_components() {
     assert_eq!(sources, ["initial", "upload", "rollback"], "{row}");
 }
 
-/// Pages follow runs live: a run started while the runs page is open
-/// appears under "In flight here" with its current step and moves to the
-/// top of "Finished" when it ends, without a reload; a running run's page
-/// shows its current step and turns into the waterfall when the run ends.
-/// The trace id finds the run, and links to the tracing backend.
-#[test]
-fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The reference workflow, its profile fetch given the time to wait for
-    // the answer the sample API delays (for this test's trace only).
+/// The reference workflow, its profile fetch given the time to wait for an
+/// answer the sample API delays (a fault of one trace): a run that stays on
+/// `fetch_profile` as long as a test needs.
+fn slow_profile_workflow(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(reference_workflow()).expect("workflow");
     let text = text
         .replacen("components_dir = \"../target/components\"\n", "", 1)
@@ -502,7 +496,73 @@ fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
         text.contains("timeout_ms = 60000"),
         "fetch_profile's timeout"
     );
-    let workflow = write_workflow(dir.path(), "slow-profile.toml", &text);
+    write_workflow(dir, "slow-profile.toml", &text)
+}
+
+/// A run the journal has running that this server is not running (here a
+/// `braid run` on the server's state directory, as another host's run on a
+/// shared database) is listed under "Running elsewhere" with its host
+/// (`hostname:pid`), and its page says where it runs.
+#[test]
+fn a_run_going_on_elsewhere_is_listed_with_its_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = slow_profile_workflow(dir.path());
+    let api = SampleApi::start(Some(0));
+    let served = Served::spawn(&workflow, &[], &[]);
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 8000, "trace_id": trace }));
+    let mut other = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .arg("run")
+        .arg(&workflow)
+        .arg("--state-dir")
+        .arg(served.state_dir())
+        .args(["--traceparent", &traceparent, "--json"])
+        .args([
+            "--input",
+            &reference_input(&api, "u-100", "viewer-elsewhere"),
+        ])
+        .env("BRAID_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("braid run");
+    let owned_by = format!(":{}</code>", other.id());
+    // Listed once the run has journaled its start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = served.get(&format!("/ui/runs?trace_id={trace}"));
+        if page.body.contains("id=\"elsewhere\"") {
+            break page.body;
+        }
+        assert!(Instant::now() < deadline, "not listed: {}", page.body);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let at = page.find("id=\"elsewhere\"").expect("section");
+    let section = &page[at..at + page[at..].find("</table>").expect("table end")];
+    assert!(section.contains(&trace), "{section}");
+    assert!(section.contains(&owned_by), "{owned_by} in {section}");
+    let run_id = attr_after(section, 0, "data-run").to_string();
+    let run_page = served.get(&format!("/ui/runs/{run_id}"));
+    assert_eq!(run_page.status, 200);
+    assert!(
+        run_page.body.contains("data-run-outcome=\"running\""),
+        "{}",
+        run_page.body
+    );
+    assert!(run_page.body.contains(&owned_by), "{}", run_page.body);
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+/// Pages follow runs live: a run started while the runs page is open
+/// appears under "In flight here" with its current step and moves to the
+/// top of "Finished" when it ends, without a reload; a running run's page
+/// shows its current step and turns into the waterfall when the run ends.
+/// The trace id finds the run, and links to the tracing backend.
+#[test]
+fn a_run_started_while_the_pages_are_open_appears_and_ends_on_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = slow_profile_workflow(dir.path());
     let api = SampleApi::start(Some(0));
     let served = Served::spawn(
         &workflow,

@@ -326,6 +326,9 @@ pub trait RunJournal: Send + Sync + 'static {
     /// The most recent reports that `query` wants, newest first, at most
     /// `query.limit`.
     async fn recent_reports(&self, query: ReportQuery) -> Result<Vec<ReportSummary>, JournalError>;
+    /// The runs still `running` (on any host sharing the journal), oldest
+    /// first, at most `limit`.
+    async fn running_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError>;
     /// The runs of trace `trace_id`, running or ended, oldest first, at
     /// most `limit` (indexed: what the viewer's trace page finds).
     async fn runs_of_trace(

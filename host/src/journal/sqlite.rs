@@ -289,6 +289,18 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
+    async fn running_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        self.db
+            .call(move |conn| {
+                select_runs(
+                    conn,
+                    "WHERE r.status = 'running' ORDER BY r.started_at_ms, r.run_id LIMIT ?1",
+                    params![limit as i64],
+                )
+            })
+            .await
+    }
+
     async fn runs_of_trace(
         &self,
         trace_id: &str,

@@ -338,6 +338,15 @@ impl RunJournal for PostgresJournal {
             .collect())
     }
 
+    async fn running_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        let sql = format!(
+            "{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.started_at_ms, r.run_id LIMIT $1"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query("listing running runs", &sql, &[&limit]).await?;
+        Ok(rows.iter().map(run_record).collect())
+    }
+
     async fn runs_of_trace(
         &self,
         trace_id: &str,

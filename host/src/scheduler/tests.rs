@@ -515,6 +515,9 @@ impl RunJournal for FakeJournal {
     ) -> Result<Vec<crate::journal::ReportSummary>, JournalError> {
         down()
     }
+    async fn running_runs(&self, _: usize) -> Result<Vec<crate::journal::RunRecord>, JournalError> {
+        down()
+    }
     async fn runs_of_trace(
         &self,
         _: &str,

@@ -90,6 +90,23 @@ pub(super) async fn runs_page(
     } else {
         Vec::new()
     };
+    // Runs the journal says are running that this server is not following:
+    // other hosts' on a shared database, or resumed here after a crash.
+    let elsewhere = if first_page {
+        app.journal
+            .running_runs(ELSEWHERE_LISTED)
+            .await
+            .map(|runs| {
+                runs.into_iter()
+                    .filter(|r| app.in_flight.get(&r.run_id).is_none())
+                    .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
+                    .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(Vec::new())
+    };
     let names = app.live.names();
     let workflow = query.workflow.as_deref();
     let status = query.outcome.as_deref();
@@ -129,6 +146,29 @@ pub(super) async fn runs_page(
                 }
             }
             p.muted #none-in-flight hidden[!in_flight.is_empty()] { "None." }
+            @match &elsewhere {
+                Ok(runs) if runs.is_empty() => {},
+                Ok(runs) => {
+                    h2 { "Running elsewhere" }
+                    p.muted { "Runs the journal has running that this server is not running: on other hosts sharing its database, or resumed here after a crash (as of this page's load)." }
+                    table.runs #elsewhere {
+                        thead { tr { th { "run" } th { "workflow" } th { "host" } th { "started (UTC)" } th.num { "journal entries" } th { "trace id" } } }
+                        tbody {
+                            @for r in runs {
+                                tr data-run=(r.run_id) {
+                                    td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
+                                    td { (r.workflow) }
+                                    td { code { (r.owner) } }
+                                    td { (waterfall::utc(r.started_at_ms)) }
+                                    td.num { (r.entries) }
+                                    td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }
+                                }
+                            }
+                        }
+                    }
+                },
+                Err(e) => { p.error { "Runs running elsewhere: " (e) } },
+            }
         }
         h2 { "Finished" }
         table.runs #finished {
@@ -161,6 +201,9 @@ pub(super) async fn runs_page(
     };
     page("Runs", body).into_response()
 }
+
+/// Most runs listed as running elsewhere.
+const ELSEWHERE_LISTED: usize = 100;
 
 /// A run's running steps, `fetch_profile #2, fetch_permissions #1`.
 fn current_steps(run: &InFlight) -> String {
