@@ -297,6 +297,22 @@ async fn postgres_schema_is_created_once_versioned_and_a_newer_one_refused() {
         trace_indexes().await,
         ["braid_reports_trace", "braid_runs_trace"]
     );
+    // One an operator built beforehand (CONCURRENTLY) is kept.
+    client
+        .batch_execute("DROP INDEX braid_reports_trace; UPDATE braid_schema SET version = 2;")
+        .await
+        .expect("downgrade to version 2");
+    client
+        .batch_execute("CREATE INDEX CONCURRENTLY braid_reports_trace ON braid_reports(trace_id)")
+        .await
+        .expect("an index built beforehand");
+    PgPool::open(&url, 2)
+        .await
+        .expect("migrates 2 -> 3 around it");
+    assert_eq!(
+        trace_indexes().await,
+        ["braid_reports_trace", "braid_runs_trace"]
+    );
 
     client
         .execute("UPDATE braid_schema SET version = 99", &[])

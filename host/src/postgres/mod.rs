@@ -96,10 +96,11 @@ CREATE TABLE braid_idempotency (
 );
 ",
     // Version 3: a trace id finds its runs (the viewer's trace page, `GET
-    // /v1/runs?trace_id=`).
+    // /v1/runs?trace_id=`). `IF NOT EXISTS`: an operator may have built
+    // them beforehand with `CONCURRENTLY` (docs/scaling.md).
     "
-CREATE INDEX braid_runs_trace ON braid_runs(trace_id);
-CREATE INDEX braid_reports_trace ON braid_reports(trace_id);
+CREATE INDEX IF NOT EXISTS braid_runs_trace ON braid_runs(trace_id);
+CREATE INDEX IF NOT EXISTS braid_reports_trace ON braid_reports(trace_id);
 ",
 ];
 
