@@ -163,10 +163,11 @@ bench: guests chromium
 	$(CARGO) build --release --bin braid
 	scripts/bench.sh
 
-## Formatting and lints, as CI wants them.
+## Formatting, lints and API docs (no broken links), as CI wants them.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p braid
 
 fmt:
 	$(CARGO) fmt --all

@@ -131,7 +131,7 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `plan` on [`Scratch`] stores.
+/// Runs `plan` on `Scratch` stores.
 pub async fn run(plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outcome, SuiteError> {
     let scratch = Scratch::open(plan.cache_dir.clone(), plan.durability)?;
     run_in(plan, progress, &scratch).await

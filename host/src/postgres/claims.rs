@@ -155,7 +155,7 @@ impl ClaimStore for PostgresClaimStore {
         Ok(())
     }
 
-    /// Repeated through connection loss (see [`with_retry`]): it runs on a
+    /// Repeated through connection loss (see `with_retry`): it runs on a
     /// failed run's way out, where a claim left behind would block its
     /// work item until the lease ran out, and deleting twice is harmless.
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {

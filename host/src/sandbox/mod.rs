@@ -5,11 +5,11 @@
 //! `Linker` (WASI with nothing granted, wasi:http behind the outbound policy,
 //! the braid interfaces), the on-disk cache of compiled components, the
 //! per-attempt limits (timeout, memory), and the mapping of traps and timeouts
-//! to [`StepFailure`]s. A guest's misbehaviour ends its attempt, never the host.
+//! to [`StepFailure`](crate::scheduler::StepFailure)s. A guest's misbehaviour ends its attempt, never the host.
 //!
 //! Rooms: this file holds the [`Sandbox`] (engine, linkers, loading,
 //! checking, the cache); `call` one call in a fresh store (its state, limits
-//! and the mapping of its end to a [`StepFailure`]); `executor` the
+//! and the mapping of its end to a [`StepFailure`](crate::scheduler::StepFailure)); `executor` the
 //! [`SandboxExecutor`] the scheduler talks to.
 
 mod call;

@@ -2,7 +2,7 @@
 //!
 //! Owns: the HTTP API (see docs/serving.md), `Idempotency-Key` handling,
 //! stored run reports, metrics, and graceful shutdown. Runs go through the
-//! same [`Scheduler`] as `braid run`, journaled, with the caller's
+//! same [`Scheduler`](crate::scheduler::Scheduler) as `braid run`, journaled, with the caller's
 //! `traceparent`/`tracestate` continued per W3C Trace Context (parsed by
 //! braid's strict parser; an invalid or absent header starts a new trace).
 //!
