@@ -1473,17 +1473,21 @@ fn connections_past_the_bound_wait_until_one_closes() {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("write");
     };
-    for mut s in [&first, &second] {
-        ask(s);
-        let mut got = [0u8; 256];
+    // Waits (up to 30 s) for the answer on `s`, which must be a 200.
+    let answered = |mut s: &TcpStream, what: &str| {
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
-        let n = s.read(&mut got).expect("an answer");
+        let mut got = [0u8; 256];
+        let n = s.read(&mut got).expect(what);
         assert!(
             got[..n].starts_with(b"HTTP/1.1 200"),
             "{}",
             String::from_utf8_lossy(&got[..n])
         );
+    };
+    for s in [&first, &second] {
+        ask(s);
+        answered(s, "an answer");
     }
     let mut third = TcpStream::connect(&served.addr).expect("the kernel queues it");
     ask(&third);
@@ -1498,15 +1502,7 @@ fn connections_past_the_bound_wait_until_one_closes() {
         early.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
     );
     drop(first);
-    third
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let n = third.read(&mut got).expect("answered once a place is free");
-    assert!(
-        got[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&got[..n])
-    );
+    answered(&third, "answered once a place is free");
     drop(second);
 }
 

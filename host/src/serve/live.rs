@@ -87,9 +87,7 @@ impl Default for RunsInFlight {
 impl RunsInFlight {
     /// The runs in flight, oldest first.
     pub fn list(&self) -> Vec<InFlight> {
-        let mut runs: Vec<InFlight> = self.lock().values().cloned().collect();
-        runs.sort_by(|a, b| (a.started_at_ms, &a.run_id).cmp(&(b.started_at_ms, &b.run_id)));
-        runs
+        oldest_first(&self.lock())
     }
 
     /// One run in flight, if it is.
@@ -151,9 +149,7 @@ impl RunsInFlight {
         let permit = Arc::clone(&self.streams).try_acquire_owned().ok()?;
         let (first, changes) = {
             let runs = self.lock();
-            let mut list: Vec<InFlight> = runs.values().cloned().collect();
-            list.sort_by(|a, b| (a.started_at_ms, &a.run_id).cmp(&(b.started_at_ms, &b.run_id)));
-            (list, self.changes.subscribe())
+            (oldest_first(&runs), self.changes.subscribe())
         };
         let state = Listening {
             runs: Arc::clone(self),
@@ -168,6 +164,13 @@ impl RunsInFlight {
         });
         Some(Sse::new(stream).keep_alive(KeepAlive::default()))
     }
+}
+
+/// The runs of `runs`, oldest first.
+fn oldest_first(runs: &BTreeMap<String, InFlight>) -> Vec<InFlight> {
+    let mut list: Vec<InFlight> = runs.values().cloned().collect();
+    list.sort_by(|a, b| (a.started_at_ms, &a.run_id).cmp(&(b.started_at_ms, &b.run_id)));
+    list
 }
 
 /// One page's place in the changes.

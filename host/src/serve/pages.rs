@@ -18,7 +18,7 @@
 use super::live::{self, InFlight};
 use super::{Inner, RunsQuery};
 use super::{dag, waterfall};
-use crate::journal::RunRecord;
+use crate::journal::{ReportQuery, RunRecord};
 use crate::registry::component_name;
 use crate::trace::TraceId;
 use axum::extract::{Path, Query, State};
@@ -84,8 +84,7 @@ pub(super) async fn runs_page(
         app.in_flight
             .list()
             .into_iter()
-            .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
-            .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+            .filter(|r| wanted(&query, &r.workflow, &r.trace_id))
             .collect()
     } else {
         Vec::new()
@@ -99,8 +98,7 @@ pub(super) async fn runs_page(
             .map(|runs| {
                 runs.into_iter()
                     .filter(|r| app.in_flight.get(&r.run_id).is_none())
-                    .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
-                    .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+                    .filter(|r| wanted(&query, &r.workflow, &r.trace_id))
                     .collect::<Vec<_>>()
             })
             .map_err(|e| e.to_string())
@@ -202,6 +200,13 @@ pub(super) async fn runs_page(
     page("Runs", body).into_response()
 }
 
+/// Whether a running run of `workflow` on `trace_id` passes the page's
+/// filters (its outcome is not known yet).
+fn wanted(query: &ReportQuery, workflow: &str, trace_id: &str) -> bool {
+    query.workflow.as_deref().is_none_or(|w| w == workflow)
+        && query.trace_id.as_deref().is_none_or(|t| t == trace_id)
+}
+
 /// Most runs listed as running elsewhere.
 const ELSEWHERE_LISTED: usize = 100;
 
@@ -277,34 +282,67 @@ pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<Strin
 /// A run going on here: its steps now, followed live; the page reloads
 /// (to the waterfall) when it ends.
 fn running_here(app: &Inner, run: &InFlight) -> Response {
-    let body = html! {
-        h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome="running" { "running" } }
-        dl.meta {
-            dt { "workflow" } dd { (run.workflow) }
-            dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, &run.trace_id)) }
-            dt { "started" } dd { (waterfall::utc(run.started_at_ms)) }
-            dt { "current steps" } dd #current { (current_steps(run)) }
-            dt { "attempts ended" } dd #attempts { (run.attempts_ended) " (" (run.attempts_failed) " failed)" }
-        }
+    let details = html! {
+        dt { "current steps" } dd #current { (current_steps(run)) }
+        dt { "attempts ended" } dd #attempts { (run.attempts_ended) " (" (run.attempts_failed) " failed)" }
+    };
+    let after = html! {
         p.muted { "This page follows the run and shows its waterfall when it ends." }
         div #live hidden data-run=(run.run_id) {}
         script { (PreEscaped(RUN_SCRIPT)) }
     };
-    page(&format!("Run {}", run.run_id), body).into_response()
+    running_page(app, Running::from(run), details, after)
 }
 
 /// A run the journal says is going on another host (sharing its database).
 fn running_elsewhere(app: &Inner, run: &RunRecord) -> Response {
+    let details = html! {
+        dt { "host" } dd { code { (run.owner) } }
+        dt { "journal entries" } dd { (run.entries) }
+    };
+    let after = html! {
+        p.muted { "Running on another host; reload to see its waterfall once it ends." }
+    };
+    let running = Running {
+        run_id: &run.run_id,
+        workflow: &run.workflow,
+        trace_id: &run.trace_id,
+        started_at_ms: run.started_at_ms,
+    };
+    running_page(app, running, details, after)
+}
+
+/// What every running run's page shows.
+struct Running<'a> {
+    run_id: &'a str,
+    workflow: &'a str,
+    trace_id: &'a str,
+    started_at_ms: u64,
+}
+
+impl<'a> From<&'a InFlight> for Running<'a> {
+    fn from(run: &'a InFlight) -> Self {
+        Running {
+            run_id: &run.run_id,
+            workflow: &run.workflow,
+            trace_id: &run.trace_id,
+            started_at_ms: run.started_at_ms,
+        }
+    }
+}
+
+/// A running run's page: its heading and facts, then `details` (more
+/// facts) and `after` (below them).
+fn running_page(app: &Inner, run: Running<'_>, details: Markup, after: Markup) -> Response {
     let body = html! {
         h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome="running" { "running" } }
         dl.meta {
             dt { "workflow" } dd { (run.workflow) }
-            dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, &run.trace_id)) }
+            dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, run.trace_id)) }
             dt { "started" } dd { (waterfall::utc(run.started_at_ms)) }
-            dt { "host" } dd { code { (run.owner) } }
-            dt { "journal entries" } dd { (run.entries) }
+            (details)
         }
-        p.muted { "Running on another host; reload to see its waterfall once it ends." }
+        (after)
     };
     page(&format!("Run {}", run.run_id), body).into_response()
 }
