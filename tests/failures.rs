@@ -315,33 +315,29 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
         &self,
         _: &braid::journal::RunStart,
         _: Duration,
-    ) -> Result<(), braid::journal::JournalError> {
+    ) -> Result<braid::journal::RunFence, braid::journal::JournalError> {
         not_used()
     }
     async fn append(
         &self,
-        run_id: &str,
+        fence: &braid::journal::RunFence,
         entry: braid::journal::JournalEntry,
     ) -> Result<(), braid::journal::JournalError> {
-        self.0.append(run_id, entry).await
+        self.0.append(fence, entry).await
     }
     async fn finish(
         &self,
-        run_id: &str,
-        owner: &str,
+        fence: &braid::journal::RunFence,
         status: &str,
         degraded: bool,
         error: Option<String>,
         report: Option<braid::journal::StoredReport>,
     ) -> Result<bool, braid::journal::JournalError> {
-        self.0
-            .finish(run_id, owner, status, degraded, error, report)
-            .await
+        self.0.finish(fence, status, degraded, error, report).await
     }
     async fn heartbeat(
         &self,
-        _: &str,
-        _: &str,
+        _: &braid::journal::RunFence,
         _: Duration,
     ) -> Result<bool, braid::journal::JournalError> {
         Ok(false)

@@ -7,6 +7,7 @@ mod bench;
 mod budgets;
 mod definitions;
 mod failures;
+mod fencing;
 mod hostile;
 mod languages;
 mod multihost;

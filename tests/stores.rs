@@ -4,7 +4,9 @@
 //! database of its own).
 
 use crate::support::{fresh_database, test_postgres};
-use braid::journal::{JournalEntry, ReportQuery, RunJournal, RunStart, SqliteJournal};
+use braid::journal::{
+    JournalEntry, JournalError, ReportQuery, RunFence, RunJournal, RunStart, SqliteJournal,
+};
 use braid::postgres::{PgPool, PostgresClaimStore, PostgresError, PostgresJournal};
 use braid::store::{ClaimRequest, ClaimStore, ClaimStoreError, SqliteClaimStore};
 use std::collections::HashMap;
@@ -495,13 +497,14 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
         // 40 runs of a host whose leases ran out, one of a live host.
         for i in 0..40usize {
             let id = format!("run-dead-{i}");
-            j.start(&run_start(&id, "gone:1"), Duration::from_millis(1))
+            let id = &j
+                .start(&run_start(&id, "gone:1"), Duration::from_millis(1))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
-            j.append(&id, completed("a")).await.expect("append");
-            j.append(&id, completed("b")).await.expect("append");
+            j.append(id, completed("a")).await.expect("append");
+            j.append(id, completed("b")).await.expect("append");
             // A write repeated after a lost acknowledgement counts once.
-            j.append(&id, completed("b")).await.expect("append");
+            j.append(id, completed("b")).await.expect("append");
             if i.is_multiple_of(2) {
                 let undo = JournalEntry {
                     kind: "undo".into(),
@@ -509,7 +512,7 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
                     outcome: "undone".into(),
                     ..Default::default()
                 };
-                j.append(&id, undo).await.expect("append");
+                j.append(id, undo).await.expect("append");
             }
         }
         j.start(&run_start("run-live", "alive:2"), Duration::from_secs(60))
@@ -564,12 +567,21 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             .await
             .expect("take over");
         assert!(again.is_empty(), "{}", b.name);
-        // The old owner finds out at its next renewal.
+        // The old owner finds out at its next renewal, and cannot write.
+        let old = RunFence::first("run-dead-0", "gone:1");
         let renewed = j
-            .heartbeat("run-dead-0", "gone:1", Duration::from_secs(60))
+            .heartbeat(&old, Duration::from_secs(60))
             .await
             .expect("heartbeat");
         assert!(!renewed, "{}: a lost run's lease was renewed", b.name);
+        assert!(
+            matches!(
+                j.append(&old, completed("c")).await,
+                Err(JournalError::Fenced { .. })
+            ),
+            "{}: a lost run's journal was written",
+            b.name
+        );
         // A dead owner's runs are taken at once, lease or not.
         let dead = b.hosts[2]
             .take_over_abandoned(
@@ -610,13 +622,14 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
 async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
     for b in journal_backends().await {
         let j = &b.hosts[0];
-        j.start(&run_start("run-1", "h:1"), Duration::from_secs(60))
+        let run1 = j
+            .start(&run_start("run-1", "h:1"), Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        assert_eq!(run1, RunFence::first("run-1", "h:1"), "{}", b.name);
         // Only the owner finishes it.
-        let stranger = j
-            .finish("run-1", "other:2", "failed", false, None, None)
-            .await;
+        let other = RunFence::first("run-1", "other:2");
+        let stranger = j.finish(&other, "failed", false, None, None).await;
         assert!(
             !stranger.expect("finish"),
             "{}: a stranger's finish",
@@ -624,7 +637,7 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         );
         assert!(
             !b.hosts[1]
-                .heartbeat("run-1", "other:2", Duration::from_secs(60))
+                .heartbeat(&other, Duration::from_secs(60))
                 .await
                 .expect("heartbeat"),
             "{}: a stranger does not hold the lease",
@@ -632,7 +645,7 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         );
         assert!(
             b.hosts[1]
-                .heartbeat("run-1", "h:1", Duration::from_secs(60))
+                .heartbeat(&run1, Duration::from_secs(60))
                 .await
                 .expect("heartbeat"),
             "{}",
@@ -641,10 +654,10 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
         // The end carries the run's report, stored in the same write.
         let report = stored_report("run-1", "succeeded", 10, "{\"run\":\"run-1\"}");
         let first = j
-            .finish("run-1", "h:1", "succeeded", false, None, Some(report))
+            .finish(&run1, "succeeded", false, None, Some(report))
             .await;
         assert!(first.expect("finish"), "{}: the owner's finish", b.name);
-        let late = j.finish("run-1", "h:1", "aborted", true, Some("late".into()), None);
+        let late = j.finish(&run1, "aborted", true, Some("late".into()), None);
         assert!(!late.await.expect("finish"), "{}: a second finish", b.name);
         let runs = j.runs().await.expect("runs");
         assert_eq!(runs.len(), 1, "{}", b.name);
@@ -706,11 +719,12 @@ async fn a_run_finishes_once_and_reports_and_keys_keep_the_first_answer() {
             .await;
         assert_eq!(retry.expect("reserve"), None, "{}: free again", b.name);
 
-        j.start(&run_start("run-2", "h:1"), Duration::from_secs(60))
+        let run2 = j
+            .start(&run_start("run-2", "h:1"), Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         let report = stored_report("run-2", "failed", 20, "{\"run\":\"run-2\"}");
-        let ended = j.finish("run-2", "h:1", "failed", false, None, Some(report));
+        let ended = j.finish(&run2, "failed", false, None, Some(report));
         assert!(ended.await.expect("finish"), "{}", b.name);
         let failed = b.hosts[3]
             .recent_reports(ReportQuery {
@@ -760,14 +774,15 @@ async fn reports_are_listed_a_page_at_a_time_and_a_trace_finds_its_runs() {
                 trace_id: trace.into(),
                 ..run_start(run, "h:1")
             };
-            j.start(&start, Duration::from_secs(60))
+            let fence = j
+                .start(&start, Duration::from_secs(60))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
             if let Some(at) = at {
                 let mut report = stored_report(run, "succeeded", at, "{}");
                 report.summary.trace_id = trace.into();
                 let degraded = run == "run-d";
-                let done = j.finish(run, "h:1", "succeeded", degraded, None, Some(report));
+                let done = j.finish(&fence, "succeeded", degraded, None, Some(report));
                 assert!(done.await.expect("finish"), "{}", b.name);
             }
         }
@@ -949,17 +964,18 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
         // 12 finished runs, each with an entry, a report and a key; 2 running.
         for i in 0..14 {
             let run_id = format!("run-{i:02}");
-            j.start(&run_start(&run_id, "h:1"), Duration::from_secs(60))
+            let fence = j
+                .start(&run_start(&run_id, "h:1"), Duration::from_secs(60))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
-            j.append(&run_id, completed("a")).await.expect("append");
+            j.append(&fence, completed("a")).await.expect("append");
             j.reserve_idempotent("wf", &format!("key-{i}"), "sha", &run_id)
                 .await
                 .expect("reserve");
             if i < 12 {
                 let report = stored_report(&run_id, "succeeded", 1, "{}");
                 assert!(
-                    j.finish(&run_id, "h:1", "succeeded", false, None, Some(report))
+                    j.finish(&fence, "succeeded", false, None, Some(report))
                         .await
                         .expect("finish")
                 );
@@ -1037,5 +1053,73 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
             "{}: an old key of a run that never started goes",
             b.name
         );
+    }
+}
+
+/// A run that recovery cannot resume (here: a journal without its
+/// definition) is undone and recorded `aborted` with its report, in the
+/// same write: `GET /v1/runs/ID` and `?status=aborted` find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_recovery_aborts_has_a_stored_report() {
+    use braid::recovery::{Liveness, Recoverer};
+    use braid::sandbox::{Sandbox, SandboxConfig};
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        let fence = j
+            .start(
+                &run_start("run-aborted", "gone:1"),
+                Duration::from_millis(1),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        j.append(&fence, completed("a")).await.expect("append");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let claims: Arc<dyn ClaimStore> =
+            Arc::new(SqliteClaimStore::open(dir.path()).expect("claims"));
+        let config = SandboxConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            ..SandboxConfig::default()
+        };
+        let recovered = Recoverer {
+            sandbox: Arc::new(Sandbox::new(config, Arc::clone(&claims)).expect("sandbox")),
+            journal: Arc::clone(&b.hosts[1]),
+            claims,
+            owner: "recoverer:1".into(),
+            liveness: Liveness::LeasesOnly,
+            local: Default::default(),
+            history_dir: None,
+            max_concurrency: 4,
+            on_resumed: None,
+        }
+        .recover()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        assert_eq!(recovered.len(), 1, "{}", b.name);
+        assert_eq!(recovered[0].outcome, "aborted", "{}", b.name);
+
+        let json = j
+            .report("run-aborted")
+            .await
+            .expect("report")
+            .unwrap_or_else(|| panic!("{}: an aborted run has no report", b.name));
+        let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(report["outcome"], "aborted", "{}: {report}", b.name);
+        assert_eq!(report["trace_id"], run_start("run-aborted", "").trace_id);
+        let error = report["error"].as_str().unwrap_or("");
+        assert!(error.starts_with("host gone:1 stopped mid-run"), "{error}");
+        assert!(error.contains("cannot resume"), "{error}");
+        assert_eq!(report["steps"][0]["name"], "a", "{}: {report}", b.name);
+        let aborted = j
+            .recent_reports(ReportQuery {
+                outcome: Some("aborted".into()),
+                limit: 10,
+                ..ReportQuery::default()
+            })
+            .await
+            .expect("list");
+        let ids: Vec<&str> = aborted.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["run-aborted"], "{}", b.name);
     }
 }

@@ -241,6 +241,19 @@ impl Db {
             .map_err(|_| E::from(DbUnavailable("the writer thread has stopped".into())))?
     }
 
+    /// Runs `f` on the query connection on this thread (at open, before
+    /// any other use: e.g. adding a column a newer braid needs).
+    pub fn blocking_call<R, E>(&self, f: impl FnOnce(&Connection) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<DbUnavailable>,
+    {
+        let guard = self
+            .conn
+            .lock()
+            .map_err(|_| E::from(DbUnavailable("database lock poisoned".into())))?;
+        f(&guard)
+    }
+
     /// Runs `f` on the connection on tokio's blocking pool.
     pub async fn call<R, E>(
         &self,

@@ -26,10 +26,10 @@
 //! by this one's recovery loop.
 
 use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
-use crate::report::{RunRecorder, RunReport, UndoReport};
+use crate::report::{AttemptReport, RunRecorder, RunReport, StepReport, UndoReport};
 use crate::sandbox::{PreparedComponent, Sandbox, SandboxExecutor};
 use crate::scheduler::{
-    AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, undo_step,
+    AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, stored_report, undo_step,
 };
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
@@ -309,19 +309,14 @@ impl Recoverer {
         run: AbandonedRun,
         not_resumed: Option<String>,
     ) -> Result<Option<RecoveredRun>, JournalError> {
-        let (sandbox, journal, claims, owner) = (
-            &self.sandbox,
-            &self.journal,
-            self.claims.as_ref(),
-            self.owner.as_str(),
-        );
+        let (sandbox, journal, claims) = (&self.sandbox, &self.journal, self.claims.as_ref());
         let start = &run.start;
         let completed = run.completed();
         // Each undo (and the release, and the end) only while the run is still
         // ours, its lease renewed: a recoverer slower than a lease must not undo
         // alongside the one that took the run from it.
         let still_ours = || async {
-            let ours = journal.heartbeat(&start.run_id, owner, RUN_LEASE).await?;
+            let ours = journal.heartbeat(&run.fence, RUN_LEASE).await?;
             if !ours {
                 tracing::warn!(run_id = %start.run_id, "another host took over this recovery; leaving the rest to it");
             }
@@ -339,7 +334,7 @@ impl Recoverer {
         let recorder = RunRecorder::new();
         let log = JournalUndoLog {
             journal: Arc::clone(journal),
-            run_id: start.run_id.clone(),
+            fence: run.fence.clone(),
         };
         let mut undo = Vec::new();
         let mut problems: Vec<String> = not_resumed.into_iter().collect();
@@ -427,14 +422,16 @@ impl Recoverer {
             error.push_str("; ");
             error.push_str(p);
         }
+        // Stored with the terminal record, like every run's end: `GET
+        // /v1/runs/ID` and listings answer for aborted runs too.
+        let report = aborted_report(&run, &trace, &error, &undo, &released_claims, &recorder);
         let recorded = journal
             .finish(
-                &start.run_id,
-                owner,
+                &run.fence,
                 "aborted",
                 false,
                 Some(error.clone()),
-                None,
+                stored_report(&report),
             )
             .await?;
         if !recorded {
@@ -453,5 +450,76 @@ impl Recoverer {
             undo,
             released_claims,
         }))
+    }
+}
+
+/// The report of a run recovery undid and aborted: its steps as its journal
+/// recorded them (those that completed, with the attempt that succeeded),
+/// the undos, the claims released and the host events of the recovery.
+fn aborted_report(
+    run: &AbandonedRun,
+    trace: &AttemptTrace,
+    error: &str,
+    undo: &[UndoReport],
+    released_claims: &[String],
+    recorder: &RunRecorder,
+) -> RunReport {
+    let start = &run.start;
+    let mut seen = std::collections::HashSet::new();
+    let steps = run
+        .entries
+        .iter()
+        .filter(|e| e.kind == "completed" && seen.insert(e.step.as_str()))
+        .map(|e| StepReport {
+            name: e.step.clone(),
+            component: e.component.clone().unwrap_or_default(),
+            component_sha256: e.component_sha256.clone().unwrap_or_default(),
+            outcome: e.outcome.clone(),
+            start_ms: 0.0,
+            duration_ms: 0.0,
+            parallel_with: Vec::new(),
+            attempts: (e.attempt > 0)
+                .then(|| AttemptReport {
+                    attempt: e.attempt,
+                    span_id: e.span_id.clone(),
+                    start_ms: 0.0,
+                    duration_ms: 0.0,
+                    queued_ms: 0.0,
+                    outcome: "succeeded".into(),
+                    error: None,
+                })
+                .into_iter()
+                .collect(),
+            compensations: Vec::new(),
+            error: None,
+        })
+        .collect();
+    let (events, http_calls, dropped) = recorder.take();
+    let now = crate::store::now_ms();
+    RunReport {
+        run_id: start.run_id.clone(),
+        workflow: start.workflow.clone(),
+        trace_id: start.trace_id.clone(),
+        span_id: start.span_id.clone(),
+        parent_span_id: start.parent_span_id.clone(),
+        traceparent: format!(
+            "00-{}-{}-{:02x}",
+            trace.trace_id, trace.span_id, start.trace_flags
+        ),
+        tracestate: start.tracestate.clone(),
+        continued_trace: start.parent_span_id.is_some(),
+        started_at_ms: run.started_at_ms,
+        duration_ms: now.saturating_sub(run.started_at_ms) as f64,
+        outcome: "aborted".into(),
+        degraded: false,
+        error: Some(error.to_string()),
+        result: None,
+        steps,
+        events,
+        http_calls,
+        undo: undo.to_vec(),
+        released_claims: released_claims.to_vec(),
+        dropped,
+        resumed: None,
     }
 }

@@ -27,8 +27,8 @@ pub struct RunReport {
     pub continued_trace: bool,
     pub started_at_ms: u64,
     pub duration_ms: f64,
-    /// `succeeded` or `failed` (`aborted` is a journal state of runs whose
-    /// host died; see `braid recover`).
+    /// `succeeded`, `failed`, or `aborted` (a run whose host lost it, or
+    /// that recovery undid after its host died; see `braid recover`).
     pub outcome: String,
     /// True when a step's compensation substituted its output (`continue-with`).
     pub degraded: bool,

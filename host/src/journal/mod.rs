@@ -27,6 +27,49 @@ use std::time::Duration;
 pub enum JournalError {
     #[error("run journal unavailable: {0}")]
     Unavailable(String),
+    /// The write came from a host that no longer owns the run (another
+    /// host took it over, or it has ended): refused, nothing written.
+    #[error(
+        "run {run_id}: write refused, this host ({owner}, ownership {epoch}) no longer owns the run"
+    )]
+    Fenced {
+        run_id: String,
+        owner: String,
+        epoch: u64,
+    },
+}
+
+/// A run's ownership, as a fencing token: the host that owns it and the
+/// epoch the journal gave that ownership (1 at the start, one more at each
+/// take-over). Every write of a run's journal carries it and is refused
+/// unless the run is still `running` under exactly this owner and epoch,
+/// checked in the same statement or transaction as the write: a host that
+/// lost a run cannot add to it after the new owner has read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFence {
+    pub run_id: String,
+    pub owner: String,
+    pub epoch: u64,
+}
+
+impl RunFence {
+    /// The fence of a run just started by `owner`.
+    pub fn first(run_id: &str, owner: &str) -> RunFence {
+        RunFence {
+            run_id: run_id.to_string(),
+            owner: owner.to_string(),
+            epoch: 1,
+        }
+    }
+
+    /// The refusal of a write under this fence.
+    pub fn refused(&self) -> JournalError {
+        JournalError::Fenced {
+            run_id: self.run_id.clone(),
+            owner: self.owner.clone(),
+            epoch: self.epoch,
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> JournalError {
@@ -113,6 +156,10 @@ pub struct CompletedStep {
 pub struct AbandonedRun {
     pub start: RunStart,
     pub previous_owner: String,
+    /// The new owner's fence (the epoch after the one it took over from).
+    pub fence: RunFence,
+    /// When the run started, by the journal's clock.
+    pub started_at_ms: u64,
     /// Its journal, in the order it was written.
     pub entries: Vec<JournalEntry>,
 }
@@ -280,39 +327,39 @@ pub type OwnerIsDead = Box<dyn for<'a> Fn(&'a str) -> bool + Send + 'static>;
 ///
 /// An implementation must make each write durable before it returns (a step
 /// the journal says completed must survive a crash right after), let
-/// `finish` move only a `running` run (once), and hand each abandoned run to
-/// exactly one caller of `take_over_abandoned`.
+/// `finish` move only a `running` run (once), hand each abandoned run to
+/// exactly one caller of `take_over_abandoned`, and fence every write of a
+/// run ([`RunFence`]): `append`, `heartbeat` and `finish` change nothing
+/// unless the run is `running` under the fence's owner and epoch, checked
+/// atomically with the write, and a take-over reads the entries only after
+/// its new epoch is committed (so it sees every write that was accepted).
 #[async_trait::async_trait]
 pub trait RunJournal: Send + Sync + 'static {
-    /// Records a run's start; its lease runs `lease` from now.
-    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError>;
-    /// Appends one entry to a run's journal.
-    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError>;
+    /// Records a run's start; its lease runs `lease` from now. Returns the
+    /// fence of the run's first owner (`start.owner`, epoch 1).
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<RunFence, JournalError>;
+    /// Appends one entry to a run's journal. [`JournalError::Fenced`]: the
+    /// run is no longer `fence`'s (nothing was written).
+    async fn append(&self, fence: &RunFence, entry: JournalEntry) -> Result<(), JournalError>;
     /// Writes the terminal record, and `report` (if given) in the same
     /// transaction: a run that has ended has its report. Only a `running`
-    /// run held by `owner` can finish, once: a host whose run was taken over
-    /// cannot overwrite what the new owner records. `Ok(false)`: it was
+    /// run held under `fence` can finish, once: a host whose run was taken
+    /// over cannot overwrite what the new owner records. `Ok(false)`: it was
     /// taken over (the record, and the report, are the new owner's to write).
     async fn finish(
         &self,
-        run_id: &str,
-        owner: &str,
+        fence: &RunFence,
         status: &str,
         degraded: bool,
         error: Option<String>,
         report: Option<StoredReport>,
     ) -> Result<bool, JournalError>;
-    /// Extends the lease of a running run held by `owner`. `Ok(false)`: the
-    /// run is no longer `owner`'s (another host took it over).
-    async fn heartbeat(
-        &self,
-        run_id: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, JournalError>;
+    /// Extends the lease of a running run held under `fence`. `Ok(false)`:
+    /// the run is no longer `fence`'s (another host took it over).
+    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError>;
     /// Takes over every running run whose lease expired or whose owner
-    /// `is_dead` (if given) says is gone; of several callers, exactly one
-    /// gets each run. Runs of `new_owner` itself count too (runs it stopped
+    /// `is_dead` (if given) says is gone, moving it to the next epoch; of
+    /// several callers, exactly one gets each run. Runs of `new_owner` itself count too (runs it stopped
     /// after losing their lease), except those in `running_here`.
     async fn take_over_abandoned(
         &self,

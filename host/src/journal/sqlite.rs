@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS runs (
     trace_id         TEXT NOT NULL,
     start            TEXT NOT NULL,   -- RunStart as JSON
     owner            TEXT NOT NULL,
+    epoch            INTEGER NOT NULL DEFAULT 1, -- the owner's fence (RunFence)
     lease_expires_ms INTEGER NOT NULL,
     status           TEXT NOT NULL,   -- running | succeeded | failed | aborted
     degraded         INTEGER NOT NULL DEFAULT 0,
@@ -66,16 +67,39 @@ impl SqliteJournal {
 
     /// [`SqliteJournal::open`] with commits as durable as `durability` says.
     pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
-        Ok(SqliteJournal {
-            db: Db::open(state_dir, "runs.sqlite3", SCHEMA, durability)?,
-        })
+        let db = Db::open(state_dir, "runs.sqlite3", SCHEMA, durability)?;
+        db.blocking_call(add_epoch)?;
+        Ok(SqliteJournal { db })
     }
 }
+
+/// Gives a journal written by a braid before fencing its `epoch` column
+/// (every run then at epoch 1). Another process adding it at the same
+/// moment is not an error.
+fn add_epoch(conn: &Connection) -> Result<(), JournalError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('runs') WHERE name = 'epoch')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if has {
+        return Ok(());
+    }
+    match conn.execute_batch("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1") {
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        other => other.map_err(unavailable),
+    }
+}
+
+/// Whether `fence` still holds its run: `running`, same owner, same epoch.
+const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running')";
 
 #[async_trait::async_trait]
 impl RunJournal for SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now.
-    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<RunFence, JournalError> {
         // Serialized here, on the caller's thread: the writer thread only writes.
         let json = serde_json::to_string(start).map_err(unavailable)?;
         let [run_id, workflow, trace_id, owner] = [
@@ -102,46 +126,56 @@ impl RunJournal for SqliteJournal {
                 ],
             )
             .map_err(unavailable)?;
-            Ok(())
+            Ok::<_, JournalError>(())
         })
-        .await
+        .await?;
+        Ok(RunFence::first(&start.run_id, &start.owner))
     }
 
-    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
-        let run_id = run_id.to_string();
+    async fn append(&self, fence: &RunFence, entry: JournalEntry) -> Result<(), JournalError> {
+        let fence = fence.clone();
         let json = serde_json::to_string(&entry).map_err(unavailable)?;
         self.db
             .write(move |conn| {
-                crate::db::exec(
+                // The check and the insert are one statement in the
+                // writer's transaction: SQLite has one writer at a time.
+                let n = crate::db::exec(
                     conn,
-                    "INSERT INTO journal (run_id, at_ms, entry) VALUES (?1, ?2, ?3)",
-                    params![run_id, ms(now_ms()), json],
+                    &format!(
+                        "INSERT INTO journal (run_id, at_ms, entry) SELECT :run, :at, :entry WHERE {FENCE_HOLDS}"
+                    ),
+                    rusqlite::named_params! {
+                        ":run": fence.run_id, ":at": ms(now_ms()), ":entry": json,
+                        ":owner": fence.owner, ":epoch": epoch(&fence),
+                    },
                 )
                 .map_err(unavailable)?;
-                Ok(())
+                if n == 1 { Ok(()) } else { Err(fence.refused()) }
             })
             .await
     }
 
     async fn finish(
         &self,
-        run_id: &str,
-        owner: &str,
+        fence: &RunFence,
         status: &str,
         degraded: bool,
         error: Option<String>,
         report: Option<StoredReport>,
     ) -> Result<bool, JournalError> {
-        let args = [run_id, owner, status].map(str::to_string);
+        let (fence, status) = (fence.clone(), status.to_string());
         self.db
             .write(move |conn| {
                 // One write job is one transaction: the end and the report
                 // are committed together or not at all.
                 let n = crate::db::exec(
                     conn,
-                    "UPDATE runs SET status = ?3, degraded = ?4, error = ?5, finished_at_ms = ?6
-                 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
-                    params![args[0], args[1], args[2], degraded, error, ms(now_ms())],
+                    "UPDATE runs SET status = :status, degraded = :degraded, error = :error, finished_at_ms = :at
+                     WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'",
+                    rusqlite::named_params! {
+                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": epoch(&fence),
+                        ":status": status, ":degraded": degraded, ":error": error, ":at": ms(now_ms()),
+                    },
                 )
                 .map_err(unavailable)?;
                 if n == 1
@@ -154,23 +188,23 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    async fn heartbeat(
-        &self,
-        run_id: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, JournalError> {
-        let (run_id, owner) = (run_id.to_string(), owner.to_string());
-        self.db.write(move |conn| {
-            let n = crate::db::exec(
-                conn,
-                "UPDATE runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND owner = ?2 AND status = 'running'",
-                params![run_id, owner, ms(now_ms() + lease.as_millis() as u64)],
-            )
-            .map_err(unavailable)?;
-            Ok(n == 1)
-        })
-        .await
+    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
+        let fence = fence.clone();
+        self.db
+            .write(move |conn| {
+                let n = crate::db::exec(
+                    conn,
+                    "UPDATE runs SET lease_expires_ms = :until
+                 WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'",
+                    rusqlite::named_params! {
+                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": epoch(&fence),
+                        ":until": ms(now_ms() + lease.as_millis() as u64),
+                    },
+                )
+                .map_err(unavailable)?;
+                Ok(n == 1)
+            })
+            .await
     }
 
     /// Takes over every running run whose lease expired or whose owner
@@ -187,17 +221,23 @@ impl RunJournal for SqliteJournal {
         let running_here: HashSet<String> = running_here.iter().cloned().collect();
         self.db.call(move |conn| {
             let now = now_ms();
-            let candidates: Vec<(String, String, String, i64)> = {
+            type Candidate = (String, String, String, i64, i64, i64);
+            let candidates: Vec<Candidate> = {
                 let mut stmt = conn
-                    .prepare("SELECT run_id, owner, start, lease_expires_ms FROM runs WHERE status = 'running'")
+                    .prepare(
+                        "SELECT run_id, owner, start, lease_expires_ms, epoch, started_at_ms
+                         FROM runs WHERE status = 'running'",
+                    )
                     .map_err(unavailable)?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
                     .map_err(unavailable)?;
                 rows.collect::<Result<_, _>>().map_err(unavailable)?
             };
             let mut taken = Vec::new();
-            for (run_id, owner, start, lease_expires) in candidates {
+            for (run_id, owner, start, lease_expires, old_epoch, started_at) in candidates {
                 let expired = lease_expires <= ms(now);
                 let dead = is_dead.as_ref().is_some_and(|f| f(&owner));
                 let own = owner == new_owner;
@@ -206,10 +246,14 @@ impl RunJournal for SqliteJournal {
                 }
                 let n = conn
                     .execute(
-                        // Only if nobody renewed or took the lease since it was read.
-                        "UPDATE runs SET owner = ?2, lease_expires_ms = ?3
-                         WHERE run_id = ?1 AND owner = ?4 AND status = 'running' AND lease_expires_ms = ?5",
-                        params![run_id, new_owner, ms(now + lease.as_millis() as u64), owner, lease_expires],
+                        // Only if nobody renewed or took the lease since it
+                        // was read; committed (autocommit) before the entries
+                        // are read, so every write the old owner got in is
+                        // read below and every later one is refused.
+                        "UPDATE runs SET owner = ?2, lease_expires_ms = ?3, epoch = epoch + 1
+                         WHERE run_id = ?1 AND owner = ?4 AND status = 'running' AND lease_expires_ms = ?5
+                           AND epoch = ?6",
+                        params![run_id, new_owner, ms(now + lease.as_millis() as u64), owner, lease_expires, old_epoch],
                     )
                     .map_err(unavailable)?;
                 if n != 1 {
@@ -219,6 +263,12 @@ impl RunJournal for SqliteJournal {
                 taken.push(AbandonedRun {
                     start,
                     previous_owner: owner,
+                    fence: RunFence {
+                        run_id: run_id.clone(),
+                        owner: new_owner.clone(),
+                        epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
+                    },
+                    started_at_ms: u64::try_from(started_at).unwrap_or(0),
                     entries: read_entries(conn, &run_id)?,
                 });
             }
@@ -487,6 +537,11 @@ impl RunJournal for SqliteJournal {
             })
             .await
     }
+}
+
+/// A fence's epoch as SQLite stores it.
+fn epoch(fence: &RunFence) -> i64 {
+    i64::try_from(fence.epoch).unwrap_or(i64::MAX)
 }
 
 /// Runs as [`RunRecord`]s; `tail` filters and orders (`r` is `runs`).

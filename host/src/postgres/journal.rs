@@ -1,7 +1,7 @@
 //! The run journal in PostgreSQL: what lets several hosts share runs.
 //!
 //! Tables `braid_runs`, `braid_journal`, `braid_reports` and
-//! `braid_idempotency` (schema version 2). A run's lease is a time by the
+//! `braid_idempotency` (schema version 4). A run's lease is a time by the
 //! database's clock; its owner renews it, and any host may take over a run
 //! whose lease ran out with one conditional UPDATE (rows locked with
 //! `SKIP LOCKED`), so of several hosts recovering at once exactly one gets
@@ -16,7 +16,7 @@
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
     AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery, ReportSummary,
-    Retention, RunJournal, RunRecord, RunStart, StoredReport,
+    Retention, RunFence, RunJournal, RunRecord, RunStart, StoredReport,
 };
 use std::time::Duration;
 
@@ -34,6 +34,11 @@ impl PostgresJournal {
 
 fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// A fence's epoch as PostgreSQL stores it.
+fn epoch(fence: &RunFence) -> i64 {
+    i64::try_from(fence.epoch).unwrap_or(i64::MAX)
 }
 
 fn to_ms(v: i64) -> u64 {
@@ -98,7 +103,7 @@ impl PostgresJournal {
 
 #[async_trait::async_trait]
 impl RunJournal for PostgresJournal {
-    async fn start(&self, start: &RunStart, lease: Duration) -> Result<(), JournalError> {
+    async fn start(&self, start: &RunStart, lease: Duration) -> Result<RunFence, JournalError> {
         let json = serde_json::to_string(start).map_err(json_error)?;
         let sql = format!(
             "INSERT INTO braid_runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
@@ -118,25 +123,49 @@ impl RunJournal for PostgresJournal {
             ],
         )
         .await?;
-        Ok(())
+        Ok(RunFence::first(&start.run_id, &start.owner))
     }
 
-    async fn append(&self, run_id: &str, entry: JournalEntry) -> Result<(), JournalError> {
+    async fn append(&self, fence: &RunFence, entry: JournalEntry) -> Result<(), JournalError> {
         let json = serde_json::to_string(&entry).map_err(json_error)?;
         let key = hex::encode(rand::random::<[u8; 16]>());
+        // The run's row is share-locked while the entry is inserted: a
+        // take-over (which updates the row) waits for this insert to commit,
+        // then reads it; an insert after a take-over finds the new epoch
+        // (the lock re-reads the row) and inserts nothing.
         let sql = format!(
-            "INSERT INTO braid_journal (run_id, entry_key, at_ms, entry) VALUES ($1, $2, {DB_NOW_MS}, $3)
+            "WITH owned AS (
+               SELECT run_id FROM braid_runs
+               WHERE run_id = $1 AND owner = $4 AND epoch = $5 AND status = 'running'
+               FOR SHARE)
+             INSERT INTO braid_journal (run_id, entry_key, at_ms, entry)
+             SELECT run_id, $2, {DB_NOW_MS}, $3 FROM owned
              ON CONFLICT (entry_key) DO NOTHING"
         );
-        self.execute("journaling an entry", &sql, &[&run_id, &key, &json])
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&fence.run_id, &key, &json, &fence.owner, &epoch(fence)];
+        if self.execute("journaling an entry", &sql, &args).await? == 1 {
+            return Ok(());
+        }
+        // Nothing inserted: refused by the fence, or a first try whose
+        // answer was lost already stored this very entry.
+        let stored = self
+            .query(
+                "reading a journal entry",
+                "SELECT 1 FROM braid_journal WHERE entry_key = $1",
+                &[&key],
+            )
             .await?;
-        Ok(())
+        if stored.is_empty() {
+            Err(fence.refused())
+        } else {
+            Ok(())
+        }
     }
 
     async fn finish(
         &self,
-        run_id: &str,
-        owner: &str,
+        fence: &RunFence,
         status: &str,
         degraded: bool,
         error: Option<String>,
@@ -152,7 +181,7 @@ impl RunJournal for PostgresJournal {
         let sql = format!(
             "WITH ended AS (
                UPDATE braid_runs SET status = $3, degraded = $4, error = $5, finished_at_ms = {DB_NOW_MS}
-               WHERE run_id = $1 AND owner = $2 AND status = 'running'
+               WHERE run_id = $1 AND owner = $2 AND epoch = $9 AND status = 'running'
                RETURNING run_id, workflow, trace_id),
              stored AS (
                INSERT INTO braid_reports (run_id, workflow, trace_id, outcome, started_at_ms, duration_ms, report)
@@ -168,14 +197,15 @@ impl RunJournal for PostgresJournal {
                 "journaling a run's end",
                 &sql,
                 &[
-                    &run_id,
-                    &owner,
+                    &fence.run_id,
+                    &fence.owner,
                     &status,
                     &degraded,
                     &error,
                     &started_at,
                     &summary.map(|s| s.duration_ms),
                     &json,
+                    &epoch(fence),
                 ],
             )
             .await?;
@@ -187,31 +217,31 @@ impl RunJournal for PostgresJournal {
         let rows = self
             .query(
                 "reading a run's end",
-                "SELECT owner, status FROM braid_runs WHERE run_id = $1",
-                &[&run_id],
+                "SELECT owner, status, epoch FROM braid_runs WHERE run_id = $1",
+                &[&fence.run_id],
             )
             .await?;
-        Ok(rows
-            .first()
-            .is_some_and(|r| r.get::<_, &str>(0) == owner && r.get::<_, &str>(1) == status))
+        Ok(rows.first().is_some_and(|r| {
+            r.get::<_, &str>(0) == fence.owner
+                && r.get::<_, &str>(1) == status
+                && r.get::<_, i64>(2) == epoch(fence)
+        }))
     }
 
-    async fn heartbeat(
-        &self,
-        run_id: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, JournalError> {
+    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
         // On the lease pool, tried once: the next heartbeat comes soon.
         let sql = format!(
             "UPDATE braid_runs SET lease_expires_ms = {DB_NOW_MS} + $3
-             WHERE run_id = $1 AND owner = $2 AND status = 'running'"
+             WHERE run_id = $1 AND owner = $2 AND epoch = $4 AND status = 'running'"
         );
         let call = async {
             let client = self.pg.leases.get().await?;
             let sql = client.prepare_cached(&sql).await?;
             let n = client
-                .execute(&sql, &[&run_id, &owner, &lease_ms(lease)])
+                .execute(
+                    &sql,
+                    &[&fence.run_id, &fence.owner, &lease_ms(lease), &epoch(fence)],
+                )
                 .await?;
             Ok::<_, CallError>(n == 1)
         };
@@ -255,10 +285,10 @@ impl RunJournal for PostgresJournal {
                  AND (owner <> $1 OR run_id <> ALL($4))
                  AND (lease_expires_ms <= now.ms OR owner = ANY($3))
                FOR UPDATE OF braid_runs SKIP LOCKED)
-             UPDATE braid_runs r SET owner = $1, lease_expires_ms = now.ms + $2
+             UPDATE braid_runs r SET owner = $1, lease_expires_ms = now.ms + $2, epoch = r.epoch + 1
              FROM abandoned, now
              WHERE r.run_id = abandoned.run_id
-             RETURNING r.run_id, abandoned.owner, r.start"
+             RETURNING r.run_id, abandoned.owner, r.start, r.epoch, r.started_at_ms"
         );
         // Not repeated: had the commit happened before the connection broke,
         // a second try would find nothing and the runs would sit owned by
@@ -278,10 +308,19 @@ impl RunJournal for PostgresJournal {
             let run_id: String = row.get(0);
             let start: RunStart =
                 serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
+            // Read after the new epoch committed: every entry the old
+            // owner got in is here, and no later one can be (`append`).
+            let entries = self.entries(&run_id).await?;
             taken.push(AbandonedRun {
                 start,
                 previous_owner: row.get(1),
-                entries: self.entries(&run_id).await?,
+                fence: RunFence {
+                    run_id,
+                    owner: new_owner.to_string(),
+                    epoch: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                },
+                started_at_ms: to_ms(row.get(4)),
+                entries,
             });
         }
         Ok(taken)

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
 /// The schema version this build writes; older versions are migrated on open.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Arbitrary, fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6272_6169_6400_0001;
@@ -101,6 +101,11 @@ CREATE TABLE braid_idempotency (
     "
 CREATE INDEX IF NOT EXISTS braid_runs_trace ON braid_runs(trace_id);
 CREATE INDEX IF NOT EXISTS braid_reports_trace ON braid_reports(trace_id);
+",
+    // Version 4: each run's ownership epoch, the fencing token every journal
+    // write is checked against (`RunFence`). A constant default: no rewrite.
+    "
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 1;
 ",
 ];
 

@@ -43,6 +43,16 @@ pub(super) struct RunState {
     task_steps: HashMap<tokio::task::Id, String>,
 }
 
+impl RunState {
+    /// Stops the run because its lease was lost or its journal refused a
+    /// write: the failure stands until the lease check after the DAG says
+    /// what happened (taken back, or handed over to another host).
+    fn stop_fenced(&mut self) {
+        self.failure = Some(TAKEN_OVER.to_string());
+        self.stop.cancel();
+    }
+}
+
 impl<E: StepExecutor> Scheduler<E> {
     /// Runs the DAG until every started step has ended: starts steps as
     /// their dependencies succeed and, once the run fails (a step failed,
@@ -78,11 +88,8 @@ impl<E: StepExecutor> Scheduler<E> {
                     }
                     () = lease_lost.cancelled() => {
                         tracing::error!(parent: &run.span, trace_id = %trace_id, "run stopped: its lease was lost");
-                        // Stands until the lease check after the loop
-                        // says what happened (taken back or handed over).
-                        state.failure = Some(TAKEN_OVER.to_string());
+                        state.stop_fenced();
                         fenced = true;
-                        state.stop.cancel();
                         continue;
                     }
                 }
@@ -107,6 +114,13 @@ impl<E: StepExecutor> Scheduler<E> {
             run.base.recorder.step_finished(&name, Instant::now());
             self.journal_step_end(run, state, &name, &outcome).await;
             state.step_ended(run, name, outcome);
+            // The journal refused a write: another host owns the run now.
+            // Nothing more starts here (not even a step this end made ready).
+            if run.log.taken_over.is_cancelled() && !fenced {
+                tracing::error!(parent: &run.span, trace_id = %trace_id, "run stopped: another host took it over");
+                state.stop_fenced();
+                fenced = true;
+            }
             // The run's failure goes to the journal once, as soon as it is
             // known (not a lost lease: that run is another host's to go on
             // with).

@@ -6,10 +6,8 @@
 //!
 //! Must not know the DAG or the steps.
 
-use super::{Scheduler, StepExecutor, backoff};
-use crate::journal::{JournalError, RunJournal, RunStart};
-use crate::trace::{IncomingTrace, SpanId};
-use crate::workflow::Workflow;
+use super::{RunCtx, Scheduler, StepExecutor, backoff};
+use crate::journal::{JournalError, RunFence, RunJournal, RunStart};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +53,9 @@ pub(super) struct LeaseKeeper {
     /// Set before the terminal record is written: a renewal that then finds
     /// the run no longer running is not news.
     pub(super) finishing: Arc<std::sync::atomic::AtomicBool>,
+    /// The ownership it renews, and what says the journal refused it.
+    fence: RunFence,
+    taken_over: CancellationToken,
 }
 
 impl Drop for LeaseKeeper {
@@ -64,27 +65,35 @@ impl Drop for LeaseKeeper {
 }
 
 /// Renews a run's lease every third of [`RUN_LEASE`] until aborted. Fires
-/// `lost` and ends when the journal says another host owns the run, or when
+/// `lost` and ends when the journal says another host owns the run (a
+/// renewal, or a journal write refused by the fence: `taken_over`), or when
 /// no renewal got through for [`LEASE_FENCE`] (counted from when the last
 /// successful renewal was sent, so the run stops at least
 /// `RUN_LEASE - LEASE_FENCE` before anyone may take it over).
 async fn keep_lease(
     journal: Arc<dyn RunJournal>,
-    run_id: String,
-    owner: String,
+    fence: RunFence,
     lost: CancellationToken,
+    taken_over: CancellationToken,
     finishing: Arc<std::sync::atomic::AtomicBool>,
 ) -> LeaseEnd {
     use tokio::time::Instant;
+    let run_id = fence.run_id.as_str();
     // The start (or a renewal) was just journaled with a full lease.
     let mut renewed = Instant::now();
     let period = RUN_LEASE / 3;
     let mut tick = tokio::time::interval_at(renewed + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = taken_over.cancelled() => {
+                lost.cancel();
+                return LeaseEnd::TakenOver;
+            }
+        }
         let sent = Instant::now();
-        let renewal = journal.heartbeat(&run_id, &owner, RUN_LEASE);
+        let renewal = journal.heartbeat(&fence, RUN_LEASE);
         match tokio::time::timeout_at(renewed + LEASE_FENCE, renewal).await {
             Ok(Ok(true)) => renewed = sent,
             Ok(Ok(false)) if finishing.load(std::sync::atomic::Ordering::SeqCst) => {
@@ -111,18 +120,22 @@ async fn keep_lease(
 }
 
 impl<E: StepExecutor> Scheduler<E> {
-    /// Journals the run's start and keeps its lease alive while it runs.
+    /// Journals the run's start, gives its log the fence the journal
+    /// answered, and keeps its lease alive while it runs.
     pub(super) async fn journal_start(
         &self,
-        wf: &Workflow,
-        run_id: &str,
-        run_span: SpanId,
-        incoming: &IncomingTrace,
-        inputs: &serde_json::Map<String, Value>,
+        run: &mut RunCtx,
     ) -> Result<Option<LeaseKeeper>, JournalError> {
         let Some(journal) = self.journal.as_ref() else {
             return Ok(None);
         };
+        let (wf, run_id, run_span, incoming, inputs) = (
+            &run.wf,
+            &run.run_id,
+            run.run_span,
+            &run.incoming,
+            &run.inputs,
+        );
         let start = RunStart {
             run_id: run_id.to_string(),
             workflow: wf.name.clone(),
@@ -146,26 +159,38 @@ impl<E: StepExecutor> Scheduler<E> {
                 .then(|| incoming.parent.parent_id.to_string()),
             definition: wf.definition.clone(),
         };
-        journal.start(&start, RUN_LEASE).await?;
-        Ok(Some(self.keep_lease_of(journal, run_id)))
+        let fence = journal.start(&start, RUN_LEASE).await?;
+        run.log.fence = Some(fence.clone());
+        Ok(Some(self.keep_lease_of(
+            journal,
+            fence,
+            run.log.taken_over.clone(),
+        )))
     }
 
-    /// Renews `run_id`'s lease (just taken with a full [`RUN_LEASE`]) until
-    /// the run finishes.
-    pub(super) fn keep_lease_of(&self, journal: &Arc<dyn RunJournal>, run_id: &str) -> LeaseKeeper {
+    /// Renews a run's lease (just taken with a full [`RUN_LEASE`]) under
+    /// `fence` until the run finishes or `taken_over` fires.
+    pub(super) fn keep_lease_of(
+        &self,
+        journal: &Arc<dyn RunJournal>,
+        fence: RunFence,
+        taken_over: CancellationToken,
+    ) -> LeaseKeeper {
         let lost = CancellationToken::new();
         let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(keep_lease(
             Arc::clone(journal),
-            run_id.to_string(),
-            self.owner.clone(),
+            fence.clone(),
             lost.clone(),
+            taken_over.clone(),
             Arc::clone(&finishing),
         ));
         LeaseKeeper {
             task,
             lost,
             finishing,
+            fence,
+            taken_over,
         }
     }
 
@@ -179,7 +204,7 @@ impl<E: StepExecutor> Scheduler<E> {
         run_id: &str,
     ) -> Result<bool, &'static str> {
         match lease.take() {
-            Some(keeper) if keeper.lost.is_cancelled() => {
+            Some(keeper) if keeper.lost.is_cancelled() || keeper.taken_over.is_cancelled() => {
                 *lease = Some(self.after_fence(keeper, run_id).await?);
                 Ok(true)
             }
@@ -209,9 +234,12 @@ impl<E: StepExecutor> Scheduler<E> {
         }
         let deadline = tokio::time::Instant::now() + RECLAIM_WAIT;
         for retry in 1.. {
-            let renewal = journal.heartbeat(run_id, &self.owner, RUN_LEASE);
+            let renewal = journal.heartbeat(&keeper.fence, RUN_LEASE);
             match tokio::time::timeout_at(deadline, renewal).await {
-                Ok(Ok(true)) => return Ok(self.keep_lease_of(journal, run_id)),
+                Ok(Ok(true)) => {
+                    let (fence, taken_over) = (keeper.fence.clone(), keeper.taken_over.clone());
+                    return Ok(self.keep_lease_of(journal, fence, taken_over));
+                }
                 Ok(Ok(false)) => return Err(TAKEN_OVER),
                 Ok(Err(e)) => tracing::warn!(run_id, "taking the run's lease back failed: {e}"),
                 Err(_) => break,

@@ -33,7 +33,7 @@ pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 
 use crate::journal::{
-    JournalEntry, JournalError, LocalRuns, ReportSummary, RunJournal, StoredReport,
+    JournalEntry, JournalError, LocalRuns, ReportSummary, RunFence, RunJournal, StoredReport,
 };
 use crate::report::{AttemptEnded, AttemptSink, Resumed, RunMeta, RunRecorder, RunReport};
 use crate::store::ClaimStore;
@@ -146,7 +146,7 @@ async fn unless_stopped<T>(
 
 /// The report as the journal stores it (`None`: it cannot be encoded,
 /// which is logged; the terminal record is written all the same).
-fn stored_report(report: &RunReport) -> Option<StoredReport> {
+pub fn stored_report(report: &RunReport) -> Option<StoredReport> {
     match serde_json::to_string(report) {
         Ok(json) => Some(StoredReport {
             summary: ReportSummary {
@@ -172,13 +172,20 @@ pub fn new_run_id() -> String {
     format!("run-{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-/// Journals entries of one run (a journal failure is logged, never fatal
-/// to the run: the report still says what happened), and tells the live
-/// sinks, if any, of each attempt as it starts and ends.
+/// Journals entries of one run under its fence (a journal failure is
+/// logged, never fatal to the run: the report still says what happened;
+/// a write refused by the fence stops the run, see `taken_over`), and
+/// tells the live sinks, if any, of each attempt as it starts and ends.
 #[derive(Clone)]
 struct RunLog {
     journal: Option<Arc<dyn RunJournal>>,
     run_id: String,
+    /// This host's ownership of the run (set once the start is journaled,
+    /// or from the take-over of a resumed run).
+    fence: Option<RunFence>,
+    /// Fired when the journal refuses a write because another host owns
+    /// the run now: the lease keeper then stops the run as taken over.
+    taken_over: CancellationToken,
     live: Option<(AttemptSinks, Arc<RunMeta>)>,
 }
 
@@ -227,10 +234,16 @@ impl RunLog {
     }
 
     async fn append(&self, entry: JournalEntry) {
-        if let Some(j) = &self.journal
-            && let Err(e) = j.append(&self.run_id, entry).await
-        {
-            tracing::error!(run_id = %self.run_id, "journal write failed: {e}");
+        let (Some(j), Some(fence)) = (&self.journal, &self.fence) else {
+            return;
+        };
+        match j.append(fence, entry).await {
+            Ok(()) => {}
+            Err(e @ JournalError::Fenced { .. }) => {
+                tracing::error!(run_id = %self.run_id, "{e}: stopping the run");
+                self.taken_over.cancel();
+            }
+            Err(e) => tracing::error!(run_id = %self.run_id, "journal write failed: {e}"),
         }
     }
 }
@@ -356,26 +369,17 @@ impl<E: StepExecutor> Scheduler<E> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
-        let run = self.run_ctx(wf, run_id, SpanId::random(), inputs, incoming, None);
+        let mut run = self.run_ctx(wf, run_id, SpanId::random(), inputs, incoming, None);
         if let Some(why) = &run.incoming.rejected {
             tracing::warn!(parent: &run.span, trace_id = %run.trace_id, "{why}");
         }
         tracing::info!(parent: &run.span, trace_id = %run.trace_id, continued = run.incoming.continued, "run started");
         // Until this run returns, this host's recovery leaves it alone.
         let _here = self.local.enter(&run.run_id);
-        let lease = self
-            .journal_start(
-                &run.wf,
-                &run.run_id,
-                run.run_span,
-                &run.incoming,
-                &run.inputs,
-            )
-            .await
-            .map_err(|e| {
-                tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
-                RunError::JournalUnavailable(e)
-            })?;
+        let lease = self.journal_start(&mut run).await.map_err(|e| {
+            tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
+            RunError::JournalUnavailable(e)
+        })?;
         Ok(self.drive(run, RunState::default(), lease, cancel).await)
     }
 
@@ -426,6 +430,8 @@ impl<E: StepExecutor> Scheduler<E> {
             log: RunLog {
                 journal: self.journal.clone(),
                 run_id: run_id.clone(),
+                fence: None,
+                taken_over: CancellationToken::new(),
                 live,
             },
             started_at_ms,
@@ -483,6 +489,7 @@ impl<E: StepExecutor> Scheduler<E> {
             started_at_ms,
             started,
             resumed,
+            log,
             ..
         } = run;
         let Ending {
@@ -548,20 +555,13 @@ impl<E: StepExecutor> Scheduler<E> {
             dropped,
             resumed,
         };
-        if let Some(j) = &self.journal
+        if let (Some(j), Some(fence)) = (&self.journal, &log.fence)
             && handed_over.is_none()
         {
             // The report goes with the terminal record, in one transaction.
             let stored = self.store_reports.then(|| stored_report(&report)).flatten();
             match j
-                .finish(
-                    &report.run_id,
-                    &self.owner,
-                    outcome,
-                    degraded,
-                    report.error.clone(),
-                    stored,
-                )
+                .finish(fence, outcome, degraded, report.error.clone(), stored)
                 .await
             {
                 Ok(true) => {}

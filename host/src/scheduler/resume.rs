@@ -69,7 +69,7 @@ impl<E: StepExecutor> Scheduler<E> {
             reused_steps: state.order.clone(),
             failed_before: state.failure.clone(),
         };
-        let ctx = self.run_ctx(
+        let mut ctx = self.run_ctx(
             wf,
             start.run_id.clone(),
             run_span,
@@ -82,10 +82,11 @@ impl<E: StepExecutor> Scheduler<E> {
             "resuming a run whose host died");
         // Until this run returns, this host's recovery leaves it alone.
         let _here = self.local.enter(&ctx.run_id);
+        ctx.log.fence = Some(run.fence.clone());
         let lease = self
             .journal
             .as_ref()
-            .map(|j| self.keep_lease_of(j, &ctx.run_id));
+            .map(|j| self.keep_lease_of(j, run.fence.clone(), ctx.log.taken_over.clone()));
         ctx.log
             .append(JournalEntry {
                 kind: "resumed".into(),

@@ -10,7 +10,7 @@ use super::{
     AttemptContext, Compensation, RunCtx, RunLog, Scheduler, StepExecutor, StepFailure,
     StepOutcome, backoff, unless_stopped,
 };
-use crate::journal::{JournalEntry, RunJournal};
+use crate::journal::{JournalEntry, RunFence, RunJournal};
 use crate::report::{AttemptReport, CompensationReport, EventRecord, UndoReport};
 use crate::trace::{AttemptTrace, SpanId};
 use crate::workflow::StepSpec;
@@ -364,16 +364,16 @@ impl UndoLog for RunLog {
     }
 }
 
-/// Journals into `journal` under `run_id` (for recovery, outside a `Scheduler`).
+/// Journals into `journal` under `fence` (for recovery, outside a `Scheduler`).
 pub struct JournalUndoLog {
     pub journal: Arc<dyn RunJournal>,
-    pub run_id: String,
+    pub fence: RunFence,
 }
 
 impl UndoLog for JournalUndoLog {
     async fn undo_entry(&self, entry: JournalEntry) {
-        if let Err(e) = self.journal.append(&self.run_id, entry).await {
-            tracing::error!(run_id = %self.run_id, "journal write failed: {e}");
+        if let Err(e) = self.journal.append(&self.fence, entry).await {
+            tracing::error!(run_id = %self.fence.run_id, "journal write failed: {e}");
         }
     }
 }

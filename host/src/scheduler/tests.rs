@@ -468,10 +468,22 @@ fn down<T>() -> Result<T, JournalError> {
 
 #[async_trait::async_trait]
 impl RunJournal for FakeJournal {
-    async fn start(&self, _: &RunStart, _: Duration) -> Result<(), JournalError> {
-        if self.starts { Ok(()) } else { down() }
+    async fn start(
+        &self,
+        start: &RunStart,
+        _: Duration,
+    ) -> Result<crate::journal::RunFence, JournalError> {
+        if self.starts {
+            Ok(crate::journal::RunFence::first(&start.run_id, &start.owner))
+        } else {
+            down()
+        }
     }
-    async fn append(&self, _: &str, entry: JournalEntry) -> Result<(), JournalError> {
+    async fn append(
+        &self,
+        _: &crate::journal::RunFence,
+        entry: JournalEntry,
+    ) -> Result<(), JournalError> {
         if let Some(d) = self.slow_completions.filter(|_| entry.kind == "completed") {
             tokio::time::sleep(d).await;
         }
@@ -480,8 +492,7 @@ impl RunJournal for FakeJournal {
     }
     async fn finish(
         &self,
-        _: &str,
-        _: &str,
+        _: &crate::journal::RunFence,
         status: &str,
         _: bool,
         _: Option<String>,
@@ -490,7 +501,11 @@ impl RunJournal for FakeJournal {
         self.finishes.lock().expect("lock").push(status.to_string());
         Ok(!self.taken_before_finish)
     }
-    async fn heartbeat(&self, _: &str, _: &str, _: Duration) -> Result<bool, JournalError> {
+    async fn heartbeat(
+        &self,
+        _: &crate::journal::RunFence,
+        _: Duration,
+    ) -> Result<bool, JournalError> {
         let n = self
             .heartbeats
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
