@@ -278,6 +278,31 @@ fn a_conflicting_run_undoes_itself_without_touching_the_holder() {
     assert_eq!(out.status.code(), Some(1));
     let second = json_stdout(&out);
     assert!(str_of(&second, "/error").contains(str_of(&first, "/trace_id")));
+
+    // A run of another workflow learns that the item is held and until
+    // when, not which run, trace or host holds it.
+    let other = state.path().join("other-team.toml");
+    let text = std::fs::read_to_string(reference_workflow()).expect("read");
+    let text = text
+        .replace("components_dir = \"../target/components\"\n", "")
+        .replace("name = \"api-orchestration\"", "name = \"other-team\"");
+    write_workflow(state.path(), "other-team.toml", &text);
+    let out = run_workflow(
+        &other,
+        state.path(),
+        &reference_input(&api, "u-100", "contested"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let third = json_stdout(&out);
+    let error = str_of(&third, "/error");
+    assert!(
+        error.contains("already claimed by a run of another workflow until"),
+        "{error}"
+    );
+    for hidden in ["/run_id", "/trace_id"] {
+        assert!(!error.contains(str_of(&first, hidden)), "{error}");
+    }
     assert_eq!(
         undone(&second).last().map(String::as_str),
         Some("authenticate")

@@ -26,6 +26,8 @@ default = "http://127.0.0.1:1/"
 default = 100
 [inputs.bytes]
 default = 200000
+[inputs.key]
+default = ""
 [[steps]]
 name = "hostile"
 component = "hostile"
@@ -40,6 +42,7 @@ args.mode = { input = "mode" }
 args.url = { input = "url" }
 args.count = { input = "count" }
 args.bytes = { input = "bytes" }
+args.key = { input = "key" }
 "#;
 
 struct Harness {
@@ -501,4 +504,44 @@ async fn thousand_hostile_runs() {
         growth_mib < 48.0,
         "RSS grew by {growth_mib:.1} MiB over 1000 hostile runs"
     );
+}
+
+/// A step cannot choose the idempotency key its requests carry (it could
+/// be another run's, and an API that replays by key would hand it that
+/// run's answer): a key it sets itself is removed, whether or not the step
+/// opted in; one that opted in sends the host's key, which names the run
+/// and step and carries a MAC of the run's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cannot_send_an_idempotency_key_of_its_own() {
+    let api = SampleApi::start(Some(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new();
+    let forged = "run-0123456789abcdef.authenticate";
+    let url = format!("http://{}/oauth/token", api.addr);
+    let input = json!({ "mode": "forged-key", "url": url, "key": forged });
+    for opted_in in [false, true] {
+        let mut wf = (*hostile_workflow(dir.path(), &["127.0.0.1"])).clone();
+        if opted_in {
+            wf.steps[0].idempotency_header = Some("Idempotency-Key".into());
+        }
+        let wf = Arc::new(wf);
+        let report = run(&h.scheduler(&wf), &wf, input.clone()).await;
+        let result = report.result.clone().expect("result");
+        assert_eq!(result["sent"], true, "{result}");
+        let sent = api.requests(Some(&report.trace_id));
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let key = &sent[0]["idempotency_key"];
+        assert_ne!(key, forged, "the guest's key reached the API");
+        if opted_in {
+            let key = key.as_str().expect("the host's key");
+            let named = format!("{}.hostile.", report.run_id);
+            let mac = key.strip_prefix(&named).expect("RUN_ID.STEP.MAC");
+            assert_eq!(mac.len(), 32, "{key}");
+            assert!(mac.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+            assert_eq!(report.http_calls[0].idempotency_key.as_deref(), Some(key));
+        } else {
+            assert!(key.is_null(), "a step that did not opt in sent {key}");
+            assert_eq!(report.http_calls[0].idempotency_key, None);
+        }
+    }
 }

@@ -193,7 +193,14 @@ fn a_step_in_flight_runs_again_with_the_same_idempotency_key() {
         .filter(|r| r["path"] == "/oauth/token")
         .map(|r| &r["idempotency_key"])
         .collect();
-    let want = format!("{run_id}.authenticate");
+    // RUN_ID.STEP.MAC: the MAC made with the run's journaled secret, so the
+    // resuming process makes the same key.
+    let want = keys[0].as_str().expect("a key").to_string();
+    assert!(
+        want.starts_with(&format!("{run_id}.authenticate.")),
+        "{want}"
+    );
+    assert_eq!(want.len(), format!("{run_id}.authenticate.").len() + 32);
     assert_eq!(keys, [want.as_str(), want.as_str()], "{requests:?}");
     assert_eq!(tokens_issued(&requests), 1);
     // The key is only on the step that opted in.

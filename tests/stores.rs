@@ -49,6 +49,7 @@ fn request(item: &str, run: &str, lease_ms: u64) -> ClaimRequest {
         step: "claim_work".into(),
         owner: "host-a:1".into(),
         metadata: "{\"k\":1}".into(),
+        workflow: "wf".into(),
     }
 }
 
@@ -457,6 +458,7 @@ fn run_start(run_id: &str, owner: &str) -> RunStart {
         owner: owner.into(),
         parent_span_id: None,
         definition: String::new(),
+        idempotency_secret: String::new(),
     }
 }
 

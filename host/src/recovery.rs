@@ -384,6 +384,7 @@ impl Recoverer {
                 attempt: 0,
                 trace: trace.clone(),
                 recorder: recorder.clone(),
+                keys: crate::scheduler::KeySecret::from_hex(&start.idempotency_secret),
             };
             debug_assert!(executor.is_reversible(&done.step));
             undo.push(

@@ -24,6 +24,8 @@ pub struct ClaimRecord {
     pub expires_at_ms: u64,
     /// JSON text the claimant attached.
     pub metadata: String,
+    /// The workflow of the run holding it (empty: claimed by an older braid).
+    pub workflow: String,
 }
 
 /// Who asks for a claim, and for how long.
@@ -37,6 +39,9 @@ pub struct ClaimRequest {
     pub step: String,
     pub owner: String,
     pub metadata: String,
+    /// The claiming run's workflow: a conflict tells a step of another
+    /// workflow only that the item is held, and until when.
+    pub workflow: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,11 +139,12 @@ CREATE TABLE IF NOT EXISTS claims (
     owner         TEXT NOT NULL,
     claimed_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL,
-    metadata      TEXT NOT NULL
+    metadata      TEXT NOT NULL,
+    workflow      TEXT NOT NULL DEFAULT ''
 );
 ";
 
-const COLUMNS: &str = "claim_id, work_item, run_id, trace_id, span_id, step, owner, claimed_at_ms, expires_at_ms, metadata";
+const COLUMNS: &str = "claim_id, work_item, run_id, trace_id, span_id, step, owner, claimed_at_ms, expires_at_ms, metadata, workflow";
 
 fn row_to_claim(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRecord> {
     Ok(ClaimRecord {
@@ -152,7 +158,26 @@ fn row_to_claim(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRecord> {
         claimed_at_ms: row.get::<_, i64>(7)?.max(0) as u64,
         expires_at_ms: row.get::<_, i64>(8)?.max(0) as u64,
         metadata: row.get(9)?,
+        workflow: row.get(10)?,
     })
+}
+
+/// Gives a claims file written by an older braid its `workflow` column.
+fn add_workflow(conn: &rusqlite::Connection) -> Result<(), ClaimStoreError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('claims') WHERE name = 'workflow')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if has {
+        return Ok(());
+    }
+    match conn.execute_batch("ALTER TABLE claims ADD COLUMN workflow TEXT NOT NULL DEFAULT ''") {
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        other => other.map_err(unavailable),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClaimStoreError {
@@ -168,9 +193,9 @@ impl SqliteClaimStore {
 
     /// [`SqliteClaimStore::open`] with commits as durable as `durability` says.
     pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, ClaimStoreError> {
-        Ok(SqliteClaimStore {
-            db: Db::open(state_dir, "claims.sqlite3", SCHEMA, durability)?,
-        })
+        let db = Db::open(state_dir, "claims.sqlite3", SCHEMA, durability)?;
+        db.blocking_call(add_workflow)?;
+        Ok(SqliteClaimStore { db })
     }
 
     pub fn path(&self) -> &Path {
@@ -200,6 +225,7 @@ impl ClaimStore for SqliteClaimStore {
                 claimed_at_ms: now,
                 expires_at_ms: now.saturating_add(u64::try_from(r.lease.as_millis()).unwrap_or(u64::MAX)),
                 metadata: r.metadata,
+                workflow: r.workflow,
             };
             // One write transaction: take the item if it is free, its lease
             // ran out or the same run holds it (a retried or resumed step
@@ -210,13 +236,14 @@ impl ClaimStore for SqliteClaimStore {
             let granted: Option<String> = crate::db::query_row(
                 &tx,
                     &format!(
-                        "INSERT INTO claims ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                        "INSERT INTO claims ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                          ON CONFLICT(work_item) DO UPDATE SET
                            claim_id = excluded.claim_id, run_id = excluded.run_id,
                            trace_id = excluded.trace_id, span_id = excluded.span_id,
                            step = excluded.step, owner = excluded.owner,
                            claimed_at_ms = excluded.claimed_at_ms,
-                           expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata
+                           expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata,
+                           workflow = excluded.workflow
                          WHERE claims.expires_at_ms <= ?8 OR claims.run_id = ?3
                          RETURNING claim_id"
                     ),
@@ -230,7 +257,8 @@ impl ClaimStore for SqliteClaimStore {
                         record.owner,
                         ms(record.claimed_at_ms),
                         ms(record.expires_at_ms),
-                        record.metadata
+                        record.metadata,
+                        record.workflow
                     ],
                     |row| row.get(0),
                 )
@@ -349,6 +377,7 @@ mod tests {
             step: "claim_work".into(),
             owner: "test".into(),
             metadata: "{}".into(),
+            workflow: "wf".into(),
         }
     }
 

@@ -154,10 +154,17 @@ bool exports_braid_workflow_step_run(braid_workflow_types_trace_context_t *ctx, 
         const char *keys[] = {"work_item", "holder_trace_id"};
         braid_string_t values[] = {item, holder->trace_id};
         event(ctx, "coordination.conflict", NULL, 0, keys, values, 2);
-        step_error(err, BRAID_WORKFLOW_TYPES_STEP_ERROR_FATAL,
-                   "work item `%s` is already claimed by run %.*s (trace %.*s, step `%.*s`) until %llu ms",
-                   work_item, S(holder->run_id), S(holder->trace_id), S(holder->step),
-                   (unsigned long long)holder->expires_at_ms);
+        if (holder->run_id.len == 0) {
+            /* A holder of another workflow is not named by the host. */
+            step_error(err, BRAID_WORKFLOW_TYPES_STEP_ERROR_FATAL,
+                       "work item `%s` is already claimed by a run of another workflow until %llu ms",
+                       work_item, (unsigned long long)holder->expires_at_ms);
+        } else {
+            step_error(err, BRAID_WORKFLOW_TYPES_STEP_ERROR_FATAL,
+                       "work item `%s` is already claimed by run %.*s (trace %.*s, step `%.*s`) until %llu ms",
+                       work_item, S(holder->run_id), S(holder->trace_id), S(holder->step),
+                       (unsigned long long)holder->expires_at_ms);
+        }
         braid_workflow_coordination_claim_error_free(&refused);
     } else if (refused.tag == BRAID_WORKFLOW_COORDINATION_CLAIM_ERROR_UNAVAILABLE) {
         step_error(err, BRAID_WORKFLOW_TYPES_STEP_ERROR_RETRYABLE, "claim store unavailable: %.*s",

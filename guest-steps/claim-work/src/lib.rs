@@ -65,10 +65,19 @@ impl braid_step_reversible::Step for ClaimWork {
                         ("holder_trace_id", &holder.trace_id),
                     ],
                 );
-                Err(StepError::Fatal(format!(
-                    "work item `{work_item}` is already claimed by run {} (trace {}, step `{}`) until {} ms",
-                    holder.run_id, holder.trace_id, holder.step, holder.expires_at_ms
-                )))
+                // A holder of another workflow is not named (the host
+                // tells only that the item is held, and until when).
+                Err(StepError::Fatal(if holder.run_id.is_empty() {
+                    format!(
+                        "work item `{work_item}` is already claimed by a run of another workflow until {} ms",
+                        holder.expires_at_ms
+                    )
+                } else {
+                    format!(
+                        "work item `{work_item}` is already claimed by run {} (trace {}, step `{}`) until {} ms",
+                        holder.run_id, holder.trace_id, holder.step, holder.expires_at_ms
+                    )
+                }))
             }
             Err(ClaimError::Unavailable(reason)) => Err(StepError::Retryable(format!(
                 "claim store unavailable: {reason}"

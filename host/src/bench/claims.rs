@@ -56,6 +56,7 @@ pub async fn claim_rung(
                     step: "bench".into(),
                     owner: "bench:0".into(),
                     metadata: "{}".into(),
+                    workflow: "bench".into(),
                 };
                 let run_id = request.run_id.clone();
                 let t = Instant::now();

@@ -227,6 +227,7 @@ impl NativeExecutor {
                         step: step.name.clone(),
                         owner: self.owner.clone(),
                         metadata: "{}".into(),
+                        workflow: ctx.workflow.clone(),
                     })
                     .await
                     .map_err(|e| StepFailure::Fatal(e.to_string()))?;

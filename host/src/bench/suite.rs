@@ -414,6 +414,7 @@ async fn time_attempts(
                 state: TraceState::default(),
             },
             recorder: crate::report::RunRecorder::new(),
+            keys: crate::scheduler::KeySecret::random(),
         };
         let t0 = std::time::Instant::now();
         let out = sandbox

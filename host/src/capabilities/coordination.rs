@@ -49,6 +49,32 @@ fn store_error(e: ClaimStoreError) -> ClaimError {
     }
 }
 
+/// A claim error as a step of `workflow` may see it: a conflict with a run
+/// of another workflow says only that the item is held and until when
+/// (its run, trace, span, claim id, host and metadata are that run's
+/// business); within one workflow the holder is named, so a step can tell
+/// which of its own runs has the item.
+fn seen_from(e: ClaimStoreError, workflow: &str) -> ClaimStoreError {
+    match e {
+        ClaimStoreError::Conflict(holder) if holder.workflow != workflow => {
+            ClaimStoreError::Conflict(Box::new(ClaimRecord {
+                claim_id: String::new(),
+                work_item: holder.work_item,
+                run_id: String::new(),
+                trace_id: String::new(),
+                span_id: String::new(),
+                step: String::new(),
+                owner: String::new(),
+                claimed_at_ms: holder.claimed_at_ms,
+                expires_at_ms: holder.expires_at_ms,
+                metadata: String::new(),
+                workflow: String::new(),
+            }))
+        }
+        other => other,
+    }
+}
+
 /// A lease within bounds, or why not (the text of an `invalid-argument`).
 fn lease(ms: u64) -> Result<Duration, String> {
     let lease = Duration::from_millis(ms);
@@ -171,6 +197,7 @@ impl CoordinationCtx {
             step: c.step.clone(),
             owner: c.host_id.clone(),
             metadata,
+            workflow: c.workflow.clone(),
         };
         let started = std::time::Instant::now();
         let result = self.store.claim(request).await;
@@ -211,7 +238,9 @@ impl CoordinationCtx {
                 c.log_line("warn", &format!("claim of `{work_item}` failed: {e}"));
             }
         }
-        result.map(to_wit).map_err(store_error)
+        result
+            .map(to_wit)
+            .map_err(|e| store_error(seen_from(e, &c.workflow)))
     }
 
     async fn extend(
@@ -251,5 +280,54 @@ impl CoordinationCtx {
             );
         }
         result.map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(workflow: &str) -> ClaimStoreError {
+        ClaimStoreError::Conflict(Box::new(ClaimRecord {
+            claim_id: "claim-1".into(),
+            work_item: "item".into(),
+            run_id: "run-secret".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            step: "claim_work".into(),
+            owner: "host:1".into(),
+            claimed_at_ms: 10,
+            expires_at_ms: 20,
+            metadata: "{\"token\":\"t\"}".into(),
+            workflow: workflow.into(),
+        }))
+    }
+
+    #[test]
+    fn a_conflict_across_workflows_names_nothing_of_the_holder() {
+        let ClaimError::Conflict(seen) = store_error(seen_from(held_by("billing"), "tenant-b"))
+        else {
+            panic!("a conflict stays a conflict");
+        };
+        assert_eq!(seen.work_item, "item");
+        assert_eq!((seen.claimed_at_ms, seen.expires_at_ms), (10, 20));
+        for hidden in [
+            &seen.claim_id,
+            &seen.run_id,
+            &seen.trace_id,
+            &seen.span_id,
+            &seen.step,
+            &seen.owner,
+            &seen.metadata,
+        ] {
+            assert!(hidden.is_empty(), "{hidden}");
+        }
+        // Within the workflow, the holder is named.
+        let ClaimError::Conflict(own) = store_error(seen_from(held_by("billing"), "billing"))
+        else {
+            panic!("a conflict stays a conflict");
+        };
+        assert_eq!(own.run_id, "run-secret");
+        assert_eq!(own.claim_id, "claim-1");
     }
 }

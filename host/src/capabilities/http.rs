@@ -107,6 +107,10 @@ async fn private_address_of(
 /// will (a refused request, or one whose answer came before its body ended).
 const DRAINED_BODY_BYTES: usize = 1024 * 1024;
 
+/// Headers that carry an idempotency key: only the host sets them (a step's
+/// own value could be another run's key, to replay its answer).
+const GUEST_KEY_HEADERS: &[&str] = &["idempotency-key", "x-idempotency-key"];
+
 /// Reads `body` to its end, discarding it (at most [`DRAINED_BODY_BYTES`]).
 /// The guest writes its request body into a stream whose reader is `body`:
 /// while it is read, the guest's writes and its `finish` succeed. Dropped
@@ -279,7 +283,17 @@ impl WasiHttpHooks for OutboundHttp {
         {
             headers.insert(HOST, v);
         }
-        // Like the trace, the key is the host's: what the guest set is replaced.
+        // Like the trace, the key is the host's, for every step: a key the
+        // guest set itself (under the usual names or the one its workflow
+        // configures) is removed, and a step that opted in gets the host's.
+        for name in GUEST_KEY_HEADERS {
+            headers.remove(*name);
+        }
+        if let Some(name) = &caller.idempotency_header
+            && let Ok(name) = http::header::HeaderName::from_bytes(name.as_bytes())
+        {
+            headers.remove(name);
+        }
         if let Some(name) = &caller.idempotency_header
             && let Ok(name) = http::header::HeaderName::from_bytes(name.as_bytes())
             && let Ok(v) = HeaderValue::from_str(&caller.idempotency_key)

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 /// The step attempt a store belongs to: whom every host call acts for.
 pub struct Caller {
     pub run_id: String,
+    /// The run's workflow (a claim records it; see `coordination`).
+    pub workflow: String,
     pub step: String,
     pub attempt: u32,
     pub trace: AttemptTrace,

@@ -100,6 +100,11 @@ pub struct RunStart {
     /// runs recovery undoes).
     #[serde(default)]
     pub definition: String,
+    /// The run's idempotency-key secret (64 hex digits; empty in journals
+    /// of older braids): a host that resumes the run makes the same keys.
+    /// Never shown by any listing or report.
+    #[serde(default)]
+    pub idempotency_secret: String,
 }
 
 /// One journal entry. `kind` says which fields matter.

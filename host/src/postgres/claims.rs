@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 const COLUMNS: &str = "claim_id, work_item, run_id, trace_id, span_id, step, owner, \
-                       claimed_at_ms, expires_at_ms, metadata";
+                       claimed_at_ms, expires_at_ms, metadata, workflow";
 
 /// Claims in PostgreSQL; any number of hosts may share one database.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ fn row_to_claim(r: &Row) -> ClaimRecord {
         claimed_at_ms: to_ms(r.get(7)),
         expires_at_ms: to_ms(r.get(8)),
         metadata: r.get(9),
+        workflow: r.get(10),
     }
 }
 
@@ -64,13 +65,14 @@ impl ClaimStore for PostgresClaimStore {
         let insert = format!(
             "WITH now AS (SELECT {DB_NOW_MS} AS ms)
              INSERT INTO braid_claims ({COLUMNS})
-             SELECT $1, $2, $3, $4, $5, $6, $7, now.ms, now.ms + $8, $9 FROM now
+             SELECT $1, $2, $3, $4, $5, $6, $7, now.ms, now.ms + $8, $9, $10 FROM now
              ON CONFLICT (work_item) DO UPDATE SET
                claim_id = excluded.claim_id, run_id = excluded.run_id,
                trace_id = excluded.trace_id, span_id = excluded.span_id,
                step = excluded.step, owner = excluded.owner,
                claimed_at_ms = excluded.claimed_at_ms,
-               expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata
+               expires_at_ms = excluded.expires_at_ms, metadata = excluded.metadata,
+               workflow = excluded.workflow
              WHERE braid_claims.expires_at_ms <= excluded.claimed_at_ms
                 OR braid_claims.run_id = excluded.run_id
              RETURNING {COLUMNS}"
@@ -96,6 +98,7 @@ impl ClaimStore for PostgresClaimStore {
                         &r.owner,
                         &lease,
                         &r.metadata,
+                        &r.workflow,
                     ],
                 )
                 .await

@@ -103,9 +103,11 @@ CREATE INDEX IF NOT EXISTS braid_runs_trace ON braid_runs(trace_id);
 CREATE INDEX IF NOT EXISTS braid_reports_trace ON braid_reports(trace_id);
 ",
     // Version 4: each run's ownership epoch, the fencing token every journal
-    // write is checked against (`RunFence`). A constant default: no rewrite.
+    // write is checked against (`RunFence`), and each claim's workflow (a
+    // conflict across workflows names no run). Constant defaults: no rewrite.
     "
 ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE braid_claims ADD COLUMN IF NOT EXISTS workflow TEXT NOT NULL DEFAULT '';
 ",
 ];
 

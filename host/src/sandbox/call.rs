@@ -188,6 +188,7 @@ impl Sandbox {
             attempt: 1,
             trace,
             recorder: crate::report::RunRecorder::new(),
+            keys: crate::scheduler::KeySecret::random(),
         };
         match self
             .call(component, &spec, ctx, StepCall::Run { input })
@@ -219,6 +220,7 @@ impl Sandbox {
             idempotency_key: ctx.idempotency_key(kind),
             idempotency_header: step.idempotency_header.clone(),
             run_id: ctx.run_id,
+            workflow: ctx.workflow,
             step: ctx.step,
             attempt: ctx.attempt,
             trace: ctx.trace,

@@ -18,20 +18,81 @@ pub struct AttemptContext {
     pub attempt: u32,
     pub trace: AttemptTrace,
     pub recorder: RunRecorder,
+    /// The run's secret its idempotency keys are made with.
+    pub keys: KeySecret,
+}
+
+/// A run's idempotency-key secret: 32 random bytes made when the run starts
+/// and journaled with its start (so a host that resumes the run, this one
+/// or another sharing the journal, makes the same keys). A key is
+/// `RUN_ID.STEP[.CALL].MAC`, where MAC is the first 128 bits (hex) of
+/// HMAC-SHA256(secret, `RUN_ID.STEP[.CALL]`): readable, stable, and not to
+/// be guessed by another run's step, which never sees this run's secret.
+/// A run journaled by a braid before these secrets has none: its keys stay
+/// `RUN_ID.STEP[.CALL]`, as they were when it started.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KeySecret(Option<std::sync::Arc<[u8; 32]>>);
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never printed: it is what makes the keys unguessable.
+        f.write_str(if self.0.is_some() {
+            "KeySecret(..)"
+        } else {
+            "KeySecret(none)"
+        })
+    }
+}
+
+impl KeySecret {
+    /// A new random secret, for a run starting now.
+    pub fn random() -> KeySecret {
+        KeySecret(Some(std::sync::Arc::new(rand::random())))
+    }
+
+    /// The secret as journaled (64 hex digits; empty: none, the legacy keys).
+    pub fn to_hex(&self) -> String {
+        self.0.as_deref().map(hex::encode).unwrap_or_default()
+    }
+
+    /// The secret journaled as `text` ([`KeySecret::to_hex`]); anything but
+    /// 64 hex digits is no secret (a run journaled by an older braid).
+    pub fn from_hex(text: &str) -> KeySecret {
+        let mut bytes = [0u8; 32];
+        match hex::decode_to_slice(text, &mut bytes) {
+            Ok(()) => KeySecret(Some(std::sync::Arc::new(bytes))),
+            Err(_) => KeySecret(None),
+        }
+    }
+
+    /// The key of `call` (`run`: none named) of `step` in run `run_id`.
+    pub fn key(&self, run_id: &str, step: &str, call: &str) -> String {
+        use hmac::Mac;
+        let name = if call == "run" {
+            format!("{run_id}.{step}")
+        } else {
+            format!("{run_id}.{step}.{call}")
+        };
+        let Some(secret) = &self.0 else {
+            return name;
+        };
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_slice()) else {
+            // HMAC takes a key of any length: not reached.
+            return name;
+        };
+        mac.update(name.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("{name}.{}", hex::encode(&tag[..16]))
+    }
 }
 
 impl AttemptContext {
     /// The step's idempotency key for `call` (`run`, `compensate` or
     /// `undo`): the same on every attempt, retry and resume of the step in
-    /// this run, different for another run or step. `run` calls get
-    /// `RUN_ID.STEP`; the others `RUN_ID.STEP.CALL` (an undo must not
-    /// replay the run's answer).
+    /// this run, different for another run or step, and not computable by
+    /// anyone without the run's secret ([`KeySecret`]).
     pub fn idempotency_key(&self, call: &str) -> String {
-        if call == "run" {
-            format!("{}.{}", self.run_id, self.step)
-        } else {
-            format!("{}.{}.{call}", self.run_id, self.step)
-        }
+        self.keys.key(&self.run_id, &self.step, call)
     }
 }
 
@@ -152,4 +213,34 @@ pub trait StepExecutor: Send + Sync + 'static {
         input: String,
         output: String,
     ) -> impl Future<Output = Result<(), StepFailure>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeySecret;
+
+    #[test]
+    fn keys_are_stable_per_secret_and_unguessable_without_it() {
+        let secret = KeySecret::random();
+        let key = secret.key("run-1", "authenticate", "run");
+        // The same secret (journaled, read back by a resuming host): the same key.
+        let again = KeySecret::from_hex(&secret.to_hex());
+        assert_eq!(again.key("run-1", "authenticate", "run"), key);
+        let mac = key.strip_prefix("run-1.authenticate.").expect("named");
+        assert_eq!(mac.len(), 32);
+        // Another run's secret, step or call: another key.
+        assert_ne!(KeySecret::random().key("run-1", "authenticate", "run"), key);
+        assert_ne!(secret.key("run-1", "fetch", "run"), key);
+        let undo = secret.key("run-1", "authenticate", "undo");
+        assert!(undo.starts_with("run-1.authenticate.undo."), "{undo}");
+        // A run journaled before secrets keeps the keys it started with.
+        let legacy = KeySecret::from_hex("");
+        assert_eq!(
+            legacy.key("run-1", "authenticate", "run"),
+            "run-1.authenticate"
+        );
+        assert_eq!(legacy.to_hex(), "");
+        // Never printed.
+        assert_eq!(format!("{secret:?}"), "KeySecret(..)");
+    }
 }

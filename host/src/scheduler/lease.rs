@@ -158,6 +158,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 .continued
                 .then(|| incoming.parent.parent_id.to_string()),
             definition: wf.definition.clone(),
+            idempotency_secret: run.base.keys.to_hex(),
         };
         let fence = journal.start(&start, RUN_LEASE).await?;
         run.log.fence = Some(fence.clone());

@@ -25,7 +25,7 @@ mod saga;
 #[cfg(test)]
 mod tests;
 
-pub use executor::{AttemptContext, Compensation, LimitKind, StepExecutor, StepFailure};
+pub use executor::{AttemptContext, Compensation, KeySecret, LimitKind, StepExecutor, StepFailure};
 pub use lease::{
     LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
 };
@@ -426,6 +426,8 @@ impl<E: StepExecutor> Scheduler<E> {
                     state: incoming.state.clone(),
                 },
                 recorder: RunRecorder::new(),
+                // A new run's; a resumed run's is the journaled one.
+                keys: KeySecret::random(),
             },
             log: RunLog {
                 journal: self.journal.clone(),

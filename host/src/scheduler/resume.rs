@@ -83,6 +83,8 @@ impl<E: StepExecutor> Scheduler<E> {
         // Until this run returns, this host's recovery leaves it alone.
         let _here = self.local.enter(&ctx.run_id);
         ctx.log.fence = Some(run.fence.clone());
+        // The keys the run's first host made: a step sent again is the same request.
+        ctx.base.keys = crate::scheduler::KeySecret::from_hex(&start.idempotency_secret);
         let lease = self
             .journal
             .as_ref()

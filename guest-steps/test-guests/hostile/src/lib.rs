@@ -92,6 +92,16 @@ impl braid_step::Step for Hostile {
                 Ok(r) => json!({ "sent": true, "status": r.status }),
                 Err(e) => json!({ "sent": false, "error": e.to_string() }),
             },
+            // Sends an idempotency key of its choosing (e.g. another run's),
+            // hoping the API replays that run's answer.
+            "forged-key" => {
+                let key = input.get("key").and_then(Value::as_str).unwrap_or("");
+                let headers = [("idempotency-key", key), ("x-idempotency-key", key)];
+                match http::post_json(url, &headers, &json!({ "user_id": "u-100" })) {
+                    Ok(r) => json!({ "sent": true, "status": r.status }),
+                    Err(e) => json!({ "sent": false, "error": e.to_string() }),
+                }
+            }
             "claim-flood" => {
                 let mut granted = 0;
                 let mut refused = Vec::new();
