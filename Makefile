@@ -127,7 +127,8 @@ chromium:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (Debian package)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	  install() { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; \
+	  install || { $$sudo apt-get update -q && install; }; }
 	@command -v chromium >/dev/null
 
 ## Run every test: unit tests and the integration suite (needs the guests and

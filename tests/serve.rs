@@ -1455,20 +1455,15 @@ fn an_answered_run_is_journaled_when_the_server_is_killed_right_after() {
     }
 }
 
-/// A connection that sends no complete request head for `--idle-timeout-ms`
-/// is closed by the server: one that never sends anything, one that stops
-/// half-way through its headers, and a keep-alive one after its answer.
-/// Past `--max-connections` the server accepts no more until one closes:
-/// with two idle connections open, a third's request waits, and is
-/// answered once one of the two goes.
+/// Past `--max-connections` a new connection takes the place of the
+/// longest-idle one: with two idle keep-alive connections open, a third is
+/// answered at once, the first (idle longest) is closed by the server, and
+/// the second still answers.
 #[test]
-fn connections_past_the_bound_wait_until_one_closes() {
+fn past_the_connection_bound_the_longest_idle_connection_makes_room() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let served = Served::start(&["--max-connections", "2"]);
-    let first = TcpStream::connect(&served.addr).expect("connect");
-    let second = TcpStream::connect(&served.addr).expect("connect");
-    // Both are accepted (each answers), then stay open, idle.
+    let served = Served::start(&["--max-connections", "2", "--idle-timeout-ms", "60000"]);
     let ask = |mut s: &TcpStream| {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("write");
@@ -1481,31 +1476,85 @@ fn connections_past_the_bound_wait_until_one_closes() {
         let n = s.read(&mut got).expect(what);
         assert!(
             got[..n].starts_with(b"HTTP/1.1 200"),
-            "{}",
+            "{what}: {}",
             String::from_utf8_lossy(&got[..n])
         );
     };
-    for s in [&first, &second] {
-        ask(s);
-        answered(s, "an answer");
-    }
-    let mut third = TcpStream::connect(&served.addr).expect("the kernel queues it");
+    let first = TcpStream::connect(&served.addr).expect("connect");
+    ask(&first);
+    answered(&first, "first");
+    let second = TcpStream::connect(&served.addr).expect("connect");
+    ask(&second);
+    answered(&second, "second");
+    let third = TcpStream::connect(&served.addr).expect("connect");
     ask(&third);
-    third
-        .set_read_timeout(Some(Duration::from_secs(1)))
+    answered(&third, "the third, at once");
+    // The first was closed to make room: it reads the end of the stream.
+    let mut rest = Vec::new();
+    (&first)
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let mut got = [0u8; 256];
-    let early = third.read(&mut got);
-    assert!(
-        early.is_err(),
-        "answered past the bound: {:?}",
-        early.map(|n| String::from_utf8_lossy(&got[..n]).into_owned())
-    );
-    drop(first);
-    answered(&third, "answered once a place is free");
-    drop(second);
+    let n = (&first)
+        .read_to_end(&mut rest)
+        .expect("closed, not timed out");
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
+    ask(&second);
+    answered(&second, "the second, still open");
 }
 
+/// Thousands of sockets opened and left silent (no token needed) do not
+/// starve the server: each past the bounds (here the per-address one, as
+/// they all come from 127.0.0.1) closes the longest-idle one, so a normal
+/// client is answered at once, not after the idle timeout (a minute here).
+#[test]
+fn five_thousand_idle_sockets_do_not_starve_the_server() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let served = Served::start(&["--idle-timeout-ms", "60000"]);
+    let mut idle = Vec::new();
+    for _ in 0..5000 {
+        idle.push(TcpStream::connect(&served.addr).expect("connect"));
+    }
+    for path in ["/healthz", "/v1/runs?limit=1"] {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(&served.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            served.addr
+        )
+        .expect("write");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("an answer");
+        let took = t0.elapsed();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "{path} answered after {took:?}"
+        );
+    }
+    // The server closed the oldest of the silent sockets to make room.
+    let mut closed = 0;
+    for s in idle.iter().take(100) {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        if matches!((&*s).read(&mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 100, "the longest-idle sockets were closed");
+}
+
+/// A connection that sends no complete request head for `--idle-timeout-ms`
+/// is closed by the server: one that never sends anything, one that stops
+/// half-way through its headers, and a keep-alive one after its answer.
 #[test]
 fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
     use std::io::{Read, Write};
@@ -1549,4 +1598,122 @@ fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
     );
     // The server still answers new connections.
     assert_eq!(served.get("/healthz").status, 200);
+}
+
+/// One request with exactly `head` (request line and headers, `\r\n`
+/// separated, without the blank line) and `body`: the status, the
+/// response head (lower case) and its body.
+fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "{head}\r\nConnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// A page on another site, open in the operator's browser, can send
+/// requests that need no preflight (`text/plain` bodies) and, by DNS
+/// rebinding, reach the server under its own name. Neither gets through:
+/// the run is not started, nothing is read; the server's own pages, probes
+/// and an allowed origin still work.
+#[test]
+fn the_api_answers_only_its_own_names_and_origins() {
+    let api = SampleApi::start(Some(0));
+    let served = Served::start(&["--allow-origin", "https://dash.example.com"]);
+    let addr = served.addr.as_str();
+    let port = addr.rsplit(':').next().expect("port");
+    let input = reference_input(&api, "u-100", "origin-item");
+    let post = "POST /v1/workflows/api-orchestration/runs HTTP/1.1";
+
+    // A cross-site form or fetch: text/plain, from evil.example.
+    let (status, _, body) = raw_request(
+        addr,
+        &format!(
+            "{post}\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain"
+        ),
+        &input,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("cross-origin request from `http://evil.example` refused"),
+        "{body}"
+    );
+    // Without an Origin (not a browser), a body that is not JSON: 415.
+    let (status, _, body) = raw_request(
+        addr,
+        &format!("{post}\r\nHost: {addr}\r\nContent-Type: text/plain"),
+        &input,
+    );
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        body.contains("Content-Type: application/json (got text/plain)"),
+        "{body}"
+    );
+    assert!(
+        api.requests(None).is_empty(),
+        "a refused request started a run"
+    );
+
+    // DNS rebinding: evil.example resolves to 127.0.0.1.
+    let rebound = format!("Host: evil.example:{port}");
+    for path in ["/v1/runs", "/ui/runs", "/metrics"] {
+        let (status, _, body) = raw_request(addr, &format!("GET {path} HTTP/1.1\r\n{rebound}"), "");
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(
+            body.contains("does not answer to the name `evil.example`"),
+            "{body}"
+        );
+    }
+    let (status, _, _) = raw_request(addr, &format!("GET /healthz HTTP/1.1\r\n{rebound}"), "");
+    assert_eq!(status, 200, "probes answer whatever the name");
+
+    // The server's own origin (the viewer), under localhost too.
+    let own = format!(
+        "{post}\r\nHost: localhost:{port}\r\nOrigin: http://localhost:{port}\r\nContent-Type: application/json"
+    );
+    let (status, _, body) = raw_request(addr, &own, &input);
+    assert_eq!(status, 200, "{body}");
+
+    // An allowed origin: its preflight is answered and its answers readable.
+    let (status, head, _) = raw_request(
+        addr,
+        &format!(
+            "OPTIONS /v1/workflows/api-orchestration/runs HTTP/1.1\r\nHost: {addr}\r\n\
+             Origin: https://dash.example.com\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type"
+        ),
+        "",
+    );
+    assert_eq!(status, 204, "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://dash.example.com"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-headers: authorization, content-type"),
+        "{head}"
+    );
+    let (status, head, body) = raw_request(
+        addr,
+        &format!("GET /v1/runs HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://dash.example.com"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.contains("access-control-allow-origin: https://dash.example.com"),
+        "{head}"
+    );
 }

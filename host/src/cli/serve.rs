@@ -7,13 +7,14 @@ use anyhow::Context;
 use braid::scheduler::Scheduler;
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Workflow files to serve (default: every workflows/*.toml).
+    /// Workflow files, or directories of them (their *.toml), to serve
+    /// (default: the directory workflows/).
     workflows: Vec<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -36,17 +37,21 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
     max_runs_in_flight: usize,
     /// Most runs in flight of one workflow (one busy workflow cannot take
-    /// every place); at most --max-runs-in-flight.
-    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
-    max_runs_in_flight_per_workflow: usize,
+    /// every place); at most --max-runs-in-flight, which is the default.
+    #[arg(long)]
+    max_runs_in_flight_per_workflow: Option<usize>,
     /// Close a connection that sends no complete request head for this
     /// long, in ms (idle between keep-alive requests, or slow headers).
     #[arg(long, default_value_t = braid::serve::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
     idle_timeout_ms: u64,
-    /// Most connections open at once; past it the server accepts no more
-    /// until one closes (they wait in the kernel's accept queue).
+    /// Most connections open at once: past it a new connection takes the
+    /// place of the longest-idle one (closed), or is closed itself when
+    /// every open one is busy.
     #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Most connections open at once from one address, likewise.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    max_connections_per_peer: usize,
     /// Enables `PUT /v1/components/NAME` and rollback for callers that
     /// send `Authorization: Bearer TOKEN`.
     #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
@@ -65,6 +70,27 @@ pub struct ServeArgs {
     /// http://localhost:16686/trace/{trace_id} (Jaeger).
     #[arg(long, env = "BRAID_TRACE_URL", value_name = "TEMPLATE")]
     trace_url: Option<braid::serve::TraceUrl>,
+    /// A host name this server answers to (the `Host` of a request; repeat
+    /// for several). Default: localhost, 127.0.0.1 and ::1 when listening
+    /// on loopback, any name otherwise. Other names get 421 (a DNS
+    /// rebinding page reaches the server under its own name).
+    #[arg(
+        long = "public-name",
+        env = "BRAID_PUBLIC_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    public_names: Vec<String>,
+    /// A browser origin (scheme://host[:port]) whose pages may call the
+    /// API besides the server's own (repeat for several; `*`: any). Other
+    /// cross-origin requests get 403.
+    #[arg(
+        long = "allow-origin",
+        env = "BRAID_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    allow_origins: Vec<String>,
     #[command(flatten)]
     retain: RetainArgs,
     #[command(flatten)]
@@ -85,31 +111,34 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_runs_in_flight_per_workflow,
         idle_timeout_ms,
         max_connections,
+        max_connections_per_peer,
         admin_token,
         watch,
         watch_interval_ms,
         max_component_bytes,
         trace_url,
+        public_names,
+        allow_origins,
         retain,
         prune,
         state,
     } = args;
+    let max_runs_in_flight_per_workflow =
+        max_runs_in_flight_per_workflow.unwrap_or(max_runs_in_flight);
+    let audience = braid::serve::Audience::new(listen, &public_names, &allow_origins)
+        .map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    if public_names.is_empty() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "listening beyond loopback without --public-name: any Host is answered (name the server to refuse DNS-rebinding pages)");
+    }
     let state = &state;
     let grace = Duration::from_millis(grace_ms);
     let watch = watch.then(|| Duration::from_millis(watch_interval_ms.max(10)));
     use braid::registry::Served;
     use braid::serve::{ServeConfig, Server};
     if files.is_empty() {
-        let dir = Path::new("workflows");
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("no workflow files given and cannot read {}", dir.display()))
-            .map_err(bad_input)?;
-        files = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
+        files.push(PathBuf::from("workflows"));
     }
+    let files = workflow_files(&files)?;
     let host = open_host(state).await?;
     let otel = braid::otel::OtlpExport::from_env(opentelemetry::trace::SpanKind::Server)
         .map_err(bad_input)?;
@@ -164,7 +193,9 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
             },
             idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
             max_connections,
+            max_connections_per_peer,
             trace_url,
+            audience,
         },
     )
     .await
@@ -198,4 +229,32 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
     eprintln!("stopped");
     Ok(0)
+}
+
+/// The workflow files of `given`: each file as given, each directory's
+/// `*.toml` files (sorted). A directory without any is an error naming it.
+fn workflow_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, Exit> {
+    let mut files = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read the directory {}", path.display()))
+            .map_err(bad_input)?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        if found.is_empty() {
+            return Err(bad_input(anyhow::anyhow!(
+                "{}: no workflow files (*.toml) in this directory",
+                path.display()
+            )));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }

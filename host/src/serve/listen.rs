@@ -1,19 +1,20 @@
 //! The connection loop of `braid serve`: accepts TCP connections and serves
 //! each with hyper's HTTP/1.1 server, closing a connection that sends no
-//! complete request head for `idle_timeout` (idle between keep-alive
-//! requests, or a client dribbling its headers), so connections nobody uses
-//! do not hold the server's memory for ever. `axum::serve` has no such
-//! timeout; this is the same loop with hyper's own `header_read_timeout`,
-//! which (in the hyper this builds with, 1.12) also runs while a keep-alive
-//! connection waits for its next request: the test
-//! `idle_and_slow_connections_are_closed_after_the_idle_timeout` holds it
-//! to that. At most `max_connections` are open at once: past that, the loop
-//! stops accepting until one closes (new connections wait in the kernel's
-//! accept queue), so connections cannot take the server's memory or file
-//! descriptors either.
+//! complete request head for `idle_timeout` (before its first request, or
+//! idle between keep-alive requests, or a client dribbling its headers).
+//! `axum::serve` has no such timeout; this is the same loop with hyper's
+//! own `header_read_timeout`, which (in the hyper this builds with, 1.12)
+//! also runs while a keep-alive connection waits for its next request: the
+//! test `idle_and_slow_connections_are_closed_after_the_idle_timeout` holds
+//! it to that. The loop never stops accepting: past `max_connections` open
+//! (or `max_per_peer` from one address) a new connection takes the place of
+//! the longest-idle one ([`super::conns`]), so idle sockets cannot starve
+//! the server of connections, memory or file descriptors.
 
+use super::conns::{Conns, Registered};
 use axum::Router;
 use axum::body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -21,37 +22,28 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Serves `router` on `listener` until `stop`, at most `max_connections`
-/// at once; then stops accepting, lets each open connection finish the
-/// request it is in, and returns once all are closed.
+/// Serves `router` on `listener` until `stop`, within the connection
+/// bounds of `conns`; then stops accepting, lets each open connection
+/// finish the request it is in, and returns once all are closed.
 pub(super) async fn serve_connections(
     listener: TcpListener,
     router: Router,
     idle_timeout: Duration,
-    max_connections: usize,
+    conns: Arc<Conns>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let open = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(idle_timeout)
         .keep_alive(true);
     loop {
-        let place = tokio::select! {
-            place = Arc::clone(&open).acquire_owned() => match place {
-                Ok(place) => place,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 // Out of file descriptors and the like: wait, do not spin.
                 Err(e) => {
                     tracing::warn!("accepting a connection failed: {e}");
@@ -61,20 +53,54 @@ pub(super) async fn serve_connections(
             },
             () = stop.cancelled() => break,
         };
+        let Some(registered) = conns.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: every connection in its way is busy");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(|req: http::Request<Incoming>| req.map(Body::new));
+        let registered = Arc::new(registered);
+        let close = registered.close.clone();
+        let service = serve_marking_busy(router.clone(), Arc::clone(&registered));
         let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended: {e}");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!("connection ended: {e}");
+                },
+                // Closed to make room: it was idle, no request is lost.
+                () = close.cancelled() => {}
             }
-            drop(place);
+            drop(registered);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// `router`, with each request marked in progress on its connection from
+/// its head until its answer's body has been sent (or dropped).
+fn serve_marking_busy(
+    router: Router,
+    conn: Arc<Registered>,
+) -> impl tower::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |request: http::Request<Incoming>| {
+        let busy = conn.busy();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request.map(Body::new)).await?;
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _in_progress = &busy;
+                    frame
+                }))
+            }))
+        }
+    })
 }

@@ -18,9 +18,11 @@
 //! through the registry).
 
 mod admin;
+mod conns;
 mod dag;
 mod listen;
 pub mod live;
+mod origin;
 mod pages;
 mod runs;
 mod waterfall;
@@ -37,6 +39,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+pub use origin::Audience;
 use runs::start_run;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -88,11 +91,14 @@ pub struct ServeConfig {
     /// A connection that sends no complete request head for this long (idle
     /// between keep-alive requests, or dribbling its headers) is closed.
     pub idle_timeout: Duration,
-    /// Most connections open at once; past it the server stops accepting
-    /// until one closes.
+    /// Most connections open at once, and from one address: past either,
+    /// a new connection takes the place of the longest-idle one.
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     /// Where the run viewer links a trace to in the user's tracing backend.
     pub trace_url: Option<TraceUrl>,
+    /// The names the server answers to and the origins it serves.
+    pub audience: Audience,
 }
 
 /// A trace's page in the user's tracing backend (Jaeger, Tempo, Phoenix,
@@ -130,15 +136,22 @@ impl std::str::FromStr for TraceUrl {
     }
 }
 
-/// Default [`ServeConfig::idle_timeout`]: hyper's own default for reading a
-/// request head. Behind a load balancer that keeps idle connections to its
-/// backends longer, raise it above the balancer's (docs/serving.md).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServeConfig::idle_timeout`]: the time a connection has to send
+/// a complete request head (its first, or its next on keep-alive). Short,
+/// so silent sockets go soon; behind a load balancer that keeps idle
+/// connections to its backends longer, raise it above the balancer's
+/// (docs/serving.md).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default [`ServeConfig::max_connections`]: well above the 1,000 clients
 /// `braid bench --mode serve` keeps connected, well below the usual
 /// 20,000-descriptor limit; an idle HTTP/1.1 connection holds a few KB.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Default [`ServeConfig::max_connections_per_peer`]: above the 1,000
+/// clients of `braid bench --mode serve` (all from one address), a quarter
+/// of [`DEFAULT_MAX_CONNECTIONS`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 1024;
 
 /// The bounds on runs in flight a server admits.
 #[derive(Debug, Clone, Copy)]
@@ -357,6 +370,10 @@ impl Server {
                 )
             })
             .layer(axum::middleware::map_response(json_method_not_allowed))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(config.audience),
+                origin::guard,
+            ))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -370,7 +387,7 @@ impl Server {
             listener,
             router,
             config.idle_timeout,
-            config.max_connections,
+            conns::Conns::new(config.max_connections, config.max_connections_per_peer),
             stop,
         ));
         Ok(Server {

@@ -12,7 +12,7 @@ use crate::trace::IncomingTrace;
 use crate::workflow::OnCrash;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -91,10 +91,22 @@ pub(super) async fn start_run(
             format!("unknown workflow `{name}`; this server runs: {known:?}"),
         );
     };
+    // A body must say it is JSON (what a page's form or `fetch` cannot
+    // send cross-origin without a preflight); no body needs no type.
+    let typed = headers.contains_key(header::CONTENT_TYPE);
+    if typed && let Err(refused) = super::origin::require_json(&headers) {
+        return *refused;
+    }
     let bytes = match read_body(body, app.max_body_bytes, "request body").await {
         Ok(b) => b,
         Err(too_large) => return *too_large,
     };
+    if !typed
+        && !bytes.is_empty()
+        && let Err(refused) = super::origin::require_json(&headers)
+    {
+        return *refused;
+    }
     let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
