@@ -1491,7 +1491,7 @@ fn past_the_connection_bound_the_longest_idle_connection_makes_room() {
     answered(&third, "the third, at once");
     // The first was closed to make room: it reads the end of the stream.
     let mut rest = Vec::new();
-    (&first)
+    first
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let n = (&first)
