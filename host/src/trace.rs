@@ -16,9 +16,12 @@
 //!   list; keys follow the current grammar (`key = (lcalpha / DIGIT)
 //!   0*255(keychar)`, `keychar` including `@`); a malformed member drops the
 //!   whole list (the specification allows it), while a repeated key keeps its
-//!   first (left-most) member, a list over 32 members keeps the first 32, and
-//!   a list over 512 characters is cut as the specification says (members over
-//!   128 characters first, then from the right).
+//!   first (left-most) member, a list of more than 32 members is dropped
+//!   whole (the specification's limit; a list is not cut to fit it), and a
+//!   list over 512 characters is cut as the specification says (members over
+//!   128 characters first, then from the right);
+//! - a `tracestate` that came without a valid `traceparent` is dropped, and
+//!   the drop is logged like the others.
 
 use std::fmt;
 
@@ -235,6 +238,8 @@ pub enum TraceStateError {
     Key(String),
     #[error("tracestate value for key `{0}` is not valid")]
     Value(String),
+    #[error("tracestate has {0} members, more than the 32 a list may have")]
+    TooManyMembers(usize),
 }
 
 /// A parsed `tracestate`: vendor key/value pairs, left-most first.
@@ -253,22 +258,32 @@ impl TraceState {
 
     /// Parses a `tracestate` value (several fields combined with `,`).
     /// Empty members (`a=1,,b=2`) and optional white space around members are
-    /// allowed; a malformed member rejects the whole value, which the caller
-    /// then drops. Repeated keys and lists over the limits are trimmed, not
+    /// allowed; a malformed member, or more than [`Self::MAX_MEMBERS`]
+    /// members, rejects the whole value, which the caller then drops.
+    /// Repeated keys and lists over 512 characters are trimmed, not
     /// rejected (see [`TraceState::parse_noting`]).
     pub fn parse(value: &str) -> Result<Self, TraceStateError> {
         Self::parse_noting(value).map(|(state, _)| state)
     }
 
     /// [`TraceState::parse`], also saying what was trimmed: a repeated key's
-    /// later members, members past the 32nd, members cut to fit 512 characters.
+    /// later members, members cut to fit 512 characters.
     pub fn parse_noting(value: &str) -> Result<(Self, Vec<String>), TraceStateError> {
         let mut members: Vec<(String, String)> = Vec::new();
         let mut notes = Vec::new();
+        let mut count = 0;
         for raw in value.split(',') {
             let member = raw.trim_matches([' ', '\t']);
             if member.is_empty() {
                 continue;
+            }
+            count += 1;
+            if count > Self::MAX_MEMBERS {
+                let all = value
+                    .split(',')
+                    .filter(|m| !m.trim_matches([' ', '\t']).is_empty())
+                    .count();
+                return Err(TraceStateError::TooManyMembers(all));
             }
             let (key, val) = member
                 .split_once('=')
@@ -284,14 +299,6 @@ impl TraceState {
                 continue;
             }
             members.push((key.to_string(), val.to_string()));
-        }
-        if members.len() > Self::MAX_MEMBERS {
-            notes.push(format!(
-                "{} members: kept the first {}",
-                members.len(),
-                Self::MAX_MEMBERS
-            ));
-            members.truncate(Self::MAX_MEMBERS);
         }
         let mut state = TraceState { members };
         let before = state.members.len();
@@ -398,12 +405,23 @@ impl IncomingTrace {
             continued: false,
             rejected,
         };
+        // A tracestate goes only with the traceparent it came with.
+        let state_too = if tracestates.iter().any(|s| !s.as_ref().trim().is_empty()) {
+            "; tracestate dropped with it"
+        } else {
+            ""
+        };
         let header = match traceparents {
-            [] => return fresh(None),
+            [] if state_too.is_empty() => return fresh(None),
+            [] => {
+                return fresh(Some(
+                    "tracestate dropped: it came without a traceparent".to_string(),
+                ));
+            }
             [one] => one.as_ref(),
             several => {
                 return fresh(Some(format!(
-                    "traceparent sent in {} header fields (a repeated traceparent is invalid); started a new trace",
+                    "traceparent sent in {} header fields (a repeated traceparent is invalid); started a new trace{state_too}",
                     several.len()
                 )));
             }
@@ -412,7 +430,7 @@ impl IncomingTrace {
             Ok(parent) => parent,
             Err(e) => {
                 return fresh(Some(format!(
-                    "traceparent `{}` ignored ({e}); started a new trace",
+                    "traceparent `{}` ignored ({e}); started a new trace{state_too}",
                     crate::report::bounded(header.to_string(), 128)
                 )));
             }
@@ -730,7 +748,7 @@ mod tests {
     }
 
     #[test]
-    fn a_list_over_32_members_keeps_the_first_32() {
+    fn a_list_over_32_members_is_dropped_whole() {
         let list = |n: usize| {
             (0..n)
                 .map(|i| format!("k{i}=v"))
@@ -741,10 +759,18 @@ mod tests {
             TraceState::parse(&list(32)).map(|t| t.members().len()),
             Ok(32)
         );
-        let (ts, notes) = TraceState::parse_noting(&list(40)).expect("trimmed");
-        assert_eq!(ts.members().len(), 32);
-        assert_eq!(ts.members()[31].0, "k31", "the right-most go");
-        assert_eq!(notes, ["40 members: kept the first 32"]);
+        assert_eq!(
+            TraceState::parse(&list(33)),
+            Err(TraceStateError::TooManyMembers(33))
+        );
+        // Empty members do not count.
+        assert!(TraceState::parse(&format!("{},,", list(32))).is_ok());
+        let t = IncomingTrace::from_headers(Some(VALID), Some(&list(40)));
+        assert!(t.continued && t.state.is_empty());
+        assert_eq!(
+            t.rejected.as_deref(),
+            Some("tracestate dropped: tracestate has 40 members, more than the 32 a list may have")
+        );
     }
 
     #[test]
@@ -804,8 +830,24 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
 
+        assert!(
+            fresh
+                .rejected
+                .as_deref()
+                .is_some_and(|r| r.ends_with("; tracestate dropped with it")),
+            "{:?}",
+            fresh.rejected
+        );
+
+        // Dropped, and said so in the log, like every other drop.
         let none = IncomingTrace::from_headers(None, Some("a=1"));
-        assert!(!none.continued && none.state.is_empty() && none.rejected.is_none());
+        assert!(!none.continued && none.state.is_empty());
+        assert_eq!(
+            none.rejected.as_deref(),
+            Some("tracestate dropped: it came without a traceparent")
+        );
+        let nothing = IncomingTrace::from_headers(None, None);
+        assert!(nothing.rejected.is_none());
     }
 
     #[test]
