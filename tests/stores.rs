@@ -1033,6 +1033,7 @@ async fn pruning_deletes_finished_runs_past_the_retention_and_nothing_running() 
         // Age zero: every finished run goes, the running two and their keys stay.
         let pruned = prune_all(
             j.as_ref(),
+            &braid::store::NoClaims,
             Retention {
                 max_age: Duration::ZERO,
                 max_runs: u64::MAX,
@@ -1123,5 +1124,47 @@ async fn a_run_recovery_aborts_has_a_stored_report() {
             .expect("list");
         let ids: Vec<&str> = aborted.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["run-aborted"], "{}", b.name);
+    }
+}
+
+/// Retention covers the claim store too: expired claims past the retention
+/// (by age, or past the newest `max_runs` expired ones) go; a live claim
+/// never does, whatever the retention.
+#[tokio::test]
+async fn pruning_deletes_expired_claims_past_the_retention_and_no_live_one() {
+    for b in backends().await {
+        let s = &b.store;
+        for i in 0..5 {
+            s.claim(request(&format!("old-{i}"), &format!("run-{i}"), 1))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+            // Each expires at a later millisecond than the one before.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        s.claim(request("live", "run-live", 60_000))
+            .await
+            .expect("claim");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let items = |list: Vec<braid::store::ClaimRecord>| {
+            let mut v: Vec<String> = list.into_iter().map(|c| c.work_item).collect();
+            v.sort();
+            v
+        };
+        // Keep the newest 2 expired ones (a day's age keeps every one by age).
+        let day = Duration::from_secs(86_400);
+        let gone = s.prune_expired(day, 2, 2).await.expect("prune");
+        assert_eq!(gone, 2, "{}: one batch of 2", b.name);
+        let gone = s.prune_expired(day, 2, 2).await.expect("prune");
+        assert_eq!(gone, 1, "{}", b.name);
+        assert_eq!(s.prune_expired(day, 2, 2).await.expect("prune"), 0);
+        let left = items(s.list().await.expect("list"));
+        assert_eq!(left, ["live", "old-3", "old-4"], "{}", b.name);
+        // Age zero: every expired claim goes, the live one stays.
+        let gone = s
+            .prune_expired(Duration::ZERO, u64::MAX, 100)
+            .await
+            .expect("prune");
+        assert_eq!(gone, 2, "{}", b.name);
+        assert_eq!(items(s.list().await.expect("list")), ["live"], "{}", b.name);
     }
 }

@@ -75,6 +75,16 @@ pub trait ClaimStore: Send + Sync + 'static {
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
     /// Every stored claim, live or expired, oldest first.
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
+    /// Deletes at most `batch` claims whose lease has run out and that the
+    /// retention does not keep: expired for longer than `max_age`, or past
+    /// the newest `max_kept` expired ones (a released claim is gone
+    /// already). A live claim is never touched. How many went.
+    async fn prune_expired(
+        &self,
+        max_age: Duration,
+        max_kept: u64,
+        batch: usize,
+    ) -> Result<u64, ClaimStoreError>;
     /// Now, by the clock this store's leases use (milliseconds since the
     /// Unix epoch): what a claim's `expires_at_ms` is compared with.
     async fn clock_ms(&self) -> Result<u64, ClaimStoreError> {
@@ -103,6 +113,9 @@ impl ClaimStore for NoClaims {
     }
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
         Ok(Vec::new())
+    }
+    async fn prune_expired(&self, _: Duration, _: u64, _: usize) -> Result<u64, ClaimStoreError> {
+        Ok(0)
     }
 }
 
@@ -356,6 +369,34 @@ impl ClaimStore for SqliteClaimStore {
                     .map_err(unavailable)?;
                 let rows = stmt.query_map([], row_to_claim).map_err(unavailable)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn prune_expired(
+        &self,
+        max_age: Duration,
+        max_kept: u64,
+        batch: usize,
+    ) -> Result<u64, ClaimStoreError> {
+        let now = now_ms();
+        let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        let keep = i64::try_from(max_kept).unwrap_or(i64::MAX);
+        self.db
+            .call(move |conn| {
+                crate::db::exec(
+                    conn,
+                    "DELETE FROM claims WHERE claim_id IN (
+                       SELECT claim_id FROM claims
+                       WHERE expires_at_ms <= ?1
+                         AND (expires_at_ms < ?2 OR claim_id NOT IN (
+                           SELECT claim_id FROM claims WHERE expires_at_ms <= ?1
+                           ORDER BY expires_at_ms DESC, claim_id DESC LIMIT ?3))
+                       ORDER BY expires_at_ms LIMIT ?4)",
+                    params![ms(now), ms(cutoff), keep, batch as i64],
+                )
+                .map(|n| n as u64)
+                .map_err(unavailable)
             })
             .await
     }

@@ -71,15 +71,19 @@ pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
 
 async fn prune(retain: RetainArgs, json: bool, state: &StateArgs) -> Result<u8, Exit> {
     let stores = open_stores(state).await?;
-    let pruned = braid::journal::prune_all(stores.journal.as_ref(), retain.retention())
-        .await
-        .map_err(|e| Exit(1, e.into()))?;
+    let pruned = braid::journal::prune_all(
+        stores.journal.as_ref(),
+        stores.claims.as_ref(),
+        retain.retention(),
+    )
+    .await
+    .map_err(|e| Exit(1, e.into()))?;
     if json {
         print_json(&pruned)?;
     } else {
         println!(
-            "pruned {} runs ({} journal entries, {} reports, {} idempotency keys)",
-            pruned.runs, pruned.entries, pruned.reports, pruned.idempotency_keys
+            "pruned {} runs ({} journal entries, {} reports, {} idempotency keys) and {} expired claims",
+            pruned.runs, pruned.entries, pruned.reports, pruned.idempotency_keys, pruned.claims
         );
     }
     Ok(0)

@@ -170,6 +170,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     // `--prune-interval-s` (a minute).
     let pruning = braid::journal::spawn_pruning(
         Arc::clone(&host.journal),
+        Arc::clone(&host.claims),
         retain.retention(),
         Duration::from_secs(prune.prune_interval_s),
     );

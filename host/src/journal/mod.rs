@@ -12,7 +12,9 @@
 mod retention;
 mod sqlite;
 
-pub use retention::{PRUNE_BATCH, PRUNE_INTERVAL, Pruned, Retention, prune_all, spawn_pruning};
+pub use retention::{
+    PRUNE_BATCH, PRUNE_INTERVAL, PRUNE_PAUSE, Pruned, Retention, prune_all, spawn_pruning,
+};
 pub use sqlite::SqliteJournal;
 
 use crate::db::DbUnavailable;

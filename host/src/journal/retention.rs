@@ -1,8 +1,11 @@
-//! Retention: which finished runs the journal keeps, and pruning the rest
-//! in short batches (`braid serve` every minute, `braid runs prune`).
-//! Must not know a backend's storage (each implements `RunJournal::prune`).
+//! Retention: which finished runs the journal keeps (and which expired
+//! claims the claim store keeps), and pruning the rest in short batches
+//! (`braid serve` every minute, `braid runs prune`). Must not know a
+//! backend's storage (each implements `RunJournal::prune` and
+//! `ClaimStore::prune_expired`).
 
 use super::{JournalError, RunJournal};
+use crate::store::ClaimStore;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ pub struct Pruned {
     pub entries: u64,
     pub reports: u64,
     pub idempotency_keys: u64,
+    /// Expired claims deleted from the claim store.
+    pub claims: u64,
 }
 
 impl Pruned {
@@ -39,19 +44,27 @@ impl Pruned {
         self.entries += other.entries;
         self.reports += other.reports;
         self.idempotency_keys += other.idempotency_keys;
+        self.claims += other.claims;
     }
 }
 
-/// Runs at most this many per prune transaction.
-pub const PRUNE_BATCH: usize = 500;
+/// Runs (or expired claims) at most this many per prune transaction: short,
+/// so the writes of runs in flight wait little behind one.
+pub const PRUNE_BATCH: usize = 100;
+
+/// `braid serve`'s pruning waits this long between two batches, so runs in
+/// flight get the journal between them.
+pub const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// How often `braid serve` prunes its journal by default.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Prunes `journal` now and every `every` (`braid serve`), each batch its
-/// own short transaction so live runs are not held up.
+/// Prunes `journal` and `claims` now and every `every` (`braid serve`),
+/// each batch its own short transaction, with [`PRUNE_PAUSE`] between
+/// batches, so live runs are not held up.
 pub fn spawn_pruning(
     journal: std::sync::Arc<dyn RunJournal>,
+    claims: std::sync::Arc<dyn ClaimStore>,
     retention: Retention,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
@@ -60,13 +73,15 @@ pub fn spawn_pruning(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match prune_all(journal.as_ref(), retention).await {
-                Ok(p) if p.runs > 0 || p.idempotency_keys > 0 => tracing::info!(
+            let pruned = prune_paced(journal.as_ref(), claims.as_ref(), retention, PRUNE_PAUSE);
+            match pruned.await {
+                Ok(p) if p.runs > 0 || p.idempotency_keys > 0 || p.claims > 0 => tracing::info!(
                     runs = p.runs,
                     entries = p.entries,
                     reports = p.reports,
                     idempotency_keys = p.idempotency_keys,
-                    "pruned finished runs past the retention"
+                    claims = p.claims,
+                    "pruned finished runs and expired claims past the retention"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("pruning the run journal failed (tried again later): {e}"),
@@ -75,18 +90,41 @@ pub fn spawn_pruning(
     })
 }
 
-/// Prunes `journal` by `retention` in batches of [`PRUNE_BATCH`] until
-/// nothing more is due; what was deleted in all.
+/// Prunes `journal` and `claims` by `retention` in batches of
+/// [`PRUNE_BATCH`] until nothing more is due; what was deleted in all.
 pub async fn prune_all(
     journal: &dyn RunJournal,
+    claims: &dyn ClaimStore,
     retention: Retention,
+) -> Result<Pruned, JournalError> {
+    prune_paced(journal, claims, retention, Duration::ZERO).await
+}
+
+/// [`prune_all`], waiting `pause` between two batches.
+async fn prune_paced(
+    journal: &dyn RunJournal,
+    claims: &dyn ClaimStore,
+    retention: Retention,
+    pause: Duration,
 ) -> Result<Pruned, JournalError> {
     let mut total = Pruned::default();
     loop {
         let pruned = journal.prune(retention, PRUNE_BATCH).await?;
         total.add(pruned);
         if pruned.runs < PRUNE_BATCH as u64 {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    loop {
+        let gone = claims
+            .prune_expired(retention.max_age, retention.max_runs, PRUNE_BATCH)
+            .await
+            .map_err(|e| JournalError::Unavailable(format!("claim store: {e}")))?;
+        total.claims += gone;
+        if gone < PRUNE_BATCH as u64 {
             return Ok(total);
         }
+        tokio::time::sleep(pause).await;
     }
 }

@@ -180,6 +180,37 @@ impl ClaimStore for PostgresClaimStore {
         Ok(rows.iter().map(row_to_claim).collect())
     }
 
+    async fn prune_expired(
+        &self,
+        max_age: Duration,
+        max_kept: u64,
+        batch: usize,
+    ) -> Result<u64, ClaimStoreError> {
+        let client = self.pg.client().await?;
+        let sql = format!(
+            "WITH now AS (SELECT {DB_NOW_MS} AS ms),
+             expired AS (SELECT claim_id, expires_at_ms FROM braid_claims, now WHERE expires_at_ms <= now.ms),
+             kept AS (SELECT claim_id FROM expired ORDER BY expires_at_ms DESC, claim_id DESC LIMIT $2),
+             doomed AS (
+               SELECT claim_id FROM expired, now
+               WHERE expires_at_ms < now.ms - $1 OR claim_id NOT IN (SELECT claim_id FROM kept)
+               ORDER BY expires_at_ms LIMIT $3)
+             DELETE FROM braid_claims WHERE claim_id IN (SELECT claim_id FROM doomed)"
+        );
+        let sql = client.prepare_cached(&sql).await.map_err(unavailable)?;
+        client
+            .execute(
+                &sql,
+                &[
+                    &lease_ms(max_age),
+                    &i64::try_from(max_kept).unwrap_or(i64::MAX),
+                    &i64::try_from(batch).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(unavailable)
+    }
+
     /// The database's clock, which every lease here is measured by.
     async fn clock_ms(&self) -> Result<u64, ClaimStoreError> {
         let client = self.pg.client().await?;

@@ -508,6 +508,7 @@ impl RunJournal for PostgresJournal {
             entries: count(1),
             reports: count(2),
             idempotency_keys: count(3),
+            claims: 0,
         })
     }
 
