@@ -271,9 +271,32 @@ impl Live {
         Ok((component, load_ms))
     }
 
-    /// Makes `bytes` the live version of component `name`, or says why not.
-    /// With `write_back`, the registry file is replaced too (atomically), so
-    /// a restart serves the same version.
+    /// `text` without the server's own paths (the history and staging
+    /// directories): what a remote caller may be told.
+    pub fn without_paths(&self, text: &str) -> String {
+        let staging = self.history_dir.join(".staging");
+        let mut out = text.to_string();
+        for dir in [staging, self.history_dir.clone()] {
+            let shown = dir.display().to_string();
+            if !shown.is_empty() {
+                out = out.replace(&shown, "<server>");
+            }
+        }
+        out
+    }
+
+    /// A new file to stage a version's bytes in as they arrive (under the
+    /// history directory, so installing it is a rename), and its path.
+    pub fn staging_file(&self) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let dir = self.history_dir.join(".staging");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("upload-{:016x}.part", rand::random::<u64>()));
+        let file = std::fs::File::create_new(&path)?;
+        Ok((path, file))
+    }
+
+    /// Makes `bytes` the live version of component `name` (see
+    /// [`Live::install_staged`]).
     pub async fn install(
         &self,
         name: &str,
@@ -281,9 +304,37 @@ impl Live {
         source: &str,
         write_back: bool,
     ) -> Result<SwapOutcome, SwapError> {
+        let io = |path: &Path| {
+            let (name, path) = (name.to_string(), path.to_path_buf());
+            move |source| SwapError::Io { name, path, source }
+        };
+        let (path, file) = self.staging_file().map_err(io(&self.history_dir))?;
+        let staged = Staged::new(
+            path.clone(),
+            hex::encode(Sha256::digest(&bytes)),
+            bytes.len() as u64,
+        );
+        drop(file);
+        std::fs::write(&path, &bytes).map_err(io(&path))?;
+        drop(bytes);
+        self.install_staged(name, staged, source, write_back).await
+    }
+
+    /// Makes the staged version the live version of component `name`, or
+    /// says why not. With `write_back`, the registry file is replaced too
+    /// (atomically), so a restart serves the same version. The bytes are
+    /// never held in memory here: the staged file becomes the version's
+    /// history file, and the registry file a copy of it.
+    pub async fn install_staged(
+        &self,
+        name: &str,
+        staged: Staged,
+        source: &str,
+        write_back: bool,
+    ) -> Result<SwapOutcome, SwapError> {
         let _one_at_a_time = self.swapping.lock().await;
         let (path, uses) = self.uses(name)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = staged.sha256.clone();
         let steps: Vec<String> = uses.iter().map(|(w, s)| format!("{w}/{s}")).collect();
         let current = self.current_sha(name);
         if current.as_deref() == Some(sha256.as_str()) {
@@ -307,8 +358,10 @@ impl Live {
         let kept = dir.join(format!("{sha256}.wasm"));
         let written = !kept.exists();
         if written {
-            write_atomically(&kept, &bytes).map_err(io(&kept))?;
+            std::fs::rename(&staged.path, &kept).map_err(io(&kept))?;
         }
+        let size_bytes = staged.size;
+        drop(staged);
         let component = self.load_checked(name, &kept).await;
         let (component, load_ms) = match component {
             Ok(loaded) => loaded,
@@ -361,12 +414,12 @@ impl Live {
         if let Ok(mut versions) = self.versions.lock() {
             versions.entry(name.to_string()).or_default().push(Version {
                 sha256: sha256.clone(),
-                size_bytes: bytes.len() as u64,
+                size_bytes,
                 source: source.to_string(),
                 installed_at_ms: now_ms(),
             });
         }
-        if write_back && let Err(e) = write_atomically(&path, &bytes) {
+        if write_back && let Err(e) = copy_atomically(&kept, &path) {
             tracing::error!(component = %name, path = %path.display(),
                 "live, but the registry file could not be replaced (a restart would serve the old version): {e}");
         }
@@ -407,12 +460,17 @@ impl Live {
             return Err(SwapError::NoPrevious(name.to_string()));
         };
         let kept = self.history_dir.join(name).join(format!("{sha}.wasm"));
-        let bytes = std::fs::read(&kept).map_err(|source| SwapError::Io {
+        let io = |source| SwapError::Io {
             name: name.to_string(),
             path: kept.clone(),
             source,
-        })?;
-        self.install(name, bytes, "rollback", true).await
+        };
+        // A copy to stage (the kept file stays as it is).
+        let (staging, file) = self.staging_file().map_err(io)?;
+        drop(file);
+        let mut staged = Staged::new(staging.clone(), sha, 0);
+        staged.size = std::fs::copy(&kept, &staging).map_err(io)?;
+        self.install_staged(name, staged, "rollback", true).await
     }
 
     /// Polls every component file each `interval`; a changed file is
@@ -465,7 +523,9 @@ impl Live {
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with a copy of `from`, atomically (a copy beside it,
+/// then a rename): a reader sees the old file or the new one, whole.
+fn copy_atomically(from: &Path, path: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
@@ -473,8 +533,39 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         rand::random::<u64>()
     ));
-    std::fs::write(&tmp, bytes)?;
+    std::fs::copy(from, &tmp)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// A version's bytes in a file of the history directory's staging area
+/// (written as they arrived, with their sha256 and size): what
+/// [`Live::install_staged`] installs. Removed when dropped, unless it was
+/// installed (moved to the history).
+pub struct Staged {
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+impl Staged {
+    /// The staged file `path` (from [`Live::staging_file`]) holding `size`
+    /// bytes whose sha256 is `sha256`.
+    pub fn new(path: PathBuf, sha256: String, size: u64) -> Staged {
+        Staged { path, sha256, size }
+    }
+
+    /// Says what the file holds, once it is all written.
+    pub fn set_content(&mut self, sha256: String, size: u64) {
+        self.sha256 = sha256;
+        self.size = size;
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Gone already if it was installed (renamed into the history).
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -209,6 +209,8 @@ struct Inner {
     admission: Admission,
     /// Runs in flight here, with their current steps (the viewer's).
     in_flight: Arc<live::RunsInFlight>,
+    /// Uploads being received at once (`admin::MAX_UPLOADS_AT_ONCE`).
+    uploads: tokio::sync::Semaphore,
     /// Fires when shutdown begins: pages' event streams end.
     closing: CancellationToken,
     trace_url: Option<TraceUrl>,
@@ -340,6 +342,7 @@ impl Server {
             admitted_per_workflow,
             admission,
             in_flight,
+            uploads: tokio::sync::Semaphore::new(admin::MAX_UPLOADS_AT_ONCE),
             closing: stop_accepting.clone(),
             trace_url: config.trace_url,
         });
