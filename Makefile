@@ -83,7 +83,8 @@ c-toolchain:
 	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null 2>/dev/null || { \
 	  echo "installing clang, lld and wasi-libc (Debian packages)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32; }
+	  install() { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32; }; \
+	  install || { $$sudo apt-get update -q && install; }; }
 	@printf 'int x;\n' | clang $(C_TARGET) -x c - -o /dev/null
 
 # The braid binary: `braid bindings c` and `braid componentize` build the C steps.
@@ -132,7 +133,7 @@ chromium:
 	@command -v chromium >/dev/null
 
 ## Run every test: unit tests and the integration suite (needs the guests and
-## Chromium, and starts a private PostgreSQL on 127.0.0.1:55432 for the
+## Chromium, and starts a private PostgreSQL on 127.0.0.1:25432 for the
 ## PostgreSQL backend's tests).
 test: guests $(TEST_TOOLS) chromium
 	url=$$(scripts/test-postgres.sh) && BRAID_TEST_POSTGRES=$$url $(CARGO) test --workspace --no-fail-fast

@@ -135,8 +135,8 @@ fi
   echo
   echo "Uncontended (100,000 items), then contended (16 items: most calls are conflicts)."
   echo
-  pg=$(BRAID_TEST_PG_PORT=55434 BRAID_TEST_PG_FSYNC=on scripts/test-postgres.sh)
-  trap 'kill $api 2>/dev/null; BRAID_TEST_PG_PORT=55434 scripts/test-postgres.sh stop' EXIT
+  pg=$(BRAID_TEST_PG_PORT=25434 BRAID_TEST_PG_FSYNC=on scripts/test-postgres.sh)
+  trap 'kill $api 2>/dev/null; BRAID_TEST_PG_PORT=25434 scripts/test-postgres.sh stop' EXIT
   bench_db="braid_bench_$RANDOM"
   psql "$pg" -qc "CREATE DATABASE $bench_db"
   for store in sqlite "${pg%/*}/$bench_db"; do

@@ -3,7 +3,12 @@
 # prints its URL. Installs Debian's `postgresql` package if the machine has
 # no server. Idempotent: a server already answering on the port is reused.
 #
-#   BRAID_TEST_PG_PORT   port to use (default 55432)
+#   BRAID_TEST_PG_PORT   port to use (default 25432). The tests' servers
+#                        listen below 32768, outside Linux's ephemeral
+#                        range (ip_local_port_range, 32768-60999): a port in
+#                        it can be held as the local end of any outgoing
+#                        connection, and the server then fails to start
+#                        ("Address already in use").
 #   BRAID_TEST_PG_FSYNC  `on` to flush every commit to disk like a real
 #                        server (default `off`: tests need no durability)
 #
@@ -24,7 +29,7 @@
 # able to reach it when this runs as root); trust authentication on loopback
 # only, so it is for tests, never for data.
 set -euo pipefail
-port=${BRAID_TEST_PG_PORT:-55432}
+port=${BRAID_TEST_PG_PORT:-25432}
 dir=/tmp/braid-test-pg-$port
 url="postgres://postgres@127.0.0.1:$port/braid_test"
 fsync=${BRAID_TEST_PG_FSYNC:-off}
@@ -60,6 +65,12 @@ case "${1:-}" in
 esac
 
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+  # Not ours answering: say who holds the port rather than fail obscurely.
+  if command -v ss >/dev/null && ss -Htan "( sport = :$port )" | grep -q .; then
+    echo "error: port $port is in use by another program (not a PostgreSQL that answers); set BRAID_TEST_PG_PORT to a free port below 32768" >&2
+    ss -Htanp "( sport = :$port )" >&2 || true
+    exit 1
+  fi
   if [ ! -s "$dir/PG_VERSION" ]; then
     rm -rf "$dir"; mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"

@@ -2,7 +2,7 @@
 //! postgres://`), sharing work-item claims and the run journal: load spread
 //! over three hosts, a host killed mid-load, the database restarted
 //! mid-load. Each test gets a fresh database; the restart test has a server
-//! of its own (port 55433) so restarting it disturbs no other test.
+//! of its own (port 25433) so restarting it disturbs no other test.
 //!
 //! Every host gets its own `HOSTNAME` (host-0, host-1, ...), so the tests
 //! can tell whose runs are whose. On a shared database only expired leases
@@ -653,7 +653,7 @@ fn database_outage(port: &str, down: Duration, runs: usize, api_latency_ms: u64)
 fn a_database_restart_mid_load_leaves_every_run_consistent() {
     // Down for two seconds: longer than a claim step's retries last, well
     // within the journal's retry budget.
-    let outage = database_outage("55433", Duration::from_secs(2), 1500, 20);
+    let outage = database_outage("25433", Duration::from_secs(2), 1500, 20);
     // Claim calls that met the restart got the typed error (and the step
     // was tried again or failed).
     let unavailable = outage
@@ -685,7 +685,7 @@ fn a_database_restart_mid_load_leaves_every_run_consistent() {
 /// cancelled on one host and completed after a resume on another is fine).
 #[test]
 fn a_database_outage_under_one_second_runs_leaves_no_completed_step_behind() {
-    let outage = database_outage("55436", Duration::from_millis(2200), 200, 300);
+    let outage = database_outage("25436", Duration::from_millis(2200), 200, 300);
     for run in outage.stored.values() {
         let mut completed: HashSet<&str> = HashSet::new();
         for e in &run.entries {
@@ -714,7 +714,7 @@ fn runs_whose_leases_outlast_a_database_outage_are_undone_once_and_answered_as_j
     // 200 ms per API call: 300 runs, 40 at a time, last several seconds, so
     // runs are in flight when the database stops 1.5 s in (at 20 ms a fast
     // build finished all of them before it).
-    let outage = database_outage("55435", Duration::from_secs(8), 300, 200);
+    let outage = database_outage("25435", Duration::from_secs(8), 300, 200);
     let stopped: Vec<&Answer> = outage
         .answers
         .iter()

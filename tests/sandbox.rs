@@ -61,6 +61,8 @@ fn a_step_cannot_act_under_another_trace_context() {
         "logged: {}",
         stderr(&out)
     );
+    // Written to a pipe, not a terminal: plain text, no colour codes.
+    assert!(!stderr(&out).contains('\u{1b}'), "{:?}", stderr(&out));
     let claims = braid(&[
         "claims",
         "--json",

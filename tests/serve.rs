@@ -1828,3 +1828,41 @@ async fn put_early_answered(addr: &str, headers: &str, body: &[u8]) -> (u16, Str
         .unwrap_or_else(|| panic!("no HTTP answer: {raw:?}"));
     (status, body.to_string())
 }
+
+/// `braid serve DIR` serves the workflows of a directory (its `*.toml`);
+/// a directory without any is refused, naming it.
+#[test]
+fn a_directory_of_workflows_is_served() {
+    let served = Served::start_with(&root().join("workflows"), &[]);
+    let listed = served.get("/v1/workflows");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let mut expected: Vec<String> = std::fs::read_dir(root().join("workflows"))
+        .expect("workflows/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().expect("stem").to_string_lossy().into_owned())
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 2, "{expected:?}");
+    for name in &expected {
+        assert!(
+            listed.body.contains(&format!("\"{name}\"")),
+            "{name}: {}",
+            listed.body
+        );
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = braid(&[
+        "serve",
+        empty.path().to_str().expect("utf-8"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no workflow files (*.toml) in this directory"),
+        "{}",
+        stderr(&out)
+    );
+}
