@@ -243,6 +243,11 @@ async fn a_refusal_storm_ends_the_attempt_with_the_refusals_limit() {
             "{mode}: and the last refusal: {error}"
         );
         assert_eq!(report.outcome, "failed");
+        // The limit's name is said once, where the run's error says it.
+        let run_error = report.error.clone().unwrap_or_default();
+        assert!(run_error.contains("refusals: "), "{run_error}");
+        assert!(!run_error.contains("refusals: refusals"), "{run_error}");
+        assert!(!error.starts_with("refusals"), "{error}");
         assert!(report_bytes(&report) < 2 << 20);
     }
 }

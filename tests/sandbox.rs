@@ -107,6 +107,10 @@ args.user_id = { value = "u-100" }
     let report = json_stdout(&out);
     let error = str_of(&report, "/error");
     assert!(error.contains("HttpRequestDenied"), "{error}");
+    assert!(
+        error.contains("is not in this step's allowed_hosts (the workflow's allowed_hosts decides"),
+        "{error}"
+    );
     let call = &report["http_calls"][0];
     assert!(call["traceparent"].is_null(), "nothing was sent");
     assert!(

@@ -202,7 +202,7 @@ fn assert_exception_text_in_the_error(dir: &Path, name: &str, lang: &str) {
 /// run's trace, under the request's own span (the one the report lists),
 /// and the API's JSON answer is in the output. A URL without its scheme is
 /// refused with an error that says so.
-fn assert_outbound_call_on_the_runs_trace(dir: &Path, name: &str) {
+fn assert_outbound_call_on_the_runs_trace(dir: &Path, name: &str, lang: &str) {
     let api = SampleApi::start(None);
     let url = format!("{}/oauth/token", api.base());
     let (code, report) = run(dir, &json!({ "name": "world", "url": url }).to_string());
@@ -233,6 +233,35 @@ fn assert_outbound_call_on_the_runs_trace(dir: &Path, name: &str) {
     assert_eq!(code, Some(1), "{report}");
     let error = str_of(&report, "/error");
     assert!(error.contains("URL needs its scheme"), "{error}");
+
+    // A host off the allowlist: fatal (one attempt), and the error names the
+    // host and what decides. (JavaScript's fetch reports only a
+    // NetworkError: not checked there yet.)
+    if lang == "js" {
+        return;
+    }
+    let off_list = "http://10.255.255.1:9/x";
+    let (code, report) = run(
+        dir,
+        &json!({ "name": "world", "url": off_list }).to_string(),
+    );
+    assert_eq!(code, Some(1), "{report}");
+    let error = str_of(&report, "/error");
+    assert!(error.contains("fatal: "), "{error}");
+    assert!(
+        error.contains("10.255.255.1:9 is not in this step's allowed_hosts"),
+        "{error}"
+    );
+    assert!(
+        error.contains("the workflow's allowed_hosts decides"),
+        "{error}"
+    );
+    assert!(!error.contains("POST POST"), "{error}");
+    assert_eq!(
+        step(&report, name)["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "a refusal is not retried: {report}"
+    );
 }
 
 fn scaffold_both(lang: &str) {
@@ -240,7 +269,7 @@ fn scaffold_both(lang: &str) {
     let step = format!("greet_{lang}");
     let dir = new_project(parent.path(), "step", &step, lang);
     assert_step_works(&dir, &step);
-    assert_outbound_call_on_the_runs_trace(&dir, &step);
+    assert_outbound_call_on_the_runs_trace(&dir, &step, lang);
     assert_exception_text_in_the_error(&dir, &step, lang);
     let dir = new_project(parent.path(), "policy", &format!("allow_{lang}"), lang);
     assert_policy_works(&dir);

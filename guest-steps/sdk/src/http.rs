@@ -64,7 +64,7 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::InvalidUrl(m) => write!(f, "invalid URL: {m}"),
-            HttpError::Denied(m) => write!(f, "request denied by the host: {m}"),
+            HttpError::Denied(m) => write!(f, "refused by the host (HttpRequestDenied): {m}"),
             HttpError::Transport(m) => write!(f, "request failed: {m}"),
         }
     }
@@ -110,7 +110,10 @@ pub fn request(
         .body(Body::from(body.map(<[u8]>::to_vec).unwrap_or_default()))
         .map_err(|e| HttpError::InvalidUrl(format!("{url}: {e}")))?;
     wstd::runtime::block_on(async move {
-        let response = Client::new().send(request).await.map_err(sort)?;
+        let response = Client::new()
+            .send(request)
+            .await
+            .map_err(|e| sort(e, url))?;
         let status = response.status().as_u16();
         let limited = Limited::new(response.into_body().into_boxed_body(), MAX_RESPONSE_BYTES);
         let body = limited.collect().await.map_err(|e| {
@@ -142,10 +145,16 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `wstd` reports everything as `anyhow::Error`; the host's refusal is the
-/// `wasi:http` error code underneath.
-fn sort(error: wstd::http::Error) -> HttpError {
+/// `wasi:http` error code underneath, and says which host and why.
+fn sort(error: wstd::http::Error, url: &str) -> HttpError {
     match error.downcast_ref::<ErrorCode>() {
-        Some(ErrorCode::HttpRequestDenied) => HttpError::Denied("HttpRequestDenied".into()),
+        Some(ErrorCode::HttpRequestDenied) => {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            HttpError::Denied(format!(
+                "{host} is not in this step's allowed_hosts (the workflow's allowed_hosts decides where a step may connect)"
+            ))
+        }
         _ => HttpError::Transport(format!("{error:#}")),
     }
 }

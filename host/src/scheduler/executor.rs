@@ -114,8 +114,10 @@ pub enum StepFailure {
     /// that repeats an obligation); the text says which.
     #[error("{0}")]
     InvalidOutput(String),
-    /// The attempt hit one of its limits.
-    #[error("{kind}: {1}", kind = .0.as_str())]
+    /// The attempt hit one of its limits. Shown without the limit's name,
+    /// as every failure is: whoever shows it adds [`StepFailure::kind`]
+    /// once (`fuel-exhausted: ...`), not twice.
+    #[error("{1}")]
     Limit(LimitKind, String),
     /// The host could not run the step at all (e.g. instantiation failed).
     #[error("host error: {0}")]

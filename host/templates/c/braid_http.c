@@ -42,6 +42,19 @@ static const char *error_code_name(const wasi_http_types_error_code_t *code) {
     return code->tag < sizeof names / sizeof names[0] ? names[code->tag] : "unknown error";
 }
 
+/* A request that got no response: the host's refusal (fatal: the step's
+ * allowlist will not change by retrying), or a transport error (retryable). */
+static bh_outcome failed(const char *method, const char *url, const char *authority,
+                         size_t authority_len, const wasi_http_types_error_code_t *code,
+                         char **error) {
+    if (code->tag == WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED)
+        return fail(BH_FATAL, error,
+                    "%s %s: refused by the host: %.*s is not in this step's allowed_hosts "
+                    "(the workflow's allowed_hosts decides where a step may connect)",
+                    method, url, (int)authority_len, authority);
+    return fail(BH_RETRYABLE, error, "%s %s: %s", method, url, error_code_name(code));
+}
+
 /* Splits `url` into scheme, authority and path (pointers into `url`). */
 static bool split_url(const char *url, uint8_t *scheme, const char **authority,
                       size_t *authority_len, const char **path) {
@@ -196,8 +209,7 @@ bh_outcome bh_request(const char *method, const char *url, const char *content_t
     wasi_http_types_error_code_t code;
     if (!wasi_http_outgoing_handler_handle(request, NULL, &future, &code)) {
         wasi_http_types_outgoing_body_drop_own(outgoing);
-        bh_outcome outcome = code.tag == WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED ? BH_FATAL : BH_RETRYABLE;
-        fail(outcome, error, "%s %s: %s", method, url, error_code_name(&code));
+        bh_outcome outcome = failed(method, url, authority, authority_len, &code, error);
         wasi_http_types_error_code_free(&code);
         return outcome;
     }
@@ -217,8 +229,7 @@ bh_outcome bh_request(const char *method, const char *url, const char *content_t
         return fail(BH_RETRYABLE, error, "%s %s: no response", method, url);
     if (result.val.ok.is_err) {
         wasi_http_types_error_code_t *e = &result.val.ok.val.err;
-        bh_outcome outcome = e->tag == WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED ? BH_FATAL : BH_RETRYABLE;
-        fail(outcome, error, "%s %s: %s", method, url, error_code_name(e));
+        bh_outcome outcome = failed(method, url, authority, authority_len, e, error);
         wasi_http_types_error_code_free(e);
         return outcome;
     }

@@ -59,7 +59,9 @@ static bool post_greeting(const char *url, const char *greeting, bj_buf *out,
     bj_free(&body);
     if (outcome != BH_OK) {
         /* A URL without its scheme, or a host off the allowlist: fatal. */
-        bool ok = fail(err, outcome == BH_FATAL ? FATAL : RETRYABLE, "POST %s", error ? error : url);
+        /* bh_request's error already says "POST URL: why". */
+        bool ok = error ? fail(err, outcome == BH_FATAL ? FATAL : RETRYABLE, "%s", error)
+                        : fail(err, outcome == BH_FATAL ? FATAL : RETRYABLE, "POST %s", url);
         free(error);
         return ok;
     }

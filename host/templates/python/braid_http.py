@@ -19,6 +19,7 @@ from componentize_py_types import Err, Ok
 from wit_world.imports import outgoing_handler
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.wasi_http_types import (
+    ErrorCode_HttpRequestDenied,
     Fields,
     IncomingBody,
     Method_Delete,
@@ -55,6 +56,22 @@ class BadUrl(HttpError):
     same URL cannot help."""
 
 
+class Denied(HttpError):
+    """The host refused the request: its host is not in the step's
+    `allowed_hosts` (the workflow file decides). Retrying cannot help."""
+
+
+def _failed(method: str, url: str, host: str, code: Any) -> HttpError:
+    """The error of a request that got no response: the host's refusal, or
+    a transport error."""
+    if isinstance(code, ErrorCode_HttpRequestDenied):
+        return Denied(
+            f"{method} {url}: refused by the host: {host} is not in this step's allowed_hosts "
+            "(the workflow's allowed_hosts decides where a step may connect)"
+        )
+    return HttpError(f"{method} {url}: {code}")
+
+
 def request(
     method: str,
     url: str,
@@ -77,7 +94,7 @@ def request(
     try:
         future = outgoing_handler.handle(req, None)
     except Err as e:
-        raise HttpError(f"{method} {url}: {e.value}") from None
+        raise _failed(method, url, parts.netloc, e.value) from None
     with outgoing.write() as stream:
         data = body or b""
         for start in range(0, len(data), _WRITE):
@@ -90,7 +107,7 @@ def request(
     if answer is None or isinstance(answer, Err):
         raise HttpError(f"{method} {url}: no response")
     if isinstance(answer.value, Err):
-        raise HttpError(f"{method} {url}: {answer.value.value}")
+        raise _failed(method, url, parts.netloc, answer.value.value)
     response = answer.value.value
     status, response_headers = response.status(), response.headers().entries()
     incoming = response.consume()

@@ -46,7 +46,8 @@ class Step(exports.Step):
             # A URL needs its scheme: "http://127.0.0.1:8080/x", not "127.0.0.1:8080/x".
             try:
                 status, answer = braid_http.post_json(url, {"greeting": output["greeting"]})
-            except braid_http.BadUrl as e:
+            except (braid_http.BadUrl, braid_http.Denied) as e:
+                # Retrying the same URL cannot help.
                 raise Err(StepError_Fatal(str(e)))
             except braid_http.HttpError as e:
                 raise Err(StepError_Retryable(str(e)))

@@ -18,6 +18,7 @@ wit_bindgen::generate!({
 use braid::workflow::telemetry::{self, Level};
 use braid::workflow::types::{StepError, TraceContext};
 use serde_json::{Value, json};
+use wstd::http::error::ErrorCode;
 use wstd::http::{Body, Client, Request};
 
 struct Component;
@@ -57,11 +58,18 @@ async fn post_json(url: &str, body: &Value) -> Result<Value, StepError> {
         .header("accept", "application/json")
         .body(Body::from(body.to_string()))
         .map_err(|e| StepError::Fatal(format!("POST {url}: {e}")))?;
-    // A transport failure (refused, reset, timed out) may pass on a retry.
-    let mut response = Client::new()
-        .send(request)
-        .await
-        .map_err(|e| StepError::Retryable(format!("POST {url}: {e:#}")))?;
+    // The host's refusal (a host off the step's allowlist) will not pass on
+    // a retry; a transport failure (refused, reset, timed out) may.
+    let mut response = Client::new().send(request).await.map_err(|e| {
+        match e.downcast_ref::<ErrorCode>() {
+            Some(ErrorCode::HttpRequestDenied) => StepError::Fatal(format!(
+                "POST {url}: refused by the host: {} is not in this step's allowed_hosts \
+                 (the workflow's allowed_hosts decides where a step may connect)",
+                host_of(url)
+            )),
+            _ => StepError::Retryable(format!("POST {url}: {e:#}")),
+        }
+    })?;
     let status = response.status().as_u16();
     let answer: Value = response
         .body_mut()
@@ -69,6 +77,12 @@ async fn post_json(url: &str, body: &Value) -> Result<Value, StepError> {
         .await
         .map_err(|e| StepError::Fatal(format!("POST {url}: answer {status} is not JSON: {e:#}")))?;
     Ok(json!({ "status": status, "answer": answer }))
+}
+
+/// The `host[:port]` of an http(s) URL.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
 export!(Component);
