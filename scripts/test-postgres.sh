@@ -66,9 +66,11 @@ esac
 
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   # Not ours answering: say who holds the port rather than fail obscurely.
-  if command -v ss >/dev/null && ss -Htan "( sport = :$port )" | grep -q .; then
+  # (Only a listener: the TIME-WAIT leftovers of a server just stopped do
+  # not keep it from listening again.)
+  if command -v ss >/dev/null && ss -Htln "( sport = :$port )" | grep -q .; then
     echo "error: port $port is in use by another program (not a PostgreSQL that answers); set BRAID_TEST_PG_PORT to a free port below 32768" >&2
-    ss -Htanp "( sport = :$port )" >&2 || true
+    ss -Htlnp "( sport = :$port )" >&2 || true
     exit 1
   fi
   if [ ! -s "$dir/PG_VERSION" ]; then
