@@ -28,6 +28,13 @@ serve_tables() {
   for d in machine process; do
     $BRAID bench --mode serve --concurrency 1,100 --runs 3000 --serve-arg=--durability=$d; echo
   done
+  # Retention under load: 6,000 runs kept to the newest 1,000 with a prune
+  # every 5 s (about 5,000 runs deleted while runs go on), beside no prune.
+  echo "### braid serve while pruning: --retain-runs 1000 --prune-interval-s 5 vs not pruning"
+  echo
+  $BRAID bench --mode serve --concurrency 100 --runs 6000; echo
+  $BRAID bench --mode serve --concurrency 100 --runs 6000 \
+    --serve-arg=--retain-runs=1000 --serve-arg=--prune-interval-s=5; echo
   echo "### braid serve's memory after a 30 s burst at capacity"
   echo
   $BRAID bench --mode serve-memory --duration-s 30 --idle-s 60

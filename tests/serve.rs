@@ -1718,15 +1718,25 @@ fn the_api_answers_only_its_own_names_and_origins() {
     );
 }
 
-/// The peak resident memory of process `pid` (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
+/// A memory figure of process `pid` from /proc (`VmHWM`, `VmRSS`), in bytes.
+fn proc_memory(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
+        .unwrap_or_else(|| panic!("{field} in {status}"));
     kib * 1024
+}
+
+/// The peak resident memory of process `pid`.
+fn peak_rss(pid: u32) -> u64 {
+    proc_memory(pid, "VmHWM:")
+}
+
+/// The resident memory of process `pid` now.
+fn rss(pid: u32) -> u64 {
+    proc_memory(pid, "VmRSS:")
 }
 
 /// Uploads are streamed to disk, not held in memory: six 40 MB uploads at
@@ -1752,6 +1762,7 @@ fn uploads_are_streamed_to_disk_and_answered_without_server_paths() {
     let addr = served.addr.clone();
     let auth = "authorization: Bearer s3cret\r\n";
     let before = peak_rss(served.pid());
+    let rss_before = rss(served.pid());
     let garbage = std::sync::Arc::new(vec![0x5au8; 40_000_000]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1771,6 +1782,17 @@ fn uploads_are_streamed_to_disk_and_answered_without_server_paths() {
     });
     let grew = peak_rss(served.pid()).saturating_sub(before);
     assert!(grew < 120 << 20, "peak memory grew {} MiB", grew >> 20);
+    // And what it took is given back once the uploads are over (the
+    // allocator returns freed pages to the system within a few seconds).
+    let settled = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept = rss(served.pid()).saturating_sub(rss_before);
+        if kept < 48 << 20 || Instant::now() > settled {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(kept < 48 << 20, "memory kept after the uploads: {} MiB", kept >> 20);
     let state = served.state_dir().display().to_string();
     let mut refused = 0;
     for (status, body) in &answers {
