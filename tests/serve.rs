@@ -1792,7 +1792,11 @@ fn uploads_are_streamed_to_disk_and_answered_without_server_paths() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(kept < 48 << 20, "memory kept after the uploads: {} MiB", kept >> 20);
+    assert!(
+        kept < 48 << 20,
+        "memory kept after the uploads: {} MiB",
+        kept >> 20
+    );
     let state = served.state_dir().display().to_string();
     let mut refused = 0;
     for (status, body) in &answers {
