@@ -245,6 +245,7 @@ impl WasiHttpHooks for OutboundHttp {
                 )]
                 .into(),
             );
+            let _ = caller.denied.set(reason.clone());
             record.error = Some(reason);
             caller.recorder.http_call(record);
             return Box::new(refuse_after_body(

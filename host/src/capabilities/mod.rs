@@ -41,6 +41,10 @@ pub struct Caller {
     /// The header the key goes in on each outbound request, if the step
     /// opted in (`idempotency_key = true`).
     pub idempotency_header: Option<String>,
+    /// Why the first outbound request refused by the allowlist was, if one
+    /// was: an attempt that then fails "retryably" is not retried (the
+    /// allowlist will refuse it again), see `sandbox::call`.
+    pub denied: std::sync::OnceLock<String>,
 }
 
 impl Caller {

@@ -227,6 +227,7 @@ impl Sandbox {
             host_id: self.config.host_id.clone(),
             recorder: ctx.recorder,
             budget: AttemptBudget::new(self.budget_of(step)),
+            denied: std::sync::OnceLock::new(),
         });
         let stdout = MemoryOutputPipe::new(self.config.max_stdio_bytes);
         let stderr = MemoryOutputPipe::new(self.config.max_stdio_bytes);
@@ -284,7 +285,7 @@ impl Sandbox {
                 format!("; the guest's stderr ends: {tail} (all of it is in the run's events)")
             })
             .unwrap_or_default();
-        ending(result, step, &stderr_hint)
+        not_retried_if_denied(ending(result, step, &stderr_hint), &caller)
     }
 
     /// An attempt's budget: the step's limits, capped by the host's ceilings.
@@ -598,5 +599,21 @@ mod tests {
         assert!(tail.len() <= 2 && long.ends_with(&tail), "{tail}");
         assert_eq!(stderr_tail(b"", 600), None);
         assert_eq!(stderr_tail(b"\n  \n", 600), None);
+    }
+}
+
+/// An attempt that failed retryably after the allowlist refused one of its
+/// requests fails for good instead: the same request would be refused again
+/// (whatever the guest's SDK made of the refusal: a JavaScript `fetch` sees
+/// only a network error), and the error says which host and what decides.
+fn not_retried_if_denied(
+    ended: Result<CallResult, StepFailure>,
+    caller: &Caller,
+) -> Result<CallResult, StepFailure> {
+    match (ended, caller.denied.get()) {
+        (Err(StepFailure::Retryable(message)), Some(denied)) => Err(StepFailure::Fatal(format!(
+            "{message} (not retried: {denied}; the workflow's allowed_hosts decides where a step may connect)"
+        ))),
+        (ended, _) => ended,
     }
 }
