@@ -575,6 +575,22 @@ fn forward_stdio(telemetry: &TelemetryCtx, source: &str, pipe: &MemoryOutputPipe
     }
 }
 
+/// An attempt that failed retryably after the allowlist refused one of its
+/// requests fails for good instead: the same request would be refused again
+/// (whatever the guest's SDK made of the refusal: a JavaScript `fetch` sees
+/// only a network error), and the error says which host and what decides.
+fn not_retried_if_denied(
+    ended: Result<CallResult, StepFailure>,
+    caller: &Caller,
+) -> Result<CallResult, StepFailure> {
+    match (ended, caller.denied.get()) {
+        (Err(StepFailure::Retryable(message)), Some(denied)) => Err(StepFailure::Fatal(format!(
+            "{message} (not retried: {denied}; the workflow's allowed_hosts decides where a step may connect)"
+        ))),
+        (ended, _) => ended,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,21 +615,5 @@ mod tests {
         assert!(tail.len() <= 2 && long.ends_with(&tail), "{tail}");
         assert_eq!(stderr_tail(b"", 600), None);
         assert_eq!(stderr_tail(b"\n  \n", 600), None);
-    }
-}
-
-/// An attempt that failed retryably after the allowlist refused one of its
-/// requests fails for good instead: the same request would be refused again
-/// (whatever the guest's SDK made of the refusal: a JavaScript `fetch` sees
-/// only a network error), and the error says which host and what decides.
-fn not_retried_if_denied(
-    ended: Result<CallResult, StepFailure>,
-    caller: &Caller,
-) -> Result<CallResult, StepFailure> {
-    match (ended, caller.denied.get()) {
-        (Err(StepFailure::Retryable(message)), Some(denied)) => Err(StepFailure::Fatal(format!(
-            "{message} (not retried: {denied}; the workflow's allowed_hosts decides where a step may connect)"
-        ))),
-        (ended, _) => ended,
     }
 }
