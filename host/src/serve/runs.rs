@@ -285,6 +285,12 @@ async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value), Response> 
     loop {
         if let Some(json) = app.journal.report(run_id).await.map_err(unavailable)? {
             return match serde_json::from_str::<RunReportView>(&json) {
+                // Its report says so since recovery stores one; the key
+                // cannot run again, and a 503 would invite a retry with it.
+                Ok(view) if view.outcome == "aborted" => Err(conflict(format!(
+                    "run `{run_id}` of this Idempotency-Key was aborted: {}",
+                    view.error.unwrap_or_default()
+                ))),
                 Ok(view) => Ok(run_response(&view.into_report())),
                 Err(e) => Err(error(
                     StatusCode::INTERNAL_SERVER_ERROR,
