@@ -420,3 +420,77 @@ fn braid_serve_killed_mid_load_resumes_every_run_after_a_restart() {
     assert!(metrics.contains("braid_runs_in_flight 0"), "{metrics}");
     eprintln!("{running} of {n} runs were in flight at the kill; all resumed");
 }
+
+/// `braid serve` killed mid-run of a workflow with `on_crash = "undo"`, then
+/// started again: recovery undoes and aborts the run, and the aborted run
+/// has its report like every ended run (`GET /v1/runs/ID`, listed under
+/// `?status=aborted`), while its `Idempotency-Key` answers 409: that run
+/// cannot run again under the key.
+#[test]
+fn a_run_aborted_by_recovery_under_serve_has_its_report_and_its_key_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = audited_workflow(dir.path(), "undo");
+    let api = SampleApi::start(Some(0));
+    let mut served = Served::spawn(&workflow, &[], &[]);
+    let (traceparent, trace) = new_trace();
+    // The audit's permissions call (the 2nd on this trace) hangs.
+    api.add_fault(
+        json!({ "endpoint": "permissions", "delay_ms": 60000, "skip": 1, "trace_id": trace }),
+    );
+    let body =
+        json!({ "api_base": api.base(), "user_id": "u-100", "work_item": "undo-item" }).to_string();
+    let path = "/v1/workflows/api-orchestration-audited/runs";
+    let (addr, tp, sent) = (served.addr.clone(), traceparent.clone(), body.clone());
+    // Its connection breaks when the host is killed (the thread's panic).
+    let first = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            path,
+            &[("traceparent", &tp), ("Idempotency-Key", "undo-1")],
+            &sent,
+        )
+    });
+    wait_for_requests(&api, &trace, 4);
+    served.kill();
+    let _ = first.join();
+    served.restart();
+
+    // Recovery runs at start: wait for the run to be aborted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let listed = served.get("/v1/runs?status=aborted").json();
+        if listed.as_array().is_some_and(|l| !l.is_empty()) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "no aborted run listed: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(listed[0]["trace_id"], trace.as_str(), "{listed}");
+    let run_id = str_of(&listed[0], "/run_id").to_string();
+    let report = served.get(&format!("/v1/runs/{run_id}"));
+    assert_eq!(report.status, 200, "{}", report.body);
+    let report = report.json();
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    assert!(
+        str_of(&report, "/error").contains("stopped mid-run; recovered"),
+        "{report}"
+    );
+    let undone: Vec<&str> = report["undo"]
+        .as_array()
+        .expect("undo")
+        .iter()
+        .map(|u| str_of(u, "/step"))
+        .collect();
+    assert_eq!(undone.first(), Some(&"claim_work"), "{report}");
+
+    let replay = http(
+        &served.addr,
+        "POST",
+        path,
+        &[("traceparent", &traceparent), ("Idempotency-Key", "undo-1")],
+        &body,
+    );
+    assert_eq!(replay.status, 409, "{}", replay.body);
+    assert!(replay.body.contains("was aborted"), "{}", replay.body);
+}
