@@ -1892,3 +1892,48 @@ fn a_directory_of_workflows_is_served() {
         stderr(&out)
     );
 }
+
+/// The per-workflow bound on runs in flight defaults to the server's
+/// (`--max-runs-in-flight`), not to a fixed 128: with the total raised to
+/// 130, 129 runs of one workflow in flight at once are all admitted.
+#[test]
+fn the_per_workflow_run_bound_defaults_to_the_total() {
+    // Each API call takes 800 ms (steps time out at 1 s): a run lasts 1.6 s
+    // or more, so the runs are in flight together while the rest start.
+    let api = SampleApi::start(Some(800));
+    let served = Served::start(&["--max-runs-in-flight", "130"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answers = runtime.block_on(async {
+        let mut runs = tokio::task::JoinSet::new();
+        for i in 0..129 {
+            let addr = served.addr.clone();
+            let body = json!({ "api_base": api.base(), "user_id": "u-100", "work_item": format!("bound-{i}") })
+                .to_string();
+            runs.spawn(async move {
+                request_async(
+                    &addr,
+                    "POST",
+                    "/v1/workflows/api-orchestration/runs",
+                    "content-type: application/json\r\n",
+                    body.as_bytes(),
+                )
+                .await
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(a) = runs.join_next().await {
+            answers.push(a.expect("run task"));
+        }
+        answers
+    });
+    // Admitted, every one (how a run then ends is not the point: a loaded
+    // machine may time a step out).
+    for (status, body) in &answers {
+        assert_ne!(*status, 503, "refused: {body}");
+        assert!(body.contains("\"run_id\""), "{status}: {body}");
+    }
+    assert_eq!(answers.len(), 129);
+}
