@@ -275,6 +275,33 @@ impl Db {
     }
 }
 
+/// Adds `column` (with its SQL `declaration`, e.g. `INTEGER NOT NULL
+/// DEFAULT 1`) to `table` if a file written by an older braid lacks it.
+/// Another process adding it at the same moment is not an error.
+pub fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> Result<(), DbUnavailable> {
+    let has: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )
+        .map_err(DbUnavailable::from)?;
+    if has {
+        return Ok(());
+    }
+    match conn.execute_batch(&format!(
+        "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+    )) {
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        other => other.map_err(DbUnavailable::from),
+    }
+}
+
 /// Milliseconds as SQLite stores them (i64, saturating).
 pub fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -283,6 +310,22 @@ pub fn ms(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file of an older braid gets the column, once; adding it again
+    /// (another process, a second start) changes nothing.
+    #[test]
+    fn a_missing_column_is_added_once() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE runs (run_id TEXT); INSERT INTO runs VALUES ('r')")
+            .expect("old schema");
+        for _ in 0..2 {
+            add_column(&conn, "runs", "epoch", "INTEGER NOT NULL DEFAULT 1").expect("added");
+        }
+        let epoch: i64 = conn
+            .query_row("SELECT epoch FROM runs", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(epoch, 1, "an old row takes the default");
+    }
 
     /// `synchronous` as the writer's connection has it, for each durability.
     #[tokio::test]

@@ -274,15 +274,12 @@ impl Live {
     /// `text` without the server's own paths (the history and staging
     /// directories): what a remote caller may be told.
     pub fn without_paths(&self, text: &str) -> String {
-        let staging = self.history_dir.join(".staging");
-        let mut out = text.to_string();
-        for dir in [staging, self.history_dir.clone()] {
-            let shown = dir.display().to_string();
-            if !shown.is_empty() {
-                out = out.replace(&shown, "<server>");
-            }
+        // The staging directory is inside the history directory.
+        let shown = self.history_dir.display().to_string();
+        if shown.is_empty() {
+            return text.to_string();
         }
-        out
+        text.replace(&shown, "<server>")
     }
 
     /// A new file to stage a version's bytes in as they arrive (under the
@@ -308,15 +305,14 @@ impl Live {
             let (name, path) = (name.to_string(), path.to_path_buf());
             move |source| SwapError::Io { name, path, source }
         };
-        let (path, file) = self.staging_file().map_err(io(&self.history_dir))?;
+        let (path, mut file) = self.staging_file().map_err(io(&self.history_dir))?;
         let staged = Staged::new(
             path.clone(),
             hex::encode(Sha256::digest(&bytes)),
             bytes.len() as u64,
         );
-        drop(file);
-        std::fs::write(&path, &bytes).map_err(io(&path))?;
-        drop(bytes);
+        std::io::Write::write_all(&mut file, &bytes).map_err(io(&path))?;
+        drop((file, bytes));
         self.install_staged(name, staged, source, write_back).await
     }
 

@@ -175,24 +175,6 @@ fn row_to_claim(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRecord> {
     })
 }
 
-/// Gives a claims file written by an older braid its `workflow` column.
-fn add_workflow(conn: &rusqlite::Connection) -> Result<(), ClaimStoreError> {
-    let has: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('claims') WHERE name = 'workflow')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    if has {
-        return Ok(());
-    }
-    match conn.execute_batch("ALTER TABLE claims ADD COLUMN workflow TEXT NOT NULL DEFAULT ''") {
-        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
-        other => other.map_err(unavailable),
-    }
-}
-
 fn unavailable(e: impl std::fmt::Display) -> ClaimStoreError {
     ClaimStoreError::Unavailable(e.to_string())
 }
@@ -207,7 +189,10 @@ impl SqliteClaimStore {
     /// [`SqliteClaimStore::open`] with commits as durable as `durability` says.
     pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, ClaimStoreError> {
         let db = Db::open(state_dir, "claims.sqlite3", SCHEMA, durability)?;
-        db.blocking_call(add_workflow)?;
+        // Claims of an older braid have no workflow (`''`).
+        db.blocking_call(|conn| {
+            crate::db::add_column(conn, "claims", "workflow", "TEXT NOT NULL DEFAULT ''")
+        })?;
         Ok(SqliteClaimStore { db })
     }
 

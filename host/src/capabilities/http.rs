@@ -293,14 +293,16 @@ impl WasiHttpHooks for OutboundHttp {
         if let Some(name) = &caller.idempotency_header
             && let Ok(name) = http::header::HeaderName::from_bytes(name.as_bytes())
         {
-            headers.remove(name);
-        }
-        if let Some(name) = &caller.idempotency_header
-            && let Ok(name) = http::header::HeaderName::from_bytes(name.as_bytes())
-            && let Ok(v) = HeaderValue::from_str(&caller.idempotency_key)
-        {
-            headers.insert(name, v);
-            record.idempotency_key = Some(caller.idempotency_key.clone());
+            // `insert` replaces whatever the guest sent under that name.
+            match HeaderValue::from_str(&caller.idempotency_key) {
+                Ok(v) => {
+                    headers.insert(name, v);
+                    record.idempotency_key = Some(caller.idempotency_key.clone());
+                }
+                Err(_) => {
+                    headers.remove(name);
+                }
+            }
         }
         record.traceparent = Some(traceparent);
         // Recorded now, so a request cut short by the attempt's timeout still shows.

@@ -64,6 +64,11 @@ impl RunFence {
         }
     }
 
+    /// The epoch as both stores keep it (a signed 64-bit integer).
+    pub fn stored_epoch(&self) -> i64 {
+        i64::try_from(self.epoch).unwrap_or(i64::MAX)
+    }
+
     /// The refusal of a write under this fence.
     pub fn refused(&self) -> JournalError {
         JournalError::Fenced {

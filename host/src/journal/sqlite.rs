@@ -68,33 +68,18 @@ impl SqliteJournal {
     /// [`SqliteJournal::open`] with commits as durable as `durability` says.
     pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
         let db = Db::open(state_dir, "runs.sqlite3", SCHEMA, durability)?;
-        db.blocking_call(add_epoch)?;
+        // Runs of a braid before fencing are all at epoch 1.
+        db.blocking_call(|conn| {
+            crate::db::add_column(conn, "runs", "epoch", "INTEGER NOT NULL DEFAULT 1")
+        })?;
         Ok(SqliteJournal { db })
     }
 }
 
-/// Gives a journal written by a braid before fencing its `epoch` column
-/// (every run then at epoch 1). Another process adding it at the same
-/// moment is not an error.
-fn add_epoch(conn: &Connection) -> Result<(), JournalError> {
-    let has: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('runs') WHERE name = 'epoch')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    if has {
-        return Ok(());
-    }
-    match conn.execute_batch("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1") {
-        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
-        other => other.map_err(unavailable),
-    }
-}
-
-/// Whether `fence` still holds its run: `running`, same owner, same epoch.
-const FENCE_HOLDS: &str = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running')";
+/// Appends an entry only while its fence holds the run: `running`, same
+/// owner, same epoch.
+const APPEND_FENCED: &str = "INSERT INTO journal (run_id, at_ms, entry) SELECT :run, :at, :entry
+     WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running')";
 
 #[async_trait::async_trait]
 impl RunJournal for SqliteJournal {
@@ -141,12 +126,10 @@ impl RunJournal for SqliteJournal {
                 // writer's transaction: SQLite has one writer at a time.
                 let n = crate::db::exec(
                     conn,
-                    &format!(
-                        "INSERT INTO journal (run_id, at_ms, entry) SELECT :run, :at, :entry WHERE {FENCE_HOLDS}"
-                    ),
+                    APPEND_FENCED,
                     rusqlite::named_params! {
                         ":run": fence.run_id, ":at": ms(now_ms()), ":entry": json,
-                        ":owner": fence.owner, ":epoch": epoch(&fence),
+                        ":owner": fence.owner, ":epoch": fence.stored_epoch(),
                     },
                 )
                 .map_err(unavailable)?;
@@ -173,7 +156,7 @@ impl RunJournal for SqliteJournal {
                     "UPDATE runs SET status = :status, degraded = :degraded, error = :error, finished_at_ms = :at
                      WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'",
                     rusqlite::named_params! {
-                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": epoch(&fence),
+                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": fence.stored_epoch(),
                         ":status": status, ":degraded": degraded, ":error": error, ":at": ms(now_ms()),
                     },
                 )
@@ -197,7 +180,7 @@ impl RunJournal for SqliteJournal {
                     "UPDATE runs SET lease_expires_ms = :until
                  WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'",
                     rusqlite::named_params! {
-                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": epoch(&fence),
+                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": fence.stored_epoch(),
                         ":until": ms(now_ms() + lease.as_millis() as u64),
                     },
                 )
@@ -537,11 +520,6 @@ impl RunJournal for SqliteJournal {
             })
             .await
     }
-}
-
-/// A fence's epoch as SQLite stores it.
-fn epoch(fence: &RunFence) -> i64 {
-    i64::try_from(fence.epoch).unwrap_or(i64::MAX)
 }
 
 /// Runs as [`RunRecord`]s; `tail` filters and orders (`r` is `runs`).

@@ -36,11 +36,6 @@ fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
-/// A fence's epoch as PostgreSQL stores it.
-fn epoch(fence: &RunFence) -> i64 {
-    i64::try_from(fence.epoch).unwrap_or(i64::MAX)
-}
-
 fn to_ms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -142,8 +137,13 @@ impl RunJournal for PostgresJournal {
              SELECT run_id, $2, {DB_NOW_MS}, $3 FROM owned
              ON CONFLICT (entry_key) DO NOTHING"
         );
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [&fence.run_id, &key, &json, &fence.owner, &epoch(fence)];
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &fence.run_id,
+            &key,
+            &json,
+            &fence.owner,
+            &fence.stored_epoch(),
+        ];
         if self.execute("journaling an entry", &sql, &args).await? == 1 {
             return Ok(());
         }
@@ -205,7 +205,7 @@ impl RunJournal for PostgresJournal {
                     &started_at,
                     &summary.map(|s| s.duration_ms),
                     &json,
-                    &epoch(fence),
+                    &fence.stored_epoch(),
                 ],
             )
             .await?;
@@ -224,7 +224,7 @@ impl RunJournal for PostgresJournal {
         Ok(rows.first().is_some_and(|r| {
             r.get::<_, &str>(0) == fence.owner
                 && r.get::<_, &str>(1) == status
-                && r.get::<_, i64>(2) == epoch(fence)
+                && r.get::<_, i64>(2) == fence.stored_epoch()
         }))
     }
 
@@ -240,7 +240,12 @@ impl RunJournal for PostgresJournal {
             let n = client
                 .execute(
                     &sql,
-                    &[&fence.run_id, &fence.owner, &lease_ms(lease), &epoch(fence)],
+                    &[
+                        &fence.run_id,
+                        &fence.owner,
+                        &lease_ms(lease),
+                        &fence.stored_epoch(),
+                    ],
                 )
                 .await?;
             Ok::<_, CallError>(n == 1)

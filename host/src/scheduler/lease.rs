@@ -129,22 +129,16 @@ impl<E: StepExecutor> Scheduler<E> {
         let Some(journal) = self.journal.as_ref() else {
             return Ok(None);
         };
-        let (wf, run_id, run_span, incoming, inputs) = (
-            &run.wf,
-            &run.run_id,
-            run.run_span,
-            &run.incoming,
-            &run.inputs,
-        );
+        let (wf, incoming) = (&run.wf, &run.incoming);
         let start = RunStart {
-            run_id: run_id.to_string(),
+            run_id: run.run_id.clone(),
             workflow: wf.name.clone(),
             workflow_path: wf.source.display().to_string(),
             trace_id: incoming.parent.trace_id.to_string(),
-            span_id: run_span.to_string(),
+            span_id: run.run_span.to_string(),
             trace_flags: incoming.parent.flags.bits(),
             tracestate: incoming.state.to_string(),
-            input: Value::Object(inputs.clone()),
+            input: Value::Object(run.inputs.clone()),
             components: wf
                 .steps
                 .iter()
