@@ -576,6 +576,32 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             .await
             .expect("heartbeat");
         assert!(!renewed, "{}: a lost run's lease was renewed", b.name);
+        // Renewed together (one write for a host's leases), each lease is
+        // still fenced on its own: the new owner's, a stale one, a stranger's.
+        let new_owner = taken_by.get("run-dead-1").expect("taken").clone();
+        let current = RunFence {
+            epoch: 2,
+            ..RunFence::first("run-dead-1", &new_owner)
+        };
+        let batch = [
+            current.clone(),
+            old.clone(),
+            RunFence::first("run-dead-2", "stranger:9"),
+            RunFence::first("run-dead-1", "gone:1"),
+        ];
+        let renewed = j
+            .renew_leases(&batch, Duration::from_secs(60))
+            .await
+            .expect("renew");
+        assert_eq!(renewed, [true, false, false, false], "{}", b.name);
+        assert_eq!(
+            j.renew_leases(&[], Duration::from_secs(60))
+                .await
+                .expect("renew"),
+            Vec::<bool>::new(),
+            "{}",
+            b.name
+        );
         assert!(
             matches!(
                 j.append(&old, completed("c")).await,

@@ -369,6 +369,21 @@ pub trait RunJournal: Send + Sync + 'static {
     /// Extends the lease of a running run held under `fence`. `Ok(false)`:
     /// the run is no longer `fence`'s (another host took it over).
     async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError>;
+    /// [`RunJournal::heartbeat`] for many runs in one write (how a host
+    /// renews every lease it holds): run by run, in `fences`' order,
+    /// whether the lease was extended. A store should do it in one
+    /// statement or transaction; this default renews them one by one.
+    async fn renew_leases(
+        &self,
+        fences: &[RunFence],
+        lease: Duration,
+    ) -> Result<Vec<bool>, JournalError> {
+        let mut renewed = Vec::with_capacity(fences.len());
+        for fence in fences {
+            renewed.push(self.heartbeat(fence, lease).await?);
+        }
+        Ok(renewed)
+    }
     /// Takes over every running run whose lease expired or whose owner
     /// `is_dead` (if given) says is gone, moving it to the next epoch; of
     /// several callers, exactly one gets each run. Runs of `new_owner` itself count too (runs it stopped

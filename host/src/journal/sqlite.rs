@@ -81,6 +81,10 @@ impl SqliteJournal {
 const APPEND_FENCED: &str = "INSERT INTO journal (run_id, at_ms, entry) SELECT :run, :at, :entry
      WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running')";
 
+/// Extends a run's lease only while its fence holds the run.
+const RENEW_FENCED: &str = "UPDATE runs SET lease_expires_ms = :until
+     WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'";
+
 #[async_trait::async_trait]
 impl RunJournal for SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now.
@@ -172,20 +176,37 @@ impl RunJournal for SqliteJournal {
     }
 
     async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        let fence = fence.clone();
+        let renewed = self
+            .renew_leases(std::slice::from_ref(fence), lease)
+            .await?;
+        Ok(renewed.first() == Some(&true))
+    }
+
+    /// One write job (one transaction) for every lease, so a host's
+    /// renewals queue behind its runs' entries once, not once per run.
+    async fn renew_leases(
+        &self,
+        fences: &[RunFence],
+        lease: Duration,
+    ) -> Result<Vec<bool>, JournalError> {
+        let fences = fences.to_vec();
         self.db
             .write(move |conn| {
-                let n = crate::db::exec(
-                    conn,
-                    "UPDATE runs SET lease_expires_ms = :until
-                 WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'",
-                    rusqlite::named_params! {
-                        ":run": fence.run_id, ":owner": fence.owner, ":epoch": fence.stored_epoch(),
-                        ":until": ms(now_ms() + lease.as_millis() as u64),
-                    },
-                )
-                .map_err(unavailable)?;
-                Ok(n == 1)
+                let until = ms(now_ms() + lease.as_millis() as u64);
+                let mut renewed = Vec::with_capacity(fences.len());
+                for fence in &fences {
+                    let n = crate::db::exec(
+                        conn,
+                        RENEW_FENCED,
+                        rusqlite::named_params! {
+                            ":run": fence.run_id, ":owner": fence.owner,
+                            ":epoch": fence.stored_epoch(), ":until": until,
+                        },
+                    )
+                    .map_err(unavailable)?;
+                    renewed.push(n == 1);
+                }
+                Ok(renewed)
             })
             .await
     }

@@ -229,26 +229,45 @@ impl RunJournal for PostgresJournal {
     }
 
     async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        // On the lease pool, tried once: the next heartbeat comes soon.
+        let renewed = self
+            .renew_leases(std::slice::from_ref(fence), lease)
+            .await?;
+        Ok(renewed.first() == Some(&true))
+    }
+
+    /// One statement for every lease (the fences as arrays), on the lease
+    /// pool, tried once: the next renewal comes soon.
+    async fn renew_leases(
+        &self,
+        fences: &[RunFence],
+        lease: Duration,
+    ) -> Result<Vec<bool>, JournalError> {
         let sql = format!(
-            "UPDATE braid_runs SET lease_expires_ms = {DB_NOW_MS} + $3
-             WHERE run_id = $1 AND owner = $2 AND epoch = $4 AND status = 'running'"
+            "UPDATE braid_runs r SET lease_expires_ms = {DB_NOW_MS} + $4
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS f(run_id, owner, epoch)
+             WHERE r.run_id = f.run_id AND r.owner = f.owner AND r.epoch = f.epoch
+               AND r.status = 'running'
+             RETURNING r.run_id, r.epoch"
         );
+        let run_ids: Vec<&str> = fences.iter().map(|f| f.run_id.as_str()).collect();
+        let owners: Vec<&str> = fences.iter().map(|f| f.owner.as_str()).collect();
+        let epochs: Vec<i64> = fences.iter().map(RunFence::stored_epoch).collect();
         let call = async {
             let client = self.pg.leases.get().await?;
             let sql = client.prepare_cached(&sql).await?;
-            let n = client
-                .execute(
-                    &sql,
-                    &[
-                        &fence.run_id,
-                        &fence.owner,
-                        &lease_ms(lease),
-                        &fence.stored_epoch(),
-                    ],
-                )
+            let rows = client
+                .query(&sql, &[&run_ids, &owners, &epochs, &lease_ms(lease)])
                 .await?;
-            Ok::<_, CallError>(n == 1)
+            let renewed: std::collections::HashSet<(&str, i64)> = rows
+                .iter()
+                .map(|r| (r.get::<_, &str>(0), r.get::<_, i64>(1)))
+                .collect();
+            Ok::<_, CallError>(
+                fences
+                    .iter()
+                    .map(|f| renewed.contains(&(f.run_id.as_str(), f.stored_epoch())))
+                    .collect(),
+            )
         };
         call.await.map_err(journal_error)
     }

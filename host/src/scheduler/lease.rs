@@ -9,8 +9,11 @@
 use super::{RunCtx, Scheduler, StepExecutor, backoff};
 use crate::journal::{JournalError, RunFence, RunJournal, RunStart};
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A running run's lease in the journal; renewed at a third of it.
@@ -44,15 +47,58 @@ pub(super) enum LeaseEnd {
     Finished,
 }
 
-/// Keeps a run's lease alive; `lost` fires when it cannot (see [`LEASE_FENCE`]).
-/// Dropped (the run's future dropped with it), it stops renewing: a run
-/// nobody drives any more must not keep its lease.
+/// The leases a scheduler holds, renewed together: every third of
+/// [`RUN_LEASE`], one [`RunJournal::renew_leases`] write for all of them
+/// (not one per run), so a host with a thousand runs in flight sends one
+/// renewal, and that renewal queues behind the runs' own entries once.
+/// The renewing task runs while any lease is held.
+pub(super) struct LeaseBook {
+    journal: Arc<dyn RunJournal>,
+    state: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    held: HashMap<u64, Held>,
+    next: u64,
+    /// Whether the renewing task is running.
+    renewing: bool,
+}
+
+/// One run's lease, as the renewing task sees it.
+struct Held {
+    fence: RunFence,
+    /// When the last renewal that got through was sent (the start counts).
+    renewed: Instant,
+    lost: CancellationToken,
+    finishing: Arc<AtomicBool>,
+    end: Arc<OnceLock<LeaseEnd>>,
+}
+
+impl Held {
+    /// Ends the keeping of this lease; the run hears of it through `lost`
+    /// (not for [`LeaseEnd::Finished`]: the run is ending anyway).
+    fn end(&self, end: LeaseEnd) {
+        let _ = self.end.set(end);
+        if end != LeaseEnd::Finished {
+            self.lost.cancel();
+        }
+    }
+}
+
+/// Keeps a run's lease alive; `lost` fires when it cannot (see
+/// [`LEASE_FENCE`]), or when the journal refused one of the run's writes
+/// (`taken_over`). Dropped (the run's future dropped with it), its lease is
+/// no longer renewed: a run nobody drives any more must not keep its lease.
 pub(super) struct LeaseKeeper {
-    pub(super) task: tokio::task::JoinHandle<LeaseEnd>,
+    book: Arc<LeaseBook>,
+    id: u64,
     pub(super) lost: CancellationToken,
     /// Set before the terminal record is written: a renewal that then finds
     /// the run no longer running is not news.
-    pub(super) finishing: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) finishing: Arc<AtomicBool>,
+    /// Why the keeping ended, once it has.
+    end: Arc<OnceLock<LeaseEnd>>,
     /// The ownership it renews, and what says the journal refused it.
     fence: RunFence,
     taken_over: CancellationToken,
@@ -60,62 +106,155 @@ pub(super) struct LeaseKeeper {
 
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
-        self.task.abort();
+        self.book.lock().held.remove(&self.id);
     }
 }
 
-/// Renews a run's lease every third of [`RUN_LEASE`] until aborted. Fires
-/// `lost` and ends when the journal says another host owns the run (a
-/// renewal, or a journal write refused by the fence: `taken_over`), or when
-/// no renewal got through for [`LEASE_FENCE`] (counted from when the last
-/// successful renewal was sent, so the run stops at least
-/// `RUN_LEASE - LEASE_FENCE` before anyone may take it over).
-async fn keep_lease(
-    journal: Arc<dyn RunJournal>,
-    fence: RunFence,
-    lost: CancellationToken,
-    taken_over: CancellationToken,
-    finishing: Arc<std::sync::atomic::AtomicBool>,
-) -> LeaseEnd {
-    use tokio::time::Instant;
-    let run_id = fence.run_id.as_str();
-    // The start (or a renewal) was just journaled with a full lease.
-    let mut renewed = Instant::now();
-    let period = RUN_LEASE / 3;
-    let mut tick = tokio::time::interval_at(renewed + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = taken_over.cancelled() => {
-                lost.cancel();
-                return LeaseEnd::TakenOver;
-            }
+impl LeaseBook {
+    pub(super) fn new(journal: Arc<dyn RunJournal>) -> Arc<LeaseBook> {
+        Arc::new(LeaseBook {
+            journal,
+            state: Mutex::new(Book::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds the lease of a run just given a full [`RUN_LEASE`] under
+    /// `fence` until the keeper is dropped; `taken_over` (fired by a
+    /// refused write) stops the run as taken over.
+    fn keep(self: &Arc<Self>, fence: RunFence, taken_over: CancellationToken) -> LeaseKeeper {
+        // A refused write fires `lost` too, at once.
+        let lost = taken_over.child_token();
+        let finishing = Arc::new(AtomicBool::new(false));
+        let end = Arc::new(OnceLock::new());
+        let mut book = self.lock();
+        let id = book.next;
+        book.next += 1;
+        book.held.insert(
+            id,
+            Held {
+                fence: fence.clone(),
+                renewed: Instant::now(),
+                lost: lost.clone(),
+                finishing: Arc::clone(&finishing),
+                end: Arc::clone(&end),
+            },
+        );
+        if !book.renewing {
+            book.renewing = true;
+            tokio::spawn(renew_while_held(Arc::downgrade(self)));
         }
-        let sent = Instant::now();
-        let renewal = journal.heartbeat(&fence, RUN_LEASE);
-        match tokio::time::timeout_at(renewed + LEASE_FENCE, renewal).await {
-            Ok(Ok(true)) => renewed = sent,
-            Ok(Ok(false)) if finishing.load(std::sync::atomic::Ordering::SeqCst) => {
-                return LeaseEnd::Finished;
-            }
-            Ok(Ok(false)) => {
-                tracing::warn!(run_id, "another host took this run over");
-                lost.cancel();
-                return LeaseEnd::TakenOver;
-            }
-            Ok(Err(e)) => tracing::warn!(run_id, "run lease renewal failed: {e}"),
-            Err(_) => {}
+        LeaseKeeper {
+            book: Arc::clone(self),
+            id,
+            lost,
+            finishing,
+            end,
+            fence,
+            taken_over,
         }
-        if Instant::now() >= renewed + LEASE_FENCE {
+    }
+
+    /// The leases to renew now, or `None` (and the task marked stopped)
+    /// when none is held.
+    fn to_renew(&self) -> Option<Vec<(u64, RunFence)>> {
+        let mut book = self.lock();
+        if book.held.is_empty() {
+            book.renewing = false;
+            return None;
+        }
+        Some(
+            book.held
+                .iter()
+                .map(|(id, h)| (*id, h.fence.clone()))
+                .collect(),
+        )
+    }
+
+    /// Applies a renewal's answer: renewed leases count from `sent`; a
+    /// lease the journal no longer gives this host ends as taken over
+    /// (unless its run is finishing, which is why it is gone).
+    fn renewed(&self, batch: &[(u64, RunFence)], answer: &[bool], sent: Instant) {
+        let mut book = self.lock();
+        for ((id, _), ok) in batch.iter().zip(answer) {
+            let Some(held) = book.held.get_mut(id) else {
+                continue;
+            };
+            if *ok {
+                held.renewed = held.renewed.max(sent);
+                continue;
+            }
+            if held.finishing.load(Ordering::SeqCst) {
+                held.end(LeaseEnd::Finished);
+            } else {
+                tracing::warn!(run_id = %held.fence.run_id, "another host took this run over");
+                held.end(LeaseEnd::TakenOver);
+            }
+            book.held.remove(id);
+        }
+    }
+
+    /// Stops every run whose lease was not renewed for [`LEASE_FENCE`];
+    /// returns when the next one would be due.
+    fn fence_overdue(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut book = self.lock();
+        book.held.retain(|_, held| {
+            if now < held.renewed + LEASE_FENCE {
+                return true;
+            }
             tracing::error!(
-                run_id,
+                run_id = %held.fence.run_id,
                 "run lease not renewed for {} s: stopping the run",
                 LEASE_FENCE.as_secs()
             );
-            lost.cancel();
-            return LeaseEnd::Unrenewed;
+            held.end(LeaseEnd::Unrenewed);
+            false
+        });
+        book.held.values().map(|h| h.renewed + LEASE_FENCE).min()
+    }
+}
+
+/// The renewing task: every third of [`RUN_LEASE`], renews every lease
+/// held (see [`LeaseBook`]) and, while a renewal is slow, stops the runs
+/// whose [`LEASE_FENCE`] passes (counted from when their last successful
+/// renewal was sent, so a run stops at least `RUN_LEASE - LEASE_FENCE`
+/// before anyone may take it over). Ends when no lease is held.
+async fn renew_while_held(book: Weak<LeaseBook>) {
+    let period = RUN_LEASE / 3;
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(book) = book.upgrade() else {
+            return;
+        };
+        let Some(batch) = book.to_renew() else {
+            return;
+        };
+        let fences: Vec<RunFence> = batch.iter().map(|(_, f)| f.clone()).collect();
+        let sent = Instant::now();
+        // A renewal still unanswered after the fence is given up: the
+        // next one is sent on time, for the runs still held then.
+        let renewal =
+            tokio::time::timeout(LEASE_FENCE, book.journal.renew_leases(&fences, RUN_LEASE));
+        tokio::pin!(renewal);
+        let answer = loop {
+            let due = book.fence_overdue().unwrap_or(sent + LEASE_FENCE);
+            tokio::select! {
+                answer = &mut renewal => break answer,
+                () = tokio::time::sleep_until(due) => {}
+            }
+        };
+        match answer {
+            Ok(Ok(renewed)) => book.renewed(&batch, &renewed, sent),
+            Ok(Err(e)) => tracing::warn!(runs = batch.len(), "run lease renewal failed: {e}"),
+            Err(_) => tracing::warn!(runs = batch.len(), "run lease renewal unanswered"),
         }
+        book.fence_overdue();
     }
 }
 
@@ -156,37 +295,20 @@ impl<E: StepExecutor> Scheduler<E> {
         };
         let fence = journal.start(&start, RUN_LEASE).await?;
         run.log.fence = Some(fence.clone());
-        Ok(Some(self.keep_lease_of(
-            journal,
-            fence,
-            run.log.taken_over.clone(),
-        )))
+        Ok(self.keep_lease_of(fence, run.log.taken_over.clone()))
     }
 
     /// Renews a run's lease (just taken with a full [`RUN_LEASE`]) under
-    /// `fence` until the run finishes or `taken_over` fires.
+    /// `fence` until the run finishes or `taken_over` fires; `None` for a
+    /// scheduler without a journal.
     pub(super) fn keep_lease_of(
         &self,
-        journal: &Arc<dyn RunJournal>,
         fence: RunFence,
         taken_over: CancellationToken,
-    ) -> LeaseKeeper {
-        let lost = CancellationToken::new();
-        let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(keep_lease(
-            Arc::clone(journal),
-            fence.clone(),
-            lost.clone(),
-            taken_over.clone(),
-            Arc::clone(&finishing),
-        ));
-        LeaseKeeper {
-            task,
-            lost,
-            finishing,
-            fence,
-            taken_over,
-        }
+    ) -> Option<LeaseKeeper> {
+        self.leases
+            .as_ref()
+            .map(|book| book.keep(fence, taken_over))
     }
 
     /// Whether this host may go on with the run: `Ok(false)` while its
@@ -216,16 +338,19 @@ impl<E: StepExecutor> Scheduler<E> {
     /// on. `Err` says why the run is left to others.
     async fn after_fence(
         &self,
-        mut keeper: LeaseKeeper,
+        keeper: LeaseKeeper,
         run_id: &str,
     ) -> Result<LeaseKeeper, &'static str> {
         let Some(journal) = &self.journal else {
             return Err(LEFT_TO_RECOVERY);
         };
-        match (&mut keeper.task).await {
-            Ok(LeaseEnd::Unrenewed) => {}
-            Ok(LeaseEnd::TakenOver | LeaseEnd::Finished) => return Err(TAKEN_OVER),
-            Err(_) => return Err(LEFT_TO_RECOVERY),
+        if keeper.taken_over.is_cancelled() {
+            return Err(TAKEN_OVER);
+        }
+        match keeper.end.get() {
+            Some(LeaseEnd::Unrenewed) => {}
+            Some(LeaseEnd::TakenOver | LeaseEnd::Finished) => return Err(TAKEN_OVER),
+            None => return Err(LEFT_TO_RECOVERY),
         }
         let deadline = tokio::time::Instant::now() + RECLAIM_WAIT;
         for retry in 1.. {
@@ -233,7 +358,9 @@ impl<E: StepExecutor> Scheduler<E> {
             match tokio::time::timeout_at(deadline, renewal).await {
                 Ok(Ok(true)) => {
                     let (fence, taken_over) = (keeper.fence.clone(), keeper.taken_over.clone());
-                    return Ok(self.keep_lease_of(journal, fence, taken_over));
+                    return self
+                        .keep_lease_of(fence, taken_over)
+                        .ok_or(LEFT_TO_RECOVERY);
                 }
                 Ok(Ok(false)) => return Err(TAKEN_OVER),
                 Ok(Err(e)) => tracing::warn!(run_id, "taking the run's lease back failed: {e}"),

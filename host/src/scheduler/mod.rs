@@ -40,7 +40,7 @@ use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, IncomingTrace, SpanId, TraceId};
 use crate::workflow::{InputError, Workflow};
 use dag::{RunState, build_step_reports};
-use lease::LeaseKeeper;
+use lease::{LeaseBook, LeaseKeeper};
 use saga::Ending;
 use serde_json::Value;
 use std::sync::Arc;
@@ -63,6 +63,8 @@ pub struct Scheduler<E> {
     permits: Arc<Semaphore>,
     /// Where runs are journaled (none: runs live only in memory).
     journal: Option<Arc<dyn RunJournal>>,
+    /// The leases of this scheduler's runs in the journal, renewed together.
+    leases: Option<Arc<LeaseBook>>,
     /// Where a failed run's leftover claims are released.
     claims: Option<Arc<dyn ClaimStore>>,
     /// This host, as a run owner (`hostname:pid`).
@@ -82,6 +84,7 @@ impl<E> Clone for Scheduler<E> {
             executor: Arc::clone(&self.executor),
             permits: Arc::clone(&self.permits),
             journal: self.journal.clone(),
+            leases: self.leases.clone(),
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),
@@ -274,6 +277,7 @@ impl<E: StepExecutor> Scheduler<E> {
             executor,
             permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
             journal: None,
+            leases: None,
             claims: None,
             owner: format!("local:{}", std::process::id()),
             local: LocalRuns::default(),
@@ -307,6 +311,7 @@ impl<E: StepExecutor> Scheduler<E> {
 
     /// Journals every run; `owner` names this host in run leases.
     pub fn with_journal(mut self, journal: Arc<dyn RunJournal>, owner: String) -> Self {
+        self.leases = Some(LeaseBook::new(Arc::clone(&journal)));
         self.journal = Some(journal);
         self.owner = owner;
         self
@@ -330,6 +335,7 @@ impl<E: StepExecutor> Scheduler<E> {
             executor,
             permits: Arc::clone(&self.permits),
             journal: self.journal.clone(),
+            leases: self.leases.clone(),
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),

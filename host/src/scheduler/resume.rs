@@ -85,10 +85,7 @@ impl<E: StepExecutor> Scheduler<E> {
         ctx.log.fence = Some(run.fence.clone());
         // The keys the run's first host made: a step sent again is the same request.
         ctx.base.keys = crate::scheduler::KeySecret::from_hex(&start.idempotency_secret);
-        let lease = self
-            .journal
-            .as_ref()
-            .map(|j| self.keep_lease_of(j, run.fence.clone(), ctx.log.taken_over.clone()));
+        let lease = self.keep_lease_of(run.fence.clone(), ctx.log.taken_over.clone());
         ctx.log
             .append(JournalEntry {
                 kind: "resumed".into(),

@@ -450,6 +450,8 @@ struct FakeJournal {
     entries: Mutex<Vec<JournalEntry>>,
     /// An `attempt` entry takes this long to be written.
     slow_completions: Option<Duration>,
+    /// How many leases each `renew_leases` carried.
+    renewals: Mutex<Vec<usize>>,
 }
 
 impl FakeJournal {
@@ -511,6 +513,18 @@ impl RunJournal for FakeJournal {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let answer = self.renews.get(n).or(self.renews.last()).copied();
         answer.flatten().map_or_else(down, Ok)
+    }
+    async fn renew_leases(
+        &self,
+        fences: &[crate::journal::RunFence],
+        lease: Duration,
+    ) -> Result<Vec<bool>, JournalError> {
+        self.renewals.lock().expect("lock").push(fences.len());
+        let mut renewed = Vec::new();
+        for fence in fences {
+            renewed.push(self.heartbeat(fence, lease).await?);
+        }
+        Ok(renewed)
     }
     async fn take_over_abandoned(
         &self,
@@ -677,6 +691,30 @@ async fn a_run_that_renews_its_lease_runs_to_the_end() {
     let report = sched.run(request(diamond())).await.expect("started");
     assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
     assert_eq!(*journal.finishes.lock().expect("lock"), ["succeeded"]);
+}
+
+#[tokio::test]
+async fn a_host_renews_the_leases_of_all_its_runs_in_one_write() {
+    let journal = FakeJournal::renewing(&[Some(true)]);
+    // Each run outlives a renewal period at least once.
+    let delay = RUN_LEASE / 3 + Duration::from_millis(1500);
+    let sched = Scheduler::new(Arc::new(slow_reversible(delay)), 64)
+        .with_journal(Arc::clone(&journal) as Arc<dyn RunJournal>, "h:1".into());
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let sched = sched.clone();
+        runs.spawn(async move { sched.run(request(diamond())).await });
+    }
+    while let Some(report) = runs.join_next().await {
+        let report = report.expect("joined").expect("started");
+        assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    }
+    assert_eq!(journal.finishes.lock().expect("lock").len(), 20);
+    let renewals = journal.renewals.lock().expect("lock").clone();
+    // Every renewal is one write for every run then in flight: the first
+    // one (two seconds after the first start) carries all twenty.
+    assert_eq!(renewals.first(), Some(&20), "{renewals:?}");
+    assert!(renewals.iter().all(|n| *n <= 20), "{renewals:?}");
 }
 
 #[tokio::test]
