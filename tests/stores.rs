@@ -454,10 +454,14 @@ fn run_start(run_id: &str, owner: &str) -> RunStart {
         trace_flags: 1,
         tracestate: String::new(),
         input: serde_json::json!({}),
-        components: Vec::new(),
+        components: vec![(
+            "a".into(),
+            "a.wasm".into(),
+            format!("{:0>64}", run_id.len()),
+        )],
         owner: owner.into(),
         parent_span_id: None,
-        definition: String::new(),
+        definition: format!("name = \"wf\"\n# {}\n", "x".repeat(4000)),
         idempotency_secret: String::new(),
     }
 }
@@ -538,6 +542,10 @@ async fn each_abandoned_run_is_taken_over_by_exactly_one_host() {
             let (owner, taken) = joined.expect("task");
             for run in taken.unwrap_or_else(|e| panic!("{}: {e}", b.name)) {
                 assert_eq!(run.previous_owner, "gone:1", "{}", b.name);
+                // What the run was pinned to comes back whole.
+                let started = run_start(&run.start.run_id, "gone:1");
+                assert_eq!(run.start.definition, started.definition, "{}", b.name);
+                assert_eq!(run.start.components, started.components, "{}", b.name);
                 let done = run.completed();
                 let steps: Vec<&str> = done.iter().map(|c| c.step.as_str()).collect();
                 let i: usize = run.start.run_id["run-dead-".len()..].parse().expect("id");

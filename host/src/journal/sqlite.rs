@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS journal (
     entry  TEXT NOT NULL             -- JournalEntry as JSON
 );
 CREATE INDEX IF NOT EXISTS journal_run ON journal(run_id, seq);
+-- What runs are pinned to (definition text, components), stored once per
+-- version instead of in every run's row; `runs.pinned_sha256` names it.
+CREATE TABLE IF NOT EXISTS pinned (
+    sha256 TEXT PRIMARY KEY,
+    pinned TEXT NOT NULL              -- Pinned as JSON
+);
 -- The finished run's report, as `braid serve` returns it.
 CREATE TABLE IF NOT EXISTS reports (
     run_id        TEXT PRIMARY KEY,
@@ -68,9 +74,13 @@ impl SqliteJournal {
     /// [`SqliteJournal::open`] with commits as durable as `durability` says.
     pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
         let db = Db::open(state_dir, "runs.sqlite3", SCHEMA, durability)?;
-        // Runs of a braid before fencing are all at epoch 1.
         db.blocking_call(|conn| {
-            crate::db::add_column(conn, "runs", "epoch", "INTEGER NOT NULL DEFAULT 1")
+            // Runs of a braid before fencing are all at epoch 1.
+            crate::db::add_column(conn, "runs", "epoch", "INTEGER NOT NULL DEFAULT 1")?;
+            // Runs of a braid before `pinned` keep their definition inline.
+            crate::db::add_column(conn, "runs", "pinned_sha256", "TEXT")?;
+            conn.execute_batch("CREATE INDEX IF NOT EXISTS runs_pinned ON runs(pinned_sha256)")
+                .map_err(crate::db::DbUnavailable::from)
         })?;
         Ok(SqliteJournal { db })
     }
@@ -85,12 +95,61 @@ const APPEND_FENCED: &str = "INSERT INTO journal (run_id, at_ms, entry) SELECT :
 const RENEW_FENCED: &str = "UPDATE runs SET lease_expires_ms = :until
      WHERE run_id = :run AND owner = :owner AND epoch = :epoch AND status = 'running'";
 
+/// What a run is pinned to when it starts: its definition's text and its
+/// components. The same for every run of one version of a workflow (several
+/// KB, most of a start), so stored once in `pinned`, keyed by the sha256 of
+/// its JSON, and named by each run's `pinned_sha256`; a run's `start` keeps
+/// the rest. Runs journaled before `pinned` keep it all in `start`.
+#[derive(Serialize, Deserialize)]
+struct Pinned {
+    definition: String,
+    components: Vec<(String, String, String)>,
+}
+
+impl Pinned {
+    /// The start without what it is pinned to, and what it is pinned to.
+    fn split(start: &RunStart) -> (RunStart, Pinned) {
+        let mut slim = start.clone();
+        let pinned = Pinned {
+            definition: std::mem::take(&mut slim.definition),
+            components: std::mem::take(&mut slim.components),
+        };
+        (slim, pinned)
+    }
+}
+
+/// A run's start as it began, with what it is pinned to put back.
+fn read_start(conn: &Connection, run_id: &str) -> Result<RunStart, JournalError> {
+    let (start, pinned): (String, Option<String>) = crate::db::query_row(
+        conn,
+        "SELECT r.start, p.pinned FROM runs r LEFT JOIN pinned p ON p.sha256 = r.pinned_sha256
+         WHERE r.run_id = ?1",
+        params![run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(unavailable)?;
+    let mut start: RunStart = serde_json::from_str(&start).map_err(unavailable)?;
+    if let Some(pinned) = pinned {
+        let pinned: Pinned = serde_json::from_str(&pinned).map_err(unavailable)?;
+        start.definition = pinned.definition;
+        start.components = pinned.components;
+    }
+    Ok(start)
+}
+
 #[async_trait::async_trait]
 impl RunJournal for SqliteJournal {
-    /// Records a run's start; its lease runs `lease` from now.
+    /// Records a run's start; its lease runs `lease` from now. What the
+    /// run is pinned to goes into `pinned` (once per version, see [`Pinned`]).
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<RunFence, JournalError> {
         // Serialized here, on the caller's thread: the writer thread only writes.
-        let json = serde_json::to_string(start).map_err(unavailable)?;
+        let (slim, pinned) = Pinned::split(start);
+        let json = serde_json::to_string(&slim).map_err(unavailable)?;
+        let pinned_json = serde_json::to_string(&pinned).map_err(unavailable)?;
+        let pinned_sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(pinned_json.as_bytes()))
+        };
         let [run_id, workflow, trace_id, owner] = [
             &start.run_id,
             &start.workflow,
@@ -100,10 +159,17 @@ impl RunJournal for SqliteJournal {
         .map(String::clone);
         self.db.write(move |conn| {
             let now = now_ms();
+            // Already there for every run of this version but the first.
             crate::db::exec(
                 conn,
-                "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+                "INSERT OR IGNORE INTO pinned (sha256, pinned) VALUES (?1, ?2)",
+                params![pinned_sha, pinned_json],
+            )
+            .map_err(unavailable)?;
+            crate::db::exec(
+                conn,
+                "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms, pinned_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)",
                 params![
                     run_id,
                     workflow,
@@ -111,7 +177,8 @@ impl RunJournal for SqliteJournal {
                     json,
                     owner,
                     ms(now + lease.as_millis() as u64),
-                    ms(now)
+                    ms(now),
+                    pinned_sha
                 ],
             )
             .map_err(unavailable)?;
@@ -225,23 +292,24 @@ impl RunJournal for SqliteJournal {
         let running_here: HashSet<String> = running_here.iter().cloned().collect();
         self.db.call(move |conn| {
             let now = now_ms();
-            type Candidate = (String, String, String, i64, i64, i64);
+            type Candidate = (String, String, i64, i64, i64);
+            // The start (the largest column) is read only for runs taken.
             let candidates: Vec<Candidate> = {
                 let mut stmt = conn
-                    .prepare(
-                        "SELECT run_id, owner, start, lease_expires_ms, epoch, started_at_ms
+                    .prepare_cached(
+                        "SELECT run_id, owner, lease_expires_ms, epoch, started_at_ms
                          FROM runs WHERE status = 'running'",
                     )
                     .map_err(unavailable)?;
                 let rows = stmt
                     .query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })
                     .map_err(unavailable)?;
                 rows.collect::<Result<_, _>>().map_err(unavailable)?
             };
             let mut taken = Vec::new();
-            for (run_id, owner, start, lease_expires, old_epoch, started_at) in candidates {
+            for (run_id, owner, lease_expires, old_epoch, started_at) in candidates {
                 let expired = lease_expires <= ms(now);
                 let dead = is_dead.as_ref().is_some_and(|f| f(&owner));
                 let own = owner == new_owner;
@@ -263,9 +331,8 @@ impl RunJournal for SqliteJournal {
                 if n != 1 {
                     continue;
                 }
-                let start: RunStart = serde_json::from_str(&start).map_err(unavailable)?;
                 taken.push(AbandonedRun {
-                    start,
+                    start: read_start(conn, &run_id)?,
                     previous_owner: owner,
                     fence: RunFence {
                         run_id: run_id.clone(),
@@ -488,6 +555,14 @@ impl RunJournal for SqliteJournal {
                     })
                     .map_err(unavailable)?;
                 let ids = serde_json::to_string(&doomed).map_err(unavailable)?;
+                // The versions they were pinned to, kept while any run has one.
+                let versions: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT DISTINCT pinned_sha256 FROM runs
+                         WHERE run_id IN (SELECT value FROM json_each(?1)) AND pinned_sha256 IS NOT NULL",
+                    )
+                    .and_then(|mut stmt| stmt.query_map(params![ids], |r| r.get(0))?.collect())
+                    .map_err(unavailable)?;
                 let delete = |table: &str| {
                     crate::db::exec(
                         conn,
@@ -503,6 +578,13 @@ impl RunJournal for SqliteJournal {
                 pruned.reports = delete("reports")?;
                 pruned.idempotency_keys = delete("idempotency")?;
                 pruned.runs = delete("runs")?;
+                crate::db::exec(
+                    conn,
+                    "DELETE FROM pinned WHERE sha256 IN (SELECT value FROM json_each(?1))
+                     AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.pinned_sha256 = pinned.sha256)",
+                    params![serde_json::to_string(&versions).map_err(unavailable)?],
+                )
+                .map_err(unavailable)?;
                 // Keys whose run never started (its host died in between).
                 pruned.idempotency_keys += crate::db::exec(
                     conn,
@@ -609,4 +691,112 @@ fn read_entries(conn: &Connection, run_id: &str) -> Result<Vec<JournalEntry>, Jo
         out.push(serde_json::from_str(&text).map_err(unavailable)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(run_id: &str, definition: &str) -> RunStart {
+        RunStart {
+            run_id: run_id.into(),
+            workflow: "wf".into(),
+            workflow_path: "wf.toml".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            trace_flags: 1,
+            tracestate: String::new(),
+            input: serde_json::json!({"n": 1}),
+            components: vec![("a".into(), "a.wasm".into(), "ab".repeat(32))],
+            owner: "gone:1".into(),
+            parent_span_id: None,
+            definition: definition.into(),
+            idempotency_secret: "cd".repeat(32),
+        }
+    }
+
+    fn count(j: &SqliteJournal, sql: &'static str) -> i64 {
+        j.db.blocking_call(move |conn| {
+            conn.query_row(sql, [], |r| r.get(0))
+                .map_err(crate::db::DbUnavailable::from)
+        })
+        .expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_version_is_stored_once_read_back_whole_and_pruned_with_its_last_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = SqliteJournal::open_with(dir.path(), Durability::Process).expect("open");
+        let v1 = format!("name = \"wf\"\n# {}\n", "1".repeat(3000));
+        let v2 = format!("name = \"wf\"\n# {}\n", "2".repeat(3000));
+        let lease = Duration::from_millis(1);
+        for (id, def) in [("r1", &v1), ("r2", &v1), ("r3", &v1), ("r4", &v2)] {
+            j.start(&start(id, def), lease).await.expect("start");
+        }
+        assert_eq!(
+            count(&j, "SELECT count(*) FROM pinned"),
+            2,
+            "one per version"
+        );
+        let biggest = count(&j, "SELECT max(length(start)) FROM runs");
+        assert!(
+            biggest < 1000,
+            "a run's row holds no definition: {biggest} bytes"
+        );
+        // A run of an older braid: everything inline, no pinned version.
+        let old = serde_json::to_string(&start("r0", "name = \"old\"\n")).expect("json");
+        j.db.blocking_call(move |conn| {
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, trace_id, start, owner, lease_expires_ms, status, started_at_ms)
+                 VALUES ('r0', 'wf', 't', ?1, 'gone:1', 0, 'running', 0)",
+                [old],
+            )
+            .map_err(crate::db::DbUnavailable::from)
+        })
+        .expect("old row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut taken = j
+            .take_over_abandoned("new:2", Duration::from_secs(60), None, &[])
+            .await
+            .expect("take over");
+        taken.sort_by(|a, b| a.start.run_id.cmp(&b.start.run_id));
+        let got: Vec<(&str, &str)> = taken
+            .iter()
+            .map(|t| (t.start.run_id.as_str(), t.start.definition.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r0", "name = \"old\"\n"),
+                ("r1", v1.as_str()),
+                ("r2", v1.as_str()),
+                ("r3", v1.as_str()),
+                ("r4", v2.as_str())
+            ]
+        );
+        assert!(
+            taken
+                .iter()
+                .all(|t| t.start.components == start("x", "").components)
+        );
+        // Runs end; pruning keeps a version while any run of it is kept.
+        for t in &taken {
+            assert!(
+                j.finish(&t.fence, "aborted", false, None, None)
+                    .await
+                    .expect("finish")
+            );
+        }
+        let keep = |max_runs| Retention {
+            max_age: Duration::from_secs(3600),
+            max_runs,
+        };
+        // The oldest go first (r0, r1, r2 by finish time, then run id).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        j.prune(keep(2), 100).await.expect("prune");
+        assert_eq!(count(&j, "SELECT count(*) FROM runs"), 2);
+        assert_eq!(count(&j, "SELECT count(*) FROM pinned"), 2, "r3 keeps v1");
+        j.prune(keep(0), 100).await.expect("prune");
+        assert_eq!(count(&j, "SELECT count(*) FROM pinned"), 0, "no run left");
+    }
 }
