@@ -1468,7 +1468,14 @@ fn an_answered_run_is_journaled_when_the_server_is_killed_right_after() {
 fn past_the_connection_bound_the_longest_idle_connection_makes_room() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let served = Served::start(&["--max-connections", "2", "--idle-timeout-ms", "60000"]);
+    let served = Served::start(&[
+        "--max-connections",
+        "2",
+        "--idle-timeout-ms",
+        "60000",
+        "--first-request-timeout-ms",
+        "60000",
+    ]);
     let ask = |mut s: &TcpStream| {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("write");
@@ -1515,7 +1522,13 @@ fn past_the_connection_bound_the_longest_idle_connection_makes_room() {
 fn five_thousand_idle_sockets_do_not_starve_the_server() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let served = Served::start(&["--idle-timeout-ms", "60000"]);
+    // Silent sockets stay until evicted: the timeouts are a minute.
+    let served = Served::start(&[
+        "--idle-timeout-ms",
+        "60000",
+        "--first-request-timeout-ms",
+        "60000",
+    ]);
     let mut idle = Vec::new();
     for _ in 0..5000 {
         idle.push(TcpStream::connect(&served.addr).expect("connect"));
@@ -1603,6 +1616,47 @@ fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
     );
     // The server still answers new connections.
     assert_eq!(served.get("/healthz").status, 200);
+}
+
+/// A socket opened and left silent is closed after the first-request
+/// timeout, well before the idle timeout; a connection that has sent a
+/// request is kept past it, for its next request on keep-alive.
+#[test]
+fn a_silent_new_connection_goes_sooner_than_an_idle_keep_alive_one() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let served = Served::start(&[
+        "--idle-timeout-ms",
+        "30000",
+        "--first-request-timeout-ms",
+        "300",
+    ]);
+    let open = || {
+        let s = TcpStream::connect(&served.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s
+    };
+    let mut silent = open();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let waited = t0.elapsed();
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(waited < Duration::from_secs(15), "silent kept {waited:?}");
+
+    let get = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut kept = open();
+    kept.write_all(get).expect("write");
+    let mut answer = [0u8; 4096];
+    let n = kept.read(&mut answer).expect("answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    // Well past the first-request timeout, it is still open...
+    std::thread::sleep(Duration::from_millis(1500));
+    kept.write_all(get).expect("second request");
+    let n = kept.read(&mut answer).expect("second answer");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
 /// One request with exactly `head` (request line and headers, `\r\n`

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// long, in ms (idle between keep-alive requests, or slow headers).
     #[arg(long, default_value_t = braid::serve::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
     idle_timeout_ms: u64,
+    /// Close a new connection whose first request head is not complete
+    /// this long after it opened, in ms (at most --idle-timeout-ms): a
+    /// socket opened and left silent goes sooner than a keep-alive one.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_FIRST_REQUEST_TIMEOUT.as_millis() as u64)]
+    first_request_timeout_ms: u64,
     /// Most connections open at once: past it a new connection takes the
     /// place of the longest-idle one (closed), or is closed itself when
     /// every open one is busy.
@@ -110,6 +115,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_runs_in_flight,
         max_runs_in_flight_per_workflow,
         idle_timeout_ms,
+        first_request_timeout_ms,
         max_connections,
         max_connections_per_peer,
         admin_token,
@@ -193,6 +199,9 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,
             },
             idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
+            first_request_timeout: Duration::from_millis(
+                first_request_timeout_ms.clamp(1, idle_timeout_ms.max(1)),
+            ),
             max_connections,
             max_connections_per_peer,
             trace_url,

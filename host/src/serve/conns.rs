@@ -129,6 +129,7 @@ impl Conns {
             conns: Arc::clone(self),
             id,
             close,
+            requested: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -145,11 +146,20 @@ pub(super) struct Registered {
     id: u64,
     /// Fires when the connection is to be closed to make room.
     pub(super) close: CancellationToken,
+    /// Set when its first request head is complete.
+    requested: std::sync::atomic::AtomicBool,
 }
 
 impl Registered {
+    /// Whether a request head has been complete on it (see [`Registered::busy`]).
+    pub(super) fn has_had_a_request(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Marks a request in progress until the returned guard is dropped.
     pub(super) fn busy(&self) -> Busy {
+        self.requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(conn) = self.conns.lock().open.get_mut(&self.id) {
             conn.busy += 1;
         }

@@ -1,7 +1,9 @@
 //! The connection loop of `braid serve`: accepts TCP connections and serves
 //! each with hyper's HTTP/1.1 server, closing a connection that sends no
 //! complete request head for `idle_timeout` (before its first request, or
-//! idle between keep-alive requests, or a client dribbling its headers).
+//! idle between keep-alive requests, or a client dribbling its headers),
+//! and a new one that has not sent its first complete head within the
+//! shorter `first_request` timeout.
 //! `axum::serve` has no such timeout; this is the same loop with hyper's
 //! own `header_read_timeout`, which (in the hyper this builds with, 1.12)
 //! also runs while a keep-alive connection waits for its next request: the
@@ -25,20 +27,28 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// How long a connection may go without a complete request head.
+pub(super) struct Timeouts {
+    /// Before any head, between keep-alive requests, or dribbling one.
+    pub idle: Duration,
+    /// From the connection's opening to its first complete head.
+    pub first_request: Duration,
+}
+
 /// Serves `router` on `listener` until `stop`, within the connection
 /// bounds of `conns`; then stops accepting, lets each open connection
 /// finish the request it is in, and returns once all are closed.
 pub(super) async fn serve_connections(
     listener: TcpListener,
     router: Router,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     conns: Arc<Conns>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout)
+        .header_read_timeout(timeouts.idle)
         .keep_alive(true);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -63,6 +73,7 @@ pub(super) async fn serve_connections(
         let service = serve_marking_busy(router.clone(), Arc::clone(&registered));
         let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
+        let first_request = timeouts.first_request;
         tokio::spawn(async move {
             tokio::select! {
                 ended = conn => if let Err(e) = ended {
@@ -70,6 +81,9 @@ pub(super) async fn serve_connections(
                 },
                 // Closed to make room: it was idle, no request is lost.
                 () = close.cancelled() => {}
+                () = silent_for(&registered, first_request) => {
+                    tracing::debug!(%peer, "connection closed: no request head within {first_request:?}");
+                }
             }
             drop(registered);
         });
@@ -77,6 +91,15 @@ pub(super) async fn serve_connections(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Returns once `conn` has gone `timeout` since it opened without a
+/// complete request head; never, once it has had one.
+async fn silent_for(conn: &Registered, timeout: Duration) {
+    tokio::time::sleep(timeout).await;
+    if conn.has_had_a_request() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// `router`, with each request marked in progress on its connection from
