@@ -30,6 +30,12 @@ fn bench_runs_both_executors_and_checks_every_trace() {
         assert_eq!(l["succeeded"], l["runs"], "{l}");
         assert!(l["runs"].as_u64().expect("runs") >= 8);
         assert!(l["p50_ms"].as_f64().expect("p50") > 0.0);
+        // Six steps: a start, one write per completed step, an end (and
+        // now and then one lease renewal for every run in flight).
+        let journal = l["writes_per_run"]["journal"].as_f64().expect("journal writes");
+        assert!((8.0..9.0).contains(&journal), "{l}");
+        let claims = l["writes_per_run"]["claims"].as_f64().expect("claim writes");
+        assert!(claims >= 1.0, "claim_work claims once: {l}");
     }
     let executors: Vec<&str> = loads.iter().map(|l| str_of(l, "/executor")).collect();
     assert_eq!(executors, ["sandbox", "native", "sandbox", "native"]);

@@ -12,6 +12,7 @@
 //! Must not print for humans (the CLI does).
 
 mod claims;
+pub mod counting;
 mod native;
 pub mod resume;
 pub mod serve;
@@ -70,6 +71,27 @@ pub struct LoadResult {
     /// Trace problems found (empty when every run's trace is intact).
     pub trace_violations: Vec<String>,
     pub peak_rss_mib: f64,
+    /// Durable writes per run (counted calls, see [`counting`]), in the run
+    /// journal and in the claim store; `None` where not counted.
+    pub writes_per_run: Option<WritesPerRun>,
+}
+
+/// Durable writes per run of a load.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WritesPerRun {
+    pub journal: f64,
+    pub claims: f64,
+}
+
+impl WritesPerRun {
+    /// `count` spread over `runs`.
+    pub fn of(count: counting::WriteCount, runs: usize) -> WritesPerRun {
+        let runs = runs.max(1) as f64;
+        WritesPerRun {
+            journal: count.journal as f64 / runs,
+            claims: count.claims as f64 / runs,
+        }
+    }
 }
 
 /// The in-process sample API a bench runs against.
@@ -282,6 +304,7 @@ fn summarize(
         max_ms: hist.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0),
         trace_violations: violations,
         peak_rss_mib: peak_rss_mib(),
+        writes_per_run: None,
     }
 }
 

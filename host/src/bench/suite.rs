@@ -86,6 +86,8 @@ pub(super) struct Scratch {
     pub(super) claims: Arc<dyn ClaimStore>,
     pub(super) journal: Arc<dyn RunJournal>,
     pub(super) sandbox: Arc<Sandbox>,
+    /// The writes made through `claims` and `journal`.
+    pub(super) writes: Arc<super::counting::Writes>,
 }
 
 impl Scratch {
@@ -97,11 +99,16 @@ impl Scratch {
             "braid-bench-{}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
+        let writes = Arc::new(super::counting::Writes::default());
         let opened = (|| {
-            let claims: Arc<dyn ClaimStore> =
-                Arc::new(SqliteClaimStore::open_with(&dir, durability).map_err(run_error)?);
-            let journal: Arc<dyn RunJournal> =
-                Arc::new(SqliteJournal::open_with(&dir, durability).map_err(run_error)?);
+            let claims: Arc<dyn ClaimStore> = Arc::new(super::counting::CountedClaims {
+                inner: Arc::new(SqliteClaimStore::open_with(&dir, durability).map_err(run_error)?),
+                writes: Arc::clone(&writes),
+            });
+            let journal: Arc<dyn RunJournal> = Arc::new(super::counting::CountedJournal {
+                inner: Arc::new(SqliteJournal::open_with(&dir, durability).map_err(run_error)?),
+                writes: Arc::clone(&writes),
+            });
             let config = SandboxConfig {
                 cache_dir,
                 ..SandboxConfig::default()
@@ -116,6 +123,7 @@ impl Scratch {
                 claims,
                 journal,
                 sandbox,
+                writes,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -197,34 +205,39 @@ async fn run_in(
         }
     }
     let mut results: Vec<LoadResult> = Vec::new();
+    let counted = |mut result: LoadResult, before: super::counting::WriteCount| {
+        let count = scratch.writes.now().since(before);
+        result.writes_per_run = Some(super::WritesPerRun::of(count, result.runs));
+        result
+    };
     for load in &plan.loads {
         if plan.sandbox {
-            results.push(
-                drive(
-                    Arc::clone(&sandboxed),
-                    Arc::clone(&workflow),
-                    &api,
-                    *load,
-                    "sandbox",
-                    &reference,
-                    progress(load, "sandbox"),
-                )
-                .await,
-            );
+            let before = scratch.writes.now();
+            let result = drive(
+                Arc::clone(&sandboxed),
+                Arc::clone(&workflow),
+                &api,
+                *load,
+                "sandbox",
+                &reference,
+                progress(load, "sandbox"),
+            )
+            .await;
+            results.push(counted(result, before));
         }
         if plan.native {
-            results.push(
-                drive(
-                    Arc::clone(&native),
-                    Arc::clone(&workflow),
-                    &api,
-                    *load,
-                    "native",
-                    &reference,
-                    progress(load, "native"),
-                )
-                .await,
-            );
+            let before = scratch.writes.now();
+            let result = drive(
+                Arc::clone(&native),
+                Arc::clone(&workflow),
+                &api,
+                *load,
+                "native",
+                &reference,
+                progress(load, "native"),
+            )
+            .await;
+            results.push(counted(result, before));
         }
     }
     if let Some(scaling) = &plan.scaling {

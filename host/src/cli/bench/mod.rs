@@ -379,9 +379,9 @@ fn print_bench(
     }
     println!();
     println!(
-        "| load | executor | runs | ok | runs/s | p50 ms | p90 ms | p99 ms | max ms | traces | sandbox/native |"
+        "| load | executor | runs | ok | runs/s | p50 ms | p90 ms | p99 ms | max ms | traces | sandbox/native | writes/run (journal + claims) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for r in results {
         let ratio = results
             .iter()
@@ -390,8 +390,11 @@ fn print_bench(
             .map_or(String::new(), |n| {
                 format!("{:.2}", r.throughput_per_s / n.throughput_per_s.max(1e-9))
             });
+        let writes = r.writes_per_run.map_or(String::new(), |w| {
+            format!("{:.2} + {:.2}", w.journal, w.claims)
+        });
         println!(
-            "| {} | {} | {} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             r.load,
             r.executor,
             r.runs,
@@ -406,7 +409,8 @@ fn print_bench(
             } else {
                 format!("{} violations", r.trace_violations.len())
             },
-            ratio
+            ratio,
+            writes
         );
     }
     print_attempt(attempt);
