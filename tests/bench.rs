@@ -32,13 +32,63 @@ fn bench_runs_both_executors_and_checks_every_trace() {
         assert!(l["p50_ms"].as_f64().expect("p50") > 0.0);
         // Six steps: a start, one write per completed step, an end (and
         // now and then one lease renewal for every run in flight).
-        let journal = l["writes_per_run"]["journal"].as_f64().expect("journal writes");
+        let journal = l["writes_per_run"]["journal"]
+            .as_f64()
+            .expect("journal writes");
         assert!((8.0..9.0).contains(&journal), "{l}");
-        let claims = l["writes_per_run"]["claims"].as_f64().expect("claim writes");
+        let claims = l["writes_per_run"]["claims"]
+            .as_f64()
+            .expect("claim writes");
         assert!(claims >= 1.0, "claim_work claims once: {l}");
     }
     let executors: Vec<&str> = loads.iter().map(|l| str_of(l, "/executor")).collect();
     assert_eq!(executors, ["sandbox", "native", "sandbox", "native"]);
+}
+
+/// On a shared PostgreSQL store the ladder journals and claims there, with
+/// the same writes per run as on SQLite.
+#[test]
+fn bench_on_postgres_journals_there_with_the_same_writes_per_run() {
+    components();
+    let url = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fresh_database());
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = braid(&[
+        "bench",
+        "--workflow",
+        reference_workflow().to_str().expect("utf-8"),
+        "--mode",
+        "ladder",
+        "--concurrency",
+        "4",
+        "--runs",
+        "8",
+        "--executor",
+        "native",
+        "--json",
+        "--store",
+        &url,
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    let loads = report["loads"].as_array().expect("loads");
+    assert_eq!(loads.len(), 1);
+    let l = &loads[0];
+    assert_eq!(l["succeeded"], l["runs"], "{l}");
+    let journal = l["writes_per_run"]["journal"]
+        .as_f64()
+        .expect("journal writes");
+    assert!((8.0..9.0).contains(&journal), "{l}");
+    // The runs are in the database, not in the state directory.
+    let runs = braid(&["runs", "--store", &url, "--json"]);
+    assert!(runs.status.success(), "{}", stderr(&runs));
+    let listed = json_stdout(&runs);
+    let n = listed.as_array().map_or(0, Vec::len);
+    assert!(n >= 8, "{n} runs in PostgreSQL");
+    assert!(!state.path().join("runs.sqlite3").exists());
 }
 
 /// `--mode serve` starts `braid serve` as another process and drives it over

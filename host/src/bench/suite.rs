@@ -43,6 +43,9 @@ pub struct Plan {
     pub durability: Durability,
     /// Journal runs (off measures the journal's cost when compared).
     pub journal: bool,
+    /// Stores shared with other hosts (PostgreSQL, `--store`) to claim and
+    /// journal in, instead of scratch SQLite files.
+    pub shared: Option<SharedStores>,
     pub sandbox: bool,
     pub native: bool,
     /// Loads of the workflow itself, in order.
@@ -53,6 +56,13 @@ pub struct Plan {
     pub attempt_calls: Option<usize>,
     /// Time this step of the workflow instead, called with this input.
     pub attempt_step: Option<(String, String)>,
+}
+
+/// A claim store and a run journal that outlive the bench (PostgreSQL).
+#[derive(Clone)]
+pub struct SharedStores {
+    pub claims: Arc<dyn ClaimStore>,
+    pub journal: Arc<dyn RunJournal>,
 }
 
 /// Generated chains of `noop` steps: cost vs number of steps (100-byte
@@ -95,18 +105,35 @@ impl Scratch {
         cache_dir: Option<PathBuf>,
         durability: Durability,
     ) -> Result<Scratch, SuiteError> {
+        Self::open_on(cache_dir, durability, None)
+    }
+
+    /// [`Scratch::open`], claiming and journaling in `shared` if given
+    /// (the scratch directory then holds only what the sandbox writes).
+    pub(super) fn open_on(
+        cache_dir: Option<PathBuf>,
+        durability: Durability,
+        shared: Option<&SharedStores>,
+    ) -> Result<Scratch, SuiteError> {
         let dir = std::env::temp_dir().join(format!(
             "braid-bench-{}",
             hex::encode(rand::random::<[u8; 6]>())
         ));
         let writes = Arc::new(super::counting::Writes::default());
         let opened = (|| {
+            let (claims, journal): (Arc<dyn ClaimStore>, Arc<dyn RunJournal>) = match shared {
+                Some(s) => (Arc::clone(&s.claims), Arc::clone(&s.journal)),
+                None => (
+                    Arc::new(SqliteClaimStore::open_with(&dir, durability).map_err(run_error)?),
+                    Arc::new(SqliteJournal::open_with(&dir, durability).map_err(run_error)?),
+                ),
+            };
             let claims: Arc<dyn ClaimStore> = Arc::new(super::counting::CountedClaims {
-                inner: Arc::new(SqliteClaimStore::open_with(&dir, durability).map_err(run_error)?),
+                inner: claims,
                 writes: Arc::clone(&writes),
             });
             let journal: Arc<dyn RunJournal> = Arc::new(super::counting::CountedJournal {
-                inner: Arc::new(SqliteJournal::open_with(&dir, durability).map_err(run_error)?),
+                inner: journal,
                 writes: Arc::clone(&writes),
             });
             let config = SandboxConfig {
@@ -141,7 +168,11 @@ impl Drop for Scratch {
 
 /// Runs `plan` on `Scratch` stores.
 pub async fn run(plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outcome, SuiteError> {
-    let scratch = Scratch::open(plan.cache_dir.clone(), plan.durability)?;
+    let scratch = Scratch::open_on(
+        plan.cache_dir.clone(),
+        plan.durability,
+        plan.shared.as_ref(),
+    )?;
     run_in(plan, progress, &scratch).await
 }
 

@@ -217,6 +217,16 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         cache_dir: args.state.cache_dir(),
         durability: args.state.durability.into(),
         journal: !args.no_journal,
+        shared: match args.state.store_kind()? {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres(_) => {
+                let stores = open_stores(&args.state).await?;
+                Some(braid::bench::suite::SharedStores {
+                    claims: stores.claims,
+                    journal: stores.journal,
+                })
+            }
+        },
         sandbox: args.executor != BenchExecutor::Native,
         native: args.executor != BenchExecutor::Sandbox,
         loads,
@@ -249,7 +259,11 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
             &results,
             attempt.as_deref(),
             &latency_label,
-            !args.no_journal,
+            match (args.no_journal, plan.shared.is_some()) {
+                (true, _) => "off",
+                (false, false) => "on (SQLite)",
+                (false, true) => "on (PostgreSQL)",
+            },
         );
     }
     for r in &results {
@@ -366,11 +380,10 @@ fn print_bench(
     results: &[braid::bench::LoadResult],
     attempt: Option<&[serde_json::Value]>,
     latency: &str,
-    journal: bool,
+    journal: &str,
 ) {
     println!(
-        "API latency: {latency}; journal: {}; peak RSS {:.0} MiB",
-        if journal { "on" } else { "off" },
+        "API latency: {latency}; journal: {journal}; peak RSS {:.0} MiB",
         braid::bench::peak_rss_mib()
     );
     if results.is_empty() {
