@@ -150,4 +150,7 @@ fi
     $BRAID bench --mode claims --store "$store" --concurrency 1,8,32 --runs 4000
     $BRAID bench --mode claims --store "$store" --concurrency 32 --runs 4000 --items 16
   done
+  echo; echo "### Several hosts on one PostgreSQL (fsync on), and its write ceiling"
+  echo
+  BRAID=$BRAID IN_FLIGHT=20 RUNS=1500 python3 scripts/bench_hosts.py "$pg" 1 2 4
 } 2>&1 | tee "$out/tables.md"
