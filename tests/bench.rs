@@ -146,3 +146,46 @@ fn bench_serve_drives_braid_serve_from_outside() {
         loads[1]
     );
 }
+
+/// `--retry-storm`: refused clients resend at once, ignoring Retry-After;
+/// every run still runs, and the refusals are counted, not errors.
+#[test]
+fn bench_serve_retry_storm_resends_at_once_and_every_run_runs() {
+    components();
+    let state = tempfile::tempdir().expect("tempdir");
+    let cache = root().join("target/test-cache");
+    let out = braid(&[
+        "bench",
+        "--workflow",
+        reference_workflow().to_str().expect("utf-8"),
+        "--mode",
+        "serve",
+        "--retry-storm",
+        "--concurrency",
+        "8",
+        "--runs",
+        "16",
+        "--latency-ms",
+        "20",
+        "--serve-arg=--max-runs-in-flight=2",
+        // Refused at once: the storm is the client's, not the server's wait.
+        "--serve-arg=--admission-wait-ms=0",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let loads = json_stdout(&out);
+    let loads = loads.as_array().expect("loads");
+    assert_eq!(loads.len(), 1, "one storm rung");
+    let l = &loads[0];
+    assert_eq!(str_of(l, "/load"), "8 clients resending at once on 503");
+    assert_eq!(l["errors"], 0, "{l}");
+    assert_eq!(l["trace_mismatches"], 0, "{l}");
+    assert_eq!(l["ran"], 24, "max(16, 3 x 8) runs: {l}");
+    // Eight clients on a bound of two, each run over 60 ms: most sends
+    // are refused, and resent at once rather than after a second.
+    assert!(l["refused"].as_u64().expect("refused") > 100, "{l}");
+}

@@ -1368,7 +1368,7 @@ fn runs_past_the_bound_in_flight_are_refused_at_once() {
     // Each API call takes 600 ms (under the fetches' 1 s timeout): a run is
     // in flight for over a second.
     let api = SampleApi::start(Some(600));
-    let served = Served::start(&["--max-runs-in-flight", "2"]);
+    let served = Served::start(&["--max-runs-in-flight", "2", "--admission-wait-ms", "0"]);
     let metric = |name: &str| -> u64 {
         served
             .get("/metrics")
@@ -1428,6 +1428,102 @@ fn runs_past_the_bound_in_flight_are_refused_at_once() {
         retried.body
     );
     assert_eq!(retried.header("idempotent-replayed"), None);
+}
+
+/// The value of metric `name` (a line starting with it) on `served`.
+fn metric_of(served: &Served, name: &str) -> u64 {
+    served
+        .get("/metrics")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts a run of the reference workflow on its own thread.
+fn run_in_background(
+    served: &Served,
+    api: &SampleApi,
+    item: &str,
+) -> std::thread::JoinHandle<HttpResponse> {
+    let (addr, body) = (served.addr.clone(), input(api, item).to_string());
+    std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/workflows/api-orchestration/runs",
+            &[],
+            &body,
+        )
+    })
+}
+
+/// Past the bound a run waits for a place (`--admission-wait-ms`) and runs
+/// when one comes free; past `--max-runs-waiting` it is refused at once;
+/// one whose wait runs out is refused, saying so.
+#[test]
+fn a_run_past_the_bound_waits_for_a_place_within_the_wait() {
+    // Each API call takes 600 ms: a run is in flight for over a second.
+    let api = SampleApi::start(Some(600));
+    let served = Served::start(&[
+        "--max-runs-in-flight",
+        "1",
+        "--admission-wait-ms",
+        "60000",
+        "--max-runs-waiting",
+        "1",
+    ]);
+    let until = |name: &str, value: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric_of(&served, name) != value {
+            assert!(Instant::now() < deadline, "{name} never reached {value}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = run_in_background(&served, &api, "wait-a");
+    until("braid_runs_in_flight ", 1);
+    let second = run_in_background(&served, &api, "wait-b");
+    until("braid_runs_waiting ", 1);
+    // A third finds the one place taken and the one waiting place too.
+    let third = served.post_run(&input(&api, "wait-c"), &[]);
+    assert_eq!(third.status, 503, "{}", third.body);
+    assert!(
+        third.body.contains("server at capacity: 1 runs in flight"),
+        "{}",
+        third.body
+    );
+    for (name, run) in [("first", first), ("second", second)] {
+        let answer = run.join().expect("run");
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        assert_eq!(answer.json()["outcome"], "succeeded", "{name}");
+    }
+    assert_eq!(metric_of(&served, "braid_runs_waiting "), 0);
+
+    // A wait shorter than a run: the second is refused once it is over.
+    let short = Served::start(&["--max-runs-in-flight", "1", "--admission-wait-ms", "300"]);
+    let first = run_in_background(&short, &api, "wait-d");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_of(&short, "braid_runs_in_flight ") != 1 {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = short.post_run(&input(&api, "wait-e"), &[]);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.body.contains("no place came free within 300 ms"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(first.join().expect("run").status, 200);
+    assert_eq!(
+        metric_of(
+            &short,
+            "braid_runs_refused_total{workflow=\"api-orchestration\"} "
+        ),
+        1
+    );
 }
 
 /// What an answer promises survives the process dying right after it, with

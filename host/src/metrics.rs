@@ -78,6 +78,7 @@ pub struct Metrics {
     host_log_suppressed: Family<WorkflowLabels, Counter>,
     runs_refused: Family<WorkflowLabels, Counter>,
     in_flight: Gauge,
+    waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +102,7 @@ impl Metrics {
             host_log_suppressed: Family::default(),
             runs_refused: Family::default(),
             in_flight: Gauge::default(),
+            waiting: Gauge::default(),
             registry: Registry::with_prefix("braid"),
         };
         m.registry.register(
@@ -155,12 +157,26 @@ impl Metrics {
         );
         m.registry.register(
             "runs_refused",
-            "Runs refused at once (503) because the server or the workflow had its most runs in flight",
+            "Runs refused (503) because the server or the workflow had its most runs in flight (and no place came free within --admission-wait-ms, or too many waited)",
             m.runs_refused.clone(),
         );
         m.registry
             .register("runs_in_flight", "Runs executing now", m.in_flight.clone());
+        m.registry.register(
+            "runs_waiting",
+            "Runs waiting for a place among the runs in flight (--admission-wait-ms)",
+            m.waiting.clone(),
+        );
         m
+    }
+
+    /// One more (`true`) or one less run waiting for a place.
+    pub fn run_waiting(&self, more: bool) {
+        if more {
+            self.waiting.inc();
+        } else {
+            self.waiting.dec();
+        }
     }
 
     /// Counts a run refused because too many were in flight.

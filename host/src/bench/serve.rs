@@ -55,6 +55,10 @@ pub enum ServeLoad {
     /// answer (after a 503, when its Retry-After has passed), until `runs`
     /// runs have run.
     Closed { in_flight: usize, runs: usize },
+    /// A retry storm: as [`ServeLoad::Closed`], but a refused client sends
+    /// again at once, ignoring `Retry-After` (what clients with a naive
+    /// retry loop do when a server sheds load).
+    Storm { clients: usize, runs: usize },
     /// `per_sec` requests a second for `duration`, on schedule.
     Open { per_sec: f64, duration: Duration },
 }
@@ -63,6 +67,9 @@ impl ServeLoad {
     pub fn label(&self) -> String {
         match self {
             ServeLoad::Closed { in_flight, .. } => format!("{in_flight} clients"),
+            ServeLoad::Storm { clients, .. } => {
+                format!("{clients} clients resending at once on 503")
+            }
             ServeLoad::Open { per_sec, duration } => {
                 format!("{per_sec:.0}/s for {:.0} s", duration.as_secs_f64())
             }
@@ -210,7 +217,11 @@ impl ServeBench {
         }
         // Connections are opened beforehand, a few at a time (a thousand
         // at once overflow the listen backlog and cost SYN retries).
-        if let ServeLoad::Closed { in_flight, .. } = load {
+        if let ServeLoad::Closed { in_flight, .. }
+        | ServeLoad::Storm {
+            clients: in_flight, ..
+        } = load
+        {
             self.conns.warm(in_flight).await;
         }
         let tag = hex::encode(rand::random::<[u8; 4]>());
@@ -237,8 +248,13 @@ impl ServeBench {
             }
         };
         match load {
-            ServeLoad::Closed { in_flight, runs } => {
+            ServeLoad::Closed { in_flight, runs }
+            | ServeLoad::Storm {
+                clients: in_flight,
+                runs,
+            } => {
                 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+                let storm = matches!(load, ServeLoad::Storm { .. });
                 // `claimed`: runs claimed by a client so far (a refused
                 // request gives its claim back); `sent` numbers the
                 // requests (each its own work item).
@@ -261,6 +277,9 @@ impl ServeBench {
                             let i = sent.fetch_add(1, Relaxed);
                             if let Some(wait) = one(i, Instant::now()).await {
                                 claimed.fetch_sub(1, Relaxed);
+                                if storm {
+                                    continue;
+                                }
                                 // Jittered (1-2x), so refused clients do not
                                 // all come back in the same instant.
                                 let jitter = 1.0 + rand::random::<f64>();

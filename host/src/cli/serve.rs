@@ -32,14 +32,23 @@ pub struct ServeArgs {
     /// Step attempts in flight at once, per workflow.
     #[arg(long, default_value_t = 256)]
     max_concurrency: usize,
-    /// Most runs in flight on this server: one more is refused at once
-    /// with 503 and Retry-After instead of queued.
+    /// Most runs in flight on this server: one more waits up to
+    /// --admission-wait-ms for a place, then is refused with 503 and
+    /// Retry-After.
     #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_IN_FLIGHT)]
     max_runs_in_flight: usize,
     /// Most runs in flight of one workflow (one busy workflow cannot take
     /// every place); at most --max-runs-in-flight, which is the default.
     #[arg(long)]
     max_runs_in_flight_per_workflow: Option<usize>,
+    /// How long a run past a bound waits for a place before it is refused
+    /// (503), in ms; 0 refuses at once. Waiting, a client resending on
+    /// every 503 does not resend.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_ADMISSION_WAIT.as_millis() as u64)]
+    admission_wait_ms: u64,
+    /// Most runs waiting for a place at once; one more is refused at once.
+    #[arg(long, default_value_t = braid::serve::DEFAULT_MAX_RUNS_WAITING)]
+    max_runs_waiting: usize,
     /// Close a connection that sends no complete request head for this
     /// long, in ms (idle between keep-alive requests, or slow headers).
     #[arg(long, default_value_t = braid::serve::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
@@ -114,6 +123,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         max_concurrency,
         max_runs_in_flight,
         max_runs_in_flight_per_workflow,
+        admission_wait_ms,
+        max_runs_waiting,
         idle_timeout_ms,
         first_request_timeout_ms,
         max_connections,
@@ -197,6 +208,8 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
             admission: braid::serve::Admission {
                 max_runs: max_runs_in_flight,
                 max_runs_per_workflow: max_runs_in_flight_per_workflow,
+                wait: Duration::from_millis(admission_wait_ms),
+                max_waiting: max_runs_waiting,
             },
             idle_timeout: Duration::from_millis(idle_timeout_ms.max(1)),
             first_request_timeout: Duration::from_millis(

@@ -18,6 +18,7 @@
 //! through the registry).
 
 mod admin;
+mod admission;
 mod conns;
 mod dag;
 mod listen;
@@ -33,6 +34,9 @@ use crate::registry::{Live, Served, component_name};
 use crate::sandbox::Sandbox;
 use crate::trace::TraceId;
 use admin::{rollback_component, upload_component};
+pub use admission::{
+    Admission, DEFAULT_ADMISSION_WAIT, DEFAULT_MAX_RUNS_IN_FLIGHT, DEFAULT_MAX_RUNS_WAITING,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -162,36 +166,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// of [`DEFAULT_MAX_CONNECTIONS`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 1024;
 
-/// The bounds on runs in flight a server admits.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    pub max_runs: usize,
-    pub max_runs_per_workflow: usize,
-}
-
-impl Default for Admission {
-    fn default() -> Self {
-        Admission {
-            max_runs: DEFAULT_MAX_RUNS_IN_FLIGHT,
-            max_runs_per_workflow: DEFAULT_MAX_RUNS_IN_FLIGHT,
-        }
-    }
-}
-
-/// Default bound on runs in flight per server (and per workflow), from
-/// `braid bench --mode serve` on the 2-core reference machine
-/// (docs/PERFORMANCE.md): throughput does not grow past ~100 runs in
-/// flight, so more only adds latency and memory. A run's latency under
-/// overload is about the bound over the throughput: at twice the load it
-/// can take, 128 answered every request within 0.7 s (runs or 503s) where
-/// 256 let some wait 1.25 s on a slower day and 1,024 let runs wait 2 s,
-/// with the same runs/s (also with the seed API latencies). Size it as
-/// runs/s at capacity x run duration at capacity.
-pub const DEFAULT_MAX_RUNS_IN_FLIGHT: usize = 128;
-
-/// What a refused run is told to wait before trying again.
-const RETRY_AFTER_S: u64 = 1;
-
 /// An answer kept for an `Idempotency-Key`: (HTTP status, body).
 type StoredAnswer = (u16, Value);
 /// (workflow, `Idempotency-Key`).
@@ -212,10 +186,8 @@ struct Inner {
     /// Fires when the grace period is over: runs still going are aborted.
     abort: CancellationToken,
     runs: TaskTracker,
-    /// Runs in flight: one permit each, server-wide and per workflow.
-    admitted: Arc<tokio::sync::Semaphore>,
-    admitted_per_workflow: HashMap<String, Arc<tokio::sync::Semaphore>>,
-    admission: Admission,
+    /// Runs in flight: one place each, server-wide and per workflow.
+    gate: admission::Gate,
     /// Runs in flight here, with their current steps (the viewer's).
     in_flight: Arc<live::RunsInFlight>,
     /// Uploads being received at once (`admin::MAX_UPLOADS_AT_ONCE`).
@@ -237,54 +209,6 @@ pub struct Server {
 /// A JSON error body.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
-}
-
-impl Inner {
-    /// Admits one more run of `workflow`, or says why not (a `503` with
-    /// `Retry-After`, at once: a server that cannot keep up refuses early
-    /// instead of queueing without bound). The permits are held until the
-    /// run ends.
-    fn admit(&self, workflow: &str) -> Result<Admitted, Box<Response>> {
-        let refuse = |what: String| {
-            self.metrics.run_refused(workflow);
-            let mut answer = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{what}; try again later (Retry-After: {RETRY_AFTER_S} s)"),
-            );
-            answer.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(RETRY_AFTER_S),
-            );
-            Box::new(answer)
-        };
-        let server = Arc::clone(&self.admitted)
-            .try_acquire_owned()
-            .map_err(|_| {
-                refuse(format!(
-                    "server at capacity: {} runs in flight (--max-runs-in-flight)",
-                    self.admission.max_runs
-                ))
-            })?;
-        let mine = match self.admitted_per_workflow.get(workflow) {
-            Some(bound) => Some(Arc::clone(bound).try_acquire_owned().map_err(|_| {
-                refuse(format!(
-                    "workflow `{workflow}` at capacity: {} runs in flight (--max-runs-in-flight-per-workflow)",
-                    self.admission.max_runs_per_workflow
-                ))
-            })?),
-            None => None,
-        };
-        Ok(Admitted {
-            _server: server,
-            _workflow: mine,
-        })
-    }
-}
-
-/// A run's place among the runs in flight; given back when dropped.
-pub(super) struct Admitted {
-    _server: tokio::sync::OwnedSemaphorePermit,
-    _workflow: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A `405` gets the JSON error body every other bad request gets (the
@@ -317,14 +241,7 @@ impl Server {
         if sources.is_empty() {
             return Err(ServeError::NoWorkflows);
         }
-        let admission = config.admission;
-        let admitted_per_workflow = sources
-            .keys()
-            .map(|name| {
-                let bound = admission.max_runs_per_workflow.max(1);
-                (name.clone(), Arc::new(tokio::sync::Semaphore::new(bound)))
-            })
-            .collect();
+        let gate = admission::Gate::new(config.admission, sources.keys());
         // Every run's steps are shown as they start and end (a swapped
         // version keeps its scheduler's sinks).
         let in_flight = Arc::new(live::RunsInFlight::default());
@@ -347,9 +264,7 @@ impl Server {
             draining: AtomicBool::new(false),
             abort: CancellationToken::new(),
             runs: TaskTracker::new(),
-            admitted: Arc::new(tokio::sync::Semaphore::new(admission.max_runs.max(1))),
-            admitted_per_workflow,
-            admission,
+            gate,
             in_flight,
             uploads: tokio::sync::Semaphore::new(admin::MAX_UPLOADS_AT_ONCE),
             closing: stop_accepting.clone(),

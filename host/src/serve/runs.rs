@@ -388,10 +388,13 @@ async fn execute(
         input,
         trace,
     };
-    // Past the bounds on runs in flight: refused at once (503, Retry-After);
+    // Past the bounds on runs in flight: a short wait, then refused (503,
+    // Retry-After; see `admission`);
     // a key reserved for this run is given up again by the caller.
     let admitted = app
-        .admit(&served.workflow.name)
+        .gate
+        .admit(&served.workflow.name, &app.metrics)
+        .await
         .map_err(|refused| *refused)?;
     app.metrics.run_started();
     // The run is tracked so shutdown can wait for it; if the client goes

@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// may take to come back (seconds).
     #[arg(long, default_value_t = 60.0)]
     idle_s: f64,
+    /// Serve mode: the closed-loop clients resend at once on every `503`,
+    /// ignoring `Retry-After` (a retry storm), e.g. `--concurrency 1000`.
+    #[arg(long)]
+    retry_storm: bool,
     /// Attempt mode: time this step of `--workflow` (called with
     /// `--attempt-input`) instead of `noop` and `aggregate`, e.g. the step of
     /// a `braid new` project.

@@ -110,9 +110,11 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
             (given, _) => given,
         };
         for &c in rungs {
-            let load = ServeLoad::Closed {
-                in_flight: c,
-                runs: args.runs.max(c * 3),
+            let runs = args.runs.max(c * 3);
+            let load = if args.retry_storm {
+                ServeLoad::Storm { clients: c, runs }
+            } else {
+                ServeLoad::Closed { in_flight: c, runs }
             };
             results.push(bench.drive(load).await);
         }
