@@ -150,6 +150,9 @@ fi
     $BRAID bench --mode claims --store "$store" --concurrency 1,8,32 --runs 4000
     $BRAID bench --mode claims --store "$store" --concurrency 32 --runs 4000 --items 16
   done
+  echo; echo "### The engine's cost: goals (issue 30)"
+  echo
+  BRAID=$BRAID python3 scripts/bench_goals.py
   echo; echo "### Several hosts on one PostgreSQL (fsync on), and its write ceiling"
   echo
   BRAID=$BRAID IN_FLIGHT=20 RUNS=1500 python3 scripts/bench_hosts.py "$pg" 1 2 4

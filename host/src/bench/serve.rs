@@ -108,6 +108,9 @@ pub struct ServeResult {
     pub refused_max_ms: f64,
     /// The server's CPU time over the load's wall time (2.0 = both cores).
     pub server_cores: f64,
+    /// The load generator's CPU time over the load's wall time: this
+    /// process (its clients and the sample API), on the same cores.
+    pub client_cores: f64,
     pub server_rss_mib: f64,
     /// Step attempts that timed out on the server during the load.
     pub step_timeouts: u64,
@@ -227,6 +230,7 @@ impl ServeBench {
         let tag = hex::encode(rand::random::<[u8; 4]>());
         let timeouts_before = self.step_timeouts().await;
         let cpu_before = cpu_seconds(self.pid);
+        let client_before = cpu_seconds(std::process::id());
         let started = Instant::now();
         let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
         let one = {
@@ -304,13 +308,14 @@ impl ServeBench {
         }
         let elapsed = started.elapsed();
         let cpu = cpu_seconds(self.pid) - cpu_before;
+        let client_cpu = cpu_seconds(std::process::id()) - client_before;
         let timeouts = self.step_timeouts().await.saturating_sub(timeouts_before);
         let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|p| p.into_inner()));
         summarize(
             load,
             &answers,
             (started, elapsed),
-            cpu,
+            (cpu, client_cpu),
             rss_mib(self.pid),
             timeouts,
         )
@@ -521,7 +526,7 @@ fn summarize(
     load: ServeLoad,
     answers: &[Answer],
     (started, elapsed): (Instant, Duration),
-    cpu_s: f64,
+    (cpu_s, client_cpu_s): (f64, f64),
     rss: f64,
     step_timeouts: u64,
 ) -> ServeResult {
@@ -567,6 +572,7 @@ fn summarize(
         max_ms: ran.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0),
         refused_max_ms: refused_max.as_secs_f64() * 1000.0,
         server_cores: cpu_s / elapsed.as_secs_f64().max(1e-9),
+        client_cores: client_cpu_s / elapsed.as_secs_f64().max(1e-9),
         server_rss_mib: rss,
         step_timeouts,
         trace_mismatches: mismatches,

@@ -135,14 +135,14 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
 
 fn print_table(results: &[ServeResult]) {
     println!(
-        "| load | sent | ran | ok | refused (503) | errors | runs/s | steady runs/s | p50 ms | p99 ms | max ms | slowest refusal ms | server cores | server CPU ms/run | server RSS | step timeouts | traces |"
+        "| load | sent | ran | ok | refused (503) | errors | runs/s | steady runs/s | p50 ms | p99 ms | max ms | slowest refusal ms | server cores | load generator cores | server CPU ms/run | server RSS | step timeouts | traces |"
     );
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in results {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MiB | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MiB | {} | {} |",
             r.load,
             r.sent,
             r.ran,
@@ -156,6 +156,7 @@ fn print_table(results: &[ServeResult]) {
             r.max_ms,
             r.refused_max_ms,
             r.server_cores,
+            r.client_cores,
             r.server_ms_per_run,
             r.server_rss_mib,
             r.step_timeouts,
