@@ -125,7 +125,11 @@ impl LeaseBook {
     /// Holds the lease of a run just given a full [`RUN_LEASE`] under
     /// `fence` until the keeper is dropped; `taken_over` (fired by a
     /// refused write) stops the run as taken over.
-    fn keep(self: &Arc<Self>, fence: RunFence, taken_over: CancellationToken) -> LeaseKeeper {
+    pub(super) fn keep(
+        self: &Arc<Self>,
+        fence: RunFence,
+        taken_over: CancellationToken,
+    ) -> LeaseKeeper {
         // A refused write fires `lost` too, at once.
         let lost = taken_over.child_token();
         let finishing = Arc::new(AtomicBool::new(false));
@@ -145,7 +149,11 @@ impl LeaseBook {
         );
         if !book.renewing {
             book.renewing = true;
-            tokio::spawn(renew_while_held(Arc::downgrade(self)));
+            let renewing = renew_while_held(Arc::downgrade(self));
+            match lease_runtime() {
+                Some(leases) => drop(leases.spawn(renewing)),
+                None => drop(tokio::spawn(renewing)),
+            }
         }
         LeaseKeeper {
             book: Arc::clone(self),
@@ -216,6 +224,29 @@ impl LeaseBook {
         });
         book.held.values().map(|h| h.renewed + LEASE_FENCE).min()
     }
+}
+
+/// The runtime lease renewals run on: a thread of its own (`braid-leases`),
+/// so a renewal is sent, and a fence checked, on time even when the runtime
+/// the runs execute on has a long queue of guest code to get through (a
+/// fence measures the journal's silence, not the host's backlog). `None`
+/// if the thread could not be started: renewals then run beside the runs.
+fn lease_runtime() -> Option<tokio::runtime::Handle> {
+    static LEASES: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    LEASES
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("braid-leases".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
 }
 
 /// The renewing task: every third of [`RUN_LEASE`], renews every lease

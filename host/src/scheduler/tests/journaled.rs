@@ -391,3 +391,29 @@ async fn a_step_whose_call_returned_is_undone_even_if_the_run_fails_meanwhile() 
         "{failed:?}"
     );
 }
+
+/// The runtime the runs execute on is busy (here its one thread is held,
+/// as a long queue of guest code holds workers on a loaded machine) past
+/// the lease fence: the lease is still renewed on time, on its own thread,
+/// and the run is not stopped.
+#[test]
+fn a_lease_is_renewed_while_the_runs_runtime_is_busy() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let journal = FakeJournal::renewing(&[Some(true)]);
+    let book = super::super::lease::LeaseBook::new(Arc::clone(&journal) as Arc<dyn RunJournal>);
+    let keeper = runtime.block_on(async {
+        let keeper = book.keep(
+            crate::journal::RunFence::first("run-busy", "h:1"),
+            CancellationToken::new(),
+        );
+        // Holds the runtime's only thread: nothing else of it runs.
+        std::thread::sleep(LEASE_FENCE + Duration::from_secs(1));
+        keeper
+    });
+    assert!(!keeper.lost.is_cancelled(), "the run was stopped");
+    let renewals = journal.renewals.lock().expect("lock").clone();
+    assert!(renewals.len() >= 2, "renewals while busy: {renewals:?}");
+}
