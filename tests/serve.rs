@@ -1390,29 +1390,10 @@ fn runs_past_the_bound_in_flight_are_refused_at_once() {
     // in flight for over a second.
     let api = SampleApi::start(Some(600));
     let served = Served::start(&["--max-runs-in-flight", "2", "--admission-wait-ms", "0"]);
-    let metric = |name: &str| -> u64 {
-        served
-            .get("/metrics")
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| metric_of(&served, name);
     let running: Vec<_> = ["adm-a", "adm-b"]
         .into_iter()
-        .map(|item| {
-            let (addr, body) = (served.addr.clone(), input(&api, item).to_string());
-            std::thread::spawn(move || {
-                http(
-                    &addr,
-                    "POST",
-                    "/v1/workflows/api-orchestration/runs",
-                    &[],
-                    &body,
-                )
-            })
-        })
+        .map(|item| run_in_background(&served, &api, item))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric("braid_runs_in_flight ") < 2 {
