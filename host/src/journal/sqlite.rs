@@ -140,7 +140,7 @@ fn read_start(conn: &Connection, run_id: &str) -> Result<RunStart, JournalError>
 #[async_trait::async_trait]
 impl RunJournal for SqliteJournal {
     /// Records a run's start; its lease runs `lease` from now. What the
-    /// run is pinned to goes into `pinned` (once per version, see [`Pinned`]).
+    /// run is pinned to goes into `pinned` (once per version).
     async fn start(&self, start: &RunStart, lease: Duration) -> Result<RunFence, JournalError> {
         // Serialized here, on the caller's thread: the writer thread only writes.
         let (slim, pinned) = Pinned::split(start);
