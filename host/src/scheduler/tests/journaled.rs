@@ -415,5 +415,7 @@ fn a_lease_is_renewed_while_the_runs_runtime_is_busy() {
     });
     assert!(!keeper.lost.is_cancelled(), "the run was stopped");
     let renewals = journal.renewals.lock().expect("lock").clone();
-    assert!(renewals.len() >= 2, "renewals while busy: {renewals:?}");
+    // At least the one due 2 s in (the next, 4 s in, may come late on a
+    // loaded machine; the fence would fire at 6 s without the first).
+    assert!(!renewals.is_empty(), "no renewal while busy");
 }
