@@ -390,7 +390,6 @@ impl ClaimStore for SqliteClaimStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     fn request(item: &str, run: &str, lease_ms: u64) -> ClaimRequest {
@@ -407,15 +406,16 @@ mod tests {
         }
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("braid-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A directory of its own, removed when the test ends (kept alive by
+    /// the caller for as long as the store is open).
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
     }
 
     #[tokio::test]
     async fn second_claim_conflicts_with_the_holder_until_released() {
-        let store = SqliteClaimStore::open(&temp_dir("conflict")).expect("open");
+        let dir = temp_dir();
+        let store = SqliteClaimStore::open(dir.path()).expect("open");
         let first = store
             .claim(request("item-1", "run1", 60_000))
             .await
@@ -446,7 +446,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_and_cannot_be_renewed() {
-        let store = SqliteClaimStore::open(&temp_dir("expiry")).expect("open");
+        let dir = temp_dir();
+        let store = SqliteClaimStore::open(dir.path()).expect("open");
         let first = store
             .claim(request("item-2", "run1", 1))
             .await
@@ -473,7 +474,8 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_claims_grant_exactly_one() {
-        let store = Arc::new(SqliteClaimStore::open(&temp_dir("race")).expect("open"));
+        let dir = temp_dir();
+        let store = Arc::new(SqliteClaimStore::open(dir.path()).expect("open"));
         let mut tasks = Vec::new();
         for i in 0..20 {
             let store = Arc::clone(&store);
