@@ -360,12 +360,12 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     ) -> Result<bool, braid::journal::JournalError> {
         self.0.finish(fence, status, degraded, error, report).await
     }
-    async fn heartbeat(
+    async fn renew_leases(
         &self,
-        _: &braid::journal::RunFence,
+        fences: &[braid::journal::RunFence],
         _: Duration,
-    ) -> Result<bool, braid::journal::JournalError> {
-        Ok(false)
+    ) -> Result<Vec<bool>, braid::journal::JournalError> {
+        Ok(vec![false; fences.len()])
     }
     async fn take_over_abandoned(
         &self,

@@ -153,8 +153,12 @@ impl RunJournal for Holding {
             .finish(fence, status, degraded, error, report)
             .await
     }
-    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        self.inner.heartbeat(fence, lease).await
+    async fn renew_leases(
+        &self,
+        fences: &[RunFence],
+        lease: Duration,
+    ) -> Result<Vec<bool>, JournalError> {
+        self.inner.renew_leases(fences, lease).await
     }
     async fn take_over_abandoned(
         &self,

@@ -84,10 +84,6 @@ impl RunJournal for CountedJournal {
             .finish(fence, status, degraded, error, report)
             .await
     }
-    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        self.writes.journal();
-        self.inner.heartbeat(fence, lease).await
-    }
     async fn renew_leases(
         &self,
         fences: &[RunFence],

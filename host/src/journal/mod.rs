@@ -366,23 +366,21 @@ pub trait RunJournal: Send + Sync + 'static {
         error: Option<String>,
         report: Option<StoredReport>,
     ) -> Result<bool, JournalError>;
-    /// Extends the lease of a running run held under `fence`. `Ok(false)`:
-    /// the run is no longer `fence`'s (another host took it over).
-    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError>;
-    /// [`RunJournal::heartbeat`] for many runs in one write (how a host
-    /// renews every lease it holds): run by run, in `fences`' order,
-    /// whether the lease was extended. A store should do it in one
-    /// statement or transaction; this default renews them one by one.
+    /// Extends the leases of running runs, each only while it is held
+    /// under its fence, in one write (how a host renews every lease it
+    /// holds): run by run, in `fences`' order, whether the lease was
+    /// extended (`false`: another host took that run over).
     async fn renew_leases(
         &self,
         fences: &[RunFence],
         lease: Duration,
-    ) -> Result<Vec<bool>, JournalError> {
-        let mut renewed = Vec::with_capacity(fences.len());
-        for fence in fences {
-            renewed.push(self.heartbeat(fence, lease).await?);
-        }
-        Ok(renewed)
+    ) -> Result<Vec<bool>, JournalError>;
+    /// [`RunJournal::renew_leases`] for one run.
+    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
+        let renewed = self
+            .renew_leases(std::slice::from_ref(fence), lease)
+            .await?;
+        Ok(renewed.first() == Some(&true))
     }
     /// Takes over every running run whose lease expired or whose owner
     /// `is_dead` (if given) says is gone, moving it to the next epoch; of

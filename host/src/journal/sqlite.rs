@@ -242,13 +242,6 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
-    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        let renewed = self
-            .renew_leases(std::slice::from_ref(fence), lease)
-            .await?;
-        Ok(renewed.first() == Some(&true))
-    }
-
     /// One write job (one transaction) for every lease, so a host's
     /// renewals queue behind its runs' entries once, not once per run.
     async fn renew_leases(

@@ -228,13 +228,6 @@ impl RunJournal for PostgresJournal {
         }))
     }
 
-    async fn heartbeat(&self, fence: &RunFence, lease: Duration) -> Result<bool, JournalError> {
-        let renewed = self
-            .renew_leases(std::slice::from_ref(fence), lease)
-            .await?;
-        Ok(renewed.first() == Some(&true))
-    }
-
     /// One statement for every lease (the fences as arrays), on the lease
     /// pool, tried once: the next renewal comes soon.
     async fn renew_leases(

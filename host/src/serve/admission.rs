@@ -141,17 +141,10 @@ impl Gate {
                 )
             }
         };
-        if self.admission.wait.is_zero()
-            || self.waiting.fetch_add(1, Ordering::Relaxed) >= self.admission.max_waiting
-        {
-            if !self.admission.wait.is_zero() {
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
+        let Some(_waiting) = self.wait_in_line(metrics) else {
             let of_workflow = self.server.available_permits() > 0;
             return Err(refused(at_capacity(of_workflow)));
-        }
-        metrics.run_waiting(true);
-        let _waiting = Waiting(&self.waiting, metrics);
+        };
         let deadline = tokio::time::Instant::now() + self.admission.wait;
         // Per workflow first: a run of a workflow at its bound does not
         // hold a server-wide place while it waits for its own.
@@ -167,6 +160,19 @@ impl Gate {
             Ok(Ok(server)) => Ok(admitted(server, workflow_place)),
             _ => Err(refused(waited(at_capacity(false), self.admission.wait))),
         }
+    }
+
+    /// A place among the runs waiting, if waiting is on and one is free.
+    fn wait_in_line<'a>(&'a self, metrics: &'a Metrics) -> Option<Waiting<'a>> {
+        if self.admission.wait.is_zero() {
+            return None;
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.admission.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        metrics.run_waiting(true);
+        Some(Waiting(&self.waiting, metrics))
     }
 }
 
