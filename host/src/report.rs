@@ -152,8 +152,15 @@ pub struct StepReport {
     pub component_sha256: String,
     /// `succeeded`, `compensated` (continued with a substitute output),
     /// `failed`, `cancelled` (stopped because another step failed) or
-    /// `skipped` (not started because the run failed).
+    /// `skipped` (not run: see `skipped_because`).
     pub outcome: String,
+    /// Why a skipped step did not run: its condition was false (`condition
+    /// false: ...`), a step it needs was skipped, or the run had failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_because: Option<String>,
+    /// A map step's elements (absent for other steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapReport>,
     /// Milliseconds from the run's start.
     pub start_ms: f64,
     pub duration_ms: f64,
@@ -162,6 +169,38 @@ pub struct StepReport {
     pub attempts: Vec<AttemptReport>,
     pub compensations: Vec<CompensationReport>,
     pub error: Option<String>,
+}
+
+/// How a map step's elements ended: counted, and the first ones (by index,
+/// then failed ones) one by one, at most `MAX_REPORTED_ELEMENTS` each.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapReport {
+    /// The map's span: every element attempt's parent.
+    pub span_id: String,
+    pub elements: usize,
+    pub succeeded: usize,
+    pub compensated: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    /// Completed before the run was resumed (not run again).
+    pub reused: usize,
+    pub not_started: usize,
+    pub tolerated_failures: usize,
+    pub max_parallel: u32,
+    pub shown: Vec<ElementReport>,
+    /// Elements counted above but not in `shown`.
+    pub not_shown: usize,
+}
+
+/// One element of a map step.
+#[derive(Debug, Clone, Serialize)]
+pub struct ElementReport {
+    pub index: usize,
+    /// `succeeded`, `compensated`, `failed`, `cancelled`, `reused`,
+    /// `running` or `not-started`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub attempts: Vec<AttemptReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]

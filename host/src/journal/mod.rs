@@ -452,7 +452,7 @@ pub trait RunJournal: Send + Sync + 'static {
 /// its journal entries. A step completes once per run, so an entry written
 /// twice (a write retried after a lost acknowledgement) counts once.
 fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
-    let undone: Vec<&str> = entries
+    let undone: HashSet<&str> = entries
         .iter()
         .filter(|e| e.kind == "undo" && e.outcome == "undone")
         .map(|e| e.step.as_str())

@@ -175,6 +175,8 @@ impl Sandbox {
             component: component.path.clone(),
             args: BTreeMap::new(),
             wait_for: Vec::new(),
+            when: None,
+            map: None,
             timeout,
             max_retries: 0,
             allowed_hosts: Vec::new(),

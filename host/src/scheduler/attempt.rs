@@ -39,6 +39,8 @@ async fn attempt_once<E: StepExecutor>(
     stop: &CancellationToken,
 ) -> Option<Result<Value, StepFailure>> {
     let recorder = &base.recorder;
+    // The call's name: the step's, or `STEP.INDEX` for a map's element.
+    let call = base.step.as_str();
     let span_id = SpanId::random();
     let ctx = AttemptContext {
         attempt,
@@ -53,17 +55,15 @@ async fn attempt_once<E: StepExecutor>(
         let _permit = unless_stopped(stop, permits.acquire()).await?;
         let now = Instant::now();
         let index =
-            recorder.attempt_started(&step.name, attempt, span_id.to_string(), now, now - waiting);
-        log.attempt_started(&step.name, attempt);
-        let span = tracing::info_span!("attempt", step = %step.name, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
-        let call = executor
+            recorder.attempt_started(call, attempt, span_id.to_string(), now, now - waiting);
+        log.attempt_started(call, attempt);
+        let span = tracing::info_span!("attempt", step = %call, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
+        let call_fut = executor
             .execute(step, ctx, input.to_string())
             .instrument(span);
-        let Some(out) = unless_stopped(stop, call).await else {
-            recorder.attempt_finished(&step.name, index, "cancelled", None);
-            log.attempt_ended(recorder, &step.name, index, || {
-                executor.component_of(&step.name)
-            });
+        let Some(out) = unless_stopped(stop, call_fut).await else {
+            recorder.attempt_finished(call, index, "cancelled", None);
+            log.attempt_ended(recorder, call, index, || executor.component_of(&step.name));
             return None;
         };
         let parsed = out.and_then(|text| {
@@ -72,14 +72,12 @@ async fn attempt_once<E: StepExecutor>(
         });
         let outcome = parsed.as_ref().map_or_else(|f| f.kind(), |_| "succeeded");
         recorder.attempt_finished(
-            &step.name,
+            call,
             index,
             outcome,
             parsed.as_ref().err().map(ToString::to_string),
         );
-        log.attempt_ended(recorder, &step.name, index, || {
-            executor.component_of(&step.name)
-        });
+        log.attempt_ended(recorder, call, index, || executor.component_of(&step.name));
         parsed
     };
     // A failed attempt is journaled as it ends; a successful one goes into
@@ -87,7 +85,7 @@ async fn attempt_once<E: StepExecutor>(
     if let Err(failure) = &parsed {
         log.append(JournalEntry {
             kind: "attempt".into(),
-            step: step.name.clone(),
+            step: call.to_string(),
             span_id: span_id.to_string(),
             attempt,
             outcome: failure.kind().to_string(),
@@ -106,7 +104,7 @@ async fn attempt_once<E: StepExecutor>(
 pub(super) async fn run_step<E: StepExecutor>(
     executor: Arc<E>,
     permits: Arc<Semaphore>,
-    step: StepSpec,
+    step: Arc<StepSpec>,
     input: String,
     base: AttemptContext,
     log: RunLog,
@@ -115,6 +113,7 @@ pub(super) async fn run_step<E: StepExecutor>(
     let started = Instant::now();
     let recorder = base.recorder.clone();
     let trace_id = base.trace.trace_id;
+    let call = base.step.clone();
     let mut attempt = 0u32;
     // Attempts left before the step has failed for good.
     let mut budget = step.max_retries + 1;
@@ -140,7 +139,7 @@ pub(super) async fn run_step<E: StepExecutor>(
         };
         if failure.is_retryable() && budget > 0 {
             let wait = backoff(attempt);
-            tracing::warn!(step = %step.name, attempt, trace_id = %trace_id,
+            tracing::warn!(step = %call, attempt, trace_id = %trace_id,
                 wait_ms = wait.as_millis() as u64, "attempt failed ({}): {failure}; retrying", failure.kind());
             if unless_stopped(&stop, tokio::time::sleep(wait))
                 .await
@@ -184,12 +183,17 @@ pub(super) async fn run_step<E: StepExecutor>(
         StepOutcome::Failed(e) => ("step.failed", "warn", e.clone()),
         StepOutcome::Cancelled => ("step.cancelled", "warn", "the run failed".to_string()),
     };
-    tracing::info!(step = %step.name, outcome = name, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished {message}");
+    tracing::info!(step = %call, outcome = name, duration_ms, attempts = attempt, trace_id = %trace_id, "step finished {message}");
+    // A map's elements are summed up in their step's one event instead
+    // (a map of 10,000 elements must not add 10,000 events to the report).
+    if call != step.name {
+        return outcome;
+    }
     let mut measurements = BTreeMap::new();
     measurements.insert("duration_ms".to_string(), duration_ms);
     measurements.insert("attempts".to_string(), f64::from(attempt));
     let last_span = recorder
-        .timeline(&step.name)
+        .timeline(&call)
         .attempts
         .last()
         .map(|(a, _)| a.span_id.clone())

@@ -7,17 +7,28 @@
 
 use super::attempt::run_step;
 use super::lease::TAKEN_OVER;
+use super::map::MapRun;
 use super::{ABORTED, AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
 use crate::journal::JournalEntry;
-use crate::report::{RunRecorder, StepReport};
-use crate::workflow::{ArgSource, StepSpec, Workflow};
+use crate::report::{EventRecord, RunRecorder, StepReport};
+use crate::workflow::{ArgSource, StepSpec, ValueRef, Workflow};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// A step, or an element of a map step, that completed (not compensated):
+/// what undoing it needs.
+pub(super) struct Completed {
+    /// The step's name, or `STEP.INDEX` for a map's element.
+    pub(super) call: String,
+    pub(super) input: String,
+    /// An element's output (a step's is in the run's outputs).
+    pub(super) output: Option<String>,
+}
 
 /// What a run knows about its steps while they run.
 #[derive(Default)]
@@ -25,9 +36,18 @@ pub(super) struct RunState {
     pub(super) outputs: HashMap<String, Value>,
     pub(super) outcomes: HashMap<String, String>,
     pub(super) errors: HashMap<String, String>,
-    /// Steps that completed (not compensated), in completion order, with their input.
-    pub(super) completed: Vec<(String, String)>,
+    /// Steps (and map elements) that completed, in completion order.
+    pub(super) completed: Vec<Completed>,
+    /// The input of each step, and of each element in flight.
     pub(super) inputs_of: HashMap<String, String>,
+    /// Steps not run, with why (a condition was false, or a step they
+    /// need was skipped).
+    pub(super) skipped: HashMap<String, String>,
+    /// The map steps that have started.
+    pub(super) maps: HashMap<String, MapRun>,
+    /// Outputs of map elements a resumed run had completed, by call name
+    /// (`STEP.INDEX`), until their map starts again.
+    pub(super) reused_elements: HashMap<String, Value>,
     /// Steps in the order they started.
     pub(super) order: Vec<String>,
     /// Why the run failed, once it has.
@@ -38,9 +58,10 @@ pub(super) struct RunState {
     /// host that takes the run over winds it down instead of going on.
     pub(super) failure_journaled: bool,
     /// Fired when the run fails: every step still running stops.
-    stop: CancellationToken,
-    tasks: JoinSet<StepOutcome>,
-    task_steps: HashMap<tokio::task::Id, String>,
+    pub(super) stop: CancellationToken,
+    pub(super) tasks: JoinSet<StepOutcome>,
+    /// The call (step, or `STEP.INDEX`) each task runs.
+    pub(super) task_steps: HashMap<tokio::task::Id, String>,
 }
 
 impl RunState {
@@ -71,7 +92,7 @@ impl<E: StepExecutor> Scheduler<E> {
         let mut fenced = false;
         loop {
             if state.failure.is_none() {
-                self.start_ready(run, state);
+                self.start_ready(run, state).await;
                 if state.failure.is_some() {
                     // Stop whatever is still running: the run has failed.
                     state.stop.cancel();
@@ -99,7 +120,7 @@ impl<E: StepExecutor> Scheduler<E> {
             let Some(joined) = joined else {
                 break;
             };
-            let (name, outcome) = match joined {
+            let (call, outcome) = match joined {
                 Ok((id, outcome)) => (state.task_steps.remove(&id).unwrap_or_default(), outcome),
                 Err(e) => {
                     let name = state.task_steps.remove(&e.id()).unwrap_or_default();
@@ -111,9 +132,16 @@ impl<E: StepExecutor> Scheduler<E> {
                     }
                 }
             };
-            run.base.recorder.step_finished(&name, Instant::now());
-            self.journal_step_end(run, state, &name, &outcome).await;
-            state.step_ended(run, name, outcome);
+            run.base.recorder.step_finished(&call, Instant::now());
+            match run.wf.step_of_call(&call) {
+                Some((_, Some(index))) => {
+                    self.element_ended(run, state, call, index, outcome).await;
+                }
+                _ => {
+                    self.journal_step_end(run, state, &call, &outcome).await;
+                    state.step_ended(run, call, outcome);
+                }
+            }
             // The journal refused a write: another host owns the run now.
             // Nothing more starts here (not even a step this end made ready).
             if run.log.taken_over.is_cancelled() && !fenced {
@@ -135,10 +163,11 @@ impl<E: StepExecutor> Scheduler<E> {
         fenced
     }
 
-    /// Journals how a step ended, from the DAG alone (never from the step's
-    /// own task, which the run may stop): so the journal's completions are
-    /// in the order the run took them in, the order undo follows.
-    async fn journal_step_end(
+    /// Journals how a step (or a map's element, `name` = `STEP.INDEX`)
+    /// ended, from the DAG alone (never from the step's own task, which the
+    /// run may stop): so the journal's completions are in the order the run
+    /// took them in, the order undo follows.
+    pub(super) async fn journal_step_end(
         &self,
         run: &RunCtx,
         state: &RunState,
@@ -159,10 +188,10 @@ impl<E: StepExecutor> Scheduler<E> {
             }
             StepOutcome::Failed(_) => return,
         };
-        let Some(step) = run.wf.step(name) else {
+        let Some((step, _)) = run.wf.step_of_call(name) else {
             return;
         };
-        let (component, sha) = self.executor.component_of(name);
+        let (component, sha) = self.executor.component_of(&step.name);
         // The attempt that succeeded (none for a compensated step).
         let (attempt, span_id) = run
             .base
@@ -187,64 +216,149 @@ impl<E: StepExecutor> Scheduler<E> {
             .await;
     }
 
-    /// Starts every step not started yet whose dependencies have all
-    /// succeeded. A step whose input cannot be built fails the run.
-    fn start_ready(&self, run: &RunCtx, state: &mut RunState) {
-        let recorder = &run.base.recorder;
-        for step in &run.wf.steps {
-            if state.order.contains(&step.name)
-                || !step
-                    .dependencies()
-                    .iter()
-                    .all(|d| state.outputs.contains_key(*d))
-            {
-                continue;
-            }
-            state.order.push(step.name.clone());
-            recorder.step_started(&step.name, Instant::now());
-            let input = match build_input(step, &run.inputs, &state.outputs) {
-                Ok(v) => v.to_string(),
-                Err(e) => {
-                    recorder.step_finished(&step.name, Instant::now());
+    /// Settles every step not settled yet whose dependencies have: skips
+    /// it (a condition is false, or a step it needs was skipped), or starts
+    /// it (a map step starts its elements). Repeats while a skip lets
+    /// another step settle. A step that cannot start fails the run.
+    async fn start_ready(&self, run: &RunCtx, state: &mut RunState) {
+        loop {
+            let mut settled = false;
+            for step in &run.wf.steps {
+                if state.order.contains(&step.name)
+                    || state.skipped.contains_key(&step.name)
+                    || !step
+                        .dependencies()
+                        .iter()
+                        .all(|d| state.outputs.contains_key(*d) || state.skipped.contains_key(*d))
+                {
+                    continue;
+                }
+                settled = true;
+                if let Some(why) = state.skip_reason(run, step) {
+                    state.skip(run, step, why);
+                    continue;
+                }
+                state.order.push(step.name.clone());
+                run.base.recorder.step_started(&step.name, Instant::now());
+                let started = match &step.map {
+                    Some(_) => self.start_map(run, state, step).await,
+                    None => self.start_call(run, state, step),
+                };
+                if let Err(e) = started {
+                    run.base.recorder.step_finished(&step.name, Instant::now());
                     state.outcomes.insert(step.name.clone(), "failed".into());
                     state.errors.insert(step.name.clone(), e.clone());
                     state.failure = Some(format!("step `{}`: {e}", step.name));
-                    break;
                 }
-            };
-            state.inputs_of.insert(step.name.clone(), input.clone());
-            let span = tracing::info_span!(parent: &run.span, "step", step = %step.name, trace_id = %run.trace_id);
-            let handle = state.tasks.spawn(
-                run_step(
-                    Arc::clone(&self.executor),
-                    Arc::clone(&self.permits),
-                    step.clone(),
-                    input,
-                    AttemptContext {
-                        step: step.name.clone(),
-                        ..run.base.clone()
-                    },
-                    run.log.clone(),
-                    state.stop.clone(),
-                )
-                .instrument(span),
-            );
-            state.task_steps.insert(handle.id(), step.name.clone());
+                if state.failure.is_some() {
+                    return;
+                }
+            }
+            if !settled {
+                return;
+            }
         }
+    }
+
+    /// Starts a step's one call. `Err`: its input cannot be built.
+    fn start_call(
+        &self,
+        run: &RunCtx,
+        state: &mut RunState,
+        step: &StepSpec,
+    ) -> Result<(), String> {
+        let input = build_input(step, &run.inputs, &state.outputs)?.to_string();
+        state.inputs_of.insert(step.name.clone(), input.clone());
+        let span = tracing::info_span!(parent: &run.span, "step", step = %step.name, trace_id = %run.trace_id);
+        let handle = state.tasks.spawn(
+            run_step(
+                Arc::clone(&self.executor),
+                Arc::clone(&self.permits),
+                Arc::new(step.clone()),
+                input,
+                AttemptContext {
+                    step: step.name.clone(),
+                    ..run.base.clone()
+                },
+                run.log.clone(),
+                state.stop.clone(),
+            )
+            .instrument(span),
+        );
+        state.task_steps.insert(handle.id(), step.name.clone());
+        Ok(())
+    }
+}
+
+impl RunState {
+    /// Why `step`, whose dependencies have settled, is not to run, if it
+    /// is not: a step it needs was skipped, or its condition is false.
+    fn skip_reason(&self, run: &RunCtx, step: &StepSpec) -> Option<String> {
+        if let Some(dep) = step
+            .required_dependencies()
+            .into_iter()
+            .find(|d| self.skipped.contains_key(*d))
+        {
+            return Some(format!("step `{dep}` was skipped"));
+        }
+        let when = step.when.as_ref()?;
+        let value = |r: &ValueRef| match r {
+            ValueRef::Input { input, pointer } => {
+                at_pointer(run.inputs.get(input)?, pointer.as_deref())
+            }
+            ValueRef::Step { step, pointer } => {
+                at_pointer(self.outputs.get(step)?, pointer.as_deref())
+            }
+        };
+        (!when.holds(&value)).then(|| format!("condition false: {when}"))
+    }
+
+    /// Records `step` as skipped, with why.
+    fn skip(&mut self, run: &RunCtx, step: &StepSpec, why: String) {
+        tracing::info!(parent: &run.span, step = %step.name, trace_id = %run.trace_id, "step skipped: {why}");
+        run.base.recorder.event(EventRecord {
+            kind: "host".into(),
+            name: "step.skipped".into(),
+            level: "info".into(),
+            message: why.clone(),
+            trace_id: run.trace_id.to_string(),
+            span_id: run.run_span.to_string(),
+            step: step.name.clone(),
+            at_ms: 0.0,
+            measurements: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        });
+        self.outcomes.insert(step.name.clone(), "skipped".into());
+        self.skipped.insert(step.name.clone(), why);
+    }
+
+    /// A map step has ended within its failure budget with `output`.
+    pub(super) fn map_ended(&mut self, name: &str, output: Value) {
+        self.outputs.insert(name.to_string(), output);
+        self.outcomes.insert(name.to_string(), "succeeded".into());
+    }
+}
+
+/// `value` at `pointer` (all of it without one).
+fn at_pointer<'v>(value: &'v Value, pointer: Option<&str>) -> Option<&'v Value> {
+    match pointer {
+        None => Some(value),
+        Some(p) => value.pointer(p),
     }
 }
 
 impl RunState {
     /// Takes in how step `name` ended.
-    fn step_ended(&mut self, run: &RunCtx, name: String, outcome: StepOutcome) {
+    pub(super) fn step_ended(&mut self, run: &RunCtx, name: String, outcome: StepOutcome) {
         match outcome {
             StepOutcome::Succeeded(v) => {
                 self.outputs.insert(name.clone(), v);
                 self.outcomes.insert(name.clone(), "succeeded".into());
-                self.completed.push((
-                    name.clone(),
-                    self.inputs_of.get(&name).cloned().unwrap_or_default(),
-                ));
+                self.completed.push(Completed {
+                    input: self.inputs_of.get(&name).cloned().unwrap_or_default(),
+                    call: name.clone(),
+                    output: None,
+                });
             }
             StepOutcome::Compensated(v) => {
                 self.outputs.insert(name.clone(), v);
@@ -268,43 +382,61 @@ impl RunState {
 }
 
 /// Builds a step's input object from its argument sources.
-fn build_input(
+pub(super) fn build_input(
     step: &StepSpec,
     inputs: &serde_json::Map<String, Value>,
     outputs: &HashMap<String, Value>,
 ) -> Result<Value, String> {
     let mut obj = serde_json::Map::new();
     for (name, source) in &step.args {
-        let value = match source {
-            ArgSource::Input(input) => inputs.get(input).cloned().unwrap_or(Value::Null),
-            ArgSource::Value(v) => v.clone(),
-            ArgSource::Step { step: dep, pointer } => {
-                let output = outputs
-                    .get(dep)
-                    .ok_or_else(|| format!("argument `{name}`: step `{dep}` has no output"))?;
-                match pointer {
-                    None => output.clone(),
-                    Some(p) => output.pointer(p).cloned().ok_or_else(|| {
-                        format!("argument `{name}`: pointer `{p}` matches nothing in the output of step `{dep}`")
-                    })?,
-                }
-            }
-        };
+        let value = source_value(source, &format!("argument `{name}`"), inputs, outputs)?;
         obj.insert(name.clone(), value);
     }
     Ok(Value::Object(obj))
 }
 
+/// The value `source` names (`what` names it in errors): an input, a
+/// constant, or a step's output (`null` for an optional one of a step
+/// that was skipped).
+pub(super) fn source_value(
+    source: &ArgSource,
+    what: &str,
+    inputs: &serde_json::Map<String, Value>,
+    outputs: &HashMap<String, Value>,
+) -> Result<Value, String> {
+    Ok(match source {
+        ArgSource::Input(input) => inputs.get(input).cloned().unwrap_or(Value::Null),
+        ArgSource::Value(v) => v.clone(),
+        ArgSource::Step {
+            step: dep,
+            pointer,
+            optional,
+        } => {
+            let Some(output) = outputs.get(dep) else {
+                if *optional {
+                    return Ok(Value::Null);
+                }
+                return Err(format!("{what}: step `{dep}` has no output"));
+            };
+            match pointer {
+                None => output.clone(),
+                Some(p) => output.pointer(p).cloned().ok_or_else(|| {
+                    format!("{what}: pointer `{p}` matches nothing in the output of step `{dep}`")
+                })?,
+            }
+        }
+    })
+}
+
 /// One report per step: those that started, in the order they started,
-/// then those that never did (`skipped`).
+/// then those that never did (`skipped`, with why).
 pub(super) fn build_step_reports<E: StepExecutor>(
     wf: &Workflow,
-    order: &[String],
-    outcomes: &HashMap<String, String>,
-    errors: &HashMap<String, String>,
+    state: &RunState,
     recorder: &RunRecorder,
     executor: &E,
 ) -> Vec<StepReport> {
+    let order = &state.order;
     let timelines: HashMap<String, _> = wf
         .steps
         .iter()
@@ -339,12 +471,22 @@ pub(super) fn build_step_reports<E: StepExecutor>(
                 .collect(),
             None => Vec::new(),
         };
+        let skipped_because = match state.skipped.get(&name) {
+            Some(why) => Some(why.clone()),
+            None if !order.contains(&name) => {
+                Some("not started: the run had failed or stopped".to_string())
+            }
+            None => None,
+        };
         reports.push(StepReport {
-            outcome: outcomes
+            outcome: state
+                .outcomes
                 .get(&name)
                 .cloned()
                 .unwrap_or_else(|| "skipped".into()),
-            error: errors.get(&name).cloned(),
+            error: state.errors.get(&name).cloned(),
+            skipped_because,
+            map: state.maps.get(&name).map(|m| m.report(&name, recorder)),
             name,
             component,
             component_sha256,

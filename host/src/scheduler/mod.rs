@@ -12,14 +12,16 @@
 //!
 //! Rooms: this file holds the public [`Scheduler`] and a run's lifecycle
 //! (start, execute, wind down, finish); [`executor`] the seam to whatever runs
-//! a call; `dag` readiness, inputs and step reports; `attempt` one step's
-//! attempts, retries and backoff; `saga` compensation, undo and releasing
-//! claims; `lease` the run's lease and the fence around it.
+//! a call; `dag` readiness, conditions, inputs and step reports; `map` the
+//! elements of a map step; `attempt` one step's attempts, retries and
+//! backoff; `saga` compensation, undo and releasing claims; `lease` the
+//! run's lease and the fence around it.
 
 mod attempt;
 mod dag;
 pub mod executor;
 mod lease;
+mod map;
 mod resume;
 mod saga;
 #[cfg(test)]
@@ -29,6 +31,7 @@ pub use executor::{AttemptContext, Compensation, KeySecret, LimitKind, StepExecu
 pub use lease::{
     LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
 };
+pub use map::MAX_REPORTED_ELEMENTS;
 pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 
@@ -506,23 +509,13 @@ impl<E: StepExecutor> Scheduler<E> {
             handed_over,
         } = ending;
         let recorder = base.recorder;
+        let steps = build_step_reports(&wf, &state, &recorder, self.executor.as_ref());
         let RunState {
             outputs,
-            outcomes,
-            errors,
-            order,
             failure,
             degraded,
             ..
         } = state;
-        let steps = build_step_reports(
-            &wf,
-            &order,
-            &outcomes,
-            &errors,
-            &recorder,
-            self.executor.as_ref(),
-        );
         let result = outputs.get(&wf.result).cloned();
         let (outcome, error) = match (&failure, &result) {
             _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),

@@ -8,7 +8,7 @@
 //! Must not know wasmtime or where the components come from: the caller
 //! (recovery) hands over an executor with the versions the run started with.
 
-use super::dag::RunState;
+use super::dag::{Completed, RunState};
 use super::{Scheduler, StepExecutor};
 use crate::journal::{AbandonedRun, JournalEntry};
 use crate::report::{Resumed, RunReport};
@@ -103,29 +103,51 @@ impl<E: StepExecutor> Scheduler<E> {
 fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, ResumeError> {
     let mut state = RunState::default();
     for e in &run.entries {
-        if e.kind != "completed"
-            || state.outputs.contains_key(&e.step)
-            || wf.step(&e.step).is_none()
-        {
+        if e.kind != "completed" || state.outputs.contains_key(&e.step) {
             continue;
         }
+        let Some((_, element)) = wf.step_of_call(&e.step) else {
+            continue;
+        };
         let text = e.output.as_deref().unwrap_or_default();
         let output: Value = serde_json::from_str(text)
             .map_err(|err| ResumeError::Output(e.step.clone(), err.to_string()))?;
         state.degraded |= e.outcome == "compensated";
+        if element.is_some() {
+            // Reused when its map starts again (unless the map had ended).
+            state.reused_elements.insert(e.step.clone(), output);
+            continue;
+        }
         state.outputs.insert(e.step.clone(), output);
-        // `succeeded` or `compensated`, as the journal says.
-        state.outcomes.insert(e.step.clone(), e.outcome.clone());
+        // `succeeded` or `compensated`, as the journal says (a map's own
+        // completion, `mapped`, is its step's success).
+        let outcome = if e.outcome == "mapped" {
+            "succeeded"
+        } else {
+            &e.outcome
+        };
+        state.outcomes.insert(e.step.clone(), outcome.to_string());
         state.order.push(e.step.clone());
         state
             .inputs_of
             .insert(e.step.clone(), e.input.clone().unwrap_or_default());
     }
+    state.reused_elements.retain(|call, _| {
+        !call
+            .split_once('.')
+            .is_some_and(|(s, _)| state.outputs.contains_key(s))
+    });
     state.completed = run
         .completed()
         .into_iter()
-        .filter(|c| wf.step(&c.step).is_some())
-        .map(|c| (c.step, c.input))
+        .filter_map(|c| {
+            let (_, element) = wf.step_of_call(&c.step)?;
+            Some(Completed {
+                output: element.map(|_| c.output),
+                call: c.step,
+                input: c.input,
+            })
+        })
         .collect();
     state.failure = run.failure();
     state.failure_journaled = state.failure.is_some();

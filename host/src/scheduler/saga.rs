@@ -5,6 +5,7 @@
 //!
 //! Must not know wasmtime or the DAG's state (it gets what it needs).
 
+use super::dag::Completed;
 use super::lease::{LEASE_UNRENEWED, LeaseKeeper};
 use super::{
     AttemptContext, Compensation, RunCtx, RunLog, Scheduler, StepExecutor, StepFailure,
@@ -119,10 +120,10 @@ pub(super) async fn compensate<E: StepExecutor>(
             )))
         }
     };
-    tracing::info!(step = %step.name, trace_id = %base.trace.trace_id, span_id = %span_id, decision = %report.decision, "compensated");
+    tracing::info!(step = %base.step, trace_id = %base.trace.trace_id, span_id = %span_id, decision = %report.decision, "compensated");
     log.append(JournalEntry {
         kind: "compensation".into(),
-        step: step.name.clone(),
+        step: base.step.clone(),
         span_id: span_id.to_string(),
         attempt,
         outcome: report.decision.clone(),
@@ -130,14 +131,14 @@ pub(super) async fn compensate<E: StepExecutor>(
         ..Default::default()
     })
     .await;
-    base.recorder.compensation(&step.name, report);
+    base.recorder.compensation(&base.step, report);
     next
 }
 
 /// What the failure path needs of a run whose DAG has stopped.
 pub(super) struct Done<'a> {
-    /// Steps that completed, in completion order, with their input.
-    pub(super) completed: &'a [(String, String)],
+    /// Steps (and map elements) that completed, in completion order.
+    pub(super) completed: &'a [Completed],
     pub(super) outputs: &'a HashMap<String, Value>,
     /// Why the run failed, if it did (the lease check may set it).
     pub(super) failure: &'a mut Option<String>,
@@ -186,26 +187,32 @@ impl<E: StepExecutor> Scheduler<E> {
         let mut undo = Vec::new();
         let mut released_claims = Vec::new();
         if failure.is_some() && handed_over.is_none() {
-            for (name, input) in completed.iter().rev() {
-                let Some(step) = run.wf.step(name) else {
+            for done in completed.iter().rev() {
+                let Some((step, _)) = run.wf.step_of_call(&done.call) else {
                     continue;
                 };
-                if !self.executor.is_reversible(name) {
+                if !self.executor.is_reversible(&step.name) {
                     continue;
                 }
                 if let Err(why) = self.hold_lease(lease, run_id).await {
                     handed_over = Some(why);
                     break;
                 }
-                let output = outputs.get(name).map(Value::to_string).unwrap_or_default();
+                // A step's output is the run's; an element's is its own.
+                let output = done.output.clone().unwrap_or_else(|| {
+                    outputs
+                        .get(&done.call)
+                        .map(Value::to_string)
+                        .unwrap_or_default()
+                });
                 let report = undo_step(
                     self.executor.as_ref(),
                     step,
                     AttemptContext {
-                        step: name.clone(),
+                        step: done.call.clone(),
                         ..run.base.clone()
                     },
-                    input.clone(),
+                    done.input.clone(),
                     output,
                     &run.log,
                 )
@@ -304,11 +311,11 @@ pub async fn undo_step<E: StepExecutor>(
         match result {
             Ok(()) => {
                 error = None;
-                tracing::info!(step = %step.name, trace_id = %base.trace.trace_id, span_id = %span_id, "step undone");
+                tracing::info!(step = %base.step, trace_id = %base.trace.trace_id, span_id = %span_id, "step undone");
                 break;
             }
             Err(f) => {
-                tracing::warn!(step = %step.name, trace_id = %base.trace.trace_id, span_id = %span_id, attempt, "undo failed: {f}");
+                tracing::warn!(step = %base.step, trace_id = %base.trace.trace_id, span_id = %span_id, attempt, "undo failed: {f}");
                 error = Some(format!("{}: {f}", f.kind()));
                 if attempt <= UNDO_RETRIES {
                     tokio::time::sleep(backoff(attempt)).await;
@@ -319,7 +326,7 @@ pub async fn undo_step<E: StepExecutor>(
     let outcome = if error.is_none() { "undone" } else { "failed" };
     log.undo_entry(JournalEntry {
         kind: "undo".into(),
-        step: step.name.clone(),
+        step: base.step.clone(),
         span_id: attempts
             .last()
             .map(|a| a.span_id.clone())
@@ -340,13 +347,13 @@ pub async fn undo_step<E: StepExecutor>(
             .last()
             .map(|a| a.span_id.clone())
             .unwrap_or_default(),
-        step: step.name.clone(),
+        step: base.step.clone(),
         at_ms: 0.0,
         measurements: BTreeMap::new(),
         metadata: BTreeMap::new(),
     });
     UndoReport {
-        step: step.name.clone(),
+        step: base.step.clone(),
         outcome: outcome.into(),
         attempts,
         error,

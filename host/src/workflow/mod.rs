@@ -7,10 +7,19 @@
 //! by [`crate::check`], which has a sandbox.
 //!
 //! Rooms: this file holds the model (what a validated workflow is) and
-//! binding a run's input; `raw` the file format; `validate` the rules.
+//! binding a run's input; `raw` the file format; `validate` the rules;
+//! `condition` and `map` the model and rules of `when` and `[steps.map]`.
 
+mod condition;
+mod map;
 mod raw;
 mod validate;
+
+pub use condition::{Condition, MAX_CONDITION_DEPTH, MAX_CONDITION_TESTS, Test, ValueRef};
+pub use map::{
+    DEFAULT_ELEMENT_ARG, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARALLEL, MAX_ELEMENTS, MAX_PARALLEL,
+    MapSpec, Tolerance,
+};
 
 use raw::RawWorkflow;
 use std::collections::BTreeMap;
@@ -70,9 +79,12 @@ pub enum ArgSource {
     /// A workflow input, by name.
     Input(String),
     /// Another step's output, optionally narrowed by a JSON pointer (RFC 6901).
+    /// `optional`: `null` when that step was skipped (otherwise this step
+    /// is skipped too).
     Step {
         step: String,
         pointer: Option<String>,
+        optional: bool,
     },
     /// A constant.
     Value(serde_json::Value),
@@ -97,6 +109,10 @@ pub struct StepSpec {
     pub args: BTreeMap<String, ArgSource>,
     /// Steps this one waits for beyond those its arguments name.
     pub wait_for: Vec<String>,
+    /// Runs only when this holds (`None`: always); otherwise `skipped`.
+    pub when: Option<Condition>,
+    /// Runs once per element of a list instead of once.
+    pub map: Option<MapSpec>,
     /// Wall-clock limit of one attempt.
     pub timeout: Duration,
     /// Attempts after the first, on a retryable error or a timeout.
@@ -220,7 +236,7 @@ fn locate(text: &str, at: &str, message: &str) -> (Option<String>, Option<String
 
 /// The field of a step's limits whose value does not deserialize, if one.
 fn limit_at_fault(mut step: toml::Table) -> Option<String> {
-    for own in ["name", "component", "args", "wait_for"] {
+    for own in ["name", "component", "args", "wait_for", "when", "map"] {
         step.remove(own);
     }
     let err =
@@ -233,14 +249,39 @@ fn limit_at_fault(mut step: toml::Table) -> Option<String> {
 pub const MAX_MEMORY_MB: u64 = 1024;
 
 impl StepSpec {
-    /// The steps this one depends on: those its arguments read plus `wait_for`,
-    /// without duplicates, in a stable order.
+    /// The steps this one depends on: those its arguments, its condition
+    /// and its map's list read, plus `wait_for`, without duplicates, in a
+    /// stable order.
     pub fn dependencies(&self) -> Vec<&str> {
         let mut deps: Vec<&str> = self
             .args
             .values()
             .filter_map(|a| match a {
                 ArgSource::Step { step, .. } => Some(step.as_str()),
+                _ => None,
+            })
+            .chain(self.wait_for.iter().map(String::as_str))
+            .chain(self.when.iter().flat_map(Condition::steps))
+            .chain(self.map.as_ref().and_then(MapSpec::step))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+
+    /// The dependencies that, skipped, skip this step too: all but those
+    /// only its condition reads and its optional arguments.
+    pub fn required_dependencies(&self) -> Vec<&str> {
+        let mut deps: Vec<&str> = self
+            .args
+            .values()
+            .chain(self.map.as_ref().map(|m| &m.over))
+            .filter_map(|a| match a {
+                ArgSource::Step {
+                    step,
+                    optional: false,
+                    ..
+                } => Some(step.as_str()),
                 _ => None,
             })
             .chain(self.wait_for.iter().map(String::as_str))
@@ -293,6 +334,18 @@ impl Workflow {
             }],
         })?;
         Self::from_toml(&text, path)
+    }
+
+    /// The step a call name (`STEP`, or `STEP.INDEX` for an element of a
+    /// map step) belongs to, with the element's index.
+    pub fn step_of_call(&self, call: &str) -> Option<(&StepSpec, Option<usize>)> {
+        match call.split_once('.') {
+            None => self.step(call).map(|s| (s, None)),
+            Some((name, index)) => {
+                let step = self.step(name).filter(|s| s.map.is_some())?;
+                Some((step, Some(index.parse().ok()?)))
+            }
+        }
     }
 
     /// Parses and validates a definition; `path` names it in errors and
@@ -365,7 +418,8 @@ impl Workflow {
     }
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
+/// How a JSON value's kind reads in an error (`an array`, `null`, ...).
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

@@ -60,8 +60,53 @@ pub(super) struct RawStep {
     pub(super) args: BTreeMap<String, RawArg>,
     #[serde(default)]
     pub(super) wait_for: Vec<String>,
+    /// Runs the step only when this holds (see `condition`).
+    pub(super) when: Option<RawCondition>,
+    /// Runs the step once per element of a list (see `map`).
+    pub(super) map: Option<RawMap>,
     #[serde(flatten)]
     pub(super) limits: RawLimits,
+}
+
+/// `when = { ... }`: a source and one test, or `not`/`all`/`any`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCondition {
+    pub(super) input: Option<String>,
+    pub(super) step: Option<String>,
+    pub(super) pointer: Option<String>,
+    pub(super) exists: Option<bool>,
+    pub(super) equals: Option<serde_json::Value>,
+    pub(super) one_of: Option<Vec<serde_json::Value>>,
+    pub(super) greater_than: Option<f64>,
+    pub(super) less_than: Option<f64>,
+    pub(super) not: Option<Box<RawCondition>>,
+    pub(super) all: Option<Vec<RawCondition>>,
+    pub(super) any: Option<Vec<RawCondition>>,
+}
+
+impl RawCondition {
+    pub(super) fn has_test(&self) -> bool {
+        self.exists.is_some()
+            || self.equals.is_some()
+            || self.one_of.is_some()
+            || self.greater_than.is_some()
+            || self.less_than.is_some()
+    }
+}
+
+/// `[steps.map]`: the list, the argument each element goes in, and how
+/// many run at once and may fail.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMap {
+    pub(super) over: RawArg,
+    #[serde(rename = "as")]
+    pub(super) element: Option<String>,
+    pub(super) max_parallel: Option<u32>,
+    pub(super) max_elements: Option<u32>,
+    pub(super) tolerated_failure_count: Option<u32>,
+    pub(super) tolerated_failure_percent: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -71,4 +116,7 @@ pub(super) struct RawArg {
     pub(super) step: Option<String>,
     pub(super) pointer: Option<String>,
     pub(super) value: Option<serde_json::Value>,
+    /// A `step` argument that is `null` when the step was skipped (instead
+    /// of skipping this step too).
+    pub(super) optional: Option<bool>,
 }

@@ -6,11 +6,12 @@
 //!
 //! Must not touch wasmtime or do IO (component files are `check`'s).
 
-use super::raw::{RawLimits, RawStep, RawWorkflow};
+use super::raw::{RawArg, RawLimits, RawStep, RawWorkflow};
 use super::{
     ArgSource, DEFAULT_TIMEOUT, DefinitionError, InputSpec, MAX_MEMORY_MB, Problem, StepLimits,
     StepSpec, Workflow,
 };
+use super::{Condition, ValueRef, condition, map};
 use super::{DEFAULT_IDEMPOTENCY_HEADER, OnCrash};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,7 +28,7 @@ const MAX_REFUSALS: u32 = 10_000;
 /// Most retries a definition may ask for.
 const MAX_RETRIES: u32 = 100;
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -193,6 +194,17 @@ fn step(
     let (timeout, max_retries, allowed_hosts, step_limits) = limits(raw, s, p);
     let idempotency_header = idempotency(raw, s, p);
     let args = arguments(raw, s, seen, p);
+    let when = s.when.as_ref().and_then(|c| when(raw, s, c, seen, p));
+    let map = s.map.as_ref().and_then(|m| {
+        let over = argument(raw, s, "map.over", &m.over, seen, p);
+        let names: Vec<&str> = s.args.keys().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        let spec = map::check(m, over, &names, &mut problems);
+        for (field, message) in problems {
+            p.add(step, Some(field), message);
+        }
+        spec
+    });
     for (i, w) in s.wait_for.iter().enumerate() {
         if !seen.contains_key(w.as_str()) {
             p.add(
@@ -213,6 +225,8 @@ fn step(
         component,
         args,
         wait_for: s.wait_for.clone(),
+        when,
+        map,
         timeout,
         max_retries,
         allowed_hosts,
@@ -381,64 +395,123 @@ fn arguments(
     seen: &HashMap<&str, usize>,
     p: &mut Problems<'_>,
 ) -> BTreeMap<String, ArgSource> {
+    s.args
+        .iter()
+        .filter_map(|(arg, a)| {
+            let source = argument(raw, s, &format!("args.{arg}"), a, seen, p)?;
+            Some((arg.clone(), source))
+        })
+        .collect()
+}
+
+/// One argument (or a map's `over`) at `at`: one source, a known input or
+/// step, a JSON pointer. `None`: it has no single source.
+fn argument(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    at: &str,
+    a: &RawArg,
+    seen: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> Option<ArgSource> {
     let step = Some(s.name.as_str());
-    let mut args = BTreeMap::new();
-    for (arg, a) in &s.args {
-        let field = |sub: &str| Some(format!("args.{arg}{sub}"));
-        let sources = [a.input.is_some(), a.step.is_some(), a.value.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
-        if sources != 1 {
+    let field = |sub: &str| Some(format!("{at}{sub}"));
+    let sources = [a.input.is_some(), a.step.is_some(), a.value.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if sources != 1 {
+        p.add(
+            step,
+            field(""),
+            "set exactly one of `input`, `step` or `value`".into(),
+        );
+        return None;
+    }
+    if a.pointer.is_some() && a.step.is_none() {
+        p.add(
+            step,
+            field(".pointer"),
+            "`pointer` only applies to a `step` argument".into(),
+        );
+    }
+    if a.optional.is_some() && a.step.is_none() {
+        p.add(
+            step,
+            field(".optional"),
+            "`optional` only applies to a `step` argument".into(),
+        );
+    }
+    Some(if let Some(input) = &a.input {
+        if !raw.inputs.contains_key(input) {
+            p.add(step, field(".input"), format!("unknown input `{input}`"));
+        }
+        ArgSource::Input(input.clone())
+    } else if let Some(dep) = &a.step {
+        if !seen.contains_key(dep.as_str()) {
+            p.add(step, field(".step"), format!("unknown step `{dep}`"));
+        } else if dep == &s.name {
             p.add(
                 step,
-                field(""),
-                "set exactly one of `input`, `step` or `value`".into(),
+                field(".step"),
+                "a step cannot read its own output".into(),
             );
-            continue;
         }
-        if a.pointer.is_some() && a.step.is_none() {
+        if let Some(ptr) = &a.pointer
+            && !ptr.is_empty()
+            && !ptr.starts_with('/')
+        {
             p.add(
                 step,
                 field(".pointer"),
-                "`pointer` only applies to a `step` argument".into(),
+                format!("`{ptr}` is not a JSON pointer (it must start with '/')"),
             );
         }
-        let source = if let Some(input) = &a.input {
-            if !raw.inputs.contains_key(input) {
-                p.add(step, field(".input"), format!("unknown input `{input}`"));
-            }
-            ArgSource::Input(input.clone())
-        } else if let Some(dep) = &a.step {
-            if !seen.contains_key(dep.as_str()) {
-                p.add(step, field(".step"), format!("unknown step `{dep}`"));
-            } else if dep == &s.name {
-                p.add(
-                    step,
-                    field(".step"),
-                    "a step cannot read its own output".into(),
-                );
-            }
-            if let Some(ptr) = &a.pointer
-                && !ptr.is_empty()
-                && !ptr.starts_with('/')
-            {
-                p.add(
-                    step,
-                    field(".pointer"),
-                    format!("`{ptr}` is not a JSON pointer (it must start with '/')"),
-                );
-            }
-            ArgSource::Step {
-                step: dep.clone(),
-                pointer: a.pointer.clone().filter(|p| !p.is_empty()),
-            }
-        } else {
-            ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))
-        };
-        args.insert(arg.clone(), source);
+        ArgSource::Step {
+            step: dep.clone(),
+            pointer: a.pointer.clone().filter(|p| !p.is_empty()),
+            optional: a.optional.unwrap_or(false),
+        }
+    } else {
+        ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))
+    })
+}
+
+/// A step's `when`: well formed, known inputs and steps, bounded in size.
+fn when(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    c: &super::raw::RawCondition,
+    seen: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> Option<Condition> {
+    let known = |r: &ValueRef| match r {
+        ValueRef::Input { input, .. } if !raw.inputs.contains_key(input) => {
+            Err(format!("unknown input `{input}`"))
+        }
+        ValueRef::Step { step, .. } if !seen.contains_key(step.as_str()) => {
+            Err(format!("unknown step `{step}`"))
+        }
+        ValueRef::Step { step, .. } if step == &s.name => {
+            Err("a step's condition cannot read its own output".into())
+        }
+        _ => Ok(()),
+    };
+    let mut problems = Vec::new();
+    let built = condition::check(c, "when", 0, &known, &mut problems);
+    if let Some(c) = &built
+        && condition::size(c) > super::MAX_CONDITION_TESTS
+    {
+        problems.push((
+            "when".into(),
+            format!("more than {} tests", super::MAX_CONDITION_TESTS),
+        ));
     }
-    args
+    let ok = problems.is_empty();
+    for (field, message) in problems {
+        p.add(Some(&s.name), Some(field), message);
+    }
+    built.filter(|_| ok)
 }
 
 /// The graph: the result step exists, and no dependency cycle.

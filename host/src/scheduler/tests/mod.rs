@@ -435,3 +435,4 @@ fn backoff_grows_and_is_capped() {
 }
 
 mod journaled;
+mod map;
