@@ -189,10 +189,13 @@ pub(super) fn check(
                     )
                 })
                 .collect();
-            (cs.len() == list.len()).then(|| match word {
-                "all" => Condition::All(cs),
-                _ => Condition::Any(cs),
-            })
+            let complete = cs.len() == list.len();
+            let c = if word == "all" {
+                Condition::All(cs)
+            } else {
+                Condition::Any(cs)
+            };
+            (complete).then_some(c)
         }
         _ => {
             bad(

@@ -571,6 +571,94 @@ mod tests {
     }
 
     #[test]
+    fn conditions_and_maps_are_read_and_every_mistake_named() {
+        let good = r#"
+            name = "forms"
+            result = "b"
+            [inputs.xs]
+            [[steps]]
+            name = "a"
+            component = "x"
+            [[steps]]
+            name = "b"
+            component = "x"
+            when = { any = [{ step = "a", pointer = "/ok", equals = true }, { not = { input = "xs", exists = true } }] }
+            args.opt = { step = "a", optional = true }
+            [steps.map]
+            over = { input = "xs" }
+            as = "x"
+            max_parallel = 4
+            tolerated_failure_percent = 10
+        "#;
+        let wf = load(good).expect("valid");
+        let b = wf.step("b").expect("b");
+        assert_eq!(b.dependencies(), vec!["a"]);
+        assert!(
+            b.required_dependencies().is_empty(),
+            "optional and condition reads"
+        );
+        let map = b.map.as_ref().expect("map");
+        assert_eq!((map.element_arg.as_str(), map.max_parallel), ("x", 4));
+        assert_eq!(map.tolerance, Some(Tolerance::Percent(10.0)));
+        assert_eq!(
+            b.when.as_ref().expect("when").to_string(),
+            "any(step `a/ok` equals true, not(input `xs` exists))"
+        );
+        assert_eq!(wf.step_of_call("b.12").map(|(s, i)| (s.name.as_str(), i)), Some(("b", Some(12))));
+        assert!(wf.step_of_call("a.1").is_none(), "a is not a map");
+
+        let bad = r#"
+            name = "forms"
+            result = "b"
+            [inputs.xs]
+            [[steps]]
+            name = "a"
+            component = "x"
+            when = { step = "b", exists = true }
+            [[steps]]
+            name = "b"
+            component = "x"
+            when = { all = [{ step = "ghost", equals = 1 }, { input = "xs", pointer = "nope", exists = true, equals = 2 }, { step = "b", exists = false }] }
+            args.x = { value = 1 }
+            args.o = { input = "xs", optional = true }
+            [steps.map]
+            over = { step = "b", pointer = "list" }
+            as = "x"
+            max_parallel = 0
+            tolerated_failure_count = 1
+            tolerated_failure_percent = 5
+        "#;
+        let msgs = messages(load(bad).unwrap_err());
+        let expect = [
+            "wf/test.toml: step `b`: field `args.o.optional`: `optional` only applies to a `step` argument",
+            "wf/test.toml: step `b`: field `when.all[0].step`: unknown step `ghost`",
+            "wf/test.toml: step `b`: field `when.all[1].pointer`: `nope` is not a JSON pointer (it must start with '/')",
+            "wf/test.toml: step `b`: field `when.all[1]`: set exactly one test: `exists`, `equals`, `one_of`, `greater_than` or `less_than`",
+            "wf/test.toml: step `b`: field `when.all[2].step`: a step's condition cannot read its own output",
+            "wf/test.toml: step `b`: field `map.over.step`: a step cannot read its own output",
+            "wf/test.toml: step `b`: field `map.over.pointer`: `list` is not a JSON pointer (it must start with '/')",
+            "wf/test.toml: step `b`: field `map.as`: the element goes in argument `x`, which `args` sets too",
+            "wf/test.toml: step `b`: field `map.max_parallel`: must be between 1 and 1000",
+            "wf/test.toml: step `b`: field `map.tolerated_failure_count`: set `tolerated_failure_count` or `tolerated_failure_percent`, not both",
+        ];
+        for e in expect {
+            assert!(msgs.iter().any(|m| m == e), "missing {e:?} in {msgs:#?}");
+        }
+        // A condition is a dependency: reading each other is a cycle.
+        let cycle = bad.replace("when = { all", "when = { step = \"a\", exists = true }\n#");
+        let msgs = messages(load(&cycle).unwrap_err());
+        assert!(
+            msgs.iter().any(|m| m.contains("dependency cycle: a -> b -> a")
+                || m.contains("dependency cycle: b -> a -> b")),
+            "{msgs:#?}"
+        );
+        // Unknown fields in the new tables are named.
+        let typo = good.replace("max_parallel = 4", "max_paralel = 4");
+        let msgs = messages(load(&typo).unwrap_err());
+        assert!(msgs[0].contains("unknown field `max_paralel`"), "{msgs:?}");
+    }
+
+    #[test]
     fn budgets_are_bounded_and_default_from_defaults() {
         let good = r#"
             name = "budgets"

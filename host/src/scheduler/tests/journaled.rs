@@ -20,6 +20,8 @@ struct FakeJournal {
     slow_completions: Option<Duration>,
     /// How many leases each `renew_leases` carried.
     renewals: Mutex<Vec<usize>>,
+    /// The last run started.
+    started: Mutex<Option<RunStart>>,
 }
 
 impl FakeJournal {
@@ -44,6 +46,7 @@ impl RunJournal for FakeJournal {
         _: Duration,
     ) -> Result<crate::journal::RunFence, JournalError> {
         if self.starts {
+            *self.started.lock().expect("lock") = Some(start.clone());
             Ok(crate::journal::RunFence::first(&start.run_id, &start.owner))
         } else {
             down()
@@ -411,4 +414,99 @@ fn a_lease_is_renewed_while_the_runs_runtime_is_busy() {
     // At least the one due 2 s in (the next, 4 s in, may come late on a
     // loaded machine; the fence would fire at 6 s without the first).
     assert!(!renewals.is_empty(), "no renewal while busy");
+}
+
+#[tokio::test]
+async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest() {
+    use super::map::{Elements, mapped, run_with};
+    let journal = FakeJournal::renewing(&[Some(true)]);
+    let first_host = Elements {
+        fail_call: Some("each.3".into()),
+        ..Default::default()
+    };
+    let sched = Scheduler::new(Arc::new(first_host), 8)
+        .with_journal(journal.clone(), "host-a:1".into());
+    let wf = mapped(1, "");
+    let xs: Vec<Value> = (0..6).map(|i| serde_json::json!(format!("x{i}"))).collect();
+    let report = sched
+        .run(run_with(Arc::clone(&wf), serde_json::json!({ "xs": xs })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "failed");
+    let start = journal.started.lock().expect("lock").clone().expect("started");
+    let entries = journal.entries.lock().expect("lock").clone();
+    // The host died as element 3 ran: its journal up to there.
+    let until_crash: Vec<JournalEntry> = entries
+        .iter()
+        .take_while(|e| e.kind != "attempt")
+        .cloned()
+        .collect();
+    let done: Vec<&str> = until_crash
+        .iter()
+        .filter(|e| e.kind == "completed")
+        .map(|e| e.step.as_str())
+        .collect();
+    assert_eq!(done, ["first", "each.0", "each.1", "each.2"]);
+    let abandoned = |entries: Vec<JournalEntry>| crate::journal::AbandonedRun {
+        start: start.clone(),
+        previous_owner: "host-a:1".into(),
+        fence: crate::journal::RunFence {
+            run_id: start.run_id.clone(),
+            owner: "host-b:2".into(),
+            epoch: 2,
+        },
+        started_at_ms: 0,
+        entries,
+    };
+
+    let resume = |entries| {
+        let wf = Arc::clone(&wf);
+        let run = abandoned(entries);
+        async move {
+            let sched = Scheduler::new(Arc::new(Elements::default()), 8)
+                .with_journal(FakeJournal::renewing(&[Some(true)]), "host-b:2".into());
+            let report = sched
+                .resume(wf, &run, &CancellationToken::new())
+                .await
+                .expect("resumed");
+            let calls: Vec<String> = sched
+                .executor()
+                .calls
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|c| c.0.clone())
+                .collect();
+            (report, calls)
+        }
+    };
+    let (report, calls) = resume(until_crash).await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    assert_eq!(calls, ["each.3", "each.4", "each.5", "sum"]);
+    let map = report.steps.iter().find(|s| s.name == "each").and_then(|s| s.map.clone()).expect("map");
+    assert_eq!((map.reused, map.succeeded), (3, 3));
+    let result = report.result.expect("result");
+    let all = result["input"]["all"].as_array().expect("array").clone();
+    let items: Vec<&Value> = all.iter().map(|r| &r["input"]["item"]).collect();
+    assert_eq!(items, xs.iter().collect::<Vec<_>>(), "in input order");
+    // The first host's output for a reused element, its key for the others.
+    assert_eq!(all[0]["call"], "each.0");
+
+    // Died after the map had ended: nothing of it runs again.
+    let mut after_map = entries.clone();
+    after_map.truncate(entries.iter().position(|e| e.kind == "attempt").unwrap_or(0));
+    after_map.push(JournalEntry {
+        kind: "completed".into(),
+        step: "each".into(),
+        outcome: "mapped".into(),
+        output: Some(serde_json::json!(["whole"]).to_string()),
+        ..Default::default()
+    });
+    let (report, calls) = resume(after_map).await;
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    assert_eq!(calls, ["sum"]);
+    assert_eq!(
+        report.result.expect("result")["input"]["all"],
+        serde_json::json!(["whole"])
+    );
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(super) struct Elements {
     pub(super) delay: Duration,
     pub(super) reversible: bool,
-    in_flight: AtomicUsize,
+    /// This call fails (as if its host had died there).
+    pub(super) fail_call: Option<String>,
+    pub(super) in_flight: AtomicUsize,
     pub(super) max_in_flight: AtomicUsize,
     /// (call, idempotency key, parent span) of every attempt, in start order.
     pub(super) calls: Mutex<Vec<(String, String, String)>>,
@@ -67,6 +69,9 @@ impl StepExecutor for Elements {
         ));
         tokio::time::sleep(self.delay).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.fail_call.as_ref() == Some(&ctx.step) {
+            return Err(StepFailure::Fatal("the host died here".into()));
+        }
         let input: Value = serde_json::from_str(&input).unwrap_or_default();
         if let Some(why) = input["item"].get("fail") {
             return Err(StepFailure::Fatal(format!("element says {why}")));
@@ -87,7 +92,7 @@ fn step<'r>(report: &'r RunReport, name: &str) -> &'r crate::report::StepReport 
         .unwrap_or_else(|| panic!("no step {name}"))
 }
 
-fn run_with(wf: Arc<Workflow>, input: Value) -> RunRequest {
+pub(super) fn run_with(wf: Arc<Workflow>, input: Value) -> RunRequest {
     RunRequest {
         workflow: wf,
         input,
@@ -180,7 +185,7 @@ async fn a_false_condition_skips_the_step_and_what_needs_it_but_not_an_optional_
     );
 }
 
-fn mapped(max_parallel: u32, tolerance: &str) -> Arc<Workflow> {
+pub(super) fn mapped(max_parallel: u32, tolerance: &str) -> Arc<Workflow> {
     load(&format!(
         r#"
         name = "mapped"
