@@ -389,6 +389,10 @@ pub(super) fn build_input(
 ) -> Result<Value, String> {
     let mut obj = serde_json::Map::new();
     for (name, source) in &step.args {
+        if let ArgSource::Element { .. } = source {
+            // Filled in for each element (`map`).
+            continue;
+        }
         let value = source_value(source, &format!("argument `{name}`"), inputs, outputs)?;
         obj.insert(name.clone(), value);
     }
@@ -407,6 +411,9 @@ pub(super) fn source_value(
     Ok(match source {
         ArgSource::Input(input) => inputs.get(input).cloned().unwrap_or(Value::Null),
         ArgSource::Value(v) => v.clone(),
+        ArgSource::Element { .. } => {
+            return Err(format!("{what}: `element` only applies to a map step"));
+        }
         ArgSource::Step {
             step: dep,
             pointer,

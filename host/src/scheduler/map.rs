@@ -18,7 +18,7 @@ use super::{AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
 use crate::journal::JournalEntry;
 use crate::report::{ElementReport, EventRecord, MapReport, RunRecorder};
 use crate::trace::SpanId;
-use crate::workflow::{MapSpec, StepSpec};
+use crate::workflow::{ArgSource, MapSpec, StepSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,6 +142,35 @@ impl MapRun {
     }
 }
 
+/// Element `index`'s input: the step's arguments, the arguments taken from
+/// the element (`element = "/pointer"`), and the whole element in `as`.
+fn element_input(
+    wf: &crate::workflow::Workflow,
+    name: &str,
+    base: &serde_json::Map<String, Value>,
+    spec: &MapSpec,
+    item: Value,
+    index: usize,
+) -> Result<String, String> {
+    let mut input = base.clone();
+    let parts = wf.step(name).into_iter().flat_map(|s| &s.args);
+    for (arg, source) in parts {
+        if let ArgSource::Element { pointer } = source {
+            let value = match pointer {
+                None => item.clone(),
+                Some(p) => item.pointer(p).cloned().ok_or_else(|| {
+                    format!("argument `{arg}`: pointer `{p}` matches nothing in element {index}")
+                })?,
+            };
+            input.insert(arg.clone(), value);
+        }
+    }
+    if let Some(arg) = &spec.element_arg {
+        input.insert(arg.clone(), item);
+    }
+    Ok(Value::Object(input).to_string())
+}
+
 /// The list a map runs over, checked against its bound.
 fn list_of(
     map: &MapSpec,
@@ -228,11 +257,20 @@ impl<E: StepExecutor> Scheduler<E> {
                 continue;
             }
             let call = format!("{name}.{i}");
-            let mut input = m.base_input.clone();
-            input.insert(m.spec.element_arg.clone(), std::mem::take(&mut m.items[i]));
-            let input = Value::Object(input).to_string();
-            state.inputs_of.insert(call.clone(), input.clone());
             run.base.recorder.step_started(&call, Instant::now());
+            let item = std::mem::take(&mut m.items[i]);
+            let input = match element_input(&run.wf, name, &m.base_input, &m.spec, item, i) {
+                Ok(input) => input,
+                Err(e) => {
+                    // Ends as a failed element, through the same path.
+                    let handle = state.tasks.spawn(async move { StepOutcome::Failed(e) });
+                    state.task_steps.insert(handle.id(), call);
+                    m.in_flight += 1;
+                    m.status[i] = ElementStatus::Running;
+                    continue;
+                }
+            };
+            state.inputs_of.insert(call.clone(), input.clone());
             let mut base = AttemptContext {
                 step: call.clone(),
                 ..run.base.clone()

@@ -8,6 +8,7 @@
 
 use super::ArgSource;
 use super::raw::RawMap;
+use std::collections::BTreeMap;
 
 /// Elements of one map running at once, unless `max_parallel` says otherwise.
 pub const DEFAULT_MAX_PARALLEL: u32 = 10;
@@ -26,8 +27,9 @@ pub const DEFAULT_ELEMENT_ARG: &str = "item";
 pub struct MapSpec {
     /// Where the list comes from.
     pub over: ArgSource,
-    /// The argument of the step's input that holds the element.
-    pub element_arg: String,
+    /// The argument of the step's input that holds the whole element
+    /// (`as`; `item` unless arguments pick parts of it with `element`).
+    pub element_arg: Option<String>,
     pub max_parallel: u32,
     pub max_elements: u32,
     /// How many elements may fail before the step does (`None`: none may,
@@ -67,25 +69,40 @@ impl MapSpec {
 pub(super) fn check(
     raw: &RawMap,
     over: Option<ArgSource>,
-    args: &[&str],
+    args: &BTreeMap<String, ArgSource>,
     problems: &mut Vec<(String, String)>,
 ) -> Option<MapSpec> {
     let mut bad = |field: &str, message: String| problems.push((format!("map.{field}"), message));
-    let element_arg = raw
-        .element
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ELEMENT_ARG.to_string());
-    if !super::validate::valid_name(&element_arg) {
+    let picks_parts = args.values().any(|a| matches!(a, ArgSource::Element { .. }));
+    let element_arg = match (&raw.element, picks_parts) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some(DEFAULT_ELEMENT_ARG.to_string()),
+        (None, true) => None,
+    };
+    let Some(name) = &element_arg else {
+        return finish(raw, over, None, &mut bad);
+    };
+    if !super::validate::valid_name(name) {
         bad(
             "as",
-            format!("`{element_arg}` is not a valid argument name (use a-z, 0-9, '_' and '-')"),
+            format!("`{name}` is not a valid argument name (use a-z, 0-9, '_' and '-')"),
         );
-    } else if args.contains(&element_arg.as_str()) {
+    } else if args.contains_key(name) {
         bad(
             "as",
-            format!("the element goes in argument `{element_arg}`, which `args` sets too"),
+            format!("the element goes in argument `{name}`, which `args` sets too"),
         );
     }
+    finish(raw, over, element_arg, &mut bad)
+}
+
+/// The rest of `check`: bounds and the failure budget.
+fn finish(
+    raw: &RawMap,
+    over: Option<ArgSource>,
+    element_arg: Option<String>,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<MapSpec> {
     let max_parallel = raw.max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL);
     if max_parallel == 0 || max_parallel > MAX_PARALLEL {
         bad(
@@ -136,7 +153,7 @@ mod tests {
     fn the_failure_budget_is_a_count_or_a_share_rounded_down() {
         let mut map = MapSpec {
             over: ArgSource::Input("xs".into()),
-            element_arg: "item".into(),
+            element_arg: Some("item".into()),
             max_parallel: 4,
             max_elements: 100,
             tolerance: None,

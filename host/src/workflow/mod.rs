@@ -88,6 +88,8 @@ pub enum ArgSource {
     },
     /// A constant.
     Value(serde_json::Value),
+    /// In a map step: the element, optionally narrowed by a JSON pointer.
+    Element { pointer: Option<String> },
 }
 
 /// A workflow input.
@@ -559,7 +561,7 @@ mod tests {
             "wf/test.toml: step `a`: field `allowed_hosts`: `bad host` is not `host`, `host:port` or `*.domain`",
             "wf/test.toml: step `a`: field `args.u.input`: unknown input `usr`",
             "wf/test.toml: step `a`: field `args.t.step`: unknown step `ghost`",
-            "wf/test.toml: step `a`: field `args.both`: set exactly one of `input`, `step` or `value`",
+            "wf/test.toml: step `a`: field `args.both`: set exactly one of `input`, `step`, `value` or `element`",
             "wf/test.toml: step `a`: field `args.p.step`: a step cannot read its own output",
             "wf/test.toml: step `a`: field `args.p.pointer`: `token` is not a JSON pointer (it must start with '/')",
             "wf/test.toml: step `a`: field `wait_for[0]`: unknown step `phantom`",
@@ -598,7 +600,7 @@ mod tests {
             "optional and condition reads"
         );
         let map = b.map.as_ref().expect("map");
-        assert_eq!((map.element_arg.as_str(), map.max_parallel), ("x", 4));
+        assert_eq!((map.element_arg.as_deref(), map.max_parallel), (Some("x"), 4));
         assert_eq!(map.tolerance, Some(Tolerance::Percent(10.0)));
         assert_eq!(
             b.when.as_ref().expect("when").to_string(),

@@ -116,6 +116,9 @@ pub(super) struct RawArg {
     pub(super) step: Option<String>,
     pub(super) pointer: Option<String>,
     pub(super) value: Option<serde_json::Value>,
+    /// In a map step: the element, narrowed by this JSON pointer (`""`:
+    /// all of it).
+    pub(super) element: Option<String>,
     /// A `step` argument that is `null` when the step was skipped (instead
     /// of skipping this step too).
     pub(super) optional: Option<bool>,

@@ -197,9 +197,8 @@ fn step(
     let when = s.when.as_ref().and_then(|c| when(raw, s, c, seen, p));
     let map = s.map.as_ref().and_then(|m| {
         let over = argument(raw, s, "map.over", &m.over, seen, p);
-        let names: Vec<&str> = s.args.keys().map(String::as_str).collect();
         let mut problems = Vec::new();
-        let spec = map::check(m, over, &names, &mut problems);
+        let spec = map::check(m, over, &args, &mut problems);
         for (field, message) in problems {
             p.add(step, Some(field), message);
         }
@@ -416,17 +415,38 @@ fn argument(
 ) -> Option<ArgSource> {
     let step = Some(s.name.as_str());
     let field = |sub: &str| Some(format!("{at}{sub}"));
-    let sources = [a.input.is_some(), a.step.is_some(), a.value.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let sources = [
+        a.input.is_some(),
+        a.step.is_some(),
+        a.value.is_some(),
+        a.element.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if sources != 1 {
         p.add(
             step,
             field(""),
-            "set exactly one of `input`, `step` or `value`".into(),
+            "set exactly one of `input`, `step`, `value` or `element`".into(),
         );
         return None;
+    }
+    if let Some(ptr) = &a.element {
+        if s.map.is_none() || at == "map.over" {
+            p.add(
+                step,
+                field(".element"),
+                "`element` only applies to an argument of a map step".into(),
+            );
+        }
+        if !ptr.is_empty() && !ptr.starts_with('/') {
+            p.add(
+                step,
+                field(".element"),
+                format!("`{ptr}` is not a JSON pointer (it must start with '/', or be \"\" for the whole element)"),
+            );
+        }
     }
     if a.pointer.is_some() && a.step.is_none() {
         p.add(
@@ -471,6 +491,10 @@ fn argument(
             step: dep.clone(),
             pointer: a.pointer.clone().filter(|p| !p.is_empty()),
             optional: a.optional.unwrap_or(false),
+        }
+    } else if let Some(ptr) = &a.element {
+        ArgSource::Element {
+            pointer: Some(ptr.clone()).filter(|p| !p.is_empty()),
         }
     } else {
         ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))

@@ -392,3 +392,39 @@ async fn a_large_map_keeps_its_report_bounded() {
         report.events.len()
     );
 }
+
+#[tokio::test]
+async fn arguments_can_pick_parts_of_each_element() {
+    let wf = load(
+        r#"
+        name = "parts"
+        result = "each"
+        [inputs.people]
+        [[steps]]
+        name = "each"
+        component = "e"
+        args.who = { element = "/name" }
+        args.whole = { element = "" }
+        [steps.map]
+        over = { input = "people" }
+        tolerated_failure_count = 1
+    "#,
+    );
+    let sched = Scheduler::new(Arc::new(Elements::default()), 8);
+    let people = serde_json::json!([{"name": "ada", "age": 36}, {"age": 1}]);
+    let report = sched
+        .run(run_with(wf, serde_json::json!({ "people": people })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    let all = report.result.expect("result");
+    assert_eq!(
+        all[0]["output"]["input"],
+        serde_json::json!({"who": "ada", "whole": {"name": "ada", "age": 36}}),
+        "no `item` argument: the arguments pick what they need"
+    );
+    assert_eq!(
+        all[1],
+        serde_json::json!({"ok": false, "error": "argument `who`: pointer `/name` matches nothing in element 1"})
+    );
+}
