@@ -8,6 +8,7 @@ mod budgets;
 mod definitions;
 mod failures;
 mod fencing;
+mod forms;
 mod hostile;
 mod languages;
 mod multihost;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// `braid run WORKFLOW` in the background on `state`, on trace `traceparent`
 /// (in the repository's root: `wf` may be relative to it).
-fn spawn_run(
+pub(crate) fn spawn_run(
     wf: &std::path::Path,
     state: &std::path::Path,
     traceparent: &str,
@@ -29,7 +29,7 @@ fn spawn_run(
 }
 
 /// Waits until the API has seen `n` requests on `trace`.
-fn wait_for_requests(api: &SampleApi, trace: &str, n: usize) {
+pub(crate) fn wait_for_requests(api: &SampleApi, trace: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while api.requests(Some(trace)).len() < n {
         assert!(Instant::now() < deadline, "the run never made {n} calls");
@@ -38,7 +38,7 @@ fn wait_for_requests(api: &SampleApi, trace: &str, n: usize) {
 }
 
 /// `braid recover --json` on `state`.
-fn recover(state: &std::path::Path) -> Value {
+pub(crate) fn recover(state: &std::path::Path) -> Value {
     let out = braid(&[
         "recover",
         "--json",
@@ -50,7 +50,7 @@ fn recover(state: &std::path::Path) -> Value {
 }
 
 /// The stored report of `run_id` in `state`'s journal.
-fn stored_report(state: &std::path::Path, run_id: &str) -> Option<Value> {
+pub(crate) fn stored_report(state: &std::path::Path, run_id: &str) -> Option<Value> {
     use braid::journal::{RunJournal, SqliteJournal};
     let journal = SqliteJournal::open(state).expect("journal");
     let json = tokio::runtime::Runtime::new()

@@ -73,7 +73,9 @@ pub(super) fn check(
     problems: &mut Vec<(String, String)>,
 ) -> Option<MapSpec> {
     let mut bad = |field: &str, message: String| problems.push((format!("map.{field}"), message));
-    let picks_parts = args.values().any(|a| matches!(a, ArgSource::Element { .. }));
+    let picks_parts = args
+        .values()
+        .any(|a| matches!(a, ArgSource::Element { .. }));
     let element_arg = match (&raw.element, picks_parts) {
         (Some(a), _) => Some(a.clone()),
         (None, false) => Some(DEFAULT_ELEMENT_ARG.to_string()),

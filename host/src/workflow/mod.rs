@@ -600,13 +600,19 @@ mod tests {
             "optional and condition reads"
         );
         let map = b.map.as_ref().expect("map");
-        assert_eq!((map.element_arg.as_deref(), map.max_parallel), (Some("x"), 4));
+        assert_eq!(
+            (map.element_arg.as_deref(), map.max_parallel),
+            (Some("x"), 4)
+        );
         assert_eq!(map.tolerance, Some(Tolerance::Percent(10.0)));
         assert_eq!(
             b.when.as_ref().expect("when").to_string(),
             "any(step `a/ok` equals true, not(input `xs` exists))"
         );
-        assert_eq!(wf.step_of_call("b.12").map(|(s, i)| (s.name.as_str(), i)), Some(("b", Some(12))));
+        assert_eq!(
+            wf.step_of_call("b.12").map(|(s, i)| (s.name.as_str(), i)),
+            Some(("b", Some(12)))
+        );
         assert!(wf.step_of_call("a.1").is_none(), "a is not a map");
 
         let bad = r#"
@@ -650,8 +656,9 @@ mod tests {
         let cycle = bad.replace("when = { all", "when = { step = \"a\", exists = true }\n#");
         let msgs = messages(load(&cycle).unwrap_err());
         assert!(
-            msgs.iter().any(|m| m.contains("dependency cycle: a -> b -> a")
-                || m.contains("dependency cycle: b -> a -> b")),
+            msgs.iter()
+                .any(|m| m.contains("dependency cycle: a -> b -> a")
+                    || m.contains("dependency cycle: b -> a -> b")),
             "{msgs:#?}"
         );
         // Unknown fields in the new tables are named.

@@ -424,8 +424,8 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
         fail_call: Some("each.3".into()),
         ..Default::default()
     };
-    let sched = Scheduler::new(Arc::new(first_host), 8)
-        .with_journal(journal.clone(), "host-a:1".into());
+    let sched =
+        Scheduler::new(Arc::new(first_host), 8).with_journal(journal.clone(), "host-a:1".into());
     let wf = mapped(1, "");
     let xs: Vec<Value> = (0..6).map(|i| serde_json::json!(format!("x{i}"))).collect();
     let report = sched
@@ -433,7 +433,12 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
         .await
         .expect("input ok");
     assert_eq!(report.outcome, "failed");
-    let start = journal.started.lock().expect("lock").clone().expect("started");
+    let start = journal
+        .started
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("started");
     let entries = journal.entries.lock().expect("lock").clone();
     // The host died as element 3 ran: its journal up to there.
     let until_crash: Vec<JournalEntry> = entries
@@ -483,7 +488,12 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
     let (report, calls) = resume(until_crash).await;
     assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
     assert_eq!(calls, ["each.3", "each.4", "each.5", "sum"]);
-    let map = report.steps.iter().find(|s| s.name == "each").and_then(|s| s.map.clone()).expect("map");
+    let map = report
+        .steps
+        .iter()
+        .find(|s| s.name == "each")
+        .and_then(|s| s.map.clone())
+        .expect("map");
     assert_eq!((map.reused, map.succeeded), (3, 3));
     let result = report.result.expect("result");
     let all = result["input"]["all"].as_array().expect("array").clone();
@@ -494,7 +504,12 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
 
     // Died after the map had ended: nothing of it runs again.
     let mut after_map = entries.clone();
-    after_map.truncate(entries.iter().position(|e| e.kind == "attempt").unwrap_or(0));
+    after_map.truncate(
+        entries
+            .iter()
+            .position(|e| e.kind == "attempt")
+            .unwrap_or(0),
+    );
     after_map.push(JournalEntry {
         kind: "completed".into(),
         step: "each".into(),

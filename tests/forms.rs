@@ -1,0 +1,227 @@
+//! Workflows that fan out and branch, end to end with the real components
+//! and the sample API: a map of `authenticate` (one token per member, each
+//! element under its own idempotency key) feeding a map of
+//! `fetch_permissions` that picks its arguments out of each element; a run
+//! killed inside a map resumes with the elements done reused; a failed run
+//! undoes the elements newest first; `braid check` names every mistake.
+
+use crate::resume::{recover, spawn_run, stored_report, wait_for_requests};
+use crate::support::*;
+use serde_json::{Value, json};
+
+const MEMBERS: [&str; 4] = ["u-100", "u-200", "u-300", "u-400"];
+
+/// The team workflow: sign every member in (one element at a time, so the
+/// completion order is the members' order), then fetch their permissions
+/// two at a time with each member's own token.
+fn team_workflow(dir: &std::path::Path) -> std::path::PathBuf {
+    write_workflow(
+        dir,
+        "team.toml",
+        r#"
+name = "team"
+result = "permissions"
+[inputs.api_base]
+[inputs.members]
+[defaults]
+timeout_ms = 60000
+max_retries = 0
+allowed_hosts = ["127.0.0.1", "localhost"]
+
+[[steps]]
+name = "sign_in"
+component = "authenticate"
+idempotency_key = true
+args.api_base = { input = "api_base" }
+[steps.map]
+over = { input = "members" }
+as = "user_id"
+max_parallel = 1
+
+[[steps]]
+name = "permissions"
+component = "fetch_permissions"
+args.api_base = { input = "api_base" }
+args.user_id = { element = "/user_id" }
+args.token = { element = "/access_token" }
+[steps.map]
+over = { step = "sign_in" }
+max_parallel = 2
+"#,
+    )
+}
+
+fn team_input(api: &SampleApi) -> String {
+    json!({ "api_base": api.base(), "members": MEMBERS }).to_string()
+}
+
+/// The `Idempotency-Key`s of the token requests, in the order sent.
+fn token_keys(requests: &[Value]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token")
+        .filter_map(|r| r["idempotency_key"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_map_signs_in_every_member_and_fetches_each_ones_permissions_with_its_token() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let wf = team_workflow(state.path());
+    let out = run_workflow(&wf, state.path(), &team_input(&api), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["outcome"], "succeeded", "{report}");
+    let permissions = report["result"].as_array().expect("an array");
+    let users: Vec<&str> = permissions
+        .iter()
+        .filter_map(|p| p["user_id"].as_str())
+        .collect();
+    assert_eq!(
+        users, MEMBERS,
+        "in the members' order, each with its own token"
+    );
+    let run_id = report["run_id"].as_str().expect("run id");
+    let keys = token_keys(&api.requests(Some(report["trace_id"].as_str().expect("trace"))));
+    for (i, key) in keys.iter().enumerate() {
+        assert!(key.starts_with(&format!("{run_id}.sign_in.{i}.")), "{key}");
+    }
+    assert_eq!(keys.len(), 4);
+    let map = &step(&report, "permissions")["map"];
+    assert_eq!(map["elements"], 4);
+    assert_eq!(map["succeeded"], 4);
+    assert_eq!(map["max_parallel"], 2);
+    // Each element attempt is a child of the map's span.
+    let span = map["span_id"].as_str().expect("span");
+    assert!(!span.is_empty());
+    assert_eq!(map["shown"][3]["attempts"][0]["outcome"], "succeeded");
+}
+
+/// Killed while the third member's token request hangs: the resumed run
+/// does not sign the first two in again, sends the third's request again
+/// under the same key, and every member gets exactly one token.
+#[test]
+fn a_run_killed_inside_a_map_resumes_with_the_elements_done_reused() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let wf = team_workflow(state.path());
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "token", "delay_ms": 60000, "skip": 2,
+        "times": 1, "trace_id": trace }));
+    let mut child = spawn_run(&wf, state.path(), &traceparent, &team_input(&api));
+    wait_for_requests(&api, &trace, 3);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let run_id = str_of(&list("runs", state.path())[0], "/run_id").to_string();
+
+    let recovered = recover(state.path());
+    assert_eq!(recovered[0]["action"], "resumed", "{recovered}");
+    assert_eq!(recovered[0]["outcome"], "succeeded", "{recovered}");
+    let requests = api.requests(Some(&trace));
+    let keys = token_keys(&requests);
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys[2], keys[3], "the hung element is sent again, same key");
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 4);
+    assert!(keys[4].starts_with(&format!("{run_id}.sign_in.3.")));
+    assert_eq!(tokens_issued(&requests), 4, "one token per member");
+
+    let report = stored_report(state.path(), &run_id).expect("report");
+    assert_eq!(report["outcome"], "succeeded");
+    let sign_in = &step(&report, "sign_in")["map"];
+    assert_eq!(sign_in["reused"], 2, "{sign_in}");
+    assert_eq!(sign_in["succeeded"], 2, "{sign_in}");
+    let users: Vec<&str> = report["result"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["user_id"].as_str())
+        .collect();
+    assert_eq!(users, MEMBERS);
+}
+
+/// One member's permissions are refused (401, fatal): the run fails and
+/// the tokens already issued are revoked, the newest first, each undo
+/// under its element's own key.
+#[test]
+fn a_failed_map_undoes_the_completed_elements_newest_first() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let wf = team_workflow(state.path());
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "permissions", "status": 401, "skip": 2,
+        "times": 1, "trace_id": trace }));
+    let out = run_workflow(
+        &wf,
+        state.path(),
+        &team_input(&api),
+        &["--traceparent", &traceparent],
+    );
+    let report = json_stdout(&out);
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let error = report["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("step `permissions` failed: element ")
+            && error.contains("(1 failed, 0 tolerated)"),
+        "{error}"
+    );
+    let run_id = report["run_id"].as_str().expect("run id");
+    let undone: Vec<&str> = report["undo"]
+        .as_array()
+        .expect("undo")
+        .iter()
+        .filter(|u| u["outcome"] == "undone")
+        .filter_map(|u| u["step"].as_str())
+        .filter(|s| s.starts_with("sign_in."))
+        .collect();
+    assert_eq!(undone, ["sign_in.3", "sign_in.2", "sign_in.1", "sign_in.0"]);
+    let revokes: Vec<String> = api
+        .requests(Some(&trace))
+        .iter()
+        .filter(|r| r["path"] == "/oauth/revoke")
+        .filter_map(|r| r["idempotency_key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(revokes.len(), 4, "{revokes:?}");
+    for (key, i) in revokes.iter().zip([3, 2, 1, 0]) {
+        assert!(
+            key.starts_with(&format!("{run_id}.sign_in.{i}.undo.")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn check_names_every_mistake_in_conditions_and_maps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = write_workflow(
+        dir.path(),
+        "bad.toml",
+        r#"
+name = "bad"
+result = "b"
+[inputs.xs]
+[[steps]]
+name = "a"
+component = "noop"
+args.x = { element = "/x" }
+when = { step = "ghost", equals = 1 }
+[[steps]]
+name = "b"
+component = "noop"
+[steps.map]
+over = { input = "xs" }
+max_elements = 1000000
+"#,
+    );
+    let out = braid(&["check", wf.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stderr(&out);
+    for want in [
+        "step `a`: field `args.x.element`: `element` only applies to an argument of a map step",
+        "step `a`: field `when.step`: unknown step `ghost`",
+        "step `b`: field `map.max_elements`: must be between 1 and 100000",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
