@@ -321,9 +321,10 @@ impl Factory {
         if let Some(e) = &a.error {
             attrs.push(KeyValue::new("braid.error", e.clone()));
         }
+        let parent = a.parent_span_id.as_deref().map_or(self.run_span, span_id);
         self.make(
             span_id(&a.span_id),
-            self.run_span,
+            parent,
             false,
             SpanKind::Internal,
             format!("step {step}"),
@@ -424,6 +425,52 @@ pub fn attempt_spans(run: &RunMeta, ended: &AttemptEnded) -> Vec<SpanData> {
     out
 }
 
+/// A map step's span and, unless they were sent live, the attempts of the
+/// elements its report shows (the others are only counted).
+fn map_spans<'r>(
+    f: &Factory,
+    report: &RunReport,
+    step: &'r crate::report::StepReport,
+    map: &'r crate::report::MapReport,
+    attempts_sent: bool,
+    sent: &mut HashSet<&'r str>,
+) -> Vec<SpanData> {
+    let mut out = vec![f.make(
+        span_id(&map.span_id),
+        f.run_span,
+        false,
+        SpanKind::Internal,
+        format!("map {}", step.name),
+        (f.at(step.start_ms), f.at(step.start_ms + step.duration_ms)),
+        vec![
+            KeyValue::new("braid.workflow", report.workflow.clone()),
+            KeyValue::new("braid.run_id", report.run_id.clone()),
+            KeyValue::new("braid.step", step.name.clone()),
+            KeyValue::new("braid.map.elements", map.elements as i64),
+            KeyValue::new("braid.map.failed", map.failed as i64),
+            KeyValue::new("braid.outcome", step.outcome.clone()),
+        ],
+        outcome_status(&step.outcome, step.error.as_ref()),
+    )];
+    for element in &map.shown {
+        for a in &element.attempts {
+            if attempts_sent {
+                sent.insert(&a.span_id);
+            } else {
+                out.push(f.attempt(
+                    &report.workflow,
+                    &report.run_id,
+                    &format!("{}.{}", step.name, element.index),
+                    &step.component,
+                    &step.component_sha256,
+                    a,
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The spans of one finished run; with `attempts_sent`, without its step
 /// attempts and what they did (sent live as each attempt ended). Empty if
 /// its ids do not parse (they always do for reports braid made).
@@ -463,6 +510,9 @@ pub fn spans(report: &RunReport, root_kind: SpanKind, attempts_sent: bool) -> Ve
     // The step attempts' spans, unless they were sent as each ended.
     let mut sent: HashSet<&str> = HashSet::new();
     for step in &report.steps {
+        if let Some(map) = &step.map {
+            out.extend(map_spans(&f, report, step, map, attempts_sent, &mut sent));
+        }
         for a in &step.attempts {
             if attempts_sent {
                 sent.insert(&a.span_id);

@@ -492,6 +492,7 @@ fn aborted_report(
                     queued_ms: 0.0,
                     outcome: "succeeded".into(),
                     error: None,
+                    parent_span_id: None,
                 })
                 .into_iter()
                 .collect(),

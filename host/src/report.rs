@@ -217,6 +217,10 @@ pub struct AttemptReport {
     /// `host-error`, or `cancelled` (still running when the run failed).
     pub outcome: String,
     pub error: Option<String>,
+    /// The span the attempt is a child of when it is not the run's: a map
+    /// element's attempt is its map step's child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
 }
 
 /// A telemetry event or log line, tagged by the host with who sent it.
@@ -453,7 +457,7 @@ impl RunRecorder {
         &self,
         step: &str,
         attempt: u32,
-        span_id: String,
+        (span_id, parent_span_id): (String, Option<String>),
         at: Instant,
         queued: Duration,
     ) -> usize {
@@ -471,6 +475,7 @@ impl RunRecorder {
                     queued_ms,
                     outcome: "cancelled".into(),
                     error: None,
+                    parent_span_id,
                 },
                 false,
             ));
@@ -598,7 +603,13 @@ mod tests {
     #[test]
     fn an_ended_attempt_comes_with_its_own_calls_and_claims_when_asked() {
         let r = RunRecorder::new();
-        let i = r.attempt_started("fetch", 1, "span-1".into(), Instant::now(), Duration::ZERO);
+        let i = r.attempt_started(
+            "fetch",
+            1,
+            ("span-1".into(), None),
+            Instant::now(),
+            Duration::ZERO,
+        );
         r.http_call(call("span-1"));
         r.http_call(call("span-2"));
         r.event(event("claim.granted", "span-1"));

@@ -54,8 +54,10 @@ async fn attempt_once<E: StepExecutor>(
         let waiting = Instant::now();
         let _permit = unless_stopped(stop, permits.acquire()).await?;
         let now = Instant::now();
-        let index =
-            recorder.attempt_started(call, attempt, span_id.to_string(), now, now - waiting);
+        // A map element's attempt is a child of its map's span.
+        let parent = (call != step.name).then(|| base.trace.parent_span_id.to_string());
+        let span = (span_id.to_string(), parent);
+        let index = recorder.attempt_started(call, attempt, span, now, now - waiting);
         log.attempt_started(call, attempt);
         let span = tracing::info_span!("attempt", step = %call, attempt, trace_id = %base.trace.trace_id, span_id = %span_id);
         let call_fut = executor

@@ -307,6 +307,7 @@ pub async fn undo_step<E: StepExecutor>(
                 .map_or_else(|f| f.kind(), |_| "undone")
                 .to_string(),
             error: result.as_ref().err().map(ToString::to_string),
+            parent_span_id: None,
         });
         match result {
             Ok(()) => {

@@ -254,6 +254,25 @@ async fn a_map_runs_each_element_with_its_own_key_and_span_at_most_max_parallel_
     );
     assert_eq!(map.shown.len(), 6);
     assert!(map.shown.iter().all(|e| e.attempts.len() == 1));
+    assert!(
+        map.shown
+            .iter()
+            .all(|e| e.attempts[0].parent_span_id.as_deref() == Some(map.span_id.as_str())),
+        "the report says whose child each element attempt is"
+    );
+    // Exported over OTLP: the map's span under the run's, the elements' under it.
+    let spans = crate::otel::spans(&report, opentelemetry::trace::SpanKind::Server, false);
+    let map_span = spans
+        .iter()
+        .find(|s| s.name == "map each")
+        .expect("a span for the map");
+    assert_eq!(map_span.span_context.span_id().to_string(), map.span_id);
+    assert_eq!(map_span.parent_span_id.to_string(), report.span_id);
+    let children = spans
+        .iter()
+        .filter(|s| s.parent_span_id == map_span.span_context.span_id())
+        .count();
+    assert_eq!(children, 6);
 }
 
 #[tokio::test]
