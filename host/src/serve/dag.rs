@@ -62,9 +62,17 @@ pub fn svg(wf: &Workflow) -> Markup {
             }
             @for step in &wf.steps {
                 @if let Some((x, y)) = at.get(step.name.as_str()) {
-                    g.node data-step=(step.name) {
-                        rect x=(x) y=(y) width=(BOX_W) height=(BOX_H) rx="4" fill="#eef3fb" stroke="#9fb3d1" {}
-                        text x=(x + 8.0) y=(y + 18.0) font-size="13" { (step.name) }
+                    // A map is a stacked box; a step with a condition is dashed.
+                    g.node data-step=(step.name) data-map[step.map.is_some()] data-when=[step.when.as_ref().map(ToString::to_string)] {
+                        @if let Some(when) = &step.when { title { "when " (when.to_string()) } }
+                        @if step.map.is_some() {
+                            rect x=(x + 4.0) y=(y - 4.0) width=(BOX_W) height=(BOX_H) rx="4" fill="#eef3fb" stroke="#9fb3d1" {}
+                        }
+                        rect x=(x) y=(y) width=(BOX_W) height=(BOX_H) rx="4" fill="#eef3fb" stroke="#9fb3d1"
+                            stroke-dasharray=[step.when.as_ref().map(|_| "4 3")] {}
+                        text x=(x + 8.0) y=(y + 18.0) font-size="13" {
+                            (step.name) @if step.map.is_some() { " [map]" }
+                        }
                     }
                 }
             }

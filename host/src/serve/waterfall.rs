@@ -196,6 +196,10 @@ fn step_rows(
             @if swapped { " " strong data-swapped { "(hot-swapped since)" } }
         }
         @if let Some(e) = step["error"].as_str() { p.error data-step-error=(name) { (e) } }
+        @if let Some(why) = step["skipped_because"].as_str() {
+            p.muted.skipped data-skipped=(name) { "skipped: " (why) }
+        }
+        @if step["map"].is_object() { (map_rows(axis, name, &step["map"], calls, events)) }
         @for a in list(step, "attempts") {
             (row("attempt", &[("step", name), ("span", text(a, "span_id")), ("outcome", text(a, "outcome"))],
                 html! { "attempt " (a["attempt"]) " " span.muted { (text(a, "outcome")) " " (ms(num(a, "duration_ms"))) } },
@@ -207,6 +211,33 @@ fn step_rows(
             (row("compensation", &[("step", name), ("span", text(c, "span_id")), ("outcome", text(c, "decision"))],
                 html! { "compensate " span.muted { (text(c, "decision")) } },
                 axis.bar(text(c, "decision"), num(c, "start_ms"), num(c, "duration_ms"))))
+        }
+    }
+}
+
+/// A map step's elements: how many ended how, then the elements the report
+/// shows, each with its attempts and what they did.
+fn map_rows(axis: &Axis, name: &str, map: &Value, calls: &[Value], events: &[Value]) -> Markup {
+    let count = |k: &str| map[k].as_u64().unwrap_or(0);
+    html! {
+        p.muted data-map=(name) data-map-elements=(count("elements")) {
+            "map over " (count("elements")) " elements: " (count("succeeded")) " succeeded, "
+            (count("failed")) " failed (" (count("tolerated_failures")) " tolerated), "
+            (count("reused")) " reused, at most " (count("max_parallel")) " at once"
+            @if count("not_shown") > 0 { "; " (count("not_shown")) " not listed" }
+        }
+        @for e in list(map, "shown") {
+            @let element = format!("{name}.{}", e["index"]);
+            (row("element", &[("step", &element), ("outcome", text(e, "outcome"))],
+                html! { "element " (e["index"]) " " span.muted { (text(e, "outcome")) } },
+                html! {}))
+            @if let Some(err) = e["error"].as_str() { p.error { (err) } }
+            @for a in list(e, "attempts") {
+                (row("attempt", &[("step", &element), ("span", text(a, "span_id")), ("outcome", text(a, "outcome"))],
+                    html! { "attempt " (a["attempt"]) " " span.muted { (text(a, "outcome")) " " (ms(num(a, "duration_ms"))) } },
+                    axis.bar(text(a, "outcome"), num(a, "start_ms"), num(a, "duration_ms"))))
+                (children(axis, text(a, "span_id"), calls, events))
+            }
         }
     }
 }
@@ -250,5 +281,50 @@ fn children(axis: &Axis, span: &str, calls: &[Value], events: &[Value]) -> Marku
                 @if mine.len() > EVENTS_SHOWN { p.muted { "and " (mine.len() - EVENTS_SHOWN) " more (GET /v1/runs/ID has them all)" } }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_shows_its_elements_and_a_skipped_step_why_escaped() {
+        let report = serde_json::json!({
+            "run_id": "run-1", "outcome": "succeeded", "duration_ms": 10.0, "span_id": "s",
+            "steps": [
+                { "name": "each", "outcome": "succeeded", "component": "e.wasm",
+                  "component_sha256": "00", "start_ms": 0.0, "duration_ms": 5.0, "attempts": [],
+                  "map": { "span_id": "m", "elements": 3, "succeeded": 2, "failed": 1,
+                    "tolerated_failures": 1, "reused": 0, "max_parallel": 2, "not_shown": 0,
+                    "shown": [
+                      { "index": 0, "outcome": "succeeded", "error": null,
+                        "attempts": [{ "attempt": 1, "span_id": "a0", "start_ms": 0.0,
+                          "duration_ms": 1.0, "outcome": "succeeded" }] },
+                      { "index": 1, "outcome": "failed", "error": "<script>alert(1)</script>",
+                        "attempts": [] }
+                    ] } },
+                { "name": "notify", "outcome": "skipped", "component": "n.wasm",
+                  "component_sha256": "00", "start_ms": 0.0, "duration_ms": 0.0, "attempts": [],
+                  "skipped_because": "condition false: step `p/ok` equals \"<b>\"" }
+            ]
+        });
+        let html = render(&report, &|_| None, None).into_string();
+        assert!(
+            html.contains(r#"data-map="each" data-map-elements="3""#),
+            "{html}"
+        );
+        assert!(html.contains("map over 3 elements: 2 succeeded, 1 failed (1 tolerated)"));
+        assert!(
+            html.contains(r#"data-step="each.1" data-outcome="failed""#),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains(r#"data-skipped="notify""#));
+        assert!(
+            html.contains("skipped: condition false: step `p/ok` equals &quot;&lt;b&gt;&quot;"),
+            "{html}"
+        );
     }
 }
