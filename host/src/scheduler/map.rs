@@ -28,6 +28,10 @@ use tracing::Instrument;
 /// Most elements of one map the report describes one by one (the first
 /// by index, then failed ones); the rest are only counted.
 pub const MAX_REPORTED_ELEMENTS: usize = 100;
+/// Most bytes a map step's output (its elements' results together) may
+/// hold, as the largest output a definition may allow one step: past it
+/// the step fails, so 10,000 elements of 1 MiB cannot fill the host.
+pub const MAX_MAP_OUTPUT_BYTES: usize = 64 << 20;
 
 /// How one element stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,8 @@ pub(super) struct MapRun {
     errors: BTreeMap<usize, String>,
     failed: usize,
     tolerated: usize,
+    /// Bytes of the results so far (bounded by [`MAX_MAP_OUTPUT_BYTES`]).
+    output_bytes: usize,
     /// The map step's span: every element attempt is its child.
     pub(super) span: SpanId,
     ended: bool,
@@ -230,6 +236,7 @@ impl<E: StepExecutor> Scheduler<E> {
             errors: BTreeMap::new(),
             failed: 0,
             tolerated: map.tolerated_failures(len),
+            output_bytes: 0,
             span: SpanId::random(),
             ended: false,
         };
@@ -317,8 +324,10 @@ impl<E: StepExecutor> Scheduler<E> {
         let mut failed = None;
         match outcome {
             StepOutcome::Succeeded(v) => {
+                let text = v.to_string();
+                m.output_bytes += text.len();
                 state.completed.push(Completed {
-                    output: Some(v.to_string()),
+                    output: Some(text),
                     call,
                     input,
                 });
@@ -326,6 +335,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 m.status[index] = ElementStatus::Succeeded;
             }
             StepOutcome::Compensated(v) => {
+                m.output_bytes += v.to_string().len();
                 m.results[index] = Some(v);
                 m.status[index] = ElementStatus::Compensated;
                 state.degraded = true;
@@ -343,6 +353,12 @@ impl<E: StepExecutor> Scheduler<E> {
                 m.errors.insert(index, e);
             }
             StepOutcome::Cancelled => m.status[index] = ElementStatus::Cancelled,
+        }
+        if m.output_bytes > MAX_MAP_OUTPUT_BYTES && !m.ended && failed.is_none() {
+            m.ended = true;
+            failed = Some(format!(
+                "the elements' results hold more than {MAX_MAP_OUTPUT_BYTES} bytes (a map's output is at most that)"
+            ));
         }
         if let Some(why) = failed {
             run.base.recorder.step_finished(&name, Instant::now());

@@ -31,7 +31,7 @@ pub use executor::{AttemptContext, Compensation, KeySecret, LimitKind, StepExecu
 pub use lease::{
     LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
 };
-pub use map::MAX_REPORTED_ELEMENTS;
+pub use map::{MAX_MAP_OUTPUT_BYTES, MAX_REPORTED_ELEMENTS};
 pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 

@@ -447,3 +447,22 @@ async fn arguments_can_pick_parts_of_each_element() {
         serde_json::json!({"ok": false, "error": "argument `who`: pointer `/name` matches nothing in element 1"})
     );
 }
+
+#[tokio::test]
+async fn a_map_whose_results_outgrow_the_bound_fails() {
+    // 70 elements of 1 MiB each: past the 64 MiB a map's output may hold.
+    let big = "x".repeat(1 << 20);
+    let xs: Vec<&str> = vec![big.as_str(); 70];
+    let sched = Scheduler::new(Arc::new(Elements::default()), 8);
+    let report = sched
+        .run(run_with(mapped(4, ""), serde_json::json!({ "xs": xs })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "failed");
+    let error = report.error.expect("error");
+    assert!(
+        error
+            .starts_with("step `each` failed: the elements' results hold more than 67108864 bytes"),
+        "{error}"
+    );
+}
