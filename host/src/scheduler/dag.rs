@@ -7,8 +7,9 @@
 
 use super::attempt::run_step;
 use super::lease::TAKEN_OVER;
-use super::map::MapRun;
-use super::{ABORTED, AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
+use super::{
+    ABORTED, AttemptContext, Completed, RunCtx, RunState, Scheduler, StepExecutor, StepOutcome,
+};
 use crate::journal::JournalEntry;
 use crate::report::{EventRecord, RunRecorder, StepReport};
 use crate::workflow::{ArgSource, StepSpec, ValueRef, Workflow};
@@ -16,53 +17,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// A step, or an element of a map step, that completed (not compensated):
-/// what undoing it needs.
-pub(super) struct Completed {
-    /// The step's name, or `STEP.INDEX` for a map's element.
-    pub(super) call: String,
-    pub(super) input: String,
-    /// An element's output (a step's is in the run's outputs).
-    pub(super) output: Option<String>,
-}
-
-/// What a run knows about its steps while they run.
-#[derive(Default)]
-pub(super) struct RunState {
-    pub(super) outputs: HashMap<String, Value>,
-    pub(super) outcomes: HashMap<String, String>,
-    pub(super) errors: HashMap<String, String>,
-    /// Steps (and map elements) that completed, in completion order.
-    pub(super) completed: Vec<Completed>,
-    /// The input of each step, and of each element in flight.
-    pub(super) inputs_of: HashMap<String, String>,
-    /// Steps not run, with why (a condition was false, or a step they
-    /// need was skipped).
-    pub(super) skipped: HashMap<String, String>,
-    /// The map steps that have started.
-    pub(super) maps: HashMap<String, MapRun>,
-    /// Outputs of map elements a resumed run had completed, by call name
-    /// (`STEP.INDEX`), until their map starts again.
-    pub(super) reused_elements: HashMap<String, Value>,
-    /// Steps in the order they started.
-    pub(super) order: Vec<String>,
-    /// Why the run failed, once it has.
-    pub(super) failure: Option<String>,
-    /// A step continued with a substitute output.
-    pub(super) degraded: bool,
-    /// Whether the run's failure is in the journal (`run-failed`), so a
-    /// host that takes the run over winds it down instead of going on.
-    pub(super) failure_journaled: bool,
-    /// Fired when the run fails: every step still running stops.
-    pub(super) stop: CancellationToken,
-    pub(super) tasks: JoinSet<StepOutcome>,
-    /// The call (step, or `STEP.INDEX`) each task runs.
-    pub(super) task_steps: HashMap<tokio::task::Id, String>,
-}
 
 impl RunState {
     /// Stops the run because its lease was lost or its journal refused a

@@ -13,8 +13,9 @@
 //! Must not know wasmtime or how an attempt runs (that is `attempt`).
 
 use super::attempt::run_step;
-use super::dag::{Completed, RunState, build_input, source_value};
+use super::dag::{build_input, source_value};
 use super::{AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
+use super::{Completed, RunState};
 use crate::journal::JournalEntry;
 use crate::report::{ElementReport, EventRecord, MapReport, RunRecorder};
 use crate::trace::SpanId;

@@ -42,13 +42,16 @@ use crate::report::{AttemptEnded, AttemptSink, Resumed, RunMeta, RunRecorder, Ru
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, IncomingTrace, SpanId, TraceId};
 use crate::workflow::{InputError, Workflow};
-use dag::{RunState, build_step_reports};
+use dag::build_step_reports;
 use lease::{LeaseBook, LeaseKeeper};
+use map::MapRun;
 use saga::Ending;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A request to run a workflow once.
@@ -135,6 +138,50 @@ enum StepOutcome {
     Failed(String),
     /// Stopped because the run failed (or is stopping) before it ended.
     Cancelled,
+}
+
+/// A step, or an element of a map step, that completed (not compensated):
+/// what undoing it needs.
+struct Completed {
+    /// The step's name, or `STEP.INDEX` for a map's element.
+    call: String,
+    input: String,
+    /// An element's output (a step's is in the run's outputs).
+    output: Option<String>,
+}
+
+/// What a run knows about its steps while they run.
+#[derive(Default)]
+struct RunState {
+    outputs: HashMap<String, Value>,
+    outcomes: HashMap<String, String>,
+    errors: HashMap<String, String>,
+    /// Steps (and map elements) that completed, in completion order.
+    completed: Vec<Completed>,
+    /// The input of each step, and of each element in flight.
+    inputs_of: HashMap<String, String>,
+    /// Steps not run, with why (a condition was false, or a step they
+    /// need was skipped).
+    skipped: HashMap<String, String>,
+    /// The map steps that have started.
+    maps: HashMap<String, MapRun>,
+    /// Outputs of map elements a resumed run had completed, by call name
+    /// (`STEP.INDEX`), until their map starts again.
+    reused_elements: HashMap<String, Value>,
+    /// Steps in the order they started.
+    order: Vec<String>,
+    /// Why the run failed, once it has.
+    failure: Option<String>,
+    /// A step continued with a substitute output.
+    degraded: bool,
+    /// Whether the run's failure is in the journal (`run-failed`), so a
+    /// host that takes the run over winds it down instead of going on.
+    failure_journaled: bool,
+    /// Fired when the run fails: every step still running stops.
+    stop: CancellationToken,
+    tasks: JoinSet<StepOutcome>,
+    /// The call (step, or `STEP.INDEX`) each task runs.
+    task_steps: HashMap<tokio::task::Id, String>,
 }
 
 /// Runs `work` unless `stop` fires first (`None`: stopped): how a step's

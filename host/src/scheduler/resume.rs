@@ -8,7 +8,7 @@
 //! Must not know wasmtime or where the components come from: the caller
 //! (recovery) hands over an executor with the versions the run started with.
 
-use super::dag::{Completed, RunState};
+use super::{Completed, RunState};
 use super::{Scheduler, StepExecutor};
 use crate::journal::{AbandonedRun, JournalEntry};
 use crate::report::{Resumed, RunReport};

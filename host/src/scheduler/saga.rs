@@ -5,7 +5,7 @@
 //!
 //! Must not know wasmtime or the DAG's state (it gets what it needs).
 
-use super::dag::Completed;
+use super::Completed;
 use super::lease::{LEASE_UNRENEWED, LeaseKeeper};
 use super::{
     AttemptContext, Compensation, RunCtx, RunLog, Scheduler, StepExecutor, StepFailure,

@@ -84,7 +84,7 @@ pub(super) fn check(
     let Some(name) = &element_arg else {
         return finish(raw, over, None, &mut bad);
     };
-    if !super::validate::valid_name(name) {
+    if !super::valid_name(name) {
         bad(
             "as",
             format!("`{name}` is not a valid argument name (use a-z, 0-9, '_' and '-')"),

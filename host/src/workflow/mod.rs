@@ -247,6 +247,15 @@ fn limit_at_fault(mut step: toml::Table) -> Option<String> {
     (at != ".").then_some(at)
 }
 
+/// Whether `name` is a valid workflow, input, step or argument name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
 /// Largest memory a definition may grant a step, in MiB (the sandbox's pool is sized for it).
 pub const MAX_MEMORY_MB: u64 = 1024;
 

@@ -11,7 +11,7 @@ use super::{
     ArgSource, DEFAULT_TIMEOUT, DefinitionError, InputSpec, MAX_MEMORY_MB, Problem, StepLimits,
     StepSpec, Workflow,
 };
-use super::{Condition, ValueRef, condition, map};
+use super::{Condition, ValueRef, condition, map, valid_name};
 use super::{DEFAULT_IDEMPOTENCY_HEADER, OnCrash};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,14 +27,6 @@ const MAX_LOG_BYTES: u64 = 16 << 20;
 const MAX_REFUSALS: u32 = 10_000;
 /// Most retries a definition may ask for.
 const MAX_RETRIES: u32 = 100;
-
-pub(super) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-}
 
 fn valid_host_pattern(host: &str) -> bool {
     let host = host.strip_prefix("*.").unwrap_or(host);
