@@ -513,6 +513,24 @@ pub fn spans(report: &RunReport, root_kind: SpanKind, attempts_sent: bool) -> Ve
         if let Some(map) = &step.map {
             out.extend(map_spans(&f, report, step, map, attempts_sent, &mut sent));
         }
+        if let Some(c) = &step.compose {
+            out.push(f.make(
+                span_id(&c.span_id),
+                span_id(&c.parent_span_id),
+                false,
+                SpanKind::Internal,
+                format!("compose {}", step.name),
+                (f.at(step.start_ms), f.at(step.start_ms + step.duration_ms)),
+                vec![
+                    KeyValue::new("braid.workflow", report.workflow.clone()),
+                    KeyValue::new("braid.run_id", report.run_id.clone()),
+                    KeyValue::new("braid.step", step.name.clone()),
+                    KeyValue::new("braid.compose.workflow", c.workflow.clone()),
+                    KeyValue::new("braid.outcome", step.outcome.clone()),
+                ],
+                outcome_status(&step.outcome, step.error.as_ref()),
+            ));
+        }
         for a in &step.attempts {
             if attempts_sent {
                 sent.insert(&a.span_id);

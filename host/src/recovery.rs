@@ -368,6 +368,7 @@ impl Recoverer {
             );
             let spec = StepSpec {
                 name: done.step.clone(),
+                kind: Default::default(),
                 component: done.component.clone(),
                 args: BTreeMap::new(),
                 wait_for: Vec::new(),
@@ -480,6 +481,7 @@ fn aborted_report(
             outcome: e.outcome.clone(),
             skipped_because: None,
             map: None,
+            compose: None,
             start_ms: 0.0,
             duration_ms: 0.0,
             parallel_with: Vec::new(),

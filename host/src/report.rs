@@ -161,6 +161,9 @@ pub struct StepReport {
     /// A map step's elements (absent for other steps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map: Option<MapReport>,
+    /// A compose step's workflow; its steps are reported as `STEP/SUB_STEP`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeReport>,
     /// Milliseconds from the run's start.
     pub start_ms: f64,
     pub duration_ms: f64,
@@ -190,6 +193,16 @@ pub struct MapReport {
     pub shown: Vec<ElementReport>,
     /// Elements counted above but not in `shown`.
     pub not_shown: usize,
+}
+
+/// A compose step: the workflow it runs, and its span (every step of that
+/// workflow is its child).
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeReport {
+    pub workflow: String,
+    pub span_id: String,
+    /// The span of the compose step around this one, or the run's.
+    pub parent_span_id: String,
 }
 
 /// One element of a map step.

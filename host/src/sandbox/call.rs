@@ -172,6 +172,7 @@ impl Sandbox {
     ) -> Result<Result<PolicyDecision, String>, StepFailure> {
         let spec = StepSpec {
             name: "policy".into(),
+            kind: Default::default(),
             component: component.path.clone(),
             args: BTreeMap::new(),
             wait_for: Vec::new(),

@@ -75,7 +75,13 @@ impl SandboxExecutor {
         let mut by_path: HashMap<PathBuf, Arc<PreparedComponent>> = HashMap::new();
         let mut components = HashMap::new();
         let mut errors = Vec::new();
-        for step in &workflow.steps {
+        // Compose steps run no component of their own (their workflow's
+        // steps are among these).
+        let calls = workflow
+            .steps
+            .iter()
+            .filter(|s| s.kind == crate::workflow::StepKind::Call);
+        for step in calls {
             if step.limits.fuel.is_some() && !sandbox.config.fuel {
                 errors.push((
                     step.name.clone(),

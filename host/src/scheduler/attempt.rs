@@ -54,8 +54,10 @@ async fn attempt_once<E: StepExecutor>(
         let waiting = Instant::now();
         let _permit = unless_stopped(stop, permits.acquire()).await?;
         let now = Instant::now();
-        // A map element's attempt is a child of its map's span.
-        let parent = (call != step.name).then(|| base.trace.parent_span_id.to_string());
+        // A map element's attempt is a child of its map's span, a composed
+        // workflow's step of its compose step's: the report says so.
+        let parent = (base.trace.parent_span_id != base.trace.span_id)
+            .then(|| base.trace.parent_span_id.to_string());
         let span = (span_id.to_string(), parent);
         let index = recorder.attempt_started(call, attempt, span, now, now - waiting);
         log.attempt_started(call, attempt);

@@ -6,13 +6,14 @@
 //! Must not know wasmtime or how a step is attempted (that is `attempt`).
 
 use super::attempt::run_step;
+use super::compose::{compose_span, parent_span};
 use super::lease::TAKEN_OVER;
 use super::{
     ABORTED, AttemptContext, Completed, RunCtx, RunState, Scheduler, StepExecutor, StepOutcome,
 };
 use crate::journal::JournalEntry;
-use crate::report::{EventRecord, RunRecorder, StepReport};
-use crate::workflow::{ArgSource, StepSpec, ValueRef, Workflow};
+use crate::report::{ComposeReport, EventRecord, RunRecorder, StepReport};
+use crate::workflow::{ArgSource, StepKind, StepSpec, ValueRef, Workflow};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -182,6 +183,7 @@ impl<E: StepExecutor> Scheduler<E> {
             for step in &run.wf.steps {
                 if state.order.contains(&step.name)
                     || state.skipped.contains_key(&step.name)
+                    || state.outputs.contains_key(&step.name)
                     || !step
                         .dependencies()
                         .iter()
@@ -192,6 +194,9 @@ impl<E: StepExecutor> Scheduler<E> {
                 settled = true;
                 if let Some(why) = state.skip_reason(run, step) {
                     state.skip(run, step, why);
+                    continue;
+                }
+                if state.settle_node(run, step) {
                     continue;
                 }
                 state.order.push(step.name.clone());
@@ -225,6 +230,12 @@ impl<E: StepExecutor> Scheduler<E> {
     ) -> Result<(), String> {
         let input = build_input(step, &run.inputs, &state.outputs)?.to_string();
         state.inputs_of.insert(step.name.clone(), input.clone());
+        let mut base = AttemptContext {
+            step: step.name.clone(),
+            ..run.base.clone()
+        };
+        // A composed workflow's step is a child of its compose step's span.
+        base.trace.parent_span_id = parent_span(run, &step.name);
         let span = tracing::info_span!(parent: &run.span, "step", step = %step.name, trace_id = %run.trace_id);
         let handle = state.tasks.spawn(
             run_step(
@@ -232,10 +243,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 Arc::clone(&self.permits),
                 Arc::new(step.clone()),
                 input,
-                AttemptContext {
-                    step: step.name.clone(),
-                    ..run.base.clone()
-                },
+                base,
                 run.log.clone(),
                 state.stop.clone(),
             )
@@ -250,11 +258,16 @@ impl RunState {
     /// Why `step`, whose dependencies have settled, is not to run, if it
     /// is not: a step it needs was skipped, or its condition is false.
     fn skip_reason(&self, run: &RunCtx, step: &StepSpec) -> Option<String> {
+        if let Some(why) = self.compose_skipped(step) {
+            return Some(why);
+        }
         if let Some(dep) = step
             .required_dependencies()
             .into_iter()
             .find(|d| self.skipped.contains_key(*d))
         {
+            // `STEP/` is where compose step `STEP` opens its workflow.
+            let dep = dep.trim_end_matches('/');
             return Some(format!("step `{dep}` was skipped"));
         }
         let when = step.when.as_ref()?;
@@ -265,6 +278,8 @@ impl RunState {
             ValueRef::Step { step, pointer } => {
                 at_pointer(self.outputs.get(step)?, pointer.as_deref())
             }
+            // Read by `holds` itself.
+            ValueRef::Const(_) => None,
         };
         (!when.holds(&value)).then(|| format!("condition false: {when}"))
     }
@@ -395,6 +410,7 @@ pub(super) fn source_value(
 /// then those that never did (`skipped`, with why).
 pub(super) fn build_step_reports<E: StepExecutor>(
     wf: &Workflow,
+    run_span: crate::trace::SpanId,
     state: &RunState,
     recorder: &RunRecorder,
     executor: &E,
@@ -409,11 +425,13 @@ pub(super) fn build_step_reports<E: StepExecutor>(
         let t = timelines.get(name)?;
         Some((t.started?, t.finished?))
     };
+    // A compose step's start is not a step of its own in the report.
+    let shown = |n: &String| !n.ends_with('/');
     let names = order.iter().cloned().chain(
         wf.steps
             .iter()
             .map(|s| s.name.clone())
-            .filter(|n| !order.contains(n)),
+            .filter(|n| !order.contains(n) && shown(n)),
     );
     let mut reports = Vec::new();
     for name in names {
@@ -450,6 +468,18 @@ pub(super) fn build_step_reports<E: StepExecutor>(
             error: state.errors.get(&name).cloned(),
             skipped_because,
             map: state.maps.get(&name).map(|m| m.report(&name, recorder)),
+            compose: wf.step(&name).and_then(|s| match &s.kind {
+                StepKind::Compose { workflow, .. } => Some(ComposeReport {
+                    workflow: workflow.clone(),
+                    span_id: compose_span(run_span, &name).to_string(),
+                    parent_span_id: match name.rsplit_once('/') {
+                        Some((outer, _)) => compose_span(run_span, outer),
+                        None => run_span,
+                    }
+                    .to_string(),
+                }),
+                _ => None,
+            }),
             name,
             component,
             component_sha256,

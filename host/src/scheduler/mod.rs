@@ -18,6 +18,7 @@
 //! run's lease and the fence around it.
 
 mod attempt;
+mod compose;
 mod dag;
 pub mod executor;
 mod lease;
@@ -556,7 +557,7 @@ impl<E: StepExecutor> Scheduler<E> {
             handed_over,
         } = ending;
         let recorder = base.recorder;
-        let steps = build_step_reports(&wf, &state, &recorder, self.executor.as_ref());
+        let steps = build_step_reports(&wf, run_span, &state, &recorder, self.executor.as_ref());
         let RunState {
             outputs,
             failure,

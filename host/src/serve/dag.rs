@@ -2,7 +2,7 @@
 //! (a step sits right of everything it depends on), an arrow per
 //! dependency. Hand-written: a few dozen boxes and lines need no library.
 
-use crate::workflow::Workflow;
+use crate::workflow::{StepKind, StepSpec, Workflow};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
@@ -17,10 +17,11 @@ pub fn svg(wf: &Workflow) -> Markup {
     // Definitions are checked acyclic, so this terminates; the bound on
     // rounds is only a guard.
     let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-    for _ in 0..=wf.steps.len() {
-        for step in &wf.steps {
-            let d = step
-                .dependencies()
+    let steps: Vec<&StepSpec> = wf.outer_steps().collect();
+    for _ in 0..=steps.len() {
+        for step in &steps {
+            let d = wf
+                .outer_dependencies(step)
                 .iter()
                 .map(|dep| depth.get(dep).map_or(0, |d| d + 1))
                 .max()
@@ -30,7 +31,7 @@ pub fn svg(wf: &Workflow) -> Markup {
     }
     let mut rows_in: BTreeMap<usize, usize> = BTreeMap::new();
     let mut at: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for step in &wf.steps {
+    for step in &steps {
         let column = depth.get(step.name.as_str()).copied().unwrap_or(0);
         let row = rows_in.entry(column).or_insert(0);
         let xy = (
@@ -50,8 +51,8 @@ pub fn svg(wf: &Workflow) -> Markup {
                     path d="M0,0 L8,4 L0,8 z" fill="#7a8599" {}
                 }
             }
-            @for step in &wf.steps {
-                @for dep in step.dependencies() {
+            @for step in &steps {
+                @for dep in wf.outer_dependencies(step) {
                     @if let (Some((x1, y1)), Some((x2, y2))) = (at.get(dep), at.get(step.name.as_str())) {
                         @let (sx, sy, ex, ey) = (x1 + BOX_W, y1 + BOX_H / 2.0, *x2, y2 + BOX_H / 2.0);
                         path.edge data-from=(dep) data-to=(step.name) fill="none" stroke="#7a8599"
@@ -60,7 +61,7 @@ pub fn svg(wf: &Workflow) -> Markup {
                     }
                 }
             }
-            @for step in &wf.steps {
+            @for step in &steps {
                 @if let Some((x, y)) = at.get(step.name.as_str()) {
                     // A map is a stacked box; a step with a condition is dashed.
                     g.node data-step=(step.name) data-map[step.map.is_some()] data-when=[step.when.as_ref().map(ToString::to_string)] {
@@ -70,8 +71,16 @@ pub fn svg(wf: &Workflow) -> Markup {
                         }
                         rect x=(x) y=(y) width=(BOX_W) height=(BOX_H) rx="4" fill="#eef3fb" stroke="#9fb3d1"
                             stroke-dasharray=[step.when.as_ref().map(|_| "4 3")] {}
-                        text x=(x + 8.0) y=(y + 18.0) font-size="13" {
-                            (step.name) @if step.map.is_some() { " [map]" }
+                        @if let StepKind::Compose { workflow, .. } = &step.kind {
+                            a href={ "/ui/workflows/" (workflow) } data-composes=(workflow) {
+                                text x=(x + 8.0) y=(y + 18.0) font-size="13" {
+                                    (step.name) " [" (workflow) "]"
+                                }
+                            }
+                        } @else {
+                            text x=(x + 8.0) y=(y + 18.0) font-size="13" {
+                                (step.name) @if step.map.is_some() { " [map]" }
+                            }
                         }
                     }
                 }

@@ -444,7 +444,8 @@ async fn list_workflows(State(app): State<Arc<Inner>>) -> Response {
                     "default": spec.default,
                 })).collect::<Vec<_>>(),
                 "result": wf.result,
-                "steps": wf.steps.iter().map(|step| {
+                "composes": wf.composed.keys().collect::<Vec<_>>(),
+                "steps": wf.steps.iter().filter(|s| s.kind == crate::workflow::StepKind::Call).map(|step| {
                     let info = s.components.get(&step.name);
                     json!({
                         "name": step.name,

@@ -472,7 +472,7 @@ pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
                 table.runs {
                     thead { tr { th { "step" } th { "component" } th { "world" } th { "versions (oldest first, live last)" } } }
                     tbody {
-                        @for step in &wf.steps {
+                        @for step in wf.steps.iter().filter(|s| s.kind == crate::workflow::StepKind::Call) {
                             @let name = component_name(&step.component);
                             @let info = served.components.get(&step.name);
                             tr data-step=(step.name) {

@@ -32,6 +32,9 @@ pub enum ValueRef {
         step: String,
         pointer: Option<String>,
     },
+    /// A constant (`None`: no value): what a composed sub-workflow's input
+    /// set to a constant, or left to its default, reads as.
+    Const(Option<Value>),
 }
 
 /// What a condition checks of its value.
@@ -72,6 +75,19 @@ impl Condition {
         out
     }
 
+    /// The same condition with every source replaced by `f`'s.
+    pub fn map_sources(&self, f: &impl Fn(&ValueRef) -> ValueRef) -> Condition {
+        match self {
+            Condition::Test { source, test } => Condition::Test {
+                source: f(source),
+                test: test.clone(),
+            },
+            Condition::Not(c) => Condition::Not(Box::new(c.map_sources(f))),
+            Condition::All(cs) => Condition::All(cs.iter().map(|c| c.map_sources(f)).collect()),
+            Condition::Any(cs) => Condition::Any(cs.iter().map(|c| c.map_sources(f)).collect()),
+        }
+    }
+
     fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Condition)) {
         f(self);
         match self {
@@ -83,10 +99,14 @@ impl Condition {
 
     /// Whether the condition holds; `value` finds what a source names
     /// (`None`: no value, e.g. a skipped step or a pointer matching nothing).
+    /// A constant source is read here; `value` is not asked for it.
     pub fn holds<'v>(&self, value: &impl Fn(&ValueRef) -> Option<&'v Value>) -> bool {
         match self {
             Condition::Test { source, test } => {
-                let v = value(source);
+                let v = match source {
+                    ValueRef::Const(c) => c.as_ref(),
+                    other => value(other),
+                };
                 match test {
                     Test::Exists(want) => v.is_some() == *want,
                     Test::Equals(x) => v == Some(x),
@@ -107,6 +127,8 @@ impl fmt::Display for ValueRef {
         let (kind, name, pointer) = match self {
             ValueRef::Input { input, pointer } => ("input", input, pointer),
             ValueRef::Step { step, pointer } => ("step", step, pointer),
+            ValueRef::Const(None) => return write!(f, "no value"),
+            ValueRef::Const(Some(v)) => return write!(f, "{v}"),
         };
         write!(f, "{kind} `{name}{}`", pointer.as_deref().unwrap_or(""))
     }
@@ -245,7 +267,7 @@ fn test(
     if let Err(why) = known(&source) {
         let sub = match source {
             ValueRef::Input { .. } => ".input",
-            ValueRef::Step { .. } => ".step",
+            _ => ".step",
         };
         bad(sub, why);
     }

@@ -10,11 +10,13 @@
 //! binding a run's input; `raw` the file format; `validate` the rules;
 //! `condition` and `map` the model and rules of `when` and `[steps.map]`.
 
+mod compose;
 mod condition;
 mod map;
 mod raw;
 mod validate;
 
+pub use compose::MAX_COMPOSE_DEPTH;
 pub use condition::{Condition, MAX_CONDITION_DEPTH, MAX_CONDITION_TESTS, Test, ValueRef};
 pub use map::{
     DEFAULT_ELEMENT_ARG, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARALLEL, MAX_ELEMENTS, MAX_PARALLEL,
@@ -101,10 +103,27 @@ pub struct InputSpec {
     pub default: Option<serde_json::Value>,
 }
 
+/// What a step is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StepKind {
+    /// Runs its component (once, or once per element with `map`).
+    #[default]
+    Call,
+    /// Where a composed sub-workflow starts (`COMPOSE/`): holds the compose
+    /// step's condition and dependencies, runs nothing, journals nothing.
+    SubflowStart,
+    /// A compose step: its output is its sub-workflow's result, the output
+    /// of step `of` (`COMPOSE/RESULT`); runs nothing itself.
+    Compose { workflow: String, of: String },
+}
+
 /// One step: which component runs it, what it receives, and its limits.
+/// A composed sub-workflow's steps are steps of the workflow that composes
+/// it, named `COMPOSE/STEP`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSpec {
     pub name: String,
+    pub kind: StepKind,
     /// The component file (resolved against the components directory).
     pub component: PathBuf,
     /// The step's input object: argument name -> source.
@@ -238,7 +257,15 @@ fn locate(text: &str, at: &str, message: &str) -> (Option<String>, Option<String
 
 /// The field of a step's limits whose value does not deserialize, if one.
 fn limit_at_fault(mut step: toml::Table) -> Option<String> {
-    for own in ["name", "component", "args", "wait_for", "when", "map"] {
+    for own in [
+        "name",
+        "component",
+        "compose",
+        "args",
+        "wait_for",
+        "when",
+        "map",
+    ] {
         step.remove(own);
     }
     let err =
@@ -319,7 +346,11 @@ pub struct Workflow {
     pub on_crash: OnCrash,
     /// The definition's text, as loaded: journaled with each run, so the
     /// host that resumes a run runs the definition the run started with.
+    /// With compose steps, it carries the composed workflows' texts too
+    /// (`[compose_pinned]`), so a resumed run composes the same versions.
     pub definition: String,
+    /// The workflows this one composes (at any depth): name -> definition text.
+    pub composed: BTreeMap<String, String>,
 }
 
 /// Why a run's input does not fit the workflow.
@@ -362,6 +393,15 @@ impl Workflow {
     /// Parses and validates a definition; `path` names it in errors and
     /// anchors relative component paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Workflow, DefinitionError> {
+        Self::from_text_composed(text, path, &compose::Composing::default())
+    }
+
+    /// [`Workflow::from_toml`] for a workflow composed in `composing`.
+    fn from_text_composed(
+        text: &str,
+        path: &Path,
+        composing: &compose::Composing,
+    ) -> Result<Workflow, DefinitionError> {
         let problem =
             |step: Option<String>, field: Option<String>, message: String| DefinitionError {
                 problems: vec![Problem {
@@ -383,13 +423,48 @@ impl Workflow {
                 (step, field) => problem(step, field, inner.message().to_string()),
             }
         })?;
-        let mut workflow = validate::validate(raw, path)?;
-        workflow.definition = text.to_string();
+        Self::from_raw(raw, text, path, composing)
+    }
+
+    /// A parsed definition validated, its compose steps resolved in
+    /// `composing`'s context, its text kept (with what it composes pinned).
+    fn from_raw(
+        raw: RawWorkflow,
+        text: &str,
+        path: &Path,
+        composing: &compose::Composing,
+    ) -> Result<Workflow, DefinitionError> {
+        let pinned_already = !raw.compose_pinned.is_empty();
+        let mut workflow = validate::validate(raw, path, composing)?;
+        workflow.definition = if pinned_already || workflow.composed.is_empty() {
+            text.to_string()
+        } else {
+            compose::with_pinned(text, &workflow.composed)
+        };
         Ok(workflow)
     }
 
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
         self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The steps as the definition names them: without the steps of
+    /// composed workflows (`STEP/...`), a compose step standing for them.
+    pub fn outer_steps(&self) -> impl Iterator<Item = &StepSpec> {
+        self.steps.iter().filter(|s| !s.name.contains('/'))
+    }
+
+    /// The outer steps `step` depends on (a compose step: those its
+    /// workflow's start waits for).
+    pub fn outer_dependencies<'a>(&'a self, step: &'a StepSpec) -> Vec<&'a str> {
+        let deps = match &step.kind {
+            StepKind::Compose { .. } => self
+                .step(&format!("{}/", step.name))
+                .map(StepSpec::dependencies)
+                .unwrap_or_default(),
+            _ => step.dependencies(),
+        };
+        deps.into_iter().filter(|d| !d.contains('/')).collect()
     }
 
     /// Checks a run's input against the declared inputs and fills in defaults.
@@ -674,6 +749,71 @@ mod tests {
         let typo = good.replace("max_parallel = 4", "max_paralel = 4");
         let msgs = messages(load(&typo).unwrap_err());
         assert!(msgs[0].contains("unknown field `max_paralel`"), "{msgs:?}");
+    }
+
+    #[test]
+    fn compose_finds_pins_and_checks_the_workflows_it_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write");
+        };
+        write(
+            "inner",
+            "name = \"inner\"\nresult = \"s\"\n[inputs.who]\n[[steps]]\nname = \"s\"\ncomponent = \"x\"\nargs.who = { input = \"who\" }\n",
+        );
+        let outer = "name = \"outer\"\nresult = \"c\"\n[[steps]]\nname = \"c\"\ncompose = \"inner\"\nargs.who = { value = \"ada\" }\n";
+        write("outer", outer);
+        let wf = Workflow::load(&dir.path().join("outer.toml")).expect("valid");
+        let names: Vec<&str> = wf.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["c/", "c/s", "c"]);
+        assert_eq!(
+            wf.step("c/s").map(|s| s.args["who"].clone()),
+            Some(ArgSource::Value(serde_json::json!("ada")))
+        );
+        assert!(wf.composed.contains_key("inner"));
+        // The journaled text carries what it composes: with the file
+        // changed (or gone), the run's definition composes as it started.
+        assert!(
+            wf.definition.contains("[compose_pinned]"),
+            "{}",
+            wf.definition
+        );
+        std::fs::remove_file(dir.path().join("inner.toml")).expect("rm");
+        let again = Workflow::from_toml(&wf.definition, &dir.path().join("outer.toml"))
+            .expect("the pinned definition stands alone");
+        assert_eq!(again.steps, wf.steps);
+        assert_eq!(again.definition, wf.definition, "pinned once, not twice");
+
+        // Every mistake is named.
+        write(
+            "inner",
+            "name = \"inner\"\nresult = \"s\"\n[inputs.who]\n[[steps]]\nname = \"s\"\ncompose = \"outer\"\n",
+        );
+        let msgs = messages(Workflow::load(&dir.path().join("outer.toml")).unwrap_err());
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("field `compose`: compose cycle: outer -> inner -> outer")),
+            "{msgs:#?}"
+        );
+        let bad = "name = \"outer\"\nresult = \"c\"\n[[steps]]\nname = \"c\"\ncompose = \"nowhere\"\n[[steps]]\nname = \"d\"\ncompose = \"inner2\"\nargs.whom = { value = 1 }\ntimeout_ms = 5\n[[steps]]\nname = \"e\"\ncomponent = \"x\"\ncompose = \"inner2\"\n";
+        write(
+            "inner2",
+            "name = \"inner2\"\nresult = \"s\"\n[inputs.who]\n[[steps]]\nname = \"s\"\ncomponent = \"x\"\n",
+        );
+        write("outer", bad);
+        let msgs = messages(Workflow::load(&dir.path().join("outer.toml")).unwrap_err());
+        for want in [
+            "step `c`: field `compose`: unknown workflow `nowhere`: cannot read",
+            "step `d`: field `args.whom`: workflow `inner2` has no input `whom` (it takes: who)",
+            "step `d`: field `args`: workflow `inner2` needs input `who`: set `args.who`",
+            "step `d`: field `compose`: a compose step has no limits of its own",
+            "step `e`: field `compose`: set one of `component` (a component that runs) or `compose`",
+        ] {
+            assert!(
+                msgs.iter().any(|m| m.contains(want)),
+                "missing {want:?} in {msgs:#?}"
+            );
+        }
     }
 
     #[test]

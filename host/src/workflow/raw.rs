@@ -23,6 +23,10 @@ pub(super) struct RawWorkflow {
     pub(super) defaults: RawLimits,
     #[serde(default)]
     pub(super) steps: Vec<RawStep>,
+    /// The workflows this one composes, name -> definition text, as a run
+    /// pinned them (written by braid into the journaled definition).
+    #[serde(default)]
+    pub(super) compose_pinned: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -32,7 +36,7 @@ pub(super) struct RawInput {
     pub(super) default: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub(super) timeout_ms: Option<u64>,
@@ -55,7 +59,9 @@ pub(super) struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
     pub(super) name: String,
-    pub(super) component: String,
+    pub(super) component: Option<String>,
+    /// Another workflow, by name, run as this step.
+    pub(super) compose: Option<String>,
     #[serde(default)]
     pub(super) args: BTreeMap<String, RawArg>,
     #[serde(default)]

@@ -6,6 +6,7 @@
 //!
 //! Must not touch wasmtime or do IO (component files are `check`'s).
 
+use super::compose::{self, Composing};
 use super::raw::{RawArg, RawLimits, RawStep, RawWorkflow};
 use super::{
     ArgSource, DEFAULT_TIMEOUT, DefinitionError, InputSpec, MAX_MEMORY_MB, Problem, StepLimits,
@@ -57,8 +58,14 @@ impl Problems<'_> {
     }
 }
 
-/// Checks `raw` and builds the workflow it defines.
-pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, DefinitionError> {
+/// Checks `raw` and builds the workflow it defines; compose steps are
+/// resolved (and their sub-workflows' steps made this workflow's) in
+/// `composing`'s context.
+pub(super) fn validate(
+    raw: RawWorkflow,
+    path: &Path,
+    composing: &Composing,
+) -> Result<Workflow, DefinitionError> {
     let mut p = Problems {
         file: path,
         list: Vec::new(),
@@ -67,18 +74,42 @@ pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, Defini
     let base = path.parent().unwrap_or(Path::new("."));
     let components_dir = base.join(raw.components_dir.as_deref().unwrap_or("."));
     let seen = step_names(&raw, &mut p);
-    let steps: Vec<StepSpec> = raw
-        .steps
-        .iter()
-        .map(|s| {
-            let component = if s.component.ends_with(".wasm") || s.component.contains('/') {
-                base.join(&s.component)
-            } else {
-                components_dir.join(format!("{}.wasm", s.component))
-            };
-            step(&raw, s, component, &seen, &mut p)
-        })
-        .collect();
+    let composing = composing.within(&raw);
+    let mut steps: Vec<StepSpec> = Vec::new();
+    let mut composed = BTreeMap::new();
+    for s in &raw.steps {
+        match (&s.component, &s.compose) {
+            (Some(c), None) => {
+                let component = if c.ends_with(".wasm") || c.contains('/') {
+                    base.join(c)
+                } else {
+                    components_dir.join(format!("{c}.wasm"))
+                };
+                steps.push(step(&raw, s, component, &seen, &mut p));
+            }
+            (None, Some(name)) => {
+                let args = arguments(&raw, s, &seen, &mut p);
+                let when = s.when.as_ref().and_then(|c| when(&raw, s, c, &seen, &mut p));
+                let mut problems = Vec::new();
+                let sub = compose::Sub {
+                    step: s,
+                    name,
+                    args,
+                    when,
+                };
+                if let Some(expanded) = composing.expand(sub, path, &mut composed, &mut problems) {
+                    steps.extend(expanded);
+                }
+                p.list.extend(problems);
+            }
+            (c, _) => p.add(
+                Some(&s.name),
+                Some(if c.is_some() { "compose" } else { "component" }.into()),
+                "set one of `component` (a component that runs) or `compose` (a workflow that runs as this step)"
+                    .into(),
+            ),
+        }
+    }
     graph(&raw, &steps, &seen, &mut p);
     let on_crash = match raw.on_crash.as_deref() {
         None | Some("resume") => OnCrash::Resume,
@@ -118,6 +149,7 @@ pub(super) fn validate(raw: RawWorkflow, path: &Path) -> Result<Workflow, Defini
         result: raw.result,
         on_crash,
         definition: String::new(),
+        composed,
     })
 }
 
@@ -213,6 +245,7 @@ fn step(
     }
     StepSpec {
         name: s.name.clone(),
+        kind: super::StepKind::Call,
         component,
         args,
         wait_for: s.wait_for.clone(),

@@ -466,3 +466,126 @@ async fn a_map_whose_results_outgrow_the_bound_fails() {
         "{error}"
     );
 }
+
+const COMPOSED: &str = r#"
+    name = "outer"
+    result = "after"
+    [inputs.x]
+    [inputs.go]
+    default = true
+    [[steps]]
+    name = "first"
+    component = "f"
+    args.x = { input = "x" }
+    [[steps]]
+    name = "auth"
+    compose = "inner"
+    when = { input = "go", equals = true }
+    args.who = { step = "first", pointer = "/input/x" }
+    [[steps]]
+    name = "after"
+    component = "a"
+    args.token = { step = "auth", pointer = "/input", optional = true }
+
+    [compose_pinned]
+    inner = '''
+    name = "inner"
+    result = "sign"
+    [inputs.who]
+    [inputs.mode]
+    default = "fast"
+    [[steps]]
+    name = "sign"
+    component = "s"
+    when = { input = "mode", equals = "fast" }
+    args.who = { input = "who" }
+    args.mode = { input = "mode" }
+    '''
+"#;
+
+#[tokio::test]
+async fn a_composed_workflow_runs_as_one_step_under_its_span_and_is_undone_with_the_run() {
+    let sched = Scheduler::new(Arc::new(Elements::default()), 8);
+    let report = sched
+        .run(run_with(load(COMPOSED), serde_json::json!({ "x": "ada" })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    let calls: Vec<String> = sched
+        .executor()
+        .calls
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(calls, ["first", "auth/sign", "after"]);
+    // The sub-workflow's inputs read the compose step's arguments (and
+    // their defaults); its result is the compose step's output.
+    let result = report.result.clone().expect("result");
+    assert_eq!(
+        result["input"]["token"],
+        serde_json::json!({"who": "ada", "mode": "fast"})
+    );
+    let auth = step(&report, "auth");
+    let compose = auth.compose.as_ref().expect("a compose report");
+    assert_eq!(compose.workflow, "inner");
+    assert_eq!(compose.parent_span_id, report.span_id);
+    let sign = step(&report, "auth/sign");
+    assert_eq!(
+        sign.attempts[0].parent_span_id.as_deref(),
+        Some(compose.span_id.as_str()),
+        "the sub-workflow's steps are children of the compose step's span"
+    );
+    assert!(
+        report.steps.iter().all(|s| !s.name.ends_with('/')),
+        "the start of a composed workflow is not a step of the report"
+    );
+    let spans = crate::otel::spans(&report, opentelemetry::trace::SpanKind::Server, false);
+    assert!(spans.iter().any(
+        |s| s.name == "compose auth" && s.span_context.span_id().to_string() == compose.span_id
+    ));
+
+    // A failure after it undoes its steps with the rest, newest first.
+    let exec = Elements {
+        reversible: true,
+        fail_call: Some("after".into()),
+        ..Default::default()
+    };
+    let sched = Scheduler::new(Arc::new(exec), 8);
+    let report = sched
+        .run(run_with(load(COMPOSED), serde_json::json!({ "x": "ada" })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "failed");
+    let undos = sched.executor().undos.lock().expect("lock").clone();
+    assert_eq!(undos, ["auth/sign", "first"]);
+}
+
+#[tokio::test]
+async fn a_compose_step_whose_condition_is_false_skips_its_whole_workflow() {
+    let sched = Scheduler::new(Arc::new(Elements::default()), 8);
+    let report = sched
+        .run(run_with(
+            load(COMPOSED),
+            serde_json::json!({ "x": "ada", "go": false }),
+        ))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    assert_eq!(
+        step(&report, "auth").skipped_because.as_deref(),
+        Some("condition false: input `go` equals true")
+    );
+    assert_eq!(
+        step(&report, "auth/sign").skipped_because.as_deref(),
+        Some("step `auth` was skipped")
+    );
+    // `after` read the compose step as optional: it ran with null.
+    assert_eq!(
+        report.result.expect("result")["input"]["token"],
+        Value::Null
+    );
+    let calls = sched.executor().calls.lock().expect("lock").len();
+    assert_eq!(calls, 2, "first and after");
+}
