@@ -379,6 +379,7 @@ impl Recoverer {
                 allowed_hosts: done.allowed_hosts.clone(),
                 limits: crate::workflow::StepLimits::default(),
                 idempotency_header: None,
+                deny_continues: false,
             };
             let ctx = AttemptContext {
                 run_id: start.run_id.clone(),

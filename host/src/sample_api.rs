@@ -10,12 +10,14 @@
 //! - `GET /users/{id}/profile` (bearer token for that user) -> profile
 //! - `GET /users/{id}/permissions` (bearer token for that user) -> roles and grants
 //! - `POST /oauth/revoke` `{ "token": "..." }` -> 200 (revoked) or 404 (unknown token)
+//! - `POST /notifications` `{ "to", "subject", "about" }` (any issued bearer
+//!   token) -> 202 `{ "id", "to" }`; one notification per `Idempotency-Key`
 //! - `GET /_requests[?trace_id=...]` -> every request received, with its trace headers
 //! - `DELETE /_requests` -> forget them; `GET /healthz` -> `ok`
 //! - `POST /_faults` (a [`FaultRule`] as JSON), `GET /_faults`, `DELETE /_faults`
 //!
 //! Fault injection: a rule picks requests by endpoint (`token`, `revoke`,
-//! `profile`, `permissions` or `*`), optionally only those on one trace id, and
+//! `profile`, `permissions`, `notify` or `*`), optionally only those on one trace id, and
 //! answers them with a status code, a delay (then the normal answer), or a
 //! dropped connection; on every request, every Nth one, or with a probability;
 //! after letting the first `skip` through and at most `times` times. Rules come
@@ -93,7 +95,7 @@ pub struct RecordedRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
-    /// `token`, `revoke`, `profile`, `permissions` or `*`.
+    /// `token`, `revoke`, `profile`, `permissions`, `notify` or `*`.
     pub endpoint: String,
     /// Answer with this status code.
     #[serde(default)]
@@ -372,7 +374,62 @@ async fn revoke(State(state): State<AppState>, Json(body): Json<RevokeBody>) -> 
     }
 }
 
-const ENDPOINTS: [&str; 5] = ["token", "revoke", "profile", "permissions", "*"];
+/// `POST /notifications {"to", "subject", "message"}` with a bearer token
+/// any user was issued: the notification is accepted (`202` and its id).
+/// An `Idempotency-Key` seen before gets the first answer again, marked
+/// replayed: one notification per key.
+async fn notify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    latency(state.latencies.profile).await;
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let known = match (token, state.tokens.lock()) {
+        (Some(t), Ok(tokens)) => tokens.contains_key(t),
+        _ => false,
+    };
+    if !known {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    }
+    if body
+        .get("to")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "`to` is required");
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Ok(mut keys) = state.idempotency.lock() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "idempotency table poisoned",
+        );
+    };
+    if let Some(k) = &key
+        && let Some((_, answer)) = keys.answers.get(k)
+    {
+        let mut replay = (StatusCode::ACCEPTED, Json(answer.clone())).into_response();
+        replay.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        return replay;
+    }
+    let answer = json!({ "id": format!("ntf-{}", hex::encode(rand::random::<[u8; 6]>())), "to": body["to"] });
+    if let Some(k) = key {
+        keys.remember(k, body, answer.clone());
+    }
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+const ENDPOINTS: [&str; 6] = ["token", "revoke", "profile", "permissions", "notify", "*"];
 
 async fn add_fault(State(state): State<AppState>, Json(rule): Json<FaultRule>) -> Response {
     if !ENDPOINTS.contains(&rule.endpoint.as_str()) {
@@ -410,6 +467,7 @@ fn endpoint_of(path: &str) -> &'static str {
         "/oauth/revoke" => "revoke",
         p if p.ends_with("/profile") => "profile",
         p if p.ends_with("/permissions") => "permissions",
+        "/notifications" => "notify",
         _ => "other",
     }
 }
@@ -622,6 +680,7 @@ pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> (Router, RequestL
         )
         .route("/users/{id}/profile", get(profile))
         .route("/users/{id}/permissions", get(permissions))
+        .route("/notifications", post(notify))
         .route("/_requests", get(list_requests).delete(clear_requests))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))

@@ -21,12 +21,20 @@ pub fn exec(args: CheckArgs) -> Result<u8, Exit> {
     let mut failed = false;
     for path in &workflows {
         match braid::check::load_and_prepare(path, Arc::clone(&sandbox)) {
-            Ok((wf, _)) => println!(
-                "{}: ok (workflow `{}`, {} steps)",
-                path.display(),
-                wf.name,
-                wf.steps.len()
-            ),
+            Ok((wf, _)) => {
+                let composes: Vec<&str> = wf.composed.keys().map(String::as_str).collect();
+                let composing = if composes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", composing {}", composes.join(", "))
+                };
+                println!(
+                    "{}: ok (workflow `{}`, {} steps{composing})",
+                    path.display(),
+                    wf.name,
+                    wf.outer_steps().count()
+                );
+            }
             Err(e) => {
                 failed = true;
                 eprint!("{e}");

@@ -135,17 +135,36 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
             "cancelled" => "CANCELLED",
             other => other,
         };
-        let span = s.attempts.last().map_or("-", |a| a.span_id.as_str());
+        // A map's and a compose step's span is their own, not an attempt's.
+        let span = s
+            .map
+            .as_ref()
+            .map(|m| m.span_id.as_str())
+            .or(s.compose.as_ref().map(|c| c.span_id.as_str()))
+            .or(s.attempts.last().map(|a| a.span_id.as_str()))
+            .unwrap_or("-");
         let retries = if s.attempts.len() > 1 {
             format!("  {} attempts", s.attempts.len())
         } else {
             String::new()
         };
-        let parallel = if s.parallel_with.is_empty() {
+        let mut parallel = if s.parallel_with.is_empty() {
             String::new()
         } else {
             format!("  (parallel with {})", s.parallel_with.join(", "))
         };
+        if let Some(m) = &s.map {
+            parallel = format!(
+                "  [map: {} elements, {} failed, {} reused]{parallel}",
+                m.elements, m.failed, m.reused
+            );
+        }
+        if let Some(c) = &s.compose {
+            parallel = format!("  [compose {}]", c.workflow);
+        }
+        if let Some(why) = &s.skipped_because {
+            parallel = format!("  ({why})");
+        }
         writeln!(
             out,
             "{branch} {:<width$}  {:>8.2} ms  {mark:<11}  span {span}{retries}{parallel}",

@@ -183,6 +183,7 @@ impl Sandbox {
             allowed_hosts: Vec::new(),
             limits: crate::workflow::StepLimits::default(),
             idempotency_header: None,
+            deny_continues: false,
         };
         let ctx = AttemptContext {
             run_id: "policy-eval".into(),

@@ -190,6 +190,14 @@ impl StepExecutor for SandboxExecutor {
                         "obligations": d.obligations,
                     })
                     .to_string()),
+                    // `on_deny = "continue"`: the deny is the output, for
+                    // later steps' conditions to branch on.
+                    Ok(d) if step.deny_continues => Ok(serde_json::json!({
+                        "allowed": false,
+                        "reasons": d.reasons,
+                        "obligations": d.obligations,
+                    })
+                    .to_string()),
                     Ok(d) => Err(StepFailure::Fatal(format!(
                         "denied by policy: {}",
                         d.reasons.join("; ")

@@ -433,6 +433,23 @@ pub(super) fn build_step_reports<E: StepExecutor>(
             .map(|s| s.name.clone())
             .filter(|n| !order.contains(n) && shown(n)),
     );
+    let mut names: Vec<String> = names.collect();
+    // A compose step is listed before its workflow's steps.
+    for compose in wf
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Compose { .. }))
+    {
+        let prefix = format!("{}/", compose.name);
+        let at = names.iter().position(|n| *n == compose.name);
+        let first = names.iter().position(|n| n.starts_with(&prefix));
+        if let (Some(at), Some(first)) = (at, first)
+            && first < at
+        {
+            let name = names.remove(at);
+            names.insert(first, name);
+        }
+    }
     let mut reports = Vec::new();
     for name in names {
         let (component, component_sha256) = executor.component_of(&name);

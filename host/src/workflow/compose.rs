@@ -201,6 +201,7 @@ fn expanded(wf: &Workflow, name: &str, sub: Sub<'_>) -> Vec<StepSpec> {
         allowed_hosts: Vec::new(),
         limits: StepLimits::default(),
         idempotency_header: None,
+        deny_continues: false,
     };
     let mut start = node(prefix.clone(), StepKind::SubflowStart);
     start.wait_for = sub.step.wait_for.clone();

@@ -146,6 +146,9 @@ pub struct StepSpec {
     /// outbound requests (`idempotency_key = true`; `Idempotency-Key`
     /// unless `idempotency_header` names another). `None`: not sent.
     pub idempotency_header: Option<String>,
+    /// A policy step's deny is its output (`{"allowed": false, ...}`)
+    /// instead of its failure (`on_deny = "continue"`).
+    pub deny_continues: bool,
 }
 
 /// The header an opted-in step's requests carry its idempotency key in,
@@ -261,6 +264,7 @@ fn limit_at_fault(mut step: toml::Table) -> Option<String> {
         "name",
         "component",
         "compose",
+        "on_deny",
         "args",
         "wait_for",
         "when",

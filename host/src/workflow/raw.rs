@@ -70,6 +70,9 @@ pub(super) struct RawStep {
     pub(super) when: Option<RawCondition>,
     /// Runs the step once per element of a list (see `map`).
     pub(super) map: Option<RawMap>,
+    /// A policy step's deny: `fail` the step (the default) or `continue`
+    /// with `{"allowed": false, ...}` as its output.
+    pub(super) on_deny: Option<String>,
     #[serde(flatten)]
     pub(super) limits: RawLimits,
 }

@@ -251,6 +251,18 @@ fn step(
         wait_for: s.wait_for.clone(),
         when,
         map,
+        deny_continues: match s.on_deny.as_deref() {
+            None | Some("fail") => false,
+            Some("continue") => true,
+            Some(other) => {
+                p.add(
+                    step,
+                    Some("on_deny".into()),
+                    format!("`{other}` is not `fail` or `continue`"),
+                );
+                false
+            }
+        },
         timeout,
         max_retries,
         allowed_hosts,
