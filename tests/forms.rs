@@ -225,3 +225,163 @@ max_elements = 1000000
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
 }
+
+fn team_access() -> std::path::PathBuf {
+    root().join("workflows/team-access.toml")
+}
+
+fn access_input(api: &SampleApi, user: &str) -> String {
+    json!({ "api_base": api.base(), "user_id": user }).to_string()
+}
+
+/// The reference access review, allowed: the requester signs in through the
+/// composed `sign-in` workflow, the policy allows, every member's
+/// permissions are fetched, the notification is skipped with why.
+#[test]
+fn the_access_review_fetches_the_teams_permissions_when_the_policy_allows() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = run_workflow(
+        &team_access(),
+        state.path(),
+        &access_input(&api, "u-200"),
+        &[],
+    );
+    let report = json_stdout(&out);
+    assert_eq!(report["outcome"], "succeeded", "{report}");
+    let team: Vec<&str> = report["result"]["team"]
+        .as_array()
+        .expect("the team's permissions")
+        .iter()
+        .filter_map(|m| m["output"]["user_id"].as_str())
+        .collect();
+    assert_eq!(team, ["u-100", "u-200", "u-300"]);
+    assert_eq!(report["result"]["decision"]["allowed"], true);
+    assert_eq!(report["result"]["notified"], Value::Null);
+    let notify = step(&report, "notify_denied");
+    assert_eq!(notify["outcome"], "skipped");
+    assert_eq!(
+        notify["skipped_because"],
+        "condition false: step `decide/allowed` equals false"
+    );
+    let requester = step(&report, "requester");
+    assert_eq!(requester["compose"]["workflow"], "sign-in");
+    let sign_in = step(&report, "requester/authenticate");
+    assert_eq!(
+        sign_in["attempts"][0]["parent_span_id"], requester["compose"]["span_id"],
+        "the composed step is a child of the compose step's span"
+    );
+    let trace = report["trace_id"].as_str().expect("trace");
+    let requests = api.requests(Some(trace));
+    assert_eq!(
+        tokens_issued(&requests),
+        4,
+        "the requester and three members"
+    );
+    assert!(requests.iter().all(|r| r["path"] != "/notifications"));
+}
+
+/// Denied: one notification (under the step's idempotency key), and the
+/// team's branch skipped with why.
+#[test]
+fn the_access_review_notifies_once_when_the_policy_denies() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = run_workflow(
+        &team_access(),
+        state.path(),
+        &access_input(&api, "u-300"),
+        &[],
+    );
+    let report = json_stdout(&out);
+    assert_eq!(report["outcome"], "succeeded", "{report}");
+    assert_eq!(report["result"]["decision"]["allowed"], false);
+    assert_eq!(report["result"]["notified"]["to"], "security@example.com");
+    assert_eq!(report["result"]["team"], Value::Null);
+    assert_eq!(
+        step(&report, "team_tokens")["skipped_because"],
+        "condition false: step `decide/allowed` equals true"
+    );
+    assert_eq!(
+        step(&report, "team_permissions")["skipped_because"],
+        "step `team_tokens` was skipped"
+    );
+    let run_id = report["run_id"].as_str().expect("run id");
+    let requests = api.requests(Some(report["trace_id"].as_str().expect("trace")));
+    let sent: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "/notifications")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]["idempotency_key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with(&format!("{run_id}.notify_denied."))),
+        "{sent:?}"
+    );
+}
+
+/// Killed while the composed workflow's step hangs: the resumed run
+/// carries on inside it, the token request sent again under the same key
+/// (one token for the requester), and the review ends.
+#[test]
+fn a_run_killed_inside_a_composed_workflow_resumes_inside_it() {
+    let api = SampleApi::start(Some(0));
+    let state = tempfile::tempdir().expect("tempdir");
+    let (traceparent, trace) = new_trace();
+    api.add_fault(json!({ "endpoint": "token", "delay_ms": 60000, "times": 1,
+        "trace_id": trace }));
+    let mut child = spawn_run(
+        &team_access(),
+        state.path(),
+        &traceparent,
+        &access_input(&api, "u-300"),
+    );
+    wait_for_requests(&api, &trace, 1);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let run_id = str_of(&list("runs", state.path())[0], "/run_id").to_string();
+    let recovered = recover(state.path());
+    assert_eq!(recovered[0]["action"], "resumed", "{recovered}");
+    assert_eq!(recovered[0]["outcome"], "succeeded", "{recovered}");
+    let requests = api.requests(Some(&trace));
+    let keys = token_keys(&requests);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1], "the same request, sent again");
+    assert!(keys[0].starts_with(&format!("{run_id}.requester/authenticate.")));
+    assert_eq!(tokens_issued(&requests), 1);
+    let report = stored_report(state.path(), &run_id).expect("report");
+    assert_eq!(report["result"]["notified"]["to"], "security@example.com");
+}
+
+/// `braid serve` serves the access review: a run over HTTP branches the
+/// same way, and the viewer draws the compose step linking to its workflow.
+#[test]
+fn the_access_review_runs_under_serve_and_its_dag_links_the_composed_workflow() {
+    let api = SampleApi::start(Some(0));
+    let served = crate::serve::Served::spawn(&team_access(), &[], &[]);
+    let answer = http(
+        &served.addr,
+        "POST",
+        "/v1/workflows/team-access/runs",
+        &[("content-type", "application/json")],
+        &access_input(&api, "u-300"),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["result"]["decision"]["allowed"], false, "{body}");
+    let page = http(&served.addr, "GET", "/ui/workflows", &[], "");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(r##"<a href="/ui/workflows#workflow-sign-in" data-composes="sign-in">"##),
+        "the compose step links to its workflow: {}",
+        page.body
+    );
+    assert!(page.body.contains("team_tokens [map]"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"data-when="step `decide/allowed` equals false""#),
+        "a conditional step says its condition"
+    );
+}

@@ -309,9 +309,11 @@ impl<E: StepExecutor> Scheduler<E> {
             trace_flags: incoming.parent.flags.bits(),
             tracestate: incoming.state.to_string(),
             input: Value::Object(run.inputs.clone()),
+            // The steps that run a component (a compose step runs none).
             components: wf
                 .steps
                 .iter()
+                .filter(|s| s.kind == crate::workflow::StepKind::Call)
                 .map(|s| {
                     let (path, sha) = self.executor.component_of(&s.name);
                     (s.name.clone(), path, sha)

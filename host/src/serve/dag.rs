@@ -72,7 +72,7 @@ pub fn svg(wf: &Workflow) -> Markup {
                         rect x=(x) y=(y) width=(BOX_W) height=(BOX_H) rx="4" fill="#eef3fb" stroke="#9fb3d1"
                             stroke-dasharray=[step.when.as_ref().map(|_| "4 3")] {}
                         @if let StepKind::Compose { workflow, .. } = &step.kind {
-                            a href={ "/ui/workflows/" (workflow) } data-composes=(workflow) {
+                            a href={ "/ui/workflows#workflow-" (workflow) } data-composes=(workflow) {
                                 text x=(x + 8.0) y=(y + 18.0) font-size="13" {
                                     (step.name) " [" (workflow) "]"
                                 }

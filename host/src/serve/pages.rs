@@ -451,7 +451,7 @@ pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
         h1 { "Workflows" }
         @for served in app.live.workflows() {
             @let wf = &served.workflow;
-            section.workflow data-workflow=(wf.name) {
+            section.workflow id={ "workflow-" (wf.name) } data-workflow=(wf.name) {
                 h2 { (wf.name) }
                 @if let Some(d) = &wf.description { p.muted { (d) } }
                 (dag::svg(wf))
