@@ -2,13 +2,15 @@
 //!
 //! Owns: what a workflow is (inputs, steps, arguments, dependencies, limits)
 //! and every structural rule (unknown steps or inputs, cycles, bad pointers,
-//! bad limits). Must not touch wasmtime; the only IO is reading the one file.
+//! bad limits). Must not touch wasmtime; the only IO is reading the
+//! definition file and the workflows it composes.
 //! Whether a component file exists and implements the step world is checked
 //! by [`crate::check`], which has a sandbox.
 //!
 //! Rooms: this file holds the model (what a validated workflow is) and
 //! binding a run's input; `raw` the file format; `validate` the rules;
-//! `condition` and `map` the model and rules of `when` and `[steps.map]`.
+//! `condition` and `map` the model and rules of `when` and `[steps.map]`;
+//! `compose` finding composed workflows and making their steps this one's.
 
 mod compose;
 mod condition;
