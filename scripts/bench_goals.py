@@ -80,6 +80,27 @@ def main():
         storm["steady_runs_per_s"] >= 0.7 * capacity)
     row("noop attempt p50", "<= 5 us", f"{noop['p50_us']} us (p99 {noop['p99_us']} us)",
         noop["p50_us"] <= 5)
+    map_rows()
+
+
+def map_rows():
+    """Issue 27: a map element costs no more than a step of a chain of the
+    same length (both `noop`, 20 at once, journaled)."""
+    sizes = (100, 1000, 10000)
+    scaling = bench("--mode", "scaling", "--executor", "both", "--steps", "24",
+                    "--payload-bytes", "100", "--map-elements", ",".join(map(str, sizes)),
+                    "--runs", "200")["loads"]
+    for ex in ("sandbox", "native"):
+        chain = load(scaling, "24 steps, 100 B", ex)
+        per_step = 1e6 / (chain["throughput_per_s"] * 24)
+        per_element = {n: 1e6 / (load(scaling, f"map of {n}", ex)["throughput_per_s"] * n)
+                       for n in sizes}
+        shown = " / ".join(f"{per_element[n]:.0f}" for n in sizes)
+        rss = load(scaling, f"map of {sizes[-1]}", ex)["peak_rss_mib"]
+        row(f"a map element, {ex}", "<= a step of a chain",
+            f"{shown} us per element at 100 / 1,000 / 10,000 elements vs {per_step:.0f} us "
+            f"per step of a 24-step chain; peak RSS {rss:.0f} MiB",
+            max(per_element.values()) <= per_step)
 
 
 if __name__ == "__main__":

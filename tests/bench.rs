@@ -2,6 +2,7 @@
 //! `make bench`, never in tests).
 
 use crate::support::*;
+use serde_json::Value;
 
 #[test]
 fn bench_runs_both_executors_and_checks_every_trace() {
@@ -188,4 +189,44 @@ fn bench_serve_retry_storm_resends_at_once_and_every_run_runs() {
     // Eight clients on a bound of two, each run over 60 ms: most sends
     // are refused, and resent at once rather than after a second.
     assert!(l["refused"].as_u64().expect("refused") > 100, "{l}");
+}
+
+/// The map rows of the scaling mode: every run of a map of 50 `noop`
+/// elements succeeds on both executors, each with its trace intact.
+#[test]
+fn bench_maps_noop_over_elements_on_both_executors() {
+    components();
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = braid(&[
+        "bench",
+        "--workflow",
+        reference_workflow().to_str().expect("utf-8"),
+        "--mode",
+        "scaling",
+        "--steps",
+        "1",
+        "--payload-bytes",
+        "100",
+        "--map-elements",
+        "50",
+        "--runs",
+        "8",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    assert_eq!(report["trace_violations"], 0);
+    let maps: Vec<&Value> = report["loads"]
+        .as_array()
+        .expect("loads")
+        .iter()
+        .filter(|l| l["load"] == "map of 50")
+        .collect();
+    assert_eq!(maps.len(), 2, "sandbox and native: {report}");
+    for l in maps {
+        assert_eq!(l["succeeded"], l["runs"], "{l}");
+        assert!(l["runs"].as_u64().expect("runs") >= 2, "{l}");
+    }
 }

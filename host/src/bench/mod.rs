@@ -378,6 +378,31 @@ fn check_trace(
     }
 }
 
+/// Writes `map-N.toml` into `dir`: one map step of `noop` over the input
+/// `items`, [`MAP_PARALLEL`] elements at once: what a map element costs
+/// against a step of a chain.
+pub fn map_workflow(
+    components_dir: &std::path::Path,
+    elements: usize,
+    dir: &std::path::Path,
+) -> std::io::Result<std::path::PathBuf> {
+    let components = toml::Value::String(components_dir.to_string_lossy().into_owned());
+    let toml = format!(
+        "name = \"map-{elements}\"\ncomponents_dir = {components}\nresult = \"each\"\n\n\
+         [inputs.items]\n\n[[steps]]\nname = \"each\"\ncomponent = \"noop\"\nallowed_hosts = []\n\
+         [steps.map]\nover = {{ input = \"items\" }}\nmax_parallel = {MAP_PARALLEL}\nmax_elements = 100000\n"
+    );
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("map-{elements}.toml"));
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}
+
+/// Elements of a generated map running at once: as many as the chains'
+/// runs in flight, so a map element and a chain step are compared at the
+/// same parallelism.
+pub const MAP_PARALLEL: usize = 20;
+
 /// Writes `chain-N.toml` into `dir`: `steps` `noop` steps in a row, each
 /// handing the `payload` input on to the next (cost vs steps and payload).
 pub fn chain_workflow(

@@ -70,6 +70,10 @@ pub struct SharedStores {
 pub struct Scaling {
     pub steps: Vec<usize>,
     pub payload_bytes: Vec<usize>,
+    /// Maps of `noop` over this many elements (100-byte elements), one run
+    /// at a time; fewer runs of the larger maps, about as many elements
+    /// as `runs` runs of a 24-step chain make steps.
+    pub map_elements: Vec<usize>,
     /// Runs per chain.
     pub runs: usize,
 }
@@ -342,6 +346,9 @@ async fn bench_scaling(
             .map_err(|e| SuiteError::Setup(e.into()))?,
     );
     let mut results = Vec::new();
+    for &elements in &scaling.map_elements {
+        results.extend(bench_map(plan, scaling, at, &components, &native, elements).await?);
+    }
     for (steps, payload_bytes) in configs {
         let path = chain_workflow(&components, steps, at.scratch).map_err(run_error)?;
         let (workflow, executor) = crate::check::load_and_prepare(&path, Arc::clone(at.sandbox))
@@ -391,6 +398,52 @@ async fn bench_scaling(
             r.load = label;
             results.push(r);
         }
+    }
+    Ok(results)
+}
+
+/// One map of `noop` over `elements` 100-byte elements, one run at a time
+/// (its elements [`super::MAP_PARALLEL`] at once), sandboxed and native.
+async fn bench_map(
+    plan: &Plan,
+    scaling: &Scaling,
+    at: &BenchStores<'_>,
+    components: &Path,
+    native: &Arc<NativeExecutor>,
+    elements: usize,
+) -> Result<Vec<LoadResult>, SuiteError> {
+    use super::{drive, map_workflow};
+    let path = map_workflow(components, elements.max(1), at.scratch).map_err(run_error)?;
+    let (workflow, executor) = crate::check::load_and_prepare(&path, Arc::clone(at.sandbox))
+        .map_err(|e| SuiteError::Input(e.into()))?;
+    let items: Vec<String> = (0..elements).map(|i| format!("{i:0>100}")).collect();
+    let input = |_: usize, _: &str| serde_json::json!({ "items": items });
+    let load = Load::Concurrent {
+        in_flight: 1,
+        runs: (scaling.runs * 24 / elements.max(1)).clamp(2, scaling.runs.max(2)),
+    };
+    let label = format!("map of {elements}");
+    let mut results = Vec::new();
+    if plan.sandbox {
+        let s = Arc::new(bench_stores(
+            Scheduler::new(Arc::new(executor), 4096),
+            at.claims,
+            at.journal,
+        ));
+        let wf = Arc::clone(&workflow);
+        let mut r = drive(s, wf, at.api, load, "sandbox", &input, None).await;
+        r.load = label.clone();
+        results.push(r);
+    }
+    if plan.native {
+        let s = Arc::new(bench_stores(
+            Scheduler::new(Arc::clone(native), 4096),
+            at.claims,
+            at.journal,
+        ));
+        let mut r = drive(s, workflow, at.api, load, "native", &input, None).await;
+        r.load = label;
+        results.push(r);
     }
     Ok(results)
 }

@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Scaling mode: chains of this many `noop` steps (100-byte payload).
     #[arg(long, value_delimiter = ',', default_value = "1,2,6,12,24")]
     steps: Vec<usize>,
+    /// Scaling mode: maps of `noop` over this many elements (one run at a
+    /// time, 20 elements at once); `0` for none.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    map_elements: Vec<usize>,
     /// Scaling mode: payload sizes in bytes handed along a 6-step chain.
     #[arg(
         long,
@@ -237,6 +241,12 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         scaling: matches!(args.mode, BenchMode::Scaling | BenchMode::All).then(|| Scaling {
             steps: args.steps.clone(),
             payload_bytes: args.payload_bytes.clone(),
+            map_elements: args
+                .map_elements
+                .iter()
+                .copied()
+                .filter(|n| *n > 0)
+                .collect(),
             runs: args.runs,
         }),
         attempt_calls: matches!(args.mode, BenchMode::Attempt | BenchMode::All)
