@@ -385,3 +385,135 @@ fn the_access_review_runs_under_serve_and_its_dag_links_the_composed_workflow() 
         "a conditional step says its condition"
     );
 }
+
+/// The access review and its composed workflow served from a directory of
+/// their own (uploads replace the component files there).
+fn private_access_review(dir: &std::path::Path) -> std::path::PathBuf {
+    let components = dir.join("components");
+    std::fs::create_dir_all(&components).expect("mkdir");
+    for name in [
+        "authenticate",
+        "fetch_profile",
+        "fetch_permissions",
+        "validate_access",
+        "notify",
+        "noop",
+    ] {
+        std::fs::copy(
+            crate::support::components().join(format!("{name}.wasm")),
+            components.join(format!("{name}.wasm")),
+        )
+        .expect("copy component");
+    }
+    for name in ["team-access", "sign-in"] {
+        let text = std::fs::read_to_string(root().join(format!("workflows/{name}.toml")))
+            .expect("workflow")
+            .replace(
+                "components_dir = \"../target/components\"",
+                "components_dir = \"components\"",
+            )
+            .replace("timeout_ms = 5000", "timeout_ms = 20000");
+        std::fs::write(dir.join(format!("{name}.toml")), text).expect("write workflow");
+    }
+    dir.join("team-access.toml")
+}
+
+/// `authenticate` hot-swapped while a review is in flight: the run's
+/// composed step and its map keep the version the run started with (it is
+/// pinned, composed workflow included); the next run takes the new one.
+#[test]
+fn a_hot_swap_during_a_run_leaves_its_composed_and_mapped_steps_on_their_version() {
+    use crate::serve::{component_bytes, sha};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = private_access_review(dir.path());
+    // Every call takes 1.5 s: the swap lands while the run signs in, long
+    // before its map of `authenticate` starts (3 s later).
+    let api = SampleApi::start(Some(1500));
+    let served = crate::serve::Served::spawn(&workflow, &["--admin-token", "s3cret"], &[]);
+    let old = component_bytes("authenticate");
+    // The same code under another version: a custom section appended.
+    let mut new = old.clone();
+    new.extend_from_slice(&[0, 6, 5, b'b', b'r', b'a', b'i', b'd']);
+    let (old_sha, new_sha) = (sha(&old), sha(&new));
+    assert_ne!(old_sha, new_sha);
+    let addr = served.addr.clone();
+    let input = access_input(&api, "u-200");
+    let first = std::thread::spawn({
+        let (addr, input) = (addr.clone(), input.clone());
+        move || {
+            http(
+                &addr,
+                "POST",
+                "/v1/workflows/team-access/runs",
+                &[("content-type", "application/json")],
+                &input,
+            )
+        }
+    });
+    // The first run's token request has reached the API: swap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !api
+        .requests(None)
+        .iter()
+        .any(|r| r["path"] == "/oauth/token")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never signed in"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, body) =
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(crate::serve::request_async(
+                &addr,
+                "PUT",
+                "/v1/components/authenticate",
+                "authorization: Bearer s3cret\r\n",
+                &new,
+            ));
+    assert_eq!(status, 200, "{body}");
+    let swapped_at = braid::store::now_ms();
+    let first = first.join().expect("first run");
+    let members_signed_in: Vec<u64> = api
+        .requests(None)
+        .iter()
+        .filter(|r| {
+            r["idempotency_key"]
+                .as_str()
+                .is_some_and(|k| k.contains(".team_tokens."))
+        })
+        .filter_map(|r| r["received_at_ms"].as_u64())
+        .collect();
+    assert_eq!(members_signed_in.len(), 3);
+    assert!(
+        members_signed_in.iter().all(|at| *at > swapped_at),
+        "the map started after the swap: {members_signed_in:?} vs {swapped_at}"
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let report = http(&addr, "GET", str_of(&first.json(), "/report"), &[], "").json();
+    for s in ["requester/authenticate", "team_tokens"] {
+        assert_eq!(
+            step(&report, s)["component_sha256"],
+            old_sha.as_str(),
+            "{s}"
+        );
+    }
+    let second = http(
+        &addr,
+        "POST",
+        "/v1/workflows/team-access/runs",
+        &[("content-type", "application/json")],
+        &input,
+    );
+    assert_eq!(second.status, 200, "{}", second.body);
+    let report = http(&addr, "GET", str_of(&second.json(), "/report"), &[], "").json();
+    for s in ["requester/authenticate", "team_tokens"] {
+        assert_eq!(
+            step(&report, s)["component_sha256"],
+            new_sha.as_str(),
+            "{s}"
+        );
+    }
+}
