@@ -66,7 +66,8 @@ fn token_keys(requests: &[Value]) -> Vec<String> {
 
 #[test]
 fn a_map_signs_in_every_member_and_fetches_each_ones_permissions_with_its_token() {
-    let api = SampleApi::start(Some(0));
+    // 200 ms a call: the API sees how many of a map's requests overlap.
+    let api = SampleApi::start(Some(200));
     let state = tempfile::tempdir().expect("tempdir");
     let wf = team_workflow(state.path());
     let out = run_workflow(&wf, state.path(), &team_input(&api), &[]);
@@ -88,6 +89,28 @@ fn a_map_signs_in_every_member_and_fetches_each_ones_permissions_with_its_token(
         assert!(key.starts_with(&format!("{run_id}.sign_in.{i}.")), "{key}");
     }
     assert_eq!(keys.len(), 4);
+    // `max_parallel`, as the API saw it: at most 2 permission requests at
+    // once (and 2, as four of them were there to run), 1 token request.
+    let requests = api.requests(Some(report["trace_id"].as_str().expect("trace")));
+    let most_at_once = |path: &dyn Fn(&str) -> bool| {
+        let spans: Vec<(u64, u64)> = requests
+            .iter()
+            .filter(|r| path(r["path"].as_str().unwrap_or("")))
+            .filter_map(|r| Some((r["received_at_ms"].as_u64()?, r["finished_at_ms"].as_u64()?)))
+            .collect();
+        spans
+            .iter()
+            .map(|(start, _)| {
+                spans
+                    .iter()
+                    .filter(|(s, e)| s <= start && start < e)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(most_at_once(&|p| p.ends_with("/permissions")), 2);
+    assert_eq!(most_at_once(&|p| p == "/oauth/token"), 1);
     let map = &step(&report, "permissions")["map"];
     assert_eq!(map["elements"], 4);
     assert_eq!(map["succeeded"], 4);

@@ -226,6 +226,7 @@ fn expanded(wf: &Workflow, name: &str, sub: Sub<'_>) -> Vec<StepSpec> {
         StepKind::Compose {
             workflow: wf.name.clone(),
             of: result.clone(),
+            steps: steps.iter().map(|s| s.name.clone()).collect(),
         },
     );
     end.wait_for = vec![result];
@@ -259,8 +260,11 @@ impl Rename<'_> {
         if let Some(map) = &mut s.map {
             map.over = self.arg(&map.over);
         }
-        if let StepKind::Compose { of, .. } = &mut s.kind {
+        if let StepKind::Compose { of, steps, .. } = &mut s.kind {
             *of = format!("{}{of}", self.prefix);
+            for step in steps {
+                *step = format!("{}{step}", self.prefix);
+            }
         }
         s
     }

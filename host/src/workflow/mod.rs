@@ -115,8 +115,14 @@ pub enum StepKind {
     /// step's condition and dependencies, runs nothing, journals nothing.
     SubflowStart,
     /// A compose step: its output is its sub-workflow's result, the output
-    /// of step `of` (`COMPOSE/RESULT`); runs nothing itself.
-    Compose { workflow: String, of: String },
+    /// of step `of` (`COMPOSE/RESULT`); runs nothing itself. It ends once
+    /// every step of its workflow (`steps`) has, as a run would (a skipped
+    /// one too: only the result is needed).
+    Compose {
+        workflow: String,
+        of: String,
+        steps: Vec<String>,
+    },
 }
 
 /// One step: which component runs it, what it receives, and its limits.
@@ -307,6 +313,10 @@ impl StepSpec {
             .chain(self.wait_for.iter().map(String::as_str))
             .chain(self.when.iter().flat_map(Condition::steps))
             .chain(self.map.as_ref().and_then(MapSpec::step))
+            .chain(match &self.kind {
+                StepKind::Compose { steps, .. } => steps.iter().map(String::as_str).collect(),
+                _ => Vec::new(),
+            })
             .collect();
         deps.sort_unstable();
         deps.dedup();

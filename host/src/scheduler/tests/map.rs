@@ -589,3 +589,34 @@ async fn a_compose_step_whose_condition_is_false_skips_its_whole_workflow() {
     let calls = sched.executor().calls.lock().expect("lock").len();
     assert_eq!(calls, 2, "first and after");
 }
+
+#[tokio::test]
+async fn a_failure_inside_a_composed_workflow_undoes_its_steps_then_the_runs() {
+    let text = COMPOSED.replace(
+        "    args.mode = { input = \"mode\" }\n    '''",
+        "    args.mode = { input = \"mode\" }\n    [[steps]]\n    name = \"check\"\n    component = \"c\"\n    args.signed = { step = \"sign\" }\n    '''",
+    );
+    let exec = Elements {
+        reversible: true,
+        fail_call: Some("auth/check".into()),
+        ..Default::default()
+    };
+    let sched = Scheduler::new(Arc::new(exec), 8);
+    let report = sched
+        .run(run_with(load(&text), serde_json::json!({ "x": "ada" })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "failed");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("step `auth/check` failed: fatal: the host died here")
+    );
+    let undos = sched.executor().undos.lock().expect("lock").clone();
+    assert_eq!(
+        undos,
+        ["auth/sign", "first"],
+        "its steps first, then the run's"
+    );
+    assert_eq!(step(&report, "auth").outcome, "skipped");
+    assert_eq!(step(&report, "after").outcome, "skipped");
+}
