@@ -1202,3 +1202,59 @@ async fn pruning_deletes_expired_claims_past_the_retention_and_no_live_one() {
         assert_eq!(items(s.list().await.expect("list")), ["live"], "{}", b.name);
     }
 }
+
+/// Entries appended together (a map's elements that ended at once) are one
+/// write, kept in their order; under a stale fence none of them is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_appended_together_are_kept_in_order_all_or_none() {
+    for b in journal_backends().await {
+        let j = &b.hosts[0];
+        let lease = Duration::from_secs(60);
+        let fence = j
+            .start(&run_start("run-batch", "first:1"), lease)
+            .await
+            .expect("start");
+        j.append(&fence, completed("a")).await.expect("append");
+        let batch = vec![completed("b.0"), completed("b.1"), completed("b.2")];
+        j.append_all(&fence, batch).await.expect("append all");
+        j.append_all(&fence, Vec::new())
+            .await
+            .expect("nothing to append");
+        j.append(&fence, completed("c")).await.expect("append");
+        let taken = b.hosts[1]
+            .take_over_abandoned(
+                "second:1",
+                lease,
+                Some(Box::new(|o: &str| o == "first:1")),
+                &[],
+            )
+            .await
+            .expect("take over");
+        let steps: Vec<&str> = taken[0].entries.iter().map(|e| e.step.as_str()).collect();
+        assert_eq!(steps, ["a", "b.0", "b.1", "b.2", "c"], "{}", b.name);
+        // The first owner lost the run: its batch is refused, whole.
+        let refused = j
+            .append_all(&fence, vec![completed("d.0"), completed("d.1")])
+            .await;
+        assert!(
+            matches!(refused, Err(JournalError::Fenced { .. })),
+            "{}: {refused:?}",
+            b.name
+        );
+        let again = b.hosts[2]
+            .take_over_abandoned(
+                "third:1",
+                lease,
+                Some(Box::new(|o: &str| o == "second:1")),
+                &[],
+            )
+            .await
+            .expect("take over");
+        assert_eq!(
+            again[0].entries.len(),
+            5,
+            "{}: nothing of the batch",
+            b.name
+        );
+    }
+}

@@ -71,6 +71,15 @@ impl RunJournal for CountedJournal {
         self.writes.journal();
         self.inner.append(fence, entry).await
     }
+    /// One write: both stores append a batch in one statement or transaction.
+    async fn append_all(
+        &self,
+        fence: &RunFence,
+        entries: Vec<JournalEntry>,
+    ) -> Result<(), JournalError> {
+        self.writes.journal();
+        self.inner.append_all(fence, entries).await
+    }
     async fn finish(
         &self,
         fence: &RunFence,

@@ -353,6 +353,18 @@ pub trait RunJournal: Send + Sync + 'static {
     /// Appends one entry to a run's journal. [`JournalError::Fenced`]: the
     /// run is no longer `fence`'s (nothing was written).
     async fn append(&self, fence: &RunFence, entry: JournalEntry) -> Result<(), JournalError>;
+    /// Appends several entries of one run, in order, as one write where the
+    /// store can (all or none). By default one [`RunJournal::append`] each.
+    async fn append_all(
+        &self,
+        fence: &RunFence,
+        entries: Vec<JournalEntry>,
+    ) -> Result<(), JournalError> {
+        for entry in entries {
+            self.append(fence, entry).await?;
+        }
+        Ok(())
+    }
     /// Writes the terminal record, and `report` (if given) in the same
     /// transaction: a run that has ended has its report. Only a `running`
     /// run held under `fence` can finish, once: a host whose run was taken

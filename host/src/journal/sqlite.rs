@@ -209,6 +209,39 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
+    async fn append_all(
+        &self,
+        fence: &RunFence,
+        entries: Vec<JournalEntry>,
+    ) -> Result<(), JournalError> {
+        let fence = fence.clone();
+        let json: Vec<String> = entries
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        self.db
+            .write(move |conn| {
+                // One job: all of them or (refused, rolled back) none.
+                for entry in &json {
+                    let n = crate::db::exec(
+                        conn,
+                        APPEND_FENCED,
+                        rusqlite::named_params! {
+                            ":run": fence.run_id, ":at": ms(now_ms()), ":entry": entry,
+                            ":owner": fence.owner, ":epoch": fence.stored_epoch(),
+                        },
+                    )
+                    .map_err(unavailable)?;
+                    if n != 1 {
+                        return Err(fence.refused());
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn finish(
         &self,
         fence: &RunFence,

@@ -163,6 +163,62 @@ impl RunJournal for PostgresJournal {
         }
     }
 
+    async fn append_all(
+        &self,
+        fence: &RunFence,
+        entries: Vec<JournalEntry>,
+    ) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let json: Vec<String> = entries
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(json_error)?;
+        let keys: Vec<String> = json
+            .iter()
+            .map(|_| hex::encode(rand::random::<[u8; 16]>()))
+            .collect();
+        // As `append`, the entries in one statement, inserted in order
+        // (their `seq` follows it): all of them, or none.
+        let sql = format!(
+            "WITH owned AS (
+               SELECT run_id FROM braid_runs
+               WHERE run_id = $1 AND owner = $4 AND epoch = $5 AND status = 'running'
+               FOR SHARE)
+             INSERT INTO braid_journal (run_id, entry_key, at_ms, entry)
+             SELECT owned.run_id, e.key, {DB_NOW_MS}, e.entry
+             FROM owned, unnest($2::text[], $3::text[]) WITH ORDINALITY AS e(key, entry, n)
+             ORDER BY e.n
+             ON CONFLICT (entry_key) DO NOTHING"
+        );
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &fence.run_id,
+            &keys,
+            &json,
+            &fence.owner,
+            &fence.stored_epoch(),
+        ];
+        if self.execute("journaling entries", &sql, &args).await? == keys.len() as u64 {
+            return Ok(());
+        }
+        // Nothing inserted: refused by the fence, or a first try whose
+        // answer was lost already stored them.
+        let stored = self
+            .query(
+                "reading a journal entry",
+                "SELECT 1 FROM braid_journal WHERE entry_key = $1",
+                &[&keys[0]],
+            )
+            .await?;
+        if stored.is_empty() {
+            Err(fence.refused())
+        } else {
+            Ok(())
+        }
+    }
+
     async fn finish(
         &self,
         fence: &RunFence,

@@ -77,26 +77,25 @@ impl<E: StepExecutor> Scheduler<E> {
             let Some(joined) = joined else {
                 break;
             };
-            let (call, outcome) = match joined {
-                Ok((id, outcome)) => (state.task_steps.remove(&id).unwrap_or_default(), outcome),
-                Err(e) => {
-                    let name = state.task_steps.remove(&e.id()).unwrap_or_default();
-                    if e.is_cancelled() {
-                        (name, StepOutcome::Cancelled)
-                    } else {
-                        let why = format!("step task ended abnormally: {e}");
-                        (name, StepOutcome::Failed(why))
+            // With it, every call that has ended meanwhile: their ends go
+            // to the journal in one write (a map's elements end many at a
+            // time), before anything they made ready starts.
+            let mut ended = vec![state.call_ended(joined)];
+            while let Some(more) = state.tasks.try_join_next_with_id() {
+                ended.push(state.call_ended(more));
+            }
+            let entries = ended
+                .iter()
+                .filter_map(|(call, outcome)| self.step_end_entry(run, state, call, outcome))
+                .collect();
+            run.log.append_all(entries).await;
+            for (call, outcome) in ended {
+                run.base.recorder.step_finished(&call, Instant::now());
+                match run.wf.step_of_call(&call) {
+                    Some((_, Some(index))) => {
+                        self.element_ended(run, state, call, index, outcome).await;
                     }
-                }
-            };
-            run.base.recorder.step_finished(&call, Instant::now());
-            match run.wf.step_of_call(&call) {
-                Some((_, Some(index))) => {
-                    self.element_ended(run, state, call, index, outcome).await;
-                }
-                _ => {
-                    self.journal_step_end(run, state, &call, &outcome).await;
-                    state.step_ended(run, call, outcome);
+                    _ => state.step_ended(run, call, outcome),
                 }
             }
             // The journal refused a write: another host owns the run now.
@@ -124,30 +123,27 @@ impl<E: StepExecutor> Scheduler<E> {
     /// ended, from the DAG alone (never from the step's own task, which the
     /// run may stop): so the journal's completions are in the order the run
     /// took them in, the order undo follows.
-    pub(super) async fn journal_step_end(
+    fn step_end_entry(
         &self,
         run: &RunCtx,
         state: &RunState,
         name: &str,
         outcome: &StepOutcome,
-    ) {
+    ) -> Option<JournalEntry> {
         let (output, how) = match outcome {
             StepOutcome::Succeeded(v) => (v, "succeeded"),
             StepOutcome::Compensated(v) => (v, "compensated"),
             StepOutcome::Cancelled => {
-                let entry = JournalEntry {
+                return Some(JournalEntry {
                     kind: "cancelled".into(),
                     step: name.to_string(),
                     outcome: "cancelled".into(),
                     ..Default::default()
-                };
-                return run.log.append(entry).await;
+                });
             }
-            StepOutcome::Failed(_) => return,
+            StepOutcome::Failed(_) => return None,
         };
-        let Some((step, _)) = run.wf.step_of_call(name) else {
-            return;
-        };
+        let (step, _) = run.wf.step_of_call(name)?;
         let (component, sha) = self.executor.component_of(&step.name);
         // The attempt that succeeded (none for a compensated step).
         let (attempt, span_id) = run
@@ -155,22 +151,20 @@ impl<E: StepExecutor> Scheduler<E> {
             .recorder
             .succeeded_attempt(name)
             .unwrap_or_default();
-        run.log
-            .append(JournalEntry {
-                kind: "completed".into(),
-                step: name.to_string(),
-                span_id,
-                attempt,
-                outcome: how.into(),
-                input: state.inputs_of.get(name).cloned(),
-                output: Some(output.to_string()),
-                component: Some(component),
-                component_sha256: Some(sha),
-                timeout_ms: Some(step.timeout.as_millis() as u64),
-                allowed_hosts: Some(step.allowed_hosts.clone()),
-                ..Default::default()
-            })
-            .await;
+        Some(JournalEntry {
+            kind: "completed".into(),
+            step: name.to_string(),
+            span_id,
+            attempt,
+            outcome: how.into(),
+            input: state.inputs_of.get(name).cloned(),
+            output: Some(output.to_string()),
+            component: Some(component),
+            component_sha256: Some(sha),
+            timeout_ms: Some(step.timeout.as_millis() as u64),
+            allowed_hosts: Some(step.allowed_hosts.clone()),
+            ..Default::default()
+        })
     }
 
     /// Settles every step not settled yet whose dependencies have: skips
@@ -255,6 +249,26 @@ impl<E: StepExecutor> Scheduler<E> {
 }
 
 impl RunState {
+    /// The call a joined task ran and how it ended (a task that panicked
+    /// or was aborted ended as failed or cancelled).
+    fn call_ended(
+        &mut self,
+        joined: Result<(tokio::task::Id, StepOutcome), tokio::task::JoinError>,
+    ) -> (String, StepOutcome) {
+        match joined {
+            Ok((id, outcome)) => (self.task_steps.remove(&id).unwrap_or_default(), outcome),
+            Err(e) => {
+                let name = self.task_steps.remove(&e.id()).unwrap_or_default();
+                if e.is_cancelled() {
+                    (name, StepOutcome::Cancelled)
+                } else {
+                    let why = format!("step task ended abnormally: {e}");
+                    (name, StepOutcome::Failed(why))
+                }
+            }
+        }
+    }
+
     /// Why `step`, whose dependencies have settled, is not to run, if it
     /// is not: a step it needs was skipped, or its condition is false.
     fn skip_reason(&self, run: &RunCtx, step: &StepSpec) -> Option<String> {

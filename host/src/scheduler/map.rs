@@ -316,7 +316,8 @@ impl<E: StepExecutor> Scheduler<E> {
     ) {
         let name = call.split_once('.').map_or(call.as_str(), |(n, _)| n);
         let name = name.to_string();
-        self.journal_step_end(run, state, &call, &outcome).await;
+        // Its end is in the journal already (the DAG writes the ends it
+        // takes in together).
         let input = state.inputs_of.remove(&call).unwrap_or_default();
         let Some(m) = state.maps.get_mut(&name) else {
             return;

@@ -288,10 +288,20 @@ impl RunLog {
     }
 
     async fn append(&self, entry: JournalEntry) {
+        self.append_all(vec![entry]).await;
+    }
+
+    /// Journals `entries` in one write, in order (nothing to write: none).
+    async fn append_all(&self, mut entries: Vec<JournalEntry>) {
         let (Some(j), Some(fence)) = (&self.journal, &self.fence) else {
             return;
         };
-        match j.append(fence, entry).await {
+        let written = match entries.len() {
+            0 => return,
+            1 => j.append(fence, entries.remove(0)).await,
+            _ => j.append_all(fence, entries).await,
+        };
+        match written {
             Ok(()) => {}
             Err(e @ JournalError::Fenced { .. }) => {
                 tracing::error!(run_id = %self.run_id, "{e}: stopping the run");
