@@ -263,7 +263,13 @@ impl Sandbox {
             .total_core_instances(n.saturating_mul(4))
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
+            // Twice the stores (`slots`): a store holds one fiber stack at
+            // a time, but beside a CPU hog with 1,000 attempts in flight
+            // the pool once ran out of stacks with every slot taken ("maximum
+            // concurrent limit of 1000 for fibers", cause not pinned down);
+            // spare stacks cost address space only, and the slots still
+            // bound what runs.
+            .total_stacks(n.saturating_mul(2))
             .max_memory_size(config.max_memory)
             .table_elements(config.max_table_elements);
         // Reuse instance slots warm: on release, reset the pages an instance
