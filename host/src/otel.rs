@@ -437,7 +437,7 @@ fn map_spans<'r>(
 ) -> Vec<SpanData> {
     let mut out = vec![f.make(
         span_id(&map.span_id),
-        f.run_span,
+        span_id(&map.parent_span_id),
         false,
         SpanKind::Internal,
         format!("map {}", step.name),

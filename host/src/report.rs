@@ -180,6 +180,8 @@ pub struct StepReport {
 pub struct MapReport {
     /// The map's span: every element attempt's parent.
     pub span_id: String,
+    /// The map's own parent: the run's span, or its compose step's.
+    pub parent_span_id: String,
     pub elements: usize,
     pub succeeded: usize,
     pub compensated: usize,

@@ -82,6 +82,8 @@ pub(super) struct MapRun {
     output_bytes: usize,
     /// The map step's span: every element attempt is its child.
     pub(super) span: SpanId,
+    /// Its own parent: the run's span, or its compose step's.
+    parent_span: SpanId,
     ended: bool,
 }
 
@@ -134,6 +136,7 @@ impl MapRun {
             .collect();
         MapReport {
             span_id: self.span.to_string(),
+            parent_span_id: self.parent_span.to_string(),
             elements: self.status.len(),
             succeeded: count(ElementStatus::Succeeded),
             compensated: count(ElementStatus::Compensated),
@@ -239,6 +242,7 @@ impl<E: StepExecutor> Scheduler<E> {
             tolerated: map.tolerated_failures(len),
             output_bytes: 0,
             span: SpanId::random(),
+            parent_span: super::compose::parent_span(run, &step.name),
             ended: false,
         };
         for i in 0..len {

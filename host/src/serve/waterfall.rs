@@ -295,7 +295,7 @@ mod tests {
             "steps": [
                 { "name": "each", "outcome": "succeeded", "component": "e.wasm",
                   "component_sha256": "00", "start_ms": 0.0, "duration_ms": 5.0, "attempts": [],
-                  "map": { "span_id": "m", "elements": 3, "succeeded": 2, "failed": 1,
+                  "map": { "span_id": "m", "parent_span_id": "s", "elements": 3, "succeeded": 2, "failed": 1,
                     "tolerated_failures": 1, "reused": 0, "max_parallel": 2, "not_shown": 0,
                     "shown": [
                       { "index": 0, "outcome": "succeeded", "error": null,

@@ -626,3 +626,41 @@ async fn a_failure_inside_a_composed_workflow_undoes_its_steps_then_the_runs() {
     assert_eq!(step(&report, "auth").outcome, "skipped");
     assert_eq!(step(&report, "after").outcome, "skipped");
 }
+
+#[tokio::test]
+async fn a_map_inside_a_composed_workflow_is_a_child_of_its_compose_span() {
+    let text = r#"
+        name = "outer"
+        result = "all"
+        [inputs.xs]
+        [[steps]]
+        name = "all"
+        compose = "inner"
+        args.xs = { input = "xs" }
+
+        [compose_pinned]
+        inner = '''
+        name = "inner"
+        result = "each"
+        [inputs.xs]
+        [[steps]]
+        name = "each"
+        component = "e"
+        [steps.map]
+        over = { input = "xs" }
+        '''
+    "#;
+    let sched = Scheduler::new(Arc::new(Elements::default()), 8);
+    let report = sched
+        .run(run_with(load(text), serde_json::json!({ "xs": [1, 2] })))
+        .await
+        .expect("input ok");
+    assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
+    let compose = step(&report, "all").compose.clone().expect("compose");
+    let map = step(&report, "all/each").map.clone().expect("map");
+    assert_eq!(map.parent_span_id, compose.span_id);
+    assert_eq!(
+        report.result.expect("result")[1]["input"]["item"],
+        serde_json::json!(2)
+    );
+}
