@@ -402,6 +402,14 @@ fn the_access_review_runs_under_serve_and_its_dag_links_the_composed_workflow() 
         page.body
     );
     assert!(page.body.contains("team_tokens [map]"), "{}", page.body);
+    // The composed workflow, not served itself, is drawn where the link leads.
+    assert!(
+        page.body.contains(
+            r#"id="workflow-sign-in" data-workflow="sign-in" data-composed-by="team-access""#
+        ),
+        "{}",
+        page.body
+    );
     assert!(
         page.body
             .contains(r#"data-when="step `decide/allowed` equals false""#),

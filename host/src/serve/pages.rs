@@ -444,6 +444,42 @@ const RUNS_SCRIPT: &str = include_str!("assets/runs.js");
 /// the page reloads into the waterfall.
 const RUN_SCRIPT: &str = include_str!("assets/run.js");
 
+/// The workflows the served ones compose that are not served themselves:
+/// each one's DAG, from the text the composing workflow pinned (so a compose
+/// step's link on the page leads somewhere).
+fn composed_sections(app: &Inner) -> Markup {
+    let served = app.live.workflows();
+    let names: std::collections::BTreeSet<&str> =
+        served.iter().map(|s| s.workflow.name.as_str()).collect();
+    let mut composed: std::collections::BTreeMap<&str, (&str, &crate::workflow::Workflow)> =
+        std::collections::BTreeMap::new();
+    for s in &served {
+        for name in s.workflow.composed.keys() {
+            if !names.contains(name.as_str()) {
+                composed
+                    .entry(name)
+                    .or_insert((&s.workflow.name, &s.workflow));
+            }
+        }
+    }
+    html! {
+        @for (name, (by, wf)) in composed {
+            @let file = wf.source.with_file_name(format!("{name}.toml"));
+            @let loaded = wf.composed.get(name).map(|text| crate::workflow::Workflow::from_toml(text, &file));
+            section.workflow id={ "workflow-" (name) } data-workflow=(name) data-composed-by=(by) {
+                h2 { (name) " " span.muted { "composed by " (by) } }
+                @match loaded {
+                    Some(Ok(sub)) => {
+                        @if let Some(d) = &sub.description { p.muted { (d) } }
+                        (dag::svg(&sub))
+                    },
+                    _ => { p.muted { "its definition cannot be drawn here" } },
+                }
+            }
+        }
+    }
+}
+
 /// `/ui/workflows`: every served workflow, its DAG and its components.
 pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
     let versions = app.live.versions();
@@ -494,6 +530,7 @@ pub(super) async fn workflows_page(State(app): State<Arc<Inner>>) -> Response {
                 }
             }
         }
+        (composed_sections(&app))
         p.muted { "Rollback is an admin API call: POST /v1/components/NAME/rollback (docs/serving.md)." }
     };
     page("Workflows", body).into_response()
