@@ -55,6 +55,32 @@ fn team_input(api: &SampleApi) -> String {
     json!({ "api_base": api.base(), "members": MEMBERS }).to_string()
 }
 
+/// A run of `braid run` on `trace` in `state`, killed with SIGKILL once the
+/// API has seen some of its requests, then resumed by `braid recover`.
+struct Killed<'a> {
+    api: &'a SampleApi,
+    /// (traceparent, trace id)
+    trace: (&'a str, &'a str),
+    state: &'a std::path::Path,
+}
+
+impl Killed<'_> {
+    /// Kills the run of `wf` after `requests` of its requests, recovers it
+    /// (it must be resumed and succeed) and returns its run id.
+    fn after_requests(&self, wf: &std::path::Path, input: &str, requests: usize) -> String {
+        let (traceparent, trace) = self.trace;
+        let mut child = spawn_run(wf, self.state, traceparent, input);
+        wait_for_requests(self.api, trace, requests);
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let run_id = str_of(&list("runs", self.state)[0], "/run_id").to_string();
+        let recovered = recover(self.state);
+        assert_eq!(recovered[0]["action"], "resumed", "{recovered}");
+        assert_eq!(recovered[0]["outcome"], "succeeded", "{recovered}");
+        run_id
+    }
+}
+
 /// The `Idempotency-Key`s of the token requests, in the order sent.
 fn token_keys(requests: &[Value]) -> Vec<String> {
     requests
@@ -132,15 +158,12 @@ fn a_run_killed_inside_a_map_resumes_with_the_elements_done_reused() {
     let (traceparent, trace) = new_trace();
     api.add_fault(json!({ "endpoint": "token", "delay_ms": 60000, "skip": 2,
         "times": 1, "trace_id": trace }));
-    let mut child = spawn_run(&wf, state.path(), &traceparent, &team_input(&api));
-    wait_for_requests(&api, &trace, 3);
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
-    let run_id = str_of(&list("runs", state.path())[0], "/run_id").to_string();
-
-    let recovered = recover(state.path());
-    assert_eq!(recovered[0]["action"], "resumed", "{recovered}");
-    assert_eq!(recovered[0]["outcome"], "succeeded", "{recovered}");
+    let killed = Killed {
+        api: &api,
+        trace: (&traceparent, &trace),
+        state: state.path(),
+    };
+    let run_id = killed.after_requests(&wf, &team_input(&api), 3);
     let requests = api.requests(Some(&trace));
     let keys = token_keys(&requests);
     assert_eq!(keys.len(), 5, "{keys:?}");
@@ -354,19 +377,12 @@ fn a_run_killed_inside_a_composed_workflow_resumes_inside_it() {
     let (traceparent, trace) = new_trace();
     api.add_fault(json!({ "endpoint": "token", "delay_ms": 60000, "times": 1,
         "trace_id": trace }));
-    let mut child = spawn_run(
-        &team_access(),
-        state.path(),
-        &traceparent,
-        &access_input(&api, "u-300"),
-    );
-    wait_for_requests(&api, &trace, 1);
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
-    let run_id = str_of(&list("runs", state.path())[0], "/run_id").to_string();
-    let recovered = recover(state.path());
-    assert_eq!(recovered[0]["action"], "resumed", "{recovered}");
-    assert_eq!(recovered[0]["outcome"], "succeeded", "{recovered}");
+    let killed = Killed {
+        api: &api,
+        trace: (&traceparent, &trace),
+        state: state.path(),
+    };
+    let run_id = killed.after_requests(&team_access(), &access_input(&api, "u-300"), 1);
     let requests = api.requests(Some(&trace));
     let keys = token_keys(&requests);
     assert_eq!(keys.len(), 2, "{keys:?}");

@@ -425,6 +425,34 @@ pub fn attempt_spans(run: &RunMeta, ended: &AttemptEnded) -> Vec<SpanData> {
     out
 }
 
+/// The span of a step that groups others (`map STEP`, `compose STEP`):
+/// `(kind, span, parent)`, over the step's time, with `extra` attributes.
+fn group_span(
+    f: &Factory,
+    report: &RunReport,
+    step: &crate::report::StepReport,
+    (kind, span, parent): (&str, &str, &str),
+    extra: Vec<KeyValue>,
+) -> SpanData {
+    let mut attrs = vec![
+        KeyValue::new("braid.workflow", report.workflow.clone()),
+        KeyValue::new("braid.run_id", report.run_id.clone()),
+        KeyValue::new("braid.step", step.name.clone()),
+        KeyValue::new("braid.outcome", step.outcome.clone()),
+    ];
+    attrs.extend(extra);
+    f.make(
+        span_id(span),
+        span_id(parent),
+        false,
+        SpanKind::Internal,
+        format!("{kind} {}", step.name),
+        (f.at(step.start_ms), f.at(step.start_ms + step.duration_ms)),
+        attrs,
+        outcome_status(&step.outcome, step.error.as_ref()),
+    )
+}
+
 /// A map step's span and, unless they were sent live, the attempts of the
 /// elements its report shows (the others are only counted).
 fn map_spans<'r>(
@@ -435,22 +463,15 @@ fn map_spans<'r>(
     attempts_sent: bool,
     sent: &mut HashSet<&'r str>,
 ) -> Vec<SpanData> {
-    let mut out = vec![f.make(
-        span_id(&map.span_id),
-        span_id(&map.parent_span_id),
-        false,
-        SpanKind::Internal,
-        format!("map {}", step.name),
-        (f.at(step.start_ms), f.at(step.start_ms + step.duration_ms)),
+    let mut out = vec![group_span(
+        f,
+        report,
+        step,
+        ("map", &map.span_id, &map.parent_span_id),
         vec![
-            KeyValue::new("braid.workflow", report.workflow.clone()),
-            KeyValue::new("braid.run_id", report.run_id.clone()),
-            KeyValue::new("braid.step", step.name.clone()),
             KeyValue::new("braid.map.elements", map.elements as i64),
             KeyValue::new("braid.map.failed", map.failed as i64),
-            KeyValue::new("braid.outcome", step.outcome.clone()),
         ],
-        outcome_status(&step.outcome, step.error.as_ref()),
     )];
     for element in &map.shown {
         for a in &element.attempts {
@@ -514,22 +535,9 @@ pub fn spans(report: &RunReport, root_kind: SpanKind, attempts_sent: bool) -> Ve
             out.extend(map_spans(&f, report, step, map, attempts_sent, &mut sent));
         }
         if let Some(c) = &step.compose {
-            out.push(f.make(
-                span_id(&c.span_id),
-                span_id(&c.parent_span_id),
-                false,
-                SpanKind::Internal,
-                format!("compose {}", step.name),
-                (f.at(step.start_ms), f.at(step.start_ms + step.duration_ms)),
-                vec![
-                    KeyValue::new("braid.workflow", report.workflow.clone()),
-                    KeyValue::new("braid.run_id", report.run_id.clone()),
-                    KeyValue::new("braid.step", step.name.clone()),
-                    KeyValue::new("braid.compose.workflow", c.workflow.clone()),
-                    KeyValue::new("braid.outcome", step.outcome.clone()),
-                ],
-                outcome_status(&step.outcome, step.error.as_ref()),
-            ));
+            let attrs = vec![KeyValue::new("braid.compose.workflow", c.workflow.clone())];
+            let ids = ("compose", c.span_id.as_str(), c.parent_span_id.as_str());
+            out.push(group_span(&f, report, step, ids, attrs));
         }
         for a in &step.attempts {
             if attempts_sent {

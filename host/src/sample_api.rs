@@ -294,13 +294,35 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Checks the bearer token was issued for `user_id`.
-fn authorized(state: &AppState, headers: &HeaderMap, user_id: &str) -> bool {
-    let token = headers
+/// The request's bearer token, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (token, state.tokens.lock()) {
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A key's first answer again, marked replayed.
+fn replayed(status: StatusCode, answer: &Value) -> Response {
+    let mut replay = (status, Json(answer.clone())).into_response();
+    replay.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    replay
+}
+
+/// Checks the bearer token was issued for `user_id`.
+fn authorized(state: &AppState, headers: &HeaderMap, user_id: &str) -> bool {
+    match (bearer(headers), state.tokens.lock()) {
         (Some(t), Ok(tokens)) => tokens.get(t).is_some_and(|u| u == user_id),
         _ => false,
     }
@@ -312,10 +334,7 @@ async fn token(
     Json(body): Json<Value>,
 ) -> Response {
     latency(state.latencies.auth).await;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let key = idempotency_key(&headers);
     // Check, issue and remember under one lock: two requests with one key
     // at the same moment still get one token.
     let Ok(mut keys) = state.idempotency.lock() else {
@@ -333,12 +352,7 @@ async fn token(
                 "this Idempotency-Key was used with a different body",
             );
         }
-        let mut replay = Json(answer.clone()).into_response();
-        replay.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
-        return replay;
+        return replayed(StatusCode::OK, answer);
     }
     let user_id = body.get("user_id").and_then(Value::as_str).unwrap_or("");
     let client_ok = body.get("client_id").and_then(Value::as_str) == Some("braid");
@@ -384,11 +398,7 @@ async fn notify(
     Json(body): Json<Value>,
 ) -> Response {
     latency(state.latencies.profile).await;
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let known = match (token, state.tokens.lock()) {
+    let known = match (bearer(&headers), state.tokens.lock()) {
         (Some(t), Ok(tokens)) => tokens.contains_key(t),
         _ => false,
     };
@@ -402,10 +412,7 @@ async fn notify(
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "`to` is required");
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let key = idempotency_key(&headers);
     let Ok(mut keys) = state.idempotency.lock() else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -415,12 +422,7 @@ async fn notify(
     if let Some(k) = &key
         && let Some((_, answer)) = keys.answers.get(k)
     {
-        let mut replay = (StatusCode::ACCEPTED, Json(answer.clone())).into_response();
-        replay.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
-        return replay;
+        return replayed(StatusCode::ACCEPTED, answer);
     }
     let answer = json!({ "id": format!("ntf-{}", hex::encode(rand::random::<[u8; 6]>())), "to": body["to"] });
     if let Some(k) = key {

@@ -148,26 +148,26 @@ fn print_tree(out: &mut impl Write, r: &RunReport) -> std::io::Result<()> {
         } else {
             String::new()
         };
-        let mut parallel = if s.parallel_with.is_empty() {
+        let mut note = if s.parallel_with.is_empty() {
             String::new()
         } else {
             format!("  (parallel with {})", s.parallel_with.join(", "))
         };
         if let Some(m) = &s.map {
-            parallel = format!(
-                "  [map: {} elements, {} failed, {} reused]{parallel}",
+            note = format!(
+                "  [map: {} elements, {} failed, {} reused]{note}",
                 m.elements, m.failed, m.reused
             );
         }
         if let Some(c) = &s.compose {
-            parallel = format!("  [compose {}]", c.workflow);
+            note = format!("  [compose {}]", c.workflow);
         }
         if let Some(why) = &s.skipped_because {
-            parallel = format!("  ({why})");
+            note = format!("  ({why})");
         }
         writeln!(
             out,
-            "{branch} {:<width$}  {:>8.2} ms  {mark:<11}  span {span}{retries}{parallel}",
+            "{branch} {:<width$}  {:>8.2} ms  {mark:<11}  span {span}{retries}{note}",
             s.name, s.duration_ms
         )?;
         let pipe = if i + 1 == r.steps.len() { " " } else { "│" };

@@ -92,8 +92,9 @@ impl<E: StepExecutor> Scheduler<E> {
             for (call, outcome) in ended {
                 run.base.recorder.step_finished(&call, Instant::now());
                 match run.wf.step_of_call(&call) {
-                    Some((_, Some(index))) => {
-                        self.element_ended(run, state, call, index, outcome).await;
+                    Some((step, Some(index))) => {
+                        let element = (call, step.name.as_str(), index);
+                        self.element_ended(run, state, element, outcome).await;
                     }
                     _ => state.step_ended(run, call, outcome),
                 }

@@ -71,6 +71,8 @@ pub(super) struct MapRun {
     items: Vec<Value>,
     /// The step's arguments, which every element's input starts from.
     base_input: serde_json::Map<String, Value>,
+    /// The arguments taken from each element: name, JSON pointer.
+    parts: Vec<(String, Option<String>)>,
     next: usize,
     in_flight: usize,
     results: Vec<Option<Value>>,
@@ -88,6 +90,31 @@ pub(super) struct MapRun {
 }
 
 impl MapRun {
+    /// Element `index`'s input: the step's arguments, the arguments taken
+    /// from the element (`element = "/pointer"`), and the whole element in
+    /// `as`.
+    fn element_input(&self, item: Value, index: usize) -> Result<String, String> {
+        let mut input = self.base_input.clone();
+        for (arg, pointer) in &self.parts {
+            let value = match pointer {
+                None => item.clone(),
+                Some(p) => item.pointer(p).cloned().ok_or_else(|| {
+                    format!("argument `{arg}`: pointer `{p}` matches nothing in element {index}")
+                })?,
+            };
+            input.insert(arg.clone(), value);
+        }
+        if let Some(arg) = &self.spec.element_arg {
+            input.insert(arg.clone(), item);
+        }
+        Ok(Value::Object(input).to_string())
+    }
+
+    /// How many elements stand at `status`.
+    fn count(&self, status: ElementStatus) -> usize {
+        self.status.iter().filter(|s| **s == status).count()
+    }
+
     fn done(&self) -> bool {
         self.next >= self.items.len() && self.in_flight == 0
     }
@@ -112,7 +139,7 @@ impl MapRun {
 
     /// What the report says of the map.
     pub(super) fn report(&self, name: &str, recorder: &RunRecorder) -> MapReport {
-        let count = |s: ElementStatus| self.status.iter().filter(|x| **x == s).count();
+        let count = |s| self.count(s);
         let first = (0..self.status.len()).take(MAX_REPORTED_ELEMENTS);
         let failed = self
             .errors
@@ -150,35 +177,6 @@ impl MapRun {
             shown: elements,
         }
     }
-}
-
-/// Element `index`'s input: the step's arguments, the arguments taken from
-/// the element (`element = "/pointer"`), and the whole element in `as`.
-fn element_input(
-    wf: &crate::workflow::Workflow,
-    name: &str,
-    base: &serde_json::Map<String, Value>,
-    spec: &MapSpec,
-    item: Value,
-    index: usize,
-) -> Result<String, String> {
-    let mut input = base.clone();
-    let parts = wf.step(name).into_iter().flat_map(|s| &s.args);
-    for (arg, source) in parts {
-        if let ArgSource::Element { pointer } = source {
-            let value = match pointer {
-                None => item.clone(),
-                Some(p) => item.pointer(p).cloned().ok_or_else(|| {
-                    format!("argument `{arg}`: pointer `{p}` matches nothing in element {index}")
-                })?,
-            };
-            input.insert(arg.clone(), value);
-        }
-    }
-    if let Some(arg) = &spec.element_arg {
-        input.insert(arg.clone(), item);
-    }
-    Ok(Value::Object(input).to_string())
 }
 
 /// The list a map runs over, checked against its bound.
@@ -233,6 +231,14 @@ impl<E: StepExecutor> Scheduler<E> {
             spec: map.clone(),
             items,
             base_input,
+            parts: step
+                .args
+                .iter()
+                .filter_map(|(arg, source)| match source {
+                    ArgSource::Element { pointer } => Some((arg.clone(), pointer.clone())),
+                    _ => None,
+                })
+                .collect(),
             next: 0,
             in_flight: 0,
             results: vec![None; len],
@@ -271,7 +277,7 @@ impl<E: StepExecutor> Scheduler<E> {
             let call = format!("{name}.{i}");
             run.base.recorder.step_started(&call, Instant::now());
             let item = std::mem::take(&mut m.items[i]);
-            let input = match element_input(&run.wf, name, &m.base_input, &m.spec, item, i) {
+            let input = match m.element_input(item, i) {
                 Ok(input) => input,
                 Err(e) => {
                     // Ends as a failed element, through the same path.
@@ -314,11 +320,9 @@ impl<E: StepExecutor> Scheduler<E> {
         &self,
         run: &RunCtx,
         state: &mut RunState,
-        call: String,
-        index: usize,
+        (call, name, index): (String, &str, usize),
         outcome: StepOutcome,
     ) {
-        let name = call.split_once('.').map_or(call.as_str(), |(n, _)| n);
         let name = name.to_string();
         // Its end is in the journal already (the DAG writes the ends it
         // takes in together).
@@ -407,7 +411,7 @@ impl<E: StepExecutor> Scheduler<E> {
 
 /// The map step's one event: how its elements ended.
 fn map_event(run: &RunCtx, name: &str, m: &MapRun, event: &str, message: &str) {
-    let count = |s: ElementStatus| m.status.iter().filter(|x| **x == s).count() as f64;
+    let count = |s| m.count(s) as f64;
     let mut measurements = BTreeMap::new();
     measurements.insert("elements".to_string(), m.status.len() as f64);
     measurements.insert("succeeded".to_string(), count(ElementStatus::Succeeded));

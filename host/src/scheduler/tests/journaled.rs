@@ -474,15 +474,7 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
                 .resume(wf, &run, &CancellationToken::new())
                 .await
                 .expect("resumed");
-            let calls: Vec<String> = sched
-                .executor()
-                .calls
-                .lock()
-                .expect("lock")
-                .iter()
-                .map(|c| c.0.clone())
-                .collect();
-            (report, calls)
+            (report, super::map::called(&sched))
         }
     };
     let (report, calls) = resume(until_crash).await;

@@ -80,6 +80,12 @@ impl StepExecutor for Elements {
     }
 }
 
+/// The calls the executor of `sched` was asked to run, in order.
+pub(super) fn called(sched: &Scheduler<Elements>) -> Vec<String> {
+    let calls = sched.executor().calls.lock().expect("lock");
+    calls.iter().map(|c| c.0.clone()).collect()
+}
+
 pub(super) fn load(text: &str) -> Arc<Workflow> {
     Arc::new(Workflow::from_toml(text, Path::new("map.toml")).expect("valid"))
 }
@@ -151,15 +157,7 @@ async fn a_false_condition_skips_the_step_and_what_needs_it_but_not_an_optional_
     // `done` read `notify` as optional: it ran and saw null.
     let result = report.result.expect("result");
     assert_eq!(result["input"]["notified"], Value::Null);
-    let called: Vec<String> = sched
-        .executor()
-        .calls
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|c| c.0.clone())
-        .collect();
-    assert_eq!(called, ["policy", "done"]);
+    assert_eq!(called(&sched), ["policy", "done"]);
     let skipped_events = report
         .events
         .iter()
@@ -517,14 +515,7 @@ async fn a_composed_workflow_runs_as_one_step_under_its_span_and_is_undone_with_
         .await
         .expect("input ok");
     assert_eq!(report.outcome, "succeeded", "{:?}", report.error);
-    let calls: Vec<String> = sched
-        .executor()
-        .calls
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|c| c.0.clone())
-        .collect();
+    let calls = called(&sched);
     assert_eq!(calls, ["first", "auth/sign", "after"]);
     // The sub-workflow's inputs read the compose step's arguments (and
     // their defaults); its result is the compose step's output.
