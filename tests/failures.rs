@@ -427,6 +427,19 @@ impl braid::journal::RunJournal for LeaseAlwaysLost {
     async fn runs(&self) -> Result<Vec<braid::journal::RunRecord>, braid::journal::JournalError> {
         not_used()
     }
+    async fn request_cancel(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<braid::journal::CancelAsked, braid::journal::JournalError> {
+        not_used()
+    }
+    async fn cancel_requests(
+        &self,
+        _: &[String],
+    ) -> Result<Vec<(String, String)>, braid::journal::JournalError> {
+        not_used()
+    }
     async fn run(
         &self,
         _: &str,

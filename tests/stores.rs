@@ -1258,3 +1258,65 @@ async fn entries_appended_together_are_kept_in_order_all_or_none() {
         );
     }
 }
+
+/// Any host may ask any running run to cancel; the owner finds the
+/// request among its runs; the first reason stands; an ended or unknown
+/// run says so and is not changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_reaches_the_runs_owner_and_keeps_its_first_reason() {
+    use braid::journal::CancelAsked;
+    for b in journal_backends().await {
+        let (owner, other) = (&b.hosts[0], &b.hosts[1]);
+        let lease = Duration::from_secs(60);
+        let fence = owner
+            .start(&run_start("run-c1", "first:1"), lease)
+            .await
+            .expect("start");
+        owner
+            .start(&run_start("run-c2", "first:1"), lease)
+            .await
+            .expect("start");
+        let ids = ["run-c1".to_string(), "run-c2".to_string()];
+        let none = owner.cancel_requests(&ids).await.expect("read");
+        assert!(none.is_empty(), "{}: {none:?}", b.name);
+        let asked = other.request_cancel("run-c1", "by ops").await.expect("ask");
+        let by_ops = CancelAsked::Asked {
+            reason: "by ops".into(),
+        };
+        assert_eq!(asked, by_ops, "{}", b.name);
+        let again = other.request_cancel("run-c1", "later").await.expect("ask");
+        assert_eq!(again, by_ops, "{}: the first reason stands", b.name);
+        let found = owner.cancel_requests(&ids).await.expect("read");
+        assert_eq!(
+            found,
+            [("run-c1".to_string(), "by ops".to_string())],
+            "{}",
+            b.name
+        );
+        owner
+            .finish(
+                &fence,
+                "cancelled",
+                false,
+                Some("run cancelled: by ops".into()),
+                None,
+            )
+            .await
+            .expect("finish");
+        let ended = other
+            .request_cancel("run-c1", "too late")
+            .await
+            .expect("ask");
+        assert_eq!(
+            ended,
+            CancelAsked::Ended {
+                status: "cancelled".into()
+            },
+            "{}",
+            b.name
+        );
+        assert!(owner.cancel_requests(&ids).await.expect("read").is_empty());
+        let unknown = other.request_cancel("run-none", "?").await.expect("ask");
+        assert_eq!(unknown, CancelAsked::Unknown, "{}", b.name);
+    }
+}

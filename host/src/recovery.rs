@@ -429,11 +429,18 @@ impl Recoverer {
         }
         // Stored with the terminal record, like every run's end: `GET
         // /v1/runs/ID` and listings answer for aborted runs too.
-        let report = aborted_report(&run, &trace, &error, &undo, &released_claims, &recorder);
+        let mut report = aborted_report(&run, &trace, &error, &undo, &released_claims, &recorder);
+        // A run cancelled before its host died ends as it was asked to.
+        let outcome = if run.cancelled() {
+            "cancelled"
+        } else {
+            "aborted"
+        };
+        report.outcome = outcome.into();
         let recorded = journal
             .finish(
                 &run.fence,
-                "aborted",
+                outcome,
                 false,
                 Some(error.clone()),
                 stored_report(&report),
@@ -443,14 +450,14 @@ impl Recoverer {
             tracing::warn!(run_id = %start.run_id, "another host took over this recovery; it records the end");
             return Ok(None);
         }
-        tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run aborted: {error}");
+        tracing::warn!(run_id = %start.run_id, trace_id = %start.trace_id, "run {outcome}: {error}");
         Ok(Some(RecoveredRun {
             run_id: start.run_id.clone(),
             workflow: start.workflow.clone(),
             trace_id: start.trace_id.clone(),
             previous_owner: run.previous_owner,
             action: "undone",
-            outcome: "aborted".into(),
+            outcome: outcome.into(),
             error: Some(error),
             undo,
             released_claims,

@@ -160,6 +160,19 @@ impl RunJournal for CountedJournal {
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
         self.inner.runs().await
     }
+    async fn request_cancel(
+        &self,
+        run_id: &str,
+        reason: &str,
+    ) -> Result<crate::journal::CancelAsked, JournalError> {
+        self.inner.request_cancel(run_id, reason).await
+    }
+    async fn cancel_requests(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<(String, String)>, JournalError> {
+        self.inner.cancel_requests(run_ids).await
+    }
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, JournalError> {
         self.inner.run(run_id).await
     }

@@ -20,7 +20,7 @@ pub use sqlite::SqliteJournal;
 use crate::db::DbUnavailable;
 use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,6 +149,15 @@ impl JournalEntry {
             ..Default::default()
         }
     }
+
+    /// The run was cancelled (`error` says by whom and why): a host that
+    /// takes it over winds it down, and it ends `cancelled`.
+    pub fn run_cancelled(error: &str) -> JournalEntry {
+        JournalEntry {
+            outcome: "cancelled".into(),
+            ..JournalEntry::run_failed(error)
+        }
+    }
 }
 
 /// A step that completed and was not undone, as recovery needs it.
@@ -182,6 +191,13 @@ impl AbandonedRun {
         completed_steps(&self.entries)
     }
 
+    /// Whether the run was cancelled (its `run-failed` entry says so).
+    pub fn cancelled(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.kind == "run-failed" && e.outcome == "cancelled")
+    }
+
     /// Why the run failed, if its journal says it did (`run-failed`).
     pub fn failure(&self) -> Option<String> {
         self.entries
@@ -192,30 +208,43 @@ impl AbandonedRun {
 }
 
 /// The runs this host is executing right now (shared by every scheduler
-/// of the host and its recovery loop). A run of this host that is `running`
-/// in the journal but not here any more was stopped after it lost its lease
-/// (see `scheduler::LEASE_FENCE`): recovery takes it over once its lease
-/// has run out, as it would another host's.
+/// of the host and its recovery loop), each with the switch that cancels
+/// it. A run of this host that is `running` in the journal but not here
+/// any more was stopped after it lost its lease (see
+/// `scheduler::LEASE_FENCE`): recovery takes it over once its lease has
+/// run out, as it would another host's.
 #[derive(Debug, Clone, Default)]
-pub struct LocalRuns(Arc<Mutex<HashSet<String>>>);
+pub struct LocalRuns(Arc<Mutex<HashMap<String, RunCancel>>>);
 
 impl LocalRuns {
     /// Marks `run_id` as executing here until the guard is dropped.
     pub fn enter(&self, run_id: &str) -> LocalRun {
-        self.lock().insert(run_id.to_string());
+        let cancel = RunCancel::default();
+        self.lock().insert(run_id.to_string(), cancel.clone());
         LocalRun {
             runs: self.clone(),
             run_id: run_id.to_string(),
+            cancel,
         }
     }
 
     /// The run ids executing here now.
     pub fn list(&self) -> Vec<String> {
-        self.lock().iter().cloned().collect()
+        self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A panic while holding this lock cannot leave the set half-changed.
+    /// Cancels run `run_id` if it executes here (`false`: it does not):
+    /// its steps in flight stop and it winds down, ending `cancelled`.
+    pub fn cancel(&self, run_id: &str, reason: &str) -> bool {
+        let Some(cancel) = self.lock().get(run_id).cloned() else {
+            return false;
+        };
+        cancel.request(reason);
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunCancel>> {
+        // A panic while holding this lock cannot leave the map half-changed.
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -227,11 +256,38 @@ impl LocalRuns {
 pub struct LocalRun {
     runs: LocalRuns,
     run_id: String,
+    /// The run's cancel switch.
+    pub cancel: RunCancel,
 }
 
 impl Drop for LocalRun {
     fn drop(&mut self) {
         self.runs.lock().remove(&self.run_id);
+    }
+}
+
+/// The switch that cancels one run, with the reason the first request gave.
+#[derive(Debug, Clone, Default)]
+pub struct RunCancel {
+    fired: tokio_util::sync::CancellationToken,
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl RunCancel {
+    /// Cancels the run (again: nothing new; the first reason stands).
+    pub fn request(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_string());
+        self.fired.cancel();
+    }
+
+    /// Resolves once the run is cancelled.
+    pub async fn requested(&self) {
+        self.fired.cancelled().await;
+    }
+
+    /// The reason, once the run is cancelled.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
     }
 }
 
@@ -254,6 +310,18 @@ impl From<DbUnavailable> for JournalError {
     fn from(e: DbUnavailable) -> Self {
         JournalError::Unavailable(e.0)
     }
+}
+
+/// What [`RunJournal::request_cancel`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelAsked {
+    /// The run is running and asked to cancel, for this reason (the first
+    /// request's).
+    Asked { reason: String },
+    /// The run has ended already, with this status.
+    Ended { status: String },
+    /// The journal does not know the run.
+    Unknown,
 }
 
 /// A stored run report's summary, for listings.
@@ -445,6 +513,16 @@ pub trait RunJournal: Send + Sync + 'static {
         key: &str,
         run_id: &str,
     ) -> Result<bool, JournalError>;
+    /// Asks that run `run_id` be cancelled, whichever host owns it (the
+    /// owner finds the request with [`RunJournal::cancel_requests`]); any
+    /// host may ask, no fence. A repeat keeps the first request's reason.
+    async fn request_cancel(&self, run_id: &str, reason: &str)
+    -> Result<CancelAsked, JournalError>;
+    /// Of `run_ids`, the running ones asked to cancel, with the reason.
+    async fn cancel_requests(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<(String, String)>, JournalError>;
     /// Every run, oldest first.
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
     /// One run, if the journal knows it.

@@ -79,6 +79,8 @@ impl SqliteJournal {
             crate::db::add_column(conn, "runs", "epoch", "INTEGER NOT NULL DEFAULT 1")?;
             // Runs of a braid before `pinned` keep their definition inline.
             crate::db::add_column(conn, "runs", "pinned_sha256", "TEXT")?;
+            // Why a running run was asked to cancel (`request_cancel`).
+            crate::db::add_column(conn, "runs", "cancel_reason", "TEXT")?;
             conn.execute_batch("CREATE INDEX IF NOT EXISTS runs_pinned ON runs(pinned_sha256)")
                 .map_err(crate::db::DbUnavailable::from)
         })?;
@@ -535,6 +537,63 @@ impl RunJournal for SqliteJournal {
                 )
                 .map_err(unavailable)?;
                 Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn request_cancel(
+        &self,
+        run_id: &str,
+        reason: &str,
+    ) -> Result<CancelAsked, JournalError> {
+        let (run_id, reason) = (run_id.to_string(), reason.to_string());
+        self.db
+            .write(move |conn| {
+                let asked: Option<String> = conn
+                    .query_row(
+                        "UPDATE runs SET cancel_reason = COALESCE(cancel_reason, ?2)
+                         WHERE run_id = ?1 AND status = 'running' RETURNING cancel_reason",
+                        params![run_id, reason],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(unavailable)?;
+                if let Some(reason) = asked {
+                    return Ok(CancelAsked::Asked { reason });
+                }
+                let status: Option<String> = conn
+                    .query_row(
+                        "SELECT status FROM runs WHERE run_id = ?1",
+                        params![run_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(unavailable)?;
+                Ok(status.map_or(CancelAsked::Unknown, |status| CancelAsked::Ended { status }))
+            })
+            .await
+    }
+
+    async fn cancel_requests(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<(String, String)>, JournalError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(run_ids).map_err(unavailable)?;
+        self.db
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "SELECT run_id, cancel_reason FROM runs
+                     WHERE run_id IN (SELECT value FROM json_each(?1))
+                       AND status = 'running' AND cancel_reason IS NOT NULL",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(unavailable)
             })
             .await
     }

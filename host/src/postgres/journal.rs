@@ -15,8 +15,8 @@
 
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
-    AbandonedRun, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery, ReportSummary,
-    Retention, RunFence, RunJournal, RunRecord, RunStart, StoredReport,
+    AbandonedRun, CancelAsked, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery,
+    ReportSummary, Retention, RunFence, RunJournal, RunRecord, RunStart, StoredReport,
 };
 use std::time::Duration;
 
@@ -589,6 +589,50 @@ impl RunJournal for PostgresJournal {
         let sql = format!("{SELECT_RUNS} WHERE r.run_id = $1");
         let rows = self.query("reading a run", &sql, &[&run_id]).await?;
         Ok(rows.first().map(run_record))
+    }
+
+    async fn request_cancel(
+        &self,
+        run_id: &str,
+        reason: &str,
+    ) -> Result<CancelAsked, JournalError> {
+        // One statement: the request if the run is running, else its status.
+        let rows = self
+            .query(
+                "asking a run to cancel",
+                "WITH asked AS (
+                   UPDATE braid_runs SET cancel_reason = COALESCE(cancel_reason, $2)
+                   WHERE run_id = $1 AND status = 'running' RETURNING cancel_reason)
+                 SELECT true, cancel_reason FROM asked
+                 UNION ALL
+                 SELECT false, status FROM braid_runs
+                 WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM asked)",
+                &[&run_id, &reason],
+            )
+            .await?;
+        Ok(match rows.first() {
+            Some(row) if row.get::<_, bool>(0) => CancelAsked::Asked { reason: row.get(1) },
+            Some(row) => CancelAsked::Ended { status: row.get(1) },
+            None => CancelAsked::Unknown,
+        })
+    }
+
+    async fn cancel_requests(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<(String, String)>, JournalError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .query(
+                "reading cancel requests",
+                "SELECT run_id, cancel_reason FROM braid_runs
+                 WHERE run_id = ANY($1) AND status = 'running' AND cancel_reason IS NOT NULL",
+                &[&run_ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn ping(&self) -> Result<(), JournalError> {

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
 /// The schema version this build writes; older versions are migrated on open.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Arbitrary, fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6272_6169_6400_0001;
@@ -108,6 +108,11 @@ CREATE INDEX IF NOT EXISTS braid_reports_trace ON braid_reports(trace_id);
     "
 ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE braid_claims ADD COLUMN IF NOT EXISTS workflow TEXT NOT NULL DEFAULT '';
+",
+    // Version 5: why a running run was asked to cancel (`request_cancel`),
+    // for whichever host owns it to find. Nullable: no rewrite.
+    "
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS cancel_reason TEXT;
 ",
 ];
 

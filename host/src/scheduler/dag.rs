@@ -9,7 +9,8 @@ use super::attempt::run_step;
 use super::compose::{compose_span, parent_span};
 use super::lease::TAKEN_OVER;
 use super::{
-    ABORTED, AttemptContext, Completed, RunCtx, RunState, Scheduler, StepExecutor, StepOutcome,
+    ABORTED, AttemptContext, CANCELLED, Completed, RunCtx, RunState, Scheduler, StepExecutor,
+    StepOutcome,
 };
 use crate::journal::JournalEntry;
 use crate::report::{ComposeReport, EventRecord, RunRecorder, StepReport};
@@ -27,6 +28,16 @@ impl RunState {
     /// what happened (taken back, or handed over to another host).
     fn stop_fenced(&mut self) {
         self.failure = Some(TAKEN_OVER.to_string());
+        self.stop.cancel();
+    }
+
+    /// Fails the run as cancelled (`POST /v1/runs/ID/cancel`): the steps
+    /// in flight stop and what completed is undone, as for any failure.
+    fn stop_cancelled(&mut self, run: &RunCtx) {
+        let reason = run.cancel.reason().unwrap_or("no reason given");
+        tracing::warn!(parent: &run.span, trace_id = %run.trace_id, "run cancelled: {reason}");
+        self.failure = Some(format!("{CANCELLED}: {reason}"));
+        self.cancelled = true;
         self.stop.cancel();
     }
 }
@@ -48,6 +59,9 @@ impl<E: StepExecutor> Scheduler<E> {
         // `LEASE_FENCE`); what then happens is up to `after_fence`.
         let mut fenced = false;
         loop {
+            if state.failure.is_none() && run.cancel.reason().is_some() {
+                state.stop_cancelled(run);
+            }
             if state.failure.is_none() {
                 self.start_ready(run, state).await;
                 if state.failure.is_some() {
@@ -62,6 +76,10 @@ impl<E: StepExecutor> Scheduler<E> {
                         tracing::warn!(parent: &run.span, trace_id = %trace_id, "run aborted: the host is shutting down");
                         state.failure = Some(ABORTED.to_string());
                         state.stop.cancel();
+                        continue;
+                    }
+                    () = run.cancel.requested() => {
+                        state.stop_cancelled(run);
                         continue;
                     }
                     () = lease_lost.cancelled() => {
@@ -114,7 +132,12 @@ impl<E: StepExecutor> Scheduler<E> {
                 && !state.failure_journaled
             {
                 state.failure_journaled = true;
-                run.log.append(JournalEntry::run_failed(failure)).await;
+                let entry = if state.cancelled {
+                    JournalEntry::run_cancelled(failure)
+                } else {
+                    JournalEntry::run_failed(failure)
+                };
+                run.log.append(entry).await;
             }
         }
         fenced

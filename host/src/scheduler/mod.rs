@@ -37,7 +37,8 @@ pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 
 use crate::journal::{
-    JournalEntry, JournalError, LocalRuns, ReportSummary, RunFence, RunJournal, StoredReport,
+    JournalEntry, JournalError, LocalRuns, ReportSummary, RunCancel, RunFence, RunJournal,
+    StoredReport,
 };
 use crate::report::{AttemptEnded, AttemptSink, Resumed, RunMeta, RunRecorder, RunReport};
 use crate::store::ClaimStore;
@@ -117,6 +118,9 @@ pub enum RunError {
 /// The error of a run aborted by [`Scheduler::run_until`]'s cancellation.
 pub const ABORTED: &str = "run aborted: the host is shutting down";
 
+/// The start of the error of a run cancelled by request (the reason follows).
+pub const CANCELLED: &str = "run cancelled";
+
 /// First retry waits about this long; each further retry doubles it.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// No retry waits longer than this.
@@ -178,6 +182,8 @@ struct RunState {
     /// Whether the run's failure is in the journal (`run-failed`), so a
     /// host that takes the run over winds it down instead of going on.
     failure_journaled: bool,
+    /// The run's failure is a cancel: it ends `cancelled`.
+    cancelled: bool,
     /// Fired when the run fails: every step still running stops.
     stop: CancellationToken,
     tasks: JoinSet<StepOutcome>,
@@ -330,6 +336,8 @@ struct RunCtx {
     started: Instant,
     /// Set when this host carries on a run another host started.
     resumed: Option<Resumed>,
+    /// Fired when the run is cancelled (`POST /v1/runs/ID/cancel`).
+    cancel: RunCancel,
 }
 
 impl<E: StepExecutor> Scheduler<E> {
@@ -442,7 +450,8 @@ impl<E: StepExecutor> Scheduler<E> {
         }
         tracing::info!(parent: &run.span, trace_id = %run.trace_id, continued = run.incoming.continued, "run started");
         // Until this run returns, this host's recovery leaves it alone.
-        let _here = self.local.enter(&run.run_id);
+        let here = self.local.enter(&run.run_id);
+        run.cancel = here.cancel.clone();
         let lease = self.journal_start(&mut run).await.map_err(|e| {
             tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
             RunError::JournalUnavailable(e)
@@ -513,6 +522,7 @@ impl<E: StepExecutor> Scheduler<E> {
             run_span,
             span,
             resumed,
+            cancel: RunCancel::default(),
         }
     }
 
@@ -572,11 +582,13 @@ impl<E: StepExecutor> Scheduler<E> {
             outputs,
             failure,
             degraded,
+            cancelled: state_cancelled,
             ..
         } = state;
         let result = outputs.get(&wf.result).cloned();
         let (outcome, error) = match (&failure, &result) {
             _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
+            (Some(f), _) if state_cancelled => ("cancelled", Some(f.clone())),
             (None, Some(_)) => ("succeeded", None),
             (Some(f), _) => ("failed", Some(f.clone())),
             (None, None) => (

@@ -81,7 +81,8 @@ impl<E: StepExecutor> Scheduler<E> {
             reused = state.order.len(), failed_before = state.failure.is_some(),
             "resuming a run whose host died");
         // Until this run returns, this host's recovery leaves it alone.
-        let _here = self.local.enter(&ctx.run_id);
+        let here = self.local.enter(&ctx.run_id);
+        ctx.cancel = here.cancel.clone();
         ctx.log.fence = Some(run.fence.clone());
         // The keys the run's first host made: a step sent again is the same request.
         ctx.base.keys = crate::scheduler::KeySecret::from_hex(&start.idempotency_secret);
@@ -151,5 +152,6 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
         .collect();
     state.failure = run.failure();
     state.failure_journaled = state.failure.is_some();
+    state.cancelled = run.cancelled();
     Ok(state)
 }

@@ -143,6 +143,16 @@ impl RunJournal for FakeJournal {
     async fn runs(&self) -> Result<Vec<crate::journal::RunRecord>, JournalError> {
         down()
     }
+    async fn request_cancel(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<crate::journal::CancelAsked, JournalError> {
+        down()
+    }
+    async fn cancel_requests(&self, _: &[String]) -> Result<Vec<(String, String)>, JournalError> {
+        down()
+    }
     async fn ping(&self) -> Result<(), JournalError> {
         down()
     }

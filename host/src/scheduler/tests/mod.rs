@@ -436,3 +436,79 @@ fn backoff_grows_and_is_capped() {
 
 mod journaled;
 mod map;
+
+#[tokio::test]
+async fn a_cancelled_run_stops_its_steps_undoes_in_reverse_and_ends_cancelled() {
+    // a, then b (fast) and slow (30 s); the run is cancelled while slow runs.
+    let text = r#"
+        name = "cancel"
+        result = "e"
+        [[steps]]
+        name = "a"
+        component = "a"
+        [[steps]]
+        name = "b"
+        component = "b"
+        wait_for = ["a"]
+        [[steps]]
+        name = "slow"
+        component = "slow"
+        wait_for = ["a"]
+        [[steps]]
+        name = "e"
+        component = "e"
+        wait_for = ["b", "slow"]
+    "#;
+    let wf = Arc::new(Workflow::from_toml(text, Path::new("cancel.toml")).expect("valid"));
+    let exec = Scripted {
+        delay: [("slow".to_string(), Duration::from_secs(30))]
+            .into_iter()
+            .collect(),
+        reversible: names(&["a", "b", "slow"]),
+        ..Default::default()
+    };
+    let local = LocalRuns::default();
+    let sched = Scheduler::new(Arc::new(exec), 8).with_local_runs(local.clone());
+    assert!(!local.cancel("run-1", "not here yet"), "an unknown run");
+    let run = {
+        let sched = sched.clone();
+        tokio::spawn(async move {
+            let request = RunRequest {
+                workflow: wf,
+                input: serde_json::json!({}),
+                trace: IncomingTrace::from_headers(None, None),
+            };
+            sched
+                .run_as(request, "run-1".into(), &CancellationToken::new())
+                .await
+        })
+    };
+    // Wait until slow is running (b and a have completed by then or soon).
+    for _ in 0..500 {
+        let calls = sched.executor().calls.lock().expect("lock").len();
+        if calls == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    assert!(local.cancel("run-1", "operator said stop"));
+    assert!(local.cancel("run-1", "a second reason"), "idempotent");
+    let report = run.await.expect("task").expect("input ok");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "slow was stopped"
+    );
+    assert_eq!(report.outcome, "cancelled");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("run cancelled: operator said stop"),
+        "the first reason stands"
+    );
+    assert_eq!(step_outcome(&report, "slow").as_deref(), Some("cancelled"));
+    assert_eq!(step_outcome(&report, "e").as_deref(), Some("skipped"));
+    let undone: Vec<_> = report.undo.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(undone, ["b", "a"], "newest completion first");
+    assert!(local.list().is_empty(), "the run left the host's list");
+}
