@@ -21,3 +21,4 @@ mod serve;
 mod stores;
 mod support;
 mod viewer;
+mod waiting;

@@ -197,6 +197,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         ServeConfig {
             workflows: served,
             journal: Arc::clone(&host.journal),
+            local: host.local.clone(),
             sandbox: Arc::clone(&host.sandbox),
             state_dir: state.state_dir.clone(),
             admin_token,

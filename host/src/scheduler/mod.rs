@@ -441,6 +441,19 @@ impl<E: StepExecutor> Scheduler<E> {
         run_id: String,
         cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
+        self.run_as_then(request, run_id, cancel, |_| {}).await
+    }
+
+    /// [`Scheduler::run_as`], calling `started` with the run's
+    /// `traceparent` once its start is journaled, before any step runs:
+    /// how `braid serve` answers a run it does not wait for.
+    pub async fn run_as_then(
+        &self,
+        request: RunRequest,
+        run_id: String,
+        cancel: &CancellationToken,
+        started: impl FnOnce(String) + Send,
+    ) -> Result<RunReport, RunError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
@@ -456,6 +469,7 @@ impl<E: StepExecutor> Scheduler<E> {
             tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
             RunError::JournalUnavailable(e)
         })?;
+        started(run.incoming.parent.with_parent(run.run_span).to_string());
         Ok(self.drive(run, RunState::default(), lease, cancel).await)
     }
 

@@ -20,7 +20,7 @@ pub(super) const MAX_UPLOADS_AT_ONCE: usize = 4;
 
 /// Checks `Authorization: Bearer <admin token>`.
 /// The refusal, if the caller is not the admin.
-fn refuse_unless_admin(app: &Inner, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn refuse_unless_admin(app: &Inner, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &app.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,

@@ -12,10 +12,10 @@
 use crate::report::{AttemptEnded, AttemptSink, RunMeta};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 /// Pages listening for changes at once; one more gets `503`.
@@ -70,6 +70,10 @@ pub enum Change {
 /// The runs in flight on this server.
 pub struct RunsInFlight {
     runs: Mutex<BTreeMap<String, InFlight>>,
+    /// Told when a run in flight ends, for the requests that wait for it
+    /// (`GET /v1/runs/ID?wait=`); one entry per run waited for, gone when
+    /// the run ends.
+    endings: Mutex<HashMap<String, Arc<Notify>>>,
     changes: broadcast::Sender<Change>,
     streams: Arc<Semaphore>,
 }
@@ -78,6 +82,7 @@ impl Default for RunsInFlight {
     fn default() -> Self {
         RunsInFlight {
             runs: Mutex::new(BTreeMap::new()),
+            endings: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_BUFFERED).0,
             streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
         }
@@ -121,6 +126,27 @@ impl RunsInFlight {
             runs: Arc::clone(self),
             run_id: run_id.to_string(),
             ended: None,
+        }
+    }
+
+    /// What is told when run `run_id` ends, if it is in flight here
+    /// (`None`: it is not). Its report is stored before it is told.
+    pub fn ending(&self, run_id: &str) -> Option<Arc<Notify>> {
+        let runs = self.lock();
+        runs.get(run_id)?;
+        let mut endings = self.endings.lock().unwrap_or_else(|p| p.into_inner());
+        Some(Arc::clone(endings.entry(run_id.to_string()).or_default()))
+    }
+
+    /// Tells whoever waits for run `run_id` that it ended.
+    fn tell_ended(&self, run_id: &str) {
+        let told = self
+            .endings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+        if let Some(notify) = told {
+            notify.notify_waiters();
         }
     }
 
@@ -263,6 +289,9 @@ impl Drop for InFlightGuard {
                 duration_ms,
             });
         }
+        // Not under the runs' lock (`ending` takes it first).
+        drop(runs);
+        self.runs.tell_ended(&self.run_id);
     }
 }
 

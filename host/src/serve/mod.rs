@@ -28,7 +28,7 @@ mod pages;
 mod runs;
 mod waterfall;
 
-use crate::journal::{ReportCursor, ReportQuery, ReportSummary, RunJournal};
+use crate::journal::{LocalRuns, ReportCursor, ReportQuery, ReportSummary, RunJournal};
 use crate::metrics::Metrics;
 use crate::registry::{Live, Served, component_name};
 use crate::sandbox::Sandbox;
@@ -39,7 +39,7 @@ pub use admission::{
 };
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -73,6 +73,9 @@ pub enum ServeError {
 pub struct ServeConfig {
     pub workflows: Vec<Served>,
     pub journal: Arc<dyn RunJournal>,
+    /// The runs executing on this host (its schedulers' and recovery's):
+    /// how a cancel reaches a run here.
+    pub local: LocalRuns,
     pub sandbox: Arc<Sandbox>,
     /// Where component versions are kept (`<state-dir>/component-history`).
     pub state_dir: PathBuf,
@@ -174,6 +177,7 @@ type IdempotencyKey = (String, String);
 struct Inner {
     live: Arc<Live>,
     journal: Arc<dyn RunJournal>,
+    local: LocalRuns,
     max_body_bytes: usize,
     max_component_bytes: usize,
     admin_token: Option<String>,
@@ -201,6 +205,8 @@ struct Inner {
 pub struct Server {
     pub addr: SocketAddr,
     inner: Arc<Inner>,
+    /// Passes cancel requests made on other hosts to runs here.
+    cancels: tokio::task::JoinHandle<()>,
     stop_accepting: CancellationToken,
     grace: Duration,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
@@ -255,6 +261,7 @@ impl Server {
         let inner = Arc::new(Inner {
             live: Arc::clone(&live),
             journal: config.journal,
+            local: config.local,
             max_body_bytes: config.max_body_bytes,
             max_component_bytes: config.max_component_bytes,
             admin_token: config.admin_token,
@@ -274,7 +281,8 @@ impl Server {
             .route("/v1/workflows", get(list_workflows))
             .route("/v1/workflows/{name}/runs", post(start_run))
             .route("/v1/runs", get(list_runs))
-            .route("/v1/runs/{id}", get(get_run))
+            .route("/v1/runs/{id}", get(runs::get_run))
+            .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
             .route("/v1/components", get(list_components))
             .route("/v1/components/{name}", put(upload_component))
             .route("/v1/components/{name}/rollback", post(rollback_component))
@@ -309,6 +317,7 @@ impl Server {
         if let Some(interval) = config.watch {
             live.watch(interval, stop_accepting.clone());
         }
+        let cancels = tokio::spawn(runs::pass_on_cancels(Arc::clone(&inner)));
         let stop = stop_accepting.clone();
         let task = tokio::spawn(listen::serve_connections(
             listener,
@@ -323,6 +332,7 @@ impl Server {
         Ok(Server {
             addr,
             inner,
+            cancels,
             stop_accepting,
             grace: config.grace,
             task,
@@ -366,6 +376,7 @@ impl Server {
             self.inner.abort.cancel();
             self.inner.runs.wait().await;
         }
+        self.cancels.abort();
         let served = self
             .task
             .await
@@ -586,14 +597,6 @@ async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) ->
             }
             response
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-async fn get_run(State(app): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
-    match app.journal.report(&id).await {
-        Ok(Some(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no finished run `{id}`")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

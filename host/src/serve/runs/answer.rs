@@ -170,3 +170,33 @@ impl RunReportView {
         }
     }
 }
+
+/// `202 Accepted` for a run started without waiting for it (`Prefer:
+/// respond-async`): where its state is (`Location`), its run and trace ids.
+pub(super) fn accepted(
+    run_id: &str,
+    workflow: &str,
+    trace_id: &str,
+    traceparent: Option<&str>,
+    replayed: bool,
+) -> Response {
+    let location = format!("/v1/runs/{run_id}");
+    let body = json!({
+        "run_id": run_id,
+        "workflow": workflow,
+        "status": "running",
+        "trace_id": trace_id,
+        "traceparent": traceparent,
+        "location": location,
+    });
+    let mut response = respond(StatusCode::ACCEPTED.as_u16(), &body, replayed);
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    headers.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    response
+}

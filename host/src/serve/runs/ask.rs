@@ -27,6 +27,8 @@ pub(in crate::serve) struct RunAsk {
     pub trace: IncomingTrace,
     /// The `Idempotency-Key`, if one was sent.
     pub key: Option<String>,
+    /// `Prefer: respond-async`: answer `202` once the run has started.
+    pub respond_async: bool,
 }
 
 impl FromRequest<Arc<Inner>> for RunAsk {
@@ -74,7 +76,9 @@ impl FromRequest<Arc<Inner>> for RunAsk {
             &header_fields(headers, "tracestate"),
         );
         let key = idempotency_key(headers).map_err(bad)?;
+        let respond_async = prefers(headers, "respond-async");
         Ok(RunAsk {
+            respond_async,
             name,
             served,
             input,
@@ -115,6 +119,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
     }
 }
 
+/// Whether a `Prefer` header (RFC 7240: preferences separated by commas,
+/// each `token[=value][; parameters]`, tokens case-insensitive) asks for
+/// `preference`.
+fn prefers(headers: &HeaderMap, preference: &str) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.split([';', '=']).next().unwrap_or_default().trim())
+        .any(|token| token.eq_ignore_ascii_case(preference))
+}
+
 fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -123,5 +140,27 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn respond_async_is_found_among_other_preferences() {
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append("prefer", v.parse().expect("header value"));
+            }
+            prefers(&headers, "respond-async")
+        };
+        assert!(with(&["respond-async"]));
+        assert!(with(&["wait=10, Respond-Async"]));
+        assert!(with(&["return=minimal", "respond-async; x=1"]));
+        assert!(!with(&["return=minimal"]));
+        assert!(!with(&["respond-asynchronously"]));
+        assert!(!with(&[]));
     }
 }

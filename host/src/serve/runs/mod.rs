@@ -9,13 +9,17 @@
 
 mod answer;
 mod ask;
+mod control;
+
+pub(super) use control::{cancel_run, get_run, pass_on_cancels};
 
 use super::{Inner, error};
 use crate::registry::Served;
+use crate::report::RunReport;
 use crate::scheduler::{RunError, RunRequest, new_run_id};
 use crate::trace::IncomingTrace;
 use crate::workflow::OnCrash;
-use answer::{answer_of, respond, run_response};
+use answer::{accepted, answer_of, respond, run_response};
 use ask::RunAsk;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,34 +30,91 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// `POST /v1/workflows/NAME/runs`: runs the workflow and answers when
-/// the run ends; under an `Idempotency-Key`, once per key.
+/// the run ends, or with `Prefer: respond-async` once it has started
+/// (`202`, `Location`); under an `Idempotency-Key`, once per key.
 pub(in crate::serve) async fn start_run(State(app): State<Arc<Inner>>, ask: RunAsk) -> Response {
-    match ask.key.clone() {
-        None => match execute(&app, &ask.served, ask.input, ask.trace, new_run_id()).await {
+    match (ask.key.clone(), ask.respond_async) {
+        (None, false) => match execute(&app, &ask.served, ask.input, ask.trace, new_run_id()).await
+        {
             Ok((status, body)) => respond(status, &body, false),
             Err(resp) => resp,
         },
-        Some(key) => start_idempotent(&app, ask, key).await,
+        (None, true) => {
+            let started = execute_detached(&app, &ask.served, ask.input, ask.trace, new_run_id());
+            started.await.unwrap_or_else(|refused| refused)
+        }
+        (Some(key), false) => start_idempotent(&app, ask, key).await,
+        (Some(key), true) => start_idempotent_detached(&app, ask, key).await,
+    }
+}
+
+/// The key binds the body's JSON value, not its bytes: the same input
+/// reformatted (white space, key order) is the same request. A key
+/// reserved by an older braid holds the sha256 of the raw bytes; both
+/// count as the same body. (sha256 of the value, of the bytes.)
+fn body_shas(ask: &RunAsk) -> (String, String) {
+    (
+        hex::encode(Sha256::digest(ask.input.to_string().as_bytes())),
+        hex::encode(Sha256::digest(&ask.bytes)),
+    )
+}
+
+/// A run under an `Idempotency-Key` that answers `202` once started: a
+/// repeat gets `202` for the run the key started, whether it still runs.
+async fn start_idempotent_detached(app: &Arc<Inner>, ask: RunAsk, key: String) -> Response {
+    let (body_sha, raw_sha) = body_shas(&ask);
+    let run_id = new_run_id();
+    let taken = match app
+        .journal
+        .reserve_idempotent(&ask.name, &key, &body_sha, &run_id)
+        .await
+    {
+        Ok(taken) => taken,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    if let Some((sha, other)) = taken {
+        if sha != body_sha && sha != raw_sha {
+            return different_body();
+        }
+        let trace_id = match app.journal.run(&other).await {
+            Ok(run) => run.map(|r| r.trace_id).unwrap_or_default(),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        return accepted(&other, &ask.name, &trace_id, None, true);
+    }
+    let RunAsk {
+        name,
+        served,
+        input,
+        trace,
+        ..
+    } = ask;
+    match execute_detached(app, &served, input, trace, run_id.clone()).await {
+        Ok(answer) => answer,
+        Err(refused) => {
+            // Not started (503: its start could not be journaled, or no
+            // place): the key is given up again so a retry runs.
+            if refused.status() == StatusCode::SERVICE_UNAVAILABLE
+                && let Err(e) = app.journal.release_idempotent(&name, &key, &run_id).await
+            {
+                tracing::warn!(%run_id, "idempotency key `{key}` kept: {e}");
+            }
+            refused
+        }
     }
 }
 
 /// A run under an `Idempotency-Key`: the run the key started answers.
 async fn start_idempotent(app: &Arc<Inner>, ask: RunAsk, key: String) -> Response {
+    let (body_sha, raw_sha) = body_shas(&ask);
+    let same_body = |sha: &str| sha == body_sha || sha == raw_sha;
     let RunAsk {
         name,
         served,
         input,
-        bytes,
         trace,
         ..
     } = ask;
-    // The key binds the body's JSON value, not its bytes: the same input
-    // reformatted (white space, key order) is the same request. A key
-    // reserved by an older braid holds the sha256 of the raw bytes; both
-    // count as the same body.
-    let body_sha = hex::encode(Sha256::digest(input.to_string().as_bytes()));
-    let raw_sha = hex::encode(Sha256::digest(&bytes));
-    let same_body = |sha: &str| sha == body_sha || sha == raw_sha;
     // A repeat of a key still running here shares its first request's
     // answer; otherwise the journal says who has the key (below).
     let cell = {
@@ -138,14 +199,23 @@ fn different_body() -> Response {
     )
 }
 
-/// Runs one workflow run to the end (tracked for shutdown) and stores its report.
-async fn execute(
+/// A run launched on its own task: told when its start is journaled
+/// (with its `traceparent`), and when it ends.
+struct Launched {
+    run_id: String,
+    started: tokio::sync::oneshot::Receiver<String>,
+    ended: tokio::sync::oneshot::Receiver<Result<RunReport, RunError>>,
+}
+
+/// Admits a run and starts it on its own task, tracked for shutdown: if
+/// the client goes away, the run still finishes (and is stored).
+async fn launch(
     app: &Arc<Inner>,
     served: &Served,
     input: Value,
     trace: IncomingTrace,
     run_id: String,
-) -> Result<(u16, Value), Response> {
+) -> Result<Launched, Response> {
     let request = RunRequest {
         workflow: Arc::clone(&served.workflow),
         input,
@@ -160,9 +230,8 @@ async fn execute(
         .await
         .map_err(|refused| *refused)?;
     app.metrics.run_started();
-    // The run is tracked so shutdown can wait for it; if the client goes
-    // away, the run still finishes (and is stored) on its own task.
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
     let abort = app.abort.clone();
     let scheduler = served.scheduler.clone();
     let inner = Arc::clone(app);
@@ -171,9 +240,13 @@ async fn execute(
         &served.workflow.name,
         &request.trace.parent.trace_id.to_string(),
     );
+    let id = run_id.clone();
     app.runs.spawn(async move {
         let _admitted = admitted;
-        let result = scheduler.run_as(request, run_id, &abort).await;
+        let on_start = move |traceparent| {
+            let _ = started_tx.send(traceparent);
+        };
+        let result = scheduler.run_as_then(request, id, &abort, on_start).await;
         match &result {
             Ok(report) => in_flight.ended(&report.outcome, report.degraded, report.duration_ms),
             Err(_) => in_flight.refused(),
@@ -185,9 +258,25 @@ async fn execute(
                 otel.export(report);
             }
         }
-        let _ = tx.send(result);
+        let _ = ended_tx.send(result);
     });
-    match rx.await {
+    Ok(Launched {
+        run_id,
+        started,
+        ended,
+    })
+}
+
+/// Runs one workflow run to the end and answers with its outcome.
+async fn execute(
+    app: &Arc<Inner>,
+    served: &Served,
+    input: Value,
+    trace: IncomingTrace,
+    run_id: String,
+) -> Result<(u16, Value), Response> {
+    let launched = launch(app, served, input, trace, run_id).await?;
+    match launched.ended.await {
         // This host lost the run's lease and another took the run over to
         // carry it on (`on_crash = "resume"`): the run's answer is the one
         // that host ends it with.
@@ -197,13 +286,55 @@ async fn execute(
             answer_of(app, &report.run_id).await
         }
         Ok(Ok(report)) => Ok(run_response(&report)),
-        Ok(Err(e @ RunError::Input(_))) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
-        Ok(Err(e @ RunError::JournalUnavailable(_))) => {
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-        }
-        Err(_) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the run's task ended abnormally",
-        )),
+        Ok(Err(e)) => Err(refusal(e)),
+        Err(_) => Err(task_died()),
     }
+}
+
+/// Starts a run and answers `202 Accepted` once its start is journaled
+/// (`Prefer: respond-async`), without waiting for it to end.
+async fn execute_detached(
+    app: &Arc<Inner>,
+    served: &Served,
+    input: Value,
+    trace: IncomingTrace,
+    run_id: String,
+) -> Result<Response, Response> {
+    let launched = launch(app, served, input, trace, run_id).await?;
+    match launched.started.await {
+        Ok(traceparent) => {
+            let trace_id = traceparent
+                .split('-')
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            Ok(accepted(
+                &launched.run_id,
+                &served.workflow.name,
+                &trace_id,
+                Some(&traceparent),
+                false,
+            ))
+        }
+        // Refused before it started: the end says why.
+        Err(_) => Err(match launched.ended.await {
+            Ok(Err(e)) => refusal(e),
+            _ => task_died(),
+        }),
+    }
+}
+
+/// Why a run was refused, as its caller is told.
+fn refusal(e: RunError) -> Response {
+    match e {
+        RunError::Input(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        RunError::JournalUnavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn task_died() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the run's task ended abnormally",
+    )
 }

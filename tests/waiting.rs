@@ -1,0 +1,346 @@
+//! Runs that do not hold a connection (issue 28): `Prefer: respond-async`
+//! answers `202` with `Location`, `GET /v1/runs/ID` answers for running
+//! runs and long-polls with `?wait=`, and `POST /v1/runs/ID/cancel` stops
+//! a run on whichever host owns it (undoing what it did; `cancelled`).
+
+use crate::serve::Served;
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "s3cret-admin";
+const ASYNC: (&str, &str) = ("prefer", "respond-async");
+const ADMIN: (&str, &str) = ("authorization", "Bearer s3cret-admin");
+
+/// A server of the reference workflow with roomy step timeouts (a step
+/// made slow by the sample API waits rather than times out) and the admin
+/// token; the directory holds its workflow.
+fn serve(extra: &[&str]) -> (Served, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = crate::serve::private_registry(dir.path());
+    let mut args = vec!["--admin-token", TOKEN];
+    args.extend_from_slice(extra);
+    (Served::spawn(&workflow, &args, &[]), dir)
+}
+
+fn body(api: &SampleApi, item: &str) -> Value {
+    serde_json::from_str(&reference_input(api, "u-100", item)).expect("input")
+}
+
+/// Waits (polling the sample API) until the run of `trace_id` has called `path`.
+fn wait_for_call(api: &SampleApi, trace_id: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !api
+        .requests(Some(trace_id))
+        .iter()
+        .any(|r| r["path"] == path)
+    {
+        assert!(Instant::now() < deadline, "the run never called {path}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `GET /v1/runs/ID` says `step` is running.
+fn wait_for_step(served: &Served, run_id: &str, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = served.get(&format!("/v1/runs/{run_id}")).json();
+        if now["running_steps"][step].is_number() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{step} never ran: {now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cancel(addr: &str, run_id: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    http(
+        addr,
+        "POST",
+        &format!("/v1/runs/{run_id}/cancel"),
+        headers,
+        body,
+    )
+}
+
+fn calls(api: &SampleApi, trace_id: &str, path: &str) -> usize {
+    api.requests(Some(trace_id))
+        .iter()
+        .filter(|r| r["path"] == path)
+        .count()
+}
+
+#[test]
+fn a_run_started_with_respond_async_answers_202_and_is_long_polled_to_its_end() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 1500 }));
+    let (served, _dir) = serve(&[]);
+    let (traceparent, trace_id) = new_trace();
+    let started = Instant::now();
+    let r = served.post_run(
+        &body(&api, "async-1"),
+        &[ASYNC, ("traceparent", traceparent.as_str())],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered before the 1.5 s step ended"
+    );
+    let accepted = r.json();
+    let run_id = str_of(&accepted, "/run_id").to_string();
+    let location = format!("/v1/runs/{run_id}");
+    assert_eq!(r.header("location"), Some(location.as_str()));
+    assert_eq!(r.header("preference-applied"), Some("respond-async"));
+    assert_eq!(accepted["status"], "running");
+    assert_eq!(
+        accepted["trace_id"],
+        trace_id.as_str(),
+        "the caller's trace"
+    );
+    assert_eq!(accepted["location"], location.as_str());
+
+    let now = served.get(&location);
+    assert_eq!(now.status, 200, "{}", now.body);
+    let now = now.json();
+    assert_eq!(now["status"], "running", "{now}");
+    assert_eq!(now["outcome"], Value::Null);
+    assert_eq!(now["trace_id"], trace_id.as_str());
+    assert!(now["running_steps"].is_object(), "{now}");
+
+    let done = served.get(&format!("{location}?wait=60s"));
+    assert_eq!(done.status, 200, "{}", done.body);
+    let done = done.json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["outcome"], "succeeded");
+    assert_eq!(done["run_id"], run_id.as_str());
+    assert!(done["steps"].is_array(), "the full report: {done}");
+    // A short wait on a finished run answers at once, the same.
+    let again = served.get(&format!("{location}?wait=500ms")).json();
+    assert_eq!(again["status"], "succeeded");
+
+    // Bad requests name what is wrong and change nothing.
+    let long = served.get(&format!("{location}?wait=10m"));
+    assert_eq!(long.status, 400);
+    assert_eq!(
+        long.json()["error"],
+        "wait `10m` is longer than the longest wait, 120 s"
+    );
+    let bad = served.get(&format!("{location}?wait=soon"));
+    assert_eq!(bad.status, 400);
+    assert!(str_of(&bad.json(), "/error").starts_with("wait `soon` is not a duration"));
+    let unknown = served.get("/v1/runs/run-0000000000000000?wait=1s");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "no run `run-0000000000000000`");
+}
+
+#[test]
+fn a_long_poll_answers_running_when_its_wait_is_up() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 5000 }));
+    let (served, _dir) = serve(&[]);
+    let r = served.post_run(&body(&api, "async-2"), &[ASYNC]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let location = r.header("location").expect("location").to_string();
+    let asked = Instant::now();
+    let polled = served.get(&format!("{location}?wait=1s"));
+    let waited = asked.elapsed();
+    assert_eq!(polled.json()["status"], "running");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "it waited for its wait: {waited:?}"
+    );
+}
+
+#[test]
+fn an_idempotency_key_with_respond_async_names_the_same_run_each_time() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 1000 }));
+    let (served, _dir) = serve(&[]);
+    let input = body(&api, "async-key");
+    let key = ("idempotency-key", "order-77");
+    let first = served.post_run(&input, &[ASYNC, key]);
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let run_id = str_of(&first.json(), "/run_id").to_string();
+    let repeat = served.post_run(&input, &[ASYNC, key]);
+    assert_eq!(repeat.status, 202, "{}", repeat.body);
+    assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
+    assert_eq!(repeat.json()["run_id"], run_id.as_str());
+    // A caller that waits gets the same run's answer.
+    let waited = served.post_run(&input, &[key]);
+    assert_eq!(waited.status, 200, "{}", waited.body);
+    assert_eq!(waited.json()["run_id"], run_id.as_str());
+    assert_eq!(waited.header("idempotent-replayed"), Some("true"));
+    let other = served.post_run(&body(&api, "another-item"), &[ASYNC, key]);
+    assert_eq!(other.status, 422, "a different body: {}", other.body);
+    let runs = list("runs", served.state_dir());
+    assert_eq!(runs.len(), 1, "one run for the key: {runs:?}");
+}
+
+#[test]
+fn a_cancelled_run_stops_undoes_what_it_did_and_ends_cancelled() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 30000 }));
+    let (served, _dir) = serve(&[]);
+    let (traceparent, trace_id) = new_trace();
+    let r = served.post_run(
+        &body(&api, "cancel-1"),
+        &[ASYNC, ("traceparent", traceparent.as_str())],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let run_id = str_of(&r.json(), "/run_id").to_string();
+    wait_for_step(&served, &run_id, "fetch_profile");
+
+    // Only the admin may cancel; a bad request changes nothing.
+    let anyone = cancel(&served.addr, &run_id, &[], "");
+    assert_eq!(anyone.status, 401, "{}", anyone.body);
+    let not_text = cancel(&served.addr, &run_id, &[ADMIN], r#"{"reason": 7}"#);
+    assert_eq!(not_text.status, 400);
+    assert_eq!(not_text.json()["error"], "`reason` must be a string");
+    let huge = format!(r#"{{"reason": "{}"}}"#, "x".repeat(20_000));
+    let too_big = cancel(&served.addr, &run_id, &[ADMIN], &huge);
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    let still = served.get(&format!("/v1/runs/{run_id}")).json();
+    assert_eq!(still["status"], "running", "{still}");
+
+    let asked = Instant::now();
+    let c = cancel(
+        &served.addr,
+        &run_id,
+        &[ADMIN],
+        r#"{"reason": "customer withdrew the order"}"#,
+    );
+    assert_eq!(c.status, 202, "{}", c.body);
+    let c = c.json();
+    assert_eq!(c["status"], "cancelling");
+    assert_eq!(c["on_this_host"], true);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the 30 s call was stopped, not awaited"
+    );
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["error"], "run cancelled: customer withdrew the order");
+    assert_eq!(done["trace_id"], trace_id.as_str());
+    assert_eq!(step(&done, "fetch_profile")["outcome"], "cancelled");
+    let undone: Vec<&str> = done["undo"]
+        .as_array()
+        .expect("undo")
+        .iter()
+        .map(|u| u["step"].as_str().unwrap_or_default())
+        .collect();
+    assert!(undone.contains(&"authenticate"), "{done}");
+    assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1, "undone once");
+    let journaled = journal_run(served.state_dir(), &run_id);
+    assert_eq!(journaled["status"], "cancelled", "{journaled}");
+
+    // Again: the same answer, nothing more undone.
+    let again = cancel(&served.addr, &run_id, &[ADMIN], "");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["status"], "cancelled");
+    assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1);
+    let unknown = cancel(&served.addr, "run-0000000000000000", &[ADMIN], "");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "no run `run-0000000000000000`");
+}
+
+#[test]
+fn a_run_that_ended_cannot_be_cancelled_and_a_waiting_caller_hears_cancelled() {
+    let api = SampleApi::start(None);
+    let (served, _dir) = serve(&[]);
+    let ok = served.post_run(&body(&api, "done-1"), &[]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let run_id = str_of(&ok.json(), "/run_id").to_string();
+    let late = cancel(&served.addr, &run_id, &[ADMIN], "");
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert_eq!(
+        late.json()["error"],
+        format!("run `{run_id}` has already ended `succeeded`: there is nothing to cancel")
+    );
+    assert_eq!(
+        served.get(&format!("/v1/runs/{run_id}")).json()["status"],
+        "succeeded"
+    );
+
+    // A caller waiting on its request is answered when the run is cancelled.
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 30000 }));
+    let (traceparent, trace_id) = new_trace();
+    let addr = served.addr.clone();
+    let input = body(&api, "sync-1").to_string();
+    let waiting = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/workflows/api-orchestration/runs",
+            &[("traceparent", traceparent.as_str())],
+            &input,
+        )
+    });
+    wait_for_call(&api, &trace_id, "/oauth/token");
+    let runs = list("runs", served.state_dir());
+    let run_id = runs
+        .iter()
+        .find(|r| r["trace_id"] == trace_id.as_str())
+        .map(|r| str_of(r, "/run_id").to_string())
+        .expect("the run is journaled");
+    let c = cancel(&served.addr, &run_id, &[ADMIN], "");
+    assert_eq!(c.status, 202, "{}", c.body);
+    let answer = waiting.join().expect("caller");
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    let answer = answer.json();
+    assert_eq!(answer["outcome"], "cancelled");
+    assert_eq!(answer["error"], "run cancelled: cancelled by the operator");
+}
+
+#[test]
+fn a_run_is_cancelled_through_another_host_of_a_shared_postgresql_journal() {
+    let url = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fresh_database());
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 30000 }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = crate::serve::private_registry(dir.path());
+    let host = |name: &str| {
+        Served::spawn(
+            &workflow,
+            &["--store", url.as_str(), "--admin-token", TOKEN],
+            &[("HOSTNAME", name)],
+        )
+    };
+    let (owner, other) = (host("host-0"), host("host-1"));
+    let (traceparent, trace_id) = new_trace();
+    let r = owner.post_run(
+        &body(&api, "pg-cancel"),
+        &[ASYNC, ("traceparent", traceparent.as_str())],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let run_id = str_of(&r.json(), "/run_id").to_string();
+    wait_for_step(&owner, &run_id, "fetch_profile");
+    // The other host knows the run from the journal, not what runs now.
+    let seen = other.get(&format!("/v1/runs/{run_id}")).json();
+    assert_eq!(seen["status"], "running", "{seen}");
+    assert_eq!(
+        seen["owner"].as_str().map(|o| o.starts_with("host-0")),
+        Some(true)
+    );
+    assert_eq!(seen["running_steps"], Value::Null);
+
+    let c = cancel(
+        &other.addr,
+        &run_id,
+        &[ADMIN],
+        r#"{"reason": "from host-1"}"#,
+    );
+    assert_eq!(c.status, 202, "{}", c.body);
+    assert_eq!(c.json()["on_this_host"], false);
+    let done = other.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["error"], "run cancelled: from host-1");
+    assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1, "undone once");
+    let mine = owner.get(&format!("/v1/runs/{run_id}")).json();
+    assert_eq!(
+        mine["status"], "cancelled",
+        "the owner's answer is the same"
+    );
+}
