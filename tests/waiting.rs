@@ -344,3 +344,99 @@ fn a_run_is_cancelled_through_another_host_of_a_shared_postgresql_journal() {
         "the owner's answer is the same"
     );
 }
+
+#[test]
+fn braid_runs_shows_waits_for_and_cancels_a_run_through_the_server_or_the_journal() {
+    let api = SampleApi::start(None);
+    api.add_fault(json!({ "endpoint": "profile", "delay_ms": 30000 }));
+    let (served, _dir) = serve(&[]);
+    let server = format!("http://{}", served.addr);
+    let state = served.state_dir().to_string_lossy().into_owned();
+    let r = served.post_run(&body(&api, "cli-1"), &[ASYNC]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let run_id = str_of(&r.json(), "/run_id").to_string();
+    wait_for_step(&served, &run_id, "fetch_profile");
+
+    let shown = braid(&["runs", "show", &run_id, "--server", &server, "--json"]);
+    let shown = json_stdout(&shown);
+    assert_eq!(shown["status"], "running", "{shown}");
+    let short = braid(&[
+        "runs",
+        "wait",
+        &run_id,
+        "--server",
+        &server,
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(short.status.code(), Some(3), "{}", stderr(&short));
+    assert!(String::from_utf8_lossy(&short.stdout).contains("running"));
+
+    // Cancelled in the journal (no server asked): the server finds it.
+    let asked = braid(&[
+        "runs",
+        "cancel",
+        &run_id,
+        "--state-dir",
+        &state,
+        "--reason",
+        "from the CLI",
+    ]);
+    assert_eq!(asked.status.code(), Some(0), "{}", stderr(&asked));
+    assert!(String::from_utf8_lossy(&asked.stdout).contains("cancelling"));
+    let waited = braid(&[
+        "runs",
+        "wait",
+        &run_id,
+        "--server",
+        &server,
+        "--timeout",
+        "60s",
+        "--json",
+    ]);
+    assert_eq!(
+        waited.status.code(),
+        Some(1),
+        "ended, not succeeded: {}",
+        stderr(&waited)
+    );
+    let waited = json_stdout(&waited);
+    assert_eq!(waited["status"], "cancelled");
+    assert_eq!(waited["error"], "run cancelled: from the CLI");
+    let from_journal = braid(&["runs", "show", &run_id, "--state-dir", &state, "--json"]);
+    assert_eq!(json_stdout(&from_journal)["status"], "cancelled");
+
+    // Through the server, the admin token is needed; errors say why.
+    let late = braid(&[
+        "runs",
+        "cancel",
+        &run_id,
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+    ]);
+    assert_eq!(
+        late.status.code(),
+        Some(0),
+        "already cancelled: {}",
+        stderr(&late)
+    );
+    let no_token = braid(&["runs", "cancel", &run_id, "--server", &server]);
+    assert_eq!(no_token.status.code(), Some(1));
+    assert!(
+        stderr(&no_token).contains("HTTP 401"),
+        "{}",
+        stderr(&no_token)
+    );
+    let unknown = braid(&["runs", "show", "run-0000000000000000", "--server", &server]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("no run `run-0000000000000000`"));
+    let https = braid(&["runs", "show", &run_id, "--server", "https://x"]);
+    assert_eq!(https.status.code(), Some(2), "{}", stderr(&https));
+    assert!(
+        stderr(&https).contains("plain http://"),
+        "{}",
+        stderr(&https)
+    );
+}

@@ -1,9 +1,15 @@
 //! `braid runs`: lists journaled runs (running, succeeded, failed,
-//! aborted); `braid runs prune` deletes finished ones past the retention.
+//! cancelled, aborted); `braid runs prune` deletes finished ones past the
+//! retention; `show`, `wait` and `cancel` act on one run (`control`),
+//! through a server (`remote`) or the journal.
+
+mod control;
+mod remote;
 
 use super::host::open_stores;
 use super::{Exit, RetainArgs, StateArgs, print_json};
 use clap::{Args, Subcommand};
+use std::time::Duration;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -28,6 +34,32 @@ enum RunsAction {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// One run: its report if it ended, else what it is doing.
+    Show {
+        run_id: String,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
+    /// Waits for a run to end and shows it. Exit 0: it succeeded; 1: it
+    /// ended otherwise; 3: still running when `--timeout` passed.
+    Wait {
+        run_id: String,
+        /// How long to wait (e.g. 30s, 5m).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
+    /// Cancels a running run: its steps stop, what it completed is undone,
+    /// and it ends `cancelled` (on whichever host owns it).
+    Cancel {
+        run_id: String,
+        /// Why (kept in the run's error and report).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
 }
 
 pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
@@ -36,13 +68,24 @@ pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
         json,
         state,
     } = args;
-    if let Some(RunsAction::Prune {
-        retain,
-        json,
-        state,
-    }) = action
-    {
-        return prune(retain, json, &state).await;
+    match action {
+        Some(RunsAction::Prune {
+            retain,
+            json,
+            state,
+        }) => return prune(retain, json, &state).await,
+        Some(RunsAction::Show { run_id, reach }) => return control::show(run_id, reach).await,
+        Some(RunsAction::Wait {
+            run_id,
+            timeout,
+            reach,
+        }) => return control::wait(run_id, timeout, reach).await,
+        Some(RunsAction::Cancel {
+            run_id,
+            reason,
+            reach,
+        }) => return control::cancel(run_id, reason, reach).await,
+        None => {}
     }
     let list = open_stores(&state)
         .await?
