@@ -1320,3 +1320,144 @@ async fn a_cancel_request_reaches_the_runs_owner_and_keeps_its_first_reason() {
         assert_eq!(unknown, CancelAsked::Unknown, "{}", b.name);
     }
 }
+
+/// A run parks (`waiting`, no lease), is woken when its time comes by
+/// exactly one host, under the next epoch; a signal is kept once per name
+/// (also before the run waits) and wakes a waiting run at once; a parked
+/// run's stale owner cannot write; waiting runs are never pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_is_woken_once_by_its_time_or_a_signal() {
+    use braid::journal::{CancelAsked, Retention, RunFence, SignalSent};
+    for b in journal_backends().await {
+        let (owner, other) = (&b.hosts[0], &b.hosts[1]);
+        let lease = Duration::from_secs(60);
+        let now = braid::store::now_ms();
+        let fence = owner
+            .start(&run_start("run-w1", "first:1"), lease)
+            .await
+            .expect("start");
+        // A signal sent before the run waits is kept.
+        let early = other
+            .send_signal("run-w1", "approval", r#"{"ok":true}"#, "00-tp")
+            .await
+            .expect("send");
+        assert_eq!(early, SignalSent::Delivered, "{}", b.name);
+        let twice = other
+            .send_signal("run-w1", "approval", r#"{"ok":false}"#, "")
+            .await
+            .expect("send");
+        assert_eq!(twice, SignalSent::AlreadySent, "{}", b.name);
+        let signals = owner.signals("run-w1").await.expect("read");
+        assert_eq!(signals.len(), 1, "{}", b.name);
+        assert_eq!(signals[0].payload, r#"{"ok":true}"#, "the first one stands");
+        assert_eq!(signals[0].traceparent, "00-tp");
+        // Parked having seen it: woken at its time, an hour from now.
+        let parked = owner
+            .park(&fence, now + 3_600_000, 1, "sleep `later`")
+            .await
+            .expect("park");
+        assert!(parked, "{}", b.name);
+        let refused = owner.append(&fence, JournalEntry::default()).await;
+        assert!(
+            matches!(refused, Err(JournalError::Fenced { .. })),
+            "{}: a parked run takes no writes: {refused:?}",
+            b.name
+        );
+        let record = other.run("run-w1").await.expect("run").expect("known");
+        assert_eq!(record.status, "waiting", "{}", b.name);
+        assert_eq!(record.waiting_for.as_deref(), Some("sleep `later`"));
+        assert_eq!(record.wake_at_ms, Some(now + 3_600_000));
+        assert!(record.waiting_since_ms.is_some());
+        let none = other
+            .take_over_waiting("second:1", lease, 10)
+            .await
+            .expect("wake");
+        assert!(none.is_empty(), "{}: not due yet", b.name);
+        owner
+            .prune(
+                Retention {
+                    max_age: Duration::ZERO,
+                    max_runs: 0,
+                },
+                100,
+            )
+            .await
+            .expect("prune");
+        assert!(other.run("run-w1").await.expect("run").is_some(), "kept");
+        // A signal of another name wakes it at once, for one host only.
+        let sent = other
+            .send_signal("run-w1", "reminder", "{}", "")
+            .await
+            .expect("send");
+        assert_eq!(sent, SignalSent::Delivered, "{}", b.name);
+        let (a, c) = tokio::join!(
+            other.take_over_waiting("second:1", lease, 10),
+            b.hosts[2].take_over_waiting("third:1", lease, 10)
+        );
+        let (a, c) = (a.expect("wake"), c.expect("wake"));
+        assert_eq!(a.len() + c.len(), 1, "{}: one host wakes it", b.name);
+        let woken = a.into_iter().chain(c).next().expect("woken");
+        assert!(woken.woken, "{}", b.name);
+        assert_eq!(woken.fence.epoch, 2);
+        assert_eq!(woken.previous_owner, "first:1");
+        assert_eq!(woken.start.run_id, "run-w1");
+        let record = other.run("run-w1").await.expect("run").expect("known");
+        assert_eq!(record.status, "running", "{}", b.name);
+        assert_eq!(record.waiting_for, None);
+        // The first owner's fence is stale now; the new one parks, having
+        // seen one signal of two: it is woken at once.
+        let stale = owner.park(&fence, now + 3_600_000, 2, "x").await;
+        assert!(
+            !stale.expect("park"),
+            "{}: a stale fence cannot park",
+            b.name
+        );
+        let parked = other
+            .park(&woken.fence, now + 3_600_000, 1, "signal `reminder`")
+            .await;
+        assert!(parked.expect("park"), "{}", b.name);
+        let again = b.hosts[3]
+            .take_over_waiting("fourth:1", lease, 10)
+            .await
+            .expect("wake");
+        assert_eq!(again.len(), 1, "{}: 2 signals sent, 1 seen", b.name);
+        // A cancel wakes a waiting run with the reason.
+        let fence = again[0].fence.clone();
+        assert!(
+            b.hosts[3]
+                .park(&fence, now + 3_600_000, 2, "x")
+                .await
+                .expect("park")
+        );
+        let asked = other
+            .request_cancel("run-w1", "stop")
+            .await
+            .expect("cancel");
+        assert_eq!(
+            asked,
+            CancelAsked::Asked {
+                reason: "stop".into()
+            },
+            "{}",
+            b.name
+        );
+        let cancelled = other
+            .take_over_waiting("fifth:1", lease, 10)
+            .await
+            .expect("wake");
+        assert_eq!(cancelled.len(), 1, "{}", b.name);
+        assert_eq!(cancelled[0].cancel_reason.as_deref(), Some("stop"));
+        let start = other
+            .run_start("run-w1")
+            .await
+            .expect("start")
+            .expect("known");
+        assert_eq!(start.workflow, "wf");
+        assert!(other.run_start("run-none").await.expect("start").is_none());
+        let unknown = other
+            .send_signal("run-none", "x", "{}", "")
+            .await
+            .expect("send");
+        assert_eq!(unknown, SignalSent::Unknown, "{}", b.name);
+    }
+}

@@ -160,6 +160,45 @@ impl RunJournal for CountedJournal {
     async fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
         self.inner.runs().await
     }
+    async fn park(
+        &self,
+        fence: &RunFence,
+        wake_at_ms: u64,
+        signals_seen: u64,
+        waiting_for: &str,
+    ) -> Result<bool, JournalError> {
+        self.inner
+            .park(fence, wake_at_ms, signals_seen, waiting_for)
+            .await
+    }
+    async fn take_over_waiting(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<crate::journal::AbandonedRun>, JournalError> {
+        self.inner.take_over_waiting(new_owner, lease, limit).await
+    }
+    async fn send_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        payload: &str,
+        traceparent: &str,
+    ) -> Result<crate::journal::SignalSent, JournalError> {
+        self.inner
+            .send_signal(run_id, name, payload, traceparent)
+            .await
+    }
+    async fn signals(&self, run_id: &str) -> Result<Vec<crate::journal::Signal>, JournalError> {
+        self.inner.signals(run_id).await
+    }
+    async fn run_start(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<crate::journal::RunStart>, JournalError> {
+        self.inner.run_start(run_id).await
+    }
     async fn request_cancel(
         &self,
         run_id: &str,

@@ -79,6 +79,11 @@ impl RunFence {
     }
 }
 
+/// The refusal of a journal that keeps no waiting runs (test doubles).
+fn no_waits() -> JournalError {
+    JournalError::Unavailable("this journal does not keep waiting runs".into())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> JournalError {
     JournalError::Unavailable(e.to_string())
 }
@@ -183,6 +188,11 @@ pub struct AbandonedRun {
     pub started_at_ms: u64,
     /// Its journal, in the order it was written.
     pub entries: Vec<JournalEntry>,
+    /// Taken from `waiting` because its wait is over (a timer, a signal, a
+    /// cancel): carried on whatever its workflow's `on_crash` says.
+    pub woken: bool,
+    /// Why the run was asked to cancel, if it was.
+    pub cancel_reason: Option<String>,
 }
 
 impl AbandonedRun {
@@ -304,12 +314,42 @@ pub struct RunRecord {
     pub started_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     pub entries: usize,
+    /// A `waiting` run: what it waits for, since when, and when it is
+    /// woken at the latest.
+    pub waiting_for: Option<String>,
+    pub waiting_since_ms: Option<u64>,
+    pub wake_at_ms: Option<u64>,
 }
 
 impl From<DbUnavailable> for JournalError {
     fn from(e: DbUnavailable) -> Self {
         JournalError::Unavailable(e.0)
     }
+}
+
+/// A signal sent to a run (`POST /v1/runs/ID/signals/NAME`), kept until
+/// the run's step that waits for it takes it (also when it comes first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Signal {
+    pub name: String,
+    /// The signal's JSON body: the waiting step's output.
+    pub payload: String,
+    /// The `traceparent` of the request that sent it (empty: none).
+    pub traceparent: String,
+    pub at_ms: u64,
+}
+
+/// What [`RunJournal::send_signal`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalSent {
+    /// Kept for the run (which is woken if it waits).
+    Delivered,
+    /// The run has a signal of this name already: nothing changed.
+    AlreadySent,
+    /// The run has ended, with this status.
+    Ended { status: String },
+    /// The journal does not know the run.
+    Unknown,
 }
 
 /// What [`RunJournal::request_cancel`] found.
@@ -514,10 +554,59 @@ pub trait RunJournal: Send + Sync + 'static {
         run_id: &str,
     ) -> Result<bool, JournalError>;
     /// Asks that run `run_id` be cancelled, whichever host owns it (the
-    /// owner finds the request with [`RunJournal::cancel_requests`]); any
-    /// host may ask, no fence. A repeat keeps the first request's reason.
+    /// owner finds the request with [`RunJournal::cancel_requests`]; a
+    /// waiting run is woken to be cancelled); any host may ask, no fence.
+    /// A repeat keeps the first request's reason.
     async fn request_cancel(&self, run_id: &str, reason: &str)
     -> Result<CancelAsked, JournalError>;
+    /// Parks a running run held under `fence` that has nothing to do but
+    /// wait: it becomes `waiting` (no lease, no host), to be woken at
+    /// `wake_at_ms` (by the journal's clock where it has one, see
+    /// [`RunJournal::take_over_waiting`]), or at once if it was sent a
+    /// signal since it read `signals_seen` of them, or asked to cancel.
+    /// `waiting_for` says what it waits for (listings, the viewer).
+    /// `Ok(false)`: the run is no longer `fence`'s (nothing changed).
+    async fn park(
+        &self,
+        _fence: &RunFence,
+        _wake_at_ms: u64,
+        _signals_seen: u64,
+        _waiting_for: &str,
+    ) -> Result<bool, JournalError> {
+        Err(no_waits())
+    }
+    /// Takes over at most `limit` waiting runs whose wake time has come
+    /// (soonest first), as `new_owner` under the next epoch with a lease of
+    /// `lease`: they are `running` again, to be carried on (`woken`). Of
+    /// several callers, exactly one gets each run.
+    async fn take_over_waiting(
+        &self,
+        _new_owner: &str,
+        _lease: Duration,
+        _limit: usize,
+    ) -> Result<Vec<AbandonedRun>, JournalError> {
+        Err(no_waits())
+    }
+    /// Keeps signal `name` with its JSON `payload` for run `run_id` (running
+    /// or waiting; a waiting run is woken), sent by the request of
+    /// `traceparent`. One signal per name and run.
+    async fn send_signal(
+        &self,
+        _run_id: &str,
+        _name: &str,
+        _payload: &str,
+        _traceparent: &str,
+    ) -> Result<SignalSent, JournalError> {
+        Err(no_waits())
+    }
+    /// The signals run `run_id` was sent, oldest first, and how many.
+    async fn signals(&self, _run_id: &str) -> Result<Vec<Signal>, JournalError> {
+        Err(no_waits())
+    }
+    /// How run `run_id` started, if the journal knows it.
+    async fn run_start(&self, _run_id: &str) -> Result<Option<RunStart>, JournalError> {
+        Err(no_waits())
+    }
     /// Of `run_ids`, the running ones asked to cancel, with the reason.
     async fn cancel_requests(
         &self,

@@ -16,7 +16,8 @@
 use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
     AbandonedRun, CancelAsked, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery,
-    ReportSummary, Retention, RunFence, RunJournal, RunRecord, RunStart, StoredReport,
+    ReportSummary, Retention, RunFence, RunJournal, RunRecord, RunStart, Signal, SignalSent,
+    StoredReport,
 };
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ fn lease_ms(lease: Duration) -> i64 {
 
 fn to_ms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// This host's clock, as stored (milliseconds since the Unix epoch).
+fn now() -> i64 {
+    i64::try_from(crate::store::now_ms()).unwrap_or(i64::MAX)
 }
 
 fn journal_error(e: CallError) -> JournalError {
@@ -394,6 +400,8 @@ impl RunJournal for PostgresJournal {
                 },
                 started_at_ms: to_ms(row.get(4)),
                 entries,
+                woken: false,
+                cancel_reason: None,
             });
         }
         Ok(taken)
@@ -551,10 +559,10 @@ impl RunJournal for PostgresJournal {
         let sql = format!(
             "WITH doomed AS (
                SELECT run_id FROM braid_runs
-               WHERE status <> 'running'
+               WHERE status NOT IN ('running', 'waiting')
                  AND (COALESCE(finished_at_ms, started_at_ms) < {DB_NOW_MS} - $1
                       OR run_id NOT IN (
-                        SELECT run_id FROM braid_runs WHERE status <> 'running'
+                        SELECT run_id FROM braid_runs WHERE status NOT IN ('running', 'waiting')
                         ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
                         LIMIT $2))
                ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id
@@ -563,6 +571,7 @@ impl RunJournal for PostgresJournal {
              e AS (DELETE FROM braid_journal WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
              r AS (DELETE FROM braid_reports WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
              k AS (DELETE FROM braid_idempotency WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
+             s AS (DELETE FROM braid_signals WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1),
              never AS (DELETE FROM braid_idempotency i WHERE i.at_ms < {DB_NOW_MS} - $1
                         AND NOT EXISTS (SELECT 1 FROM braid_runs WHERE run_id = i.run_id) RETURNING 1),
              d AS (DELETE FROM braid_runs WHERE run_id IN (SELECT run_id FROM doomed) RETURNING 1)
@@ -591,6 +600,169 @@ impl RunJournal for PostgresJournal {
         Ok(rows.first().map(run_record))
     }
 
+    async fn park(
+        &self,
+        fence: &RunFence,
+        wake_at_ms: u64,
+        signals_seen: u64,
+        waiting_for: &str,
+    ) -> Result<bool, JournalError> {
+        // Woken at once when a signal came or a cancel was asked since the
+        // run looked: both change this row first, and this statement waits
+        // for such a change's lock and then sees it.
+        let n = self
+            .execute(
+                "parking a run",
+                "UPDATE braid_runs SET status = 'waiting', waiting_for = $4::text,
+                   waiting_since_ms = $5::bigint,
+                   wake_at_ms = CASE WHEN signal_count > $6::bigint OR cancel_reason IS NOT NULL
+                                     THEN $5::bigint ELSE $7::bigint END
+                 WHERE run_id = $1 AND owner = $2 AND epoch = $3 AND status = 'running'",
+                &[
+                    &fence.run_id,
+                    &fence.owner,
+                    &fence.stored_epoch(),
+                    &waiting_for,
+                    &now(),
+                    &i64::try_from(signals_seen).unwrap_or(i64::MAX),
+                    &i64::try_from(wake_at_ms).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn take_over_waiting(
+        &self,
+        new_owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<AbandonedRun>, JournalError> {
+        // One statement, rows locked SKIP LOCKED: hosts waking runs at once
+        // take different ones. Wake times are by the hosts' clocks (the
+        // times they were computed by).
+        let sql = format!(
+            "WITH due AS (
+               SELECT run_id, owner FROM braid_runs
+               WHERE status = 'waiting' AND wake_at_ms <= $3::bigint
+               ORDER BY wake_at_ms LIMIT $4::bigint
+               FOR UPDATE SKIP LOCKED)
+             UPDATE braid_runs r SET status = 'running', owner = $1,
+               lease_expires_ms = {DB_NOW_MS} + $2, epoch = r.epoch + 1,
+               wake_at_ms = NULL, waiting_for = NULL, waiting_since_ms = NULL
+             FROM due WHERE r.run_id = due.run_id
+             RETURNING r.run_id, due.owner, r.start, r.epoch, r.started_at_ms, r.cancel_reason"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Not repeated, as `take_over_abandoned`: a lost commit leaves the
+        // runs running under this host until their lease runs out.
+        let rows = async {
+            let client = self.pg.leases.get().await?;
+            Ok::<_, CallError>(
+                client
+                    .query(&sql, &[&new_owner, &lease_ms(lease), &now(), &limit])
+                    .await?,
+            )
+        }
+        .await
+        .map_err(journal_error)?;
+        let mut taken = Vec::new();
+        for row in rows {
+            let run_id: String = row.get(0);
+            let start: RunStart =
+                serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
+            let entries = self.entries(&run_id).await?;
+            taken.push(AbandonedRun {
+                start,
+                previous_owner: row.get(1),
+                fence: RunFence {
+                    run_id,
+                    owner: new_owner.to_string(),
+                    epoch: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                },
+                started_at_ms: to_ms(row.get(4)),
+                entries,
+                woken: true,
+                cancel_reason: row.get(5),
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn send_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        payload: &str,
+        traceparent: &str,
+    ) -> Result<SignalSent, JournalError> {
+        // One statement: the run's row locked, the signal kept if the run
+        // goes on and has none of this name, the run counted and woken.
+        let rows = self
+            .query(
+                "sending a signal",
+                "WITH run AS (SELECT status FROM braid_runs WHERE run_id = $1 FOR UPDATE),
+                 kept AS (
+                   INSERT INTO braid_signals (run_id, name, payload, traceparent, at_ms)
+                   SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint
+                   FROM run WHERE run.status IN ('running', 'waiting')
+                   ON CONFLICT (run_id, name) DO NOTHING RETURNING 1),
+                 woken AS (
+                   UPDATE braid_runs SET signal_count = signal_count + 1,
+                     wake_at_ms = CASE WHEN status = 'waiting' THEN $5::bigint ELSE wake_at_ms END
+                   WHERE run_id = $1 AND EXISTS (SELECT 1 FROM kept) RETURNING 1)
+                 SELECT run.status, EXISTS (SELECT 1 FROM kept), (SELECT count(*) FROM woken)
+                 FROM run",
+                &[&run_id, &name, &payload, &traceparent, &now()],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(SignalSent::Unknown);
+        };
+        let status: String = row.get(0);
+        Ok(match (status.as_str(), row.get::<_, bool>(1)) {
+            (_, true) => SignalSent::Delivered,
+            ("running" | "waiting", false) => SignalSent::AlreadySent,
+            _ => SignalSent::Ended { status },
+        })
+    }
+
+    async fn signals(&self, run_id: &str) -> Result<Vec<Signal>, JournalError> {
+        let rows = self
+            .query(
+                "reading a run's signals",
+                "SELECT name, payload, traceparent, at_ms FROM braid_signals
+                 WHERE run_id = $1 ORDER BY at_ms, name",
+                &[&run_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Signal {
+                name: r.get(0),
+                payload: r.get(1),
+                traceparent: r.get(2),
+                at_ms: to_ms(r.get(3)),
+            })
+            .collect())
+    }
+
+    async fn run_start(&self, run_id: &str) -> Result<Option<RunStart>, JournalError> {
+        let rows = self
+            .query(
+                "reading a run's start",
+                "SELECT start FROM braid_runs WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(
+                serde_json::from_str(row.get::<_, &str>(0)).map_err(json_error)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     async fn request_cancel(
         &self,
         run_id: &str,
@@ -601,13 +773,14 @@ impl RunJournal for PostgresJournal {
             .query(
                 "asking a run to cancel",
                 "WITH asked AS (
-                   UPDATE braid_runs SET cancel_reason = COALESCE(cancel_reason, $2)
-                   WHERE run_id = $1 AND status = 'running' RETURNING cancel_reason)
+                   UPDATE braid_runs SET cancel_reason = COALESCE(cancel_reason, $2),
+                     wake_at_ms = CASE WHEN status = 'waiting' THEN $3::bigint ELSE wake_at_ms END
+                   WHERE run_id = $1 AND status IN ('running', 'waiting') RETURNING cancel_reason)
                  SELECT true, cancel_reason FROM asked
                  UNION ALL
                  SELECT false, status FROM braid_runs
                  WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM asked)",
-                &[&run_id, &reason],
+                &[&run_id, &reason, &now()],
             )
             .await?;
         Ok(match rows.first() {
@@ -662,7 +835,8 @@ impl RunJournal for PostgresJournal {
 const SELECT_RUNS: &str =
     "SELECT r.run_id, r.workflow, r.trace_id, r.status, r.degraded, r.error, r.owner,
         r.started_at_ms, r.finished_at_ms,
-        (SELECT COUNT(*) FROM braid_journal j WHERE j.run_id = r.run_id)
+        (SELECT COUNT(*) FROM braid_journal j WHERE j.run_id = r.run_id),
+        r.waiting_for, r.waiting_since_ms, r.wake_at_ms
  FROM braid_runs r";
 
 fn run_record(r: &tokio_postgres::Row) -> RunRecord {
@@ -677,5 +851,8 @@ fn run_record(r: &tokio_postgres::Row) -> RunRecord {
         started_at_ms: to_ms(r.get(7)),
         finished_at_ms: r.get::<_, Option<i64>>(8).map(to_ms),
         entries: usize::try_from(r.get::<_, i64>(9)).unwrap_or(0),
+        waiting_for: r.get(10),
+        waiting_since_ms: r.get::<_, Option<i64>>(11).map(to_ms),
+        wake_at_ms: r.get::<_, Option<i64>>(12).map(to_ms),
     }
 }

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
 /// The schema version this build writes; older versions are migrated on open.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Arbitrary, fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6272_6169_6400_0001;
@@ -113,6 +113,24 @@ ALTER TABLE braid_claims ADD COLUMN IF NOT EXISTS workflow TEXT NOT NULL DEFAULT
     // for whichever host owns it to find. Nullable: no rewrite.
     "
 ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS cancel_reason TEXT;
+",
+    // Version 6: waiting runs (`park`, `take_over_waiting`: when each is
+    // woken, what it waits for, since when, the signals it was sent) and
+    // the signals themselves. Nullable or constant defaults: no rewrite.
+    "
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS wake_at_ms BIGINT;
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS waiting_for TEXT;
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS waiting_since_ms BIGINT;
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS signal_count BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS braid_runs_waking ON braid_runs(wake_at_ms) WHERE status = 'waiting';
+CREATE TABLE IF NOT EXISTS braid_signals (
+    run_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    traceparent TEXT NOT NULL,
+    at_ms       BIGINT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 ",
 ];
 
