@@ -472,6 +472,8 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
         },
         started_at_ms: 0,
         entries,
+        woken: false,
+        cancel_reason: None,
     };
 
     let resume = |entries| {
