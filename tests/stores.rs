@@ -1327,7 +1327,7 @@ async fn a_cancel_request_reaches_the_runs_owner_and_keeps_its_first_reason() {
 /// run's stale owner cannot write; waiting runs are never pruned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_run_is_woken_once_by_its_time_or_a_signal() {
-    use braid::journal::{CancelAsked, Retention, RunFence, SignalSent};
+    use braid::journal::{CancelAsked, Retention, SignalSent};
     for b in journal_backends().await {
         let (owner, other) = (&b.hosts[0], &b.hosts[1]);
         let lease = Duration::from_secs(60);
