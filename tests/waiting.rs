@@ -440,3 +440,400 @@ fn braid_runs_shows_waits_for_and_cancels_a_run_through_the_server_or_the_journa
         stderr(&https)
     );
 }
+
+/// A workflow of the real components: authenticate, then `middle` (TOML
+/// of wait steps, and what comes before them), then `after` notifies
+/// with the output of step `about`.
+fn waiting_workflow(
+    dir: &std::path::Path,
+    name: &str,
+    middle: &str,
+    about: &str,
+) -> std::path::PathBuf {
+    let body = format!(
+        r#"
+name = "{name}"
+result = "after"
+[inputs.api_base]
+[inputs.user_id]
+[defaults]
+timeout_ms = 20000
+max_retries = 1
+allowed_hosts = ["127.0.0.1", "localhost"]
+
+[[steps]]
+name = "authenticate"
+component = "authenticate"
+idempotency_key = true
+args.api_base = {{ input = "api_base" }}
+args.user_id = {{ input = "user_id" }}
+
+{middle}
+
+[[steps]]
+name = "after"
+component = "notify"
+idempotency_key = true
+args.api_base = {{ input = "api_base" }}
+args.token = {{ step = "authenticate", pointer = "/access_token" }}
+args.to = {{ value = "requester@example.com" }}
+args.subject = {{ value = "decided" }}
+args.about = {{ step = "{about}" }}
+"#
+    );
+    write_workflow(dir, &format!("{name}.toml"), &body)
+}
+
+/// `ask` sends the approver the wait's token; `approval` waits for it.
+fn approval_steps(timeout: &str, on_timeout: &str) -> String {
+    format!(
+        r#"
+[[steps]]
+name = "ask"
+component = "notify"
+idempotency_key = true
+args.api_base = {{ input = "api_base" }}
+args.token = {{ step = "authenticate", pointer = "/access_token" }}
+args.to = {{ value = "approver@example.com" }}
+args.subject = {{ value = "approval needed" }}
+args.about = {{ wait_token = "approval" }}
+
+[[steps]]
+name = "approval"
+wait_for = ["ask"]
+[steps.signal]
+timeout = "{timeout}"
+{on_timeout}
+"#
+    )
+}
+
+fn spawn_waiting(workflow: &std::path::Path, extra: &[&str]) -> Served {
+    let mut args = vec!["--admin-token", TOKEN];
+    args.extend_from_slice(extra);
+    Served::spawn(workflow, &args, &[])
+}
+
+fn start_async(served: &Served, workflow: &str, api: &SampleApi, traceparent: &str) -> String {
+    let input = json!({ "api_base": api.base(), "user_id": "u-100" });
+    let r = http(
+        &served.addr,
+        "POST",
+        &format!("/v1/workflows/{workflow}/runs"),
+        &[ASYNC, ("traceparent", traceparent)],
+        &input.to_string(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    str_of(&r.json(), "/run_id").to_string()
+}
+
+/// Waits until `GET /v1/runs/ID` says `status`; returns what it said.
+fn wait_for_status(served: &Served, run_id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = served.get(&format!("/v1/runs/{run_id}")).json();
+        if now["status"] == status {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "never {status}: {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The notifications the sample API got for trace `trace_id`.
+fn notifications(api: &SampleApi, subject: &str) -> Vec<Value> {
+    let all = http(
+        api.base().trim_start_matches("http://"),
+        "GET",
+        "/_notifications",
+        &[],
+        "",
+    );
+    all.json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n["subject"] == subject)
+        .collect()
+}
+
+fn signal(
+    addr: &str,
+    run_id: &str,
+    name: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    http(
+        addr,
+        "POST",
+        &format!("/v1/runs/{run_id}/signals/{name}"),
+        headers,
+        body,
+    )
+}
+
+#[test]
+fn a_sleeping_run_leaves_memory_and_its_timer_fires_once_after_a_kill_9() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let middle = r#"
+[[steps]]
+name = "nap"
+wait_for = ["authenticate"]
+[steps.sleep]
+for = "4s"
+"#;
+    let workflow = waiting_workflow(dir.path(), "napping", middle, "nap");
+    let mut served = spawn_waiting(&workflow, &[]);
+    let (traceparent, trace_id) = new_trace();
+    let started = Instant::now();
+    let run_id = start_async(&served, "napping", &api, &traceparent);
+    let waiting = wait_for_status(&served, &run_id, "waiting");
+    let what = str_of(&waiting, "/waiting_for");
+    assert!(what.starts_with("step `nap`: sleep until "), "{waiting}");
+    assert!(waiting["wake_at_ms"].as_u64().is_some(), "{waiting}");
+    // Parked: the host holds no task for it; kill -9 it and start again.
+    served.kill();
+    served.restart();
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it slept its 4 s"
+    );
+    let nap = step(&done, "nap");
+    assert_eq!(nap["outcome"], "succeeded");
+    assert_eq!(nap["wait"]["kind"], "sleep");
+    let until = nap["wait"]["until_ms"].as_u64().expect("until");
+    assert_eq!(step(&done, "after")["outcome"], "succeeded");
+    assert_eq!(done["trace_id"], trace_id.as_str(), "one trace throughout");
+    // Once each: the token before the sleep, the notification after it.
+    assert_eq!(calls(&api, &trace_id, "/oauth/token"), 1);
+    let sent = notifications(&api, "decided");
+    assert_eq!(sent.len(), 1, "the timer fired once: {sent:?}");
+    assert_eq!(sent[0]["about"]["slept_until_ms"], until);
+}
+
+#[test]
+fn a_signal_carries_its_body_into_the_run_once_with_the_waits_token() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = waiting_workflow(
+        dir.path(),
+        "approving",
+        &approval_steps("1h", ""),
+        "approval",
+    );
+    let mut served = spawn_waiting(&workflow, &[]);
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "approving", &api, &traceparent);
+    let waiting = wait_for_status(&served, &run_id, "waiting");
+    assert!(
+        str_of(&waiting, "/waiting_for").starts_with("step `approval`: signal `approval` until "),
+        "{waiting}"
+    );
+    // The approver got the wait's token from the run's `ask` step.
+    let asked = notifications(&api, "approval needed");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let token = str_of(&asked[0], "/about").to_string();
+    assert!(token.starts_with(&format!("{run_id}.approval.")), "{token}");
+
+    // The server goes down and comes back: the signal still reaches the run.
+    served.kill();
+    served.restart();
+    let addr = served.addr.clone();
+    let body = r#"{"approved": true, "by": "ada"}"#;
+    let anyone = signal(&addr, &run_id, "approval", &[], body);
+    assert_eq!(anyone.status, 401, "{}", anyone.body);
+    let wrong = signal(
+        &addr,
+        &run_id,
+        "approval",
+        &[("authorization", "Bearer nope")],
+        body,
+    );
+    assert_eq!(wrong.status, 401);
+    let other_name = signal(&addr, &run_id, "payment", &[ADMIN], body);
+    assert_eq!(other_name.status, 404);
+    assert_eq!(
+        other_name.json()["error"],
+        format!(
+            "run `{run_id}` (workflow `approving`) waits for no signal `payment`; it waits for: [\"approval\"]"
+        )
+    );
+    let not_json = signal(
+        &addr,
+        &run_id,
+        "approval",
+        &[("authorization", &format!("Bearer {token}"))],
+        "{nope",
+    );
+    assert_eq!(not_json.status, 400);
+    let big = format!("\"{}\"", "x".repeat(2 << 20));
+    let too_big = signal(&addr, &run_id, "approval", &[ADMIN], &big);
+    assert_eq!(too_big.status, 413);
+    let unknown = signal(&addr, "run-0000000000000000", "approval", &[ADMIN], body);
+    assert_eq!(unknown.status, 404);
+
+    let (sender, sender_trace) = new_trace();
+    let sent = signal(
+        &addr,
+        &run_id,
+        "approval",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("traceparent", sender.as_str()),
+        ],
+        body,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    assert_eq!(sent.json()["status"], "delivered");
+    let again = signal(
+        &addr,
+        &run_id,
+        "approval",
+        &[ADMIN],
+        r#"{"approved": false}"#,
+    );
+    assert_eq!(again.status, 409, "taken once: {}", again.body);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let approval = step(&done, "approval");
+    assert_eq!(approval["wait"]["signal"], "approval");
+    assert_eq!(
+        approval["wait"]["signal_traceparent"],
+        sender.as_str(),
+        "the sender's trace"
+    );
+    assert!(sender_trace.len() == 32);
+    let decided = notifications(&api, "decided");
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(
+        decided[0]["about"],
+        json!({"approved": true, "by": "ada"}),
+        "the body is the output"
+    );
+    assert_eq!(
+        calls(&api, &trace_id, "/oauth/token"),
+        1,
+        "nothing before the wait ran again"
+    );
+    let late = signal(&addr, &run_id, "approval", &[ADMIN], body);
+    assert_eq!(late.status, 409);
+    assert_eq!(
+        late.json()["error"],
+        format!("run `{run_id}` has ended `succeeded`: it takes no more signals")
+    );
+}
+
+#[test]
+fn a_signal_sent_before_the_run_waits_is_kept_and_delivered() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let middle = format!(
+        r#"
+[[steps]]
+name = "nap"
+wait_for = ["authenticate"]
+[steps.sleep]
+for = "3s"
+{}"#,
+        approval_steps("1h", "").replace("wait_for = [\"ask\"]", "wait_for = [\"ask\", \"nap\"]")
+    );
+    let workflow = waiting_workflow(dir.path(), "early", &middle, "approval");
+    let served = spawn_waiting(&workflow, &[]);
+    let (traceparent, _) = new_trace();
+    let run_id = start_async(&served, "early", &api, &traceparent);
+    let sent = signal(
+        &served.addr,
+        &run_id,
+        "approval",
+        &[ADMIN],
+        r#"{"early": true}"#,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        notifications(&api, "decided")[0]["about"],
+        json!({"early": true})
+    );
+}
+
+#[test]
+fn a_signal_that_does_not_come_times_out_to_its_default_or_fails_the_run() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lenient = waiting_workflow(
+        dir.path(),
+        "lenient",
+        &approval_steps(
+            "3s",
+            "on_timeout = \"continue\"\ndefault = { approved = false, by = \"timeout\" }",
+        ),
+        "approval",
+    );
+    let strict = waiting_workflow(dir.path(), "strict", &approval_steps("3s", ""), "approval");
+    let served = Served::spawn(
+        &lenient,
+        &["--admin-token", TOKEN, strict.to_str().expect("path")],
+        &[],
+    );
+    let (tp1, _) = new_trace();
+    let (tp2, trace2) = new_trace();
+    let goes_on = start_async(&served, "lenient", &api, &tp1);
+    let fails = start_async(&served, "strict", &api, &tp2);
+    let done = served.get(&format!("/v1/runs/{goes_on}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        notifications(&api, "decided")[0]["about"],
+        json!({"approved": false, "by": "timeout"})
+    );
+    let failed = served.get(&format!("/v1/runs/{fails}?wait=60s")).json();
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["error"],
+        "step `approval` failed: timeout: signal `approval` did not come within 3s"
+    );
+    assert_eq!(
+        calls(&api, &trace2, "/oauth/revoke"),
+        1,
+        "authenticate undone"
+    );
+}
+
+#[test]
+fn a_waiting_run_is_cancelled_and_undone() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = waiting_workflow(
+        dir.path(),
+        "approving",
+        &approval_steps("1h", ""),
+        "approval",
+    );
+    let served = spawn_waiting(&workflow, &[]);
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "approving", &api, &traceparent);
+    wait_for_status(&served, &run_id, "waiting");
+    let c = cancel(
+        &served.addr,
+        &run_id,
+        &[ADMIN],
+        r#"{"reason": "request withdrawn"}"#,
+    );
+    assert_eq!(c.status, 202, "{}", c.body);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["error"], "run cancelled: request withdrawn");
+    assert_eq!(step(&done, "approval")["outcome"], "cancelled");
+    assert_eq!(
+        calls(&api, &trace_id, "/oauth/revoke"),
+        1,
+        "authenticate undone"
+    );
+    let late = signal(&served.addr, &run_id, "approval", &[ADMIN], "{}");
+    assert_eq!(late.status, 409);
+}

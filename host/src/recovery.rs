@@ -99,6 +99,12 @@ pub type ResumedHook = Arc<dyn Fn(&RunReport) + Send + Sync>;
 /// lease, so a dead host's runs are taken over soon after its leases run out.
 pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often `braid serve` looks for waiting runs whose time has come: a
+/// timer fires within this much of its time (plus the run's start).
+pub const WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Most waiting runs one host wakes per look.
+pub const WAKE_BATCH: usize = 500;
+
 /// Prepared components by (file, sha256), shared by the runs of one pass.
 type Loaded = HashMap<(PathBuf, String), Arc<PreparedComponent>>;
 
@@ -214,7 +220,8 @@ impl Recoverer {
         }
         let wf = Workflow::from_toml(&start.definition, Path::new(&start.workflow_path))
             .map_err(|e| format!("cannot resume: its definition no longer loads: {e}"))?;
-        if wf.on_crash == OnCrash::Undo {
+        // A run woken from its wait did not crash: it goes on.
+        if wf.on_crash == OnCrash::Undo && !run.woken {
             return Ok(None);
         }
         let mut components = Vec::new();
@@ -259,6 +266,38 @@ impl Recoverer {
         ))
     }
 
+    /// Wakes at most [`WAKE_BATCH`] waiting runs whose time has come (a
+    /// timer, a signal, a cancel) and carries each on from its journal, on
+    /// the component versions it started with; returns when every one has
+    /// ended or waits again.
+    pub async fn wake(&self) -> Result<Vec<RecoveredRun>, JournalError> {
+        let due = self
+            .journal
+            .take_over_waiting(&self.owner, RUN_LEASE, WAKE_BATCH)
+            .await?;
+        self.recover_runs(due).await
+    }
+
+    /// Runs [`Recoverer::wake`] every [`WAKE_INTERVAL`] until the task is
+    /// aborted (each pass on its own task, so runs woken by one go on while
+    /// the next wakes others): how `braid serve` carries on waiting runs,
+    /// its own and those of hosts sharing its store.
+    pub fn spawn_wake_loop(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAKE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut passes = tokio::task::JoinSet::new();
+            loop {
+                tick.tick().await;
+                while let Some(done) = passes.try_join_next() {
+                    log_wake(done);
+                }
+                let this = self.clone();
+                passes.spawn(async move { this.wake().await });
+            }
+        })
+    }
+
     /// Runs [`Recoverer::recover`] now and then every [`RECOVERY_INTERVAL`]
     /// until the task is aborted: how `braid serve` carries on the runs it
     /// left when it last stopped, and how hosts sharing a store (`--store
@@ -282,6 +321,20 @@ impl Recoverer {
                 passes.spawn(async move { this.recover().await });
             }
         })
+    }
+}
+
+/// Logs what one wake pass did.
+fn log_wake(done: Result<Result<Vec<RecoveredRun>, JournalError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(runs)) => {
+            for r in runs {
+                tracing::info!(run_id = %r.run_id, trace_id = %r.trace_id,
+                    outcome = %r.outcome, "a waiting run was woken and carried on");
+            }
+        }
+        Ok(Err(e)) => tracing::error!("looking for runs to wake failed: {e}"),
+        Err(e) => tracing::error!("a wake pass ended abnormally: {e}"),
     }
 }
 
@@ -490,6 +543,7 @@ fn aborted_report(
             skipped_because: None,
             map: None,
             compose: None,
+            wait: None,
             start_ms: 0.0,
             duration_ms: 0.0,
             parallel_with: Vec::new(),

@@ -5,7 +5,7 @@
 //! capabilities append events and HTTP calls through a [`RunRecorder`].
 //! No wasmtime, no IO.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +164,10 @@ pub struct StepReport {
     /// A compose step's workflow; its steps are reported as `STEP/SUB_STEP`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compose: Option<ComposeReport>,
+    /// A `sleep` or `signal` step: what it waits for, until when, and the
+    /// signal that ended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitReport>,
     /// Milliseconds from the run's start.
     pub start_ms: f64,
     pub duration_ms: f64,
@@ -172,6 +176,24 @@ pub struct StepReport {
     pub attempts: Vec<AttemptReport>,
     pub compensations: Vec<CompensationReport>,
     pub error: Option<String>,
+}
+
+/// What a wait step waits for (`sleep` or `signal`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WaitReport {
+    /// `sleep` or `signal`.
+    pub kind: String,
+    /// The signal's name (a signal step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// When the sleep ends, or the signal times out (ms since the epoch).
+    pub until_ms: u64,
+    /// The signal that came: who sent it (`traceparent` of its request,
+    /// linking its trace to the run's) and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_at_ms: Option<u64>,
 }
 
 /// How a map step's elements ended: counted, and the first ones (by index,

@@ -201,7 +201,14 @@ struct AppState {
     tokens: Arc<Mutex<HashMap<String, String>>>,
     /// `Idempotency-Key` -> the token request's body and answer.
     idempotency: Arc<Mutex<IdempotencyKeys>>,
+    /// The notifications sent, newest last, at most [`MAX_NOTIFICATIONS`]:
+    /// the demo's mailbox (`GET /_notifications`), where an approver finds
+    /// the link a run sent.
+    notifications: Arc<Mutex<std::collections::VecDeque<Value>>>,
 }
+
+/// How many notifications the sample API keeps (oldest forgotten first).
+pub const MAX_NOTIFICATIONS: usize = 1000;
 
 /// How many `Idempotency-Key`s the sample API remembers (oldest forgotten first).
 pub const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
@@ -425,10 +432,30 @@ async fn notify(
         return replayed(StatusCode::ACCEPTED, answer);
     }
     let answer = json!({ "id": format!("ntf-{}", hex::encode(rand::random::<[u8; 6]>())), "to": body["to"] });
+    if let Ok(mut sent) = state.notifications.lock() {
+        if sent.len() >= MAX_NOTIFICATIONS {
+            sent.pop_front();
+        }
+        let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        sent.push_back(
+            json!({ "id": answer["id"], "to": body["to"], "subject": body["subject"],
+            "about": body["about"], "traceparent": traceparent }),
+        );
+    }
     if let Some(k) = key {
         keys.remember(k, body, answer.clone());
     }
     (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// `GET /_notifications`: the notifications sent, oldest first.
+async fn list_notifications(State(state): State<AppState>) -> Response {
+    let sent: Vec<Value> = state
+        .notifications
+        .lock()
+        .map(|n| n.iter().cloned().collect())
+        .unwrap_or_default();
+    Json(sent).into_response()
 }
 
 const ENDPOINTS: [&str; 6] = ["token", "revoke", "profile", "permissions", "notify", "*"];
@@ -671,6 +698,7 @@ pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> (Router, RequestL
         requests: Arc::new(Mutex::new(Vec::new())),
         tokens: Arc::new(Mutex::new(HashMap::new())),
         idempotency: Arc::new(Mutex::new(IdempotencyKeys::default())),
+        notifications: Arc::new(Mutex::new(std::collections::VecDeque::new())),
     };
     let log = Arc::clone(&state.requests);
     let router = Router::new()
@@ -684,6 +712,7 @@ pub fn router(latencies: Latencies, faults: Vec<FaultRule>) -> (Router, RequestL
         .route("/users/{id}/permissions", get(permissions))
         .route("/notifications", post(notify))
         .route("/_requests", get(list_requests).delete(clear_requests))
+        .route("/_notifications", get(list_notifications))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state);

@@ -61,6 +61,8 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
         .map_err(bad_input)?;
     let mut scheduler = Scheduler::new(Arc::new(executor), max_concurrency)
         .with_journal(Arc::clone(&host.journal), host.owner.clone())
+        // `braid run` holds its one run to the end, waits included.
+        .without_parking()
         .with_local_runs(host.local.clone())
         .with_claims(Arc::clone(&host.claims));
     if let Some(otel) = &otel {

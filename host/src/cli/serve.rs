@@ -231,6 +231,9 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     // exported like the server's own.
     let mut recoverer = host.recoverer(&state.state_dir, max_concurrency);
     recoverer.on_resumed = Some(server.resumed_hook());
+    // Waiting runs whose time, signal or cancel has come are woken and
+    // carried on here (or by another host of the store, whichever looks first).
+    let waking = recoverer.clone().spawn_wake_loop();
     let recovery = recoverer.spawn_loop();
     eprintln!(
         "braid serving {} on http://{} (owner {})",
@@ -249,6 +252,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
         grace.as_millis()
     );
     recovery.abort();
+    waking.abort();
     pruning.abort();
     server.shutdown().await.map_err(|e| Exit(1, e.into()))?;
     eprintln!("stopped");

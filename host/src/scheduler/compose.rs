@@ -42,7 +42,7 @@ impl RunState {
     /// a step that runs.
     pub(super) fn settle_node(&mut self, run: &RunCtx, step: &StepSpec) -> bool {
         match &step.kind {
-            StepKind::Call => false,
+            StepKind::Call | StepKind::Sleep(_) | StepKind::Signal(_) => false,
             StepKind::SubflowStart => {
                 let compose = step.name.trim_end_matches('/');
                 run.base.recorder.step_started(compose, Instant::now());

@@ -42,18 +42,44 @@ impl RunState {
     }
 }
 
+/// How the DAG loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stopped {
+    /// Every started step has ended (the run succeeded or failed).
+    Ended,
+    /// The lease was lost or the journal refused a write: another host
+    /// may own the run.
+    Fenced,
+    /// The run has nothing to do but wait, and waits in the journal.
+    Parked,
+}
+
+/// What the DAG loop woke up for.
+enum Woke {
+    /// A call ended (`None`: none is in flight).
+    Joined(Option<Result<(tokio::task::Id, StepOutcome), tokio::task::JoinError>>),
+    /// The host is shutting down.
+    Shutdown,
+    /// The run was asked to cancel.
+    Cancel,
+    LeaseLost,
+    /// Time to look at the run's waits.
+    Look,
+}
+
 impl<E: StepExecutor> Scheduler<E> {
     /// Runs the DAG until every started step has ended: starts steps as
     /// their dependencies succeed and, once the run fails (a step failed,
-    /// `cancel` fired, or the lease was lost), cancels the steps still
-    /// running. Returns whether the run was stopped by losing its lease.
+    /// `cancel` fired, the run was cancelled, or the lease was lost),
+    /// cancels the steps still running. A run left with nothing but waits
+    /// is parked (see `wait`).
     pub(super) async fn execute(
         &self,
         run: &RunCtx,
         state: &mut RunState,
         cancel: &CancellationToken,
         lease_lost: &CancellationToken,
-    ) -> bool {
+    ) -> Stopped {
         let trace_id = run.trace_id;
         // Set when the lease is lost: the run stops at once (see
         // `LEASE_FENCE`); what then happens is up to `after_fence`.
@@ -64,59 +90,52 @@ impl<E: StepExecutor> Scheduler<E> {
             }
             if state.failure.is_none() {
                 self.start_ready(run, state).await;
-                if state.failure.is_some() {
-                    // Stop whatever is still running: the run has failed.
-                    state.stop.cancel();
-                }
             }
-            let joined = if state.failure.is_none() {
-                tokio::select! {
-                    joined = state.tasks.join_next_with_id() => joined,
-                    () = cancel.cancelled() => {
-                        tracing::warn!(parent: &run.span, trace_id = %trace_id, "run aborted: the host is shutting down");
-                        state.failure = Some(ABORTED.to_string());
-                        state.stop.cancel();
-                        continue;
-                    }
-                    () = run.cancel.requested() => {
-                        state.stop_cancelled(run);
-                        continue;
-                    }
-                    () = lease_lost.cancelled() => {
-                        tracing::error!(parent: &run.span, trace_id = %trace_id, "run stopped: its lease was lost");
+            if state.failure.is_some() {
+                // Stop whatever is still running: the run has failed.
+                state.stop.cancel();
+                state.stop_waits(run);
+            } else if state.tasks.is_empty() && self.parks(run, state) {
+                // What came meanwhile (a resumed run's signal) ends first.
+                let waits = state.waiting.len();
+                self.settle_waits(run, state).await;
+                if state.waiting.len() != waits || state.failure.is_some() {
+                    continue;
+                }
+                match self.park(run, state).await {
+                    super::wait::Parking::Parked => return Stopped::Parked,
+                    super::wait::Parking::Fenced => {
                         state.stop_fenced();
                         fenced = true;
                         continue;
                     }
-                }
-            } else {
-                state.tasks.join_next_with_id().await
-            };
-            let Some(joined) = joined else {
-                break;
-            };
-            // With it, every call that has ended meanwhile: their ends go
-            // to the journal in one write (a map's elements end many at a
-            // time), before anything they made ready starts.
-            let mut ended = vec![state.call_ended(joined)];
-            while let Some(more) = state.tasks.try_join_next_with_id() {
-                ended.push(state.call_ended(more));
-            }
-            let entries = ended
-                .iter()
-                .filter_map(|(call, outcome)| self.step_end_entry(run, state, call, outcome))
-                .collect();
-            run.log.append_all(entries).await;
-            for (call, outcome) in ended {
-                run.base.recorder.step_finished(&call, Instant::now());
-                match run.wf.step_of_call(&call) {
-                    Some((step, Some(index))) => {
-                        let element = (call, step.name.as_str(), index);
-                        self.element_ended(run, state, element, outcome).await;
-                    }
-                    _ => state.step_ended(run, call, outcome),
+                    super::wait::Parking::NotNow => {}
                 }
             }
+            let joined = match self.next_wake(run, state, cancel, lease_lost).await {
+                Woke::Joined(Some(joined)) => joined,
+                Woke::Joined(None) => break,
+                Woke::Shutdown => {
+                    tracing::warn!(parent: &run.span, trace_id = %trace_id, "run aborted: the host is shutting down");
+                    state.failure = Some(ABORTED.to_string());
+                    continue;
+                }
+                Woke::Cancel => {
+                    state.stop_cancelled(run);
+                    continue;
+                }
+                Woke::LeaseLost => {
+                    tracing::error!(parent: &run.span, trace_id = %trace_id, "run stopped: its lease was lost");
+                    state.stop_fenced();
+                    fenced = true;
+                    continue;
+                }
+                Woke::Look => {
+                    self.settle_waits(run, state).await;
+                    continue;
+                }
+            };
+            self.take_ends(run, state, joined).await;
             // The journal refused a write: another host owns the run now.
             // Nothing more starts here (not even a step this end made ready).
             if run.log.taken_over.is_cancelled() && !fenced {
@@ -140,7 +159,68 @@ impl<E: StepExecutor> Scheduler<E> {
                 run.log.append(entry).await;
             }
         }
-        fenced
+        if fenced {
+            Stopped::Fenced
+        } else {
+            Stopped::Ended
+        }
+    }
+
+    /// Waits for the next thing the DAG loop acts on: a call's end; while
+    /// the run goes on, also a shutdown, a cancel, a lost lease, or the
+    /// time to look at its waits.
+    async fn next_wake(
+        &self,
+        run: &RunCtx,
+        state: &mut RunState,
+        cancel: &CancellationToken,
+        lease_lost: &CancellationToken,
+    ) -> Woke {
+        if state.failure.is_some() {
+            return Woke::Joined(state.tasks.join_next_with_id().await);
+        }
+        let look = super::wait::next_look(run, state);
+        if state.tasks.is_empty() && look.is_none() {
+            return Woke::Joined(None);
+        }
+        let busy = !state.tasks.is_empty();
+        tokio::select! {
+            joined = state.tasks.join_next_with_id(), if busy => Woke::Joined(joined),
+            () = cancel.cancelled() => Woke::Shutdown,
+            () = run.cancel.requested() => Woke::Cancel,
+            () = lease_lost.cancelled() => Woke::LeaseLost,
+            () = sleep_until_some(look) => Woke::Look,
+        }
+    }
+
+    /// Takes in `joined` and every other call that has ended meanwhile:
+    /// their ends go to the journal in one write (a map's elements end
+    /// many at a time), before anything they made ready starts.
+    async fn take_ends(
+        &self,
+        run: &RunCtx,
+        state: &mut RunState,
+        joined: Result<(tokio::task::Id, StepOutcome), tokio::task::JoinError>,
+    ) {
+        let mut ended = vec![state.call_ended(joined)];
+        while let Some(more) = state.tasks.try_join_next_with_id() {
+            ended.push(state.call_ended(more));
+        }
+        let entries = ended
+            .iter()
+            .filter_map(|(call, outcome)| self.step_end_entry(run, state, call, outcome))
+            .collect();
+        run.log.append_all(entries).await;
+        for (call, outcome) in ended {
+            run.base.recorder.step_finished(&call, Instant::now());
+            match run.wf.step_of_call(&call) {
+                Some((step, Some(index))) => {
+                    let element = (call, step.name.as_str(), index);
+                    self.element_ended(run, state, element, outcome).await;
+                }
+                _ => state.step_ended(run, call, outcome),
+            }
+        }
     }
 
     /// Journals how a step (or a map's element, `name` = `STEP.INDEX`)
@@ -219,9 +299,12 @@ impl<E: StepExecutor> Scheduler<E> {
                 }
                 state.order.push(step.name.clone());
                 run.base.recorder.step_started(&step.name, Instant::now());
-                let started = match &step.map {
-                    Some(_) => self.start_map(run, state, step).await,
-                    None => self.start_call(run, state, step),
+                let started = match (&step.map, &step.kind) {
+                    (Some(_), _) => self.start_map(run, state, step).await,
+                    (None, StepKind::Sleep(_) | StepKind::Signal(_)) => {
+                        self.start_wait(run, state, step).await
+                    }
+                    (None, _) => self.start_call(run, state, step),
                 };
                 if let Err(e) = started {
                     run.base.recorder.step_finished(&step.name, Instant::now());
@@ -246,7 +329,7 @@ impl<E: StepExecutor> Scheduler<E> {
         state: &mut RunState,
         step: &StepSpec,
     ) -> Result<(), String> {
-        let input = build_input(step, &run.inputs, &state.outputs)?.to_string();
+        let input = build_input(step, run, &state.outputs)?.to_string();
         state.inputs_of.insert(step.name.clone(), input.clone());
         let mut base = AttemptContext {
             step: step.name.clone(),
@@ -348,6 +431,14 @@ impl RunState {
     }
 }
 
+/// Resolves at `at`, or never (`None`).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `value` at `pointer` (all of it without one).
 fn at_pointer<'v>(value: &'v Value, pointer: Option<&str>) -> Option<&'v Value> {
     match pointer {
@@ -393,7 +484,7 @@ impl RunState {
 /// Builds a step's input object from its argument sources.
 pub(super) fn build_input(
     step: &StepSpec,
-    inputs: &serde_json::Map<String, Value>,
+    run: &RunCtx,
     outputs: &HashMap<String, Value>,
 ) -> Result<Value, String> {
     let mut obj = serde_json::Map::new();
@@ -402,7 +493,7 @@ pub(super) fn build_input(
             // Filled in for each element (`map`).
             continue;
         }
-        let value = source_value(source, &format!("argument `{name}`"), inputs, outputs)?;
+        let value = source_value(source, &format!("argument `{name}`"), run, outputs)?;
         obj.insert(name.clone(), value);
     }
     Ok(Value::Object(obj))
@@ -414,11 +505,12 @@ pub(super) fn build_input(
 pub(super) fn source_value(
     source: &ArgSource,
     what: &str,
-    inputs: &serde_json::Map<String, Value>,
+    run: &RunCtx,
     outputs: &HashMap<String, Value>,
 ) -> Result<Value, String> {
     Ok(match source {
-        ArgSource::Input(input) => inputs.get(input).cloned().unwrap_or(Value::Null),
+        ArgSource::Input(input) => run.inputs.get(input).cloned().unwrap_or(Value::Null),
+        ArgSource::WaitToken { step } => Value::String(super::wait::wait_token(run, step)),
         ArgSource::Value(v) => v.clone(),
         ArgSource::Element { .. } => {
             return Err(format!("{what}: `element` only applies to a map step"));
@@ -535,6 +627,7 @@ pub(super) fn build_step_reports<E: StepExecutor>(
                 }),
                 _ => None,
             }),
+            wait: wf.step(&name).and_then(|s| state.wait_report(s)),
             name,
             component,
             component_sha256,

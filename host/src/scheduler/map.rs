@@ -186,7 +186,7 @@ fn list_of(
     state: &RunState,
     name: &str,
 ) -> Result<Vec<Value>, String> {
-    let list = source_value(&map.over, "map.over", &run.inputs, &state.outputs)?;
+    let list = source_value(&map.over, "map.over", run, &state.outputs)?;
     let Value::Array(items) = list else {
         return Err(format!(
             "map.over: expected an array, got {}",
@@ -217,7 +217,7 @@ impl<E: StepExecutor> Scheduler<E> {
             return Err("not a map step".into());
         };
         let items = list_of(map, run, state, &step.name)?;
-        let Value::Object(base_input) = build_input(step, &run.inputs, &state.outputs)? else {
+        let Value::Object(base_input) = build_input(step, run, &state.outputs)? else {
             return Err("the step's input is not an object".into());
         };
         let len = items.len();

@@ -27,6 +27,7 @@ mod resume;
 mod saga;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 pub use executor::{AttemptContext, Compensation, KeySecret, LimitKind, StepExecutor, StepFailure};
 pub use lease::{
@@ -35,6 +36,7 @@ pub use lease::{
 pub use map::{MAX_MAP_OUTPUT_BYTES, MAX_REPORTED_ELEMENTS};
 pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
+pub use wait::{PARK_AFTER, SIGNAL_POLL, wait_token_of};
 
 use crate::journal::{
     JournalEntry, JournalError, LocalRuns, ReportSummary, RunCancel, RunFence, RunJournal,
@@ -79,6 +81,9 @@ pub struct Scheduler<E> {
     owner: String,
     /// The runs this host is executing, shared with its recovery loop.
     local: LocalRuns,
+    /// Whether a journaled run with nothing to do but wait leaves memory
+    /// (`waiting` in the journal until a host wakes it), or waits here.
+    parking: bool,
     /// Whether a run's report is stored with its terminal record.
     store_reports: bool,
     /// Told of every step attempt as it starts and ends (live span
@@ -96,6 +101,7 @@ impl<E> Clone for Scheduler<E> {
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),
+            parking: self.parking,
             store_reports: self.store_reports,
             live: self.live.clone(),
         }
@@ -184,6 +190,16 @@ struct RunState {
     failure_journaled: bool,
     /// The run's failure is a cancel: it ends `cancelled`.
     cancelled: bool,
+    /// When each wait step started ends at the latest (ms since the
+    /// epoch), as journaled.
+    wait_due: HashMap<String, u64>,
+    /// Wait steps started and not ended.
+    waiting: std::collections::BTreeSet<String>,
+    /// How many signals the run has read (`None`: none yet), for `park`.
+    signals_seen: Option<u64>,
+    /// The signal that ended each signal step: its sender's
+    /// `traceparent` and when it came.
+    signalled: HashMap<String, (String, u64)>,
     /// Fired when the run fails: every step still running stops.
     stop: CancellationToken,
     tasks: JoinSet<StepOutcome>,
@@ -350,6 +366,7 @@ impl<E: StepExecutor> Scheduler<E> {
             claims: None,
             owner: format!("local:{}", std::process::id()),
             local: LocalRuns::default(),
+            parking: true,
             store_reports: false,
             live: Vec::new(),
         }
@@ -375,6 +392,14 @@ impl<E: StepExecutor> Scheduler<E> {
     /// recovery, which must not take them over).
     pub fn with_local_runs(mut self, local: LocalRuns) -> Self {
         self.local = local;
+        self
+    }
+
+    /// Keeps a run that waits (a `sleep` or `signal` step) in memory
+    /// instead of parking it in the journal: what `braid run` does, which
+    /// holds its one run to the end.
+    pub fn without_parking(mut self) -> Self {
+        self.parking = false;
         self
     }
 
@@ -408,6 +433,7 @@ impl<E: StepExecutor> Scheduler<E> {
             claims: self.claims.clone(),
             owner: self.owner.clone(),
             local: self.local.clone(),
+            parking: self.parking,
             store_reports: self.store_reports,
             live: self.live.clone(),
         }
@@ -552,7 +578,22 @@ impl<E: StepExecutor> Scheduler<E> {
         let lease_lost = lease
             .as_ref()
             .map_or_else(CancellationToken::new, |l| l.lost.clone());
-        let fenced = self.execute(&run, &mut state, cancel, &lease_lost).await;
+        let stopped = self.execute(&run, &mut state, cancel, &lease_lost).await;
+        if stopped == dag::Stopped::Parked {
+            // Waiting in the journal: the lease goes (a woken run gets a
+            // new one), nothing is undone, no terminal record.
+            if let Some(l) = &lease {
+                l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            drop(lease);
+            let ending = saga::Ending {
+                undo: Vec::new(),
+                released_claims: Vec::new(),
+                handed_over: None,
+            };
+            return self.finish(run, state, None, ending).await;
+        }
+        let fenced = stopped == dag::Stopped::Fenced;
         let done = saga::Done {
             completed: &state.completed,
             outputs: &state.outputs,
@@ -597,11 +638,14 @@ impl<E: StepExecutor> Scheduler<E> {
             failure,
             degraded,
             cancelled: state_cancelled,
+            waiting: state_waiting,
             ..
         } = state;
         let result = outputs.get(&wf.result).cloned();
+        let parked = !state_waiting.is_empty() && failure.is_none();
         let (outcome, error) = match (&failure, &result) {
             _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
+            _ if parked => ("waiting", None),
             (Some(f), _) if state_cancelled => ("cancelled", Some(f.clone())),
             (None, Some(_)) => ("succeeded", None),
             (Some(f), _) => ("failed", Some(f.clone())),
@@ -642,6 +686,7 @@ impl<E: StepExecutor> Scheduler<E> {
         };
         if let (Some(j), Some(fence)) = (&self.journal, &log.fence)
             && handed_over.is_none()
+            && !parked
         {
             // The report goes with the terminal record, in one transaction.
             let stored = self.store_reports.then(|| stored_report(&report)).flatten();

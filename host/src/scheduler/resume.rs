@@ -66,7 +66,10 @@ impl<E: StepExecutor> Scheduler<E> {
         let resumed = Resumed {
             previous_owner: run.previous_owner.clone(),
             owner: self.owner.clone(),
-            reused_steps: state.order.clone(),
+            reused_steps: (state.order.iter())
+                .filter(|s| !state.waiting.contains(*s))
+                .cloned()
+                .collect(),
             failed_before: state.failure.clone(),
         };
         let mut ctx = self.run_ctx(
@@ -81,15 +84,24 @@ impl<E: StepExecutor> Scheduler<E> {
             reused = state.order.len(), failed_before = state.failure.is_some(),
             "resuming a run whose host died");
         // Until this run returns, this host's recovery leaves it alone.
+        for wait in &state.waiting {
+            ctx.base
+                .recorder
+                .step_started(wait, std::time::Instant::now());
+        }
         let here = self.local.enter(&ctx.run_id);
         ctx.cancel = here.cancel.clone();
+        // Woken to be cancelled (or asked while no host held it).
+        if let Some(reason) = &run.cancel_reason {
+            ctx.cancel.request(reason);
+        }
         ctx.log.fence = Some(run.fence.clone());
         // The keys the run's first host made: a step sent again is the same request.
         ctx.base.keys = crate::scheduler::KeySecret::from_hex(&start.idempotency_secret);
         let lease = self.keep_lease_of(run.fence.clone(), ctx.log.taken_over.clone());
         ctx.log
             .append(JournalEntry {
-                kind: "resumed".into(),
+                kind: if run.woken { "woken" } else { "resumed" }.into(),
                 outcome: run.previous_owner.clone(),
                 ..Default::default()
             })
@@ -103,6 +115,12 @@ impl<E: StepExecutor> Scheduler<E> {
 /// their order, and the run's failure if it had failed.
 fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, ResumeError> {
     let mut state = RunState::default();
+    // When each wait step started ends at the latest, as first journaled.
+    for e in run.entries.iter().filter(|e| e.kind == "wait") {
+        if let Ok(due) = e.outcome.parse::<u64>() {
+            state.wait_due.entry(e.step.clone()).or_insert(due);
+        }
+    }
     for e in &run.entries {
         if e.kind != "completed" || state.outputs.contains_key(&e.step) {
             continue;
@@ -150,6 +168,16 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
             })
         })
         .collect();
+    // Waits that had started and not ended go on waiting, from when they
+    // were journaled (not started again).
+    for e in run.entries.iter().filter(|e| e.kind == "wait") {
+        if !state.outputs.contains_key(&e.step) && state.waiting.insert(e.step.clone()) {
+            state.order.push(e.step.clone());
+            state
+                .inputs_of
+                .insert(e.step.clone(), e.input.clone().unwrap_or_default());
+        }
+    }
     state.failure = run.failure();
     state.failure_journaled = state.failure.is_some();
     state.cancelled = run.cancelled();

@@ -283,6 +283,7 @@ impl Server {
             .route("/v1/runs", get(list_runs))
             .route("/v1/runs/{id}", get(runs::get_run))
             .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+            .route("/v1/runs/{id}/signals/{name}", post(runs::send_signal))
             .route("/v1/components", get(list_components))
             .route("/v1/components/{name}", put(upload_component))
             .route("/v1/components/{name}/rollback", post(rollback_component))
@@ -345,6 +346,9 @@ impl Server {
     pub fn resumed_hook(&self) -> crate::recovery::ResumedHook {
         let inner = Arc::clone(&self.inner);
         Arc::new(move |report| {
+            if report.outcome == "waiting" {
+                return;
+            }
             inner.metrics.run_started();
             inner.metrics.run_finished(report);
             if let Some(otel) = &inner.otel {

@@ -287,6 +287,9 @@ impl Rename<'_> {
                 pointer: pointer.clone(),
                 optional: *optional,
             },
+            ArgSource::WaitToken { step } => ArgSource::WaitToken {
+                step: format!("{}{step}", self.prefix),
+            },
             other => other.clone(),
         }
     }
@@ -310,7 +313,9 @@ impl Rename<'_> {
                         None => Some(v),
                         Some(p) => v.pointer(p).cloned(),
                     }),
-                    ArgSource::Element { .. } => ValueRef::Const(None),
+                    ArgSource::Element { .. } | ArgSource::WaitToken { .. } => {
+                        ValueRef::Const(None)
+                    }
                 }
             }
             ValueRef::Step { step, pointer } => ValueRef::Step {

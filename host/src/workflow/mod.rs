@@ -17,12 +17,16 @@ mod condition;
 mod map;
 mod raw;
 mod validate;
+mod wait;
 
 pub use compose::MAX_COMPOSE_DEPTH;
 pub use condition::{Condition, MAX_CONDITION_DEPTH, MAX_CONDITION_TESTS, Test, ValueRef};
 pub use map::{
     DEFAULT_ELEMENT_ARG, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARALLEL, MAX_ELEMENTS, MAX_PARALLEL,
     MapSpec, Tolerance,
+};
+pub use wait::{
+    DEFAULT_SIGNAL_TIMEOUT, MAX_WAIT, OnTimeout, SignalSpec, SleepSpec, parse_duration,
 };
 
 use raw::RawWorkflow;
@@ -94,6 +98,10 @@ pub enum ArgSource {
     Value(serde_json::Value),
     /// In a map step: the element, optionally narrowed by a JSON pointer.
     Element { pointer: Option<String> },
+    /// The token that may send the signal that signal step `step` waits
+    /// for (`POST /v1/runs/ID/signals/NAME`), so a step before the wait can
+    /// hand it on (in an approval link, a webhook URL).
+    WaitToken { step: String },
 }
 
 /// A workflow input.
@@ -123,6 +131,15 @@ pub enum StepKind {
         of: String,
         steps: Vec<String>,
     },
+    /// Waits until a time (`for` a duration from when it starts, or
+    /// `until` the time its `until` argument gives), then succeeds with
+    /// `{"slept_until_ms": ...}`. Runs nothing; the run holds nothing while
+    /// it waits (see `scheduler::wait`).
+    Sleep(SleepSpec),
+    /// Waits for signal `name` (`POST /v1/runs/ID/signals/NAME`), whose
+    /// JSON body is its output; at `timeout`, fails or goes on with a
+    /// default, as `on_timeout` says.
+    Signal(SignalSpec),
 }
 
 /// One step: which component runs it, what it receives, and its limits.
@@ -394,6 +411,13 @@ impl Workflow {
         Self::from_toml(&text, path)
     }
 
+    /// The signal step waiting for signal `name`, if one does.
+    pub fn signal_step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps
+            .iter()
+            .find(|s| matches!(&s.kind, StepKind::Signal(sig) if sig.name == name))
+    }
+
     /// The step a call name (`STEP`, or `STEP.INDEX` for an element of a
     /// map step) belongs to, with the element's index.
     pub fn step_of_call(&self, call: &str) -> Option<(&StepSpec, Option<usize>)> {
@@ -661,7 +685,7 @@ mod tests {
             "wf/test.toml: step `a`: field `allowed_hosts`: `bad host` is not `host`, `host:port` or `*.domain`",
             "wf/test.toml: step `a`: field `args.u.input`: unknown input `usr`",
             "wf/test.toml: step `a`: field `args.t.step`: unknown step `ghost`",
-            "wf/test.toml: step `a`: field `args.both`: set exactly one of `input`, `step`, `value` or `element`",
+            "wf/test.toml: step `a`: field `args.both`: set exactly one of `input`, `step`, `value`, `element` or `wait_token`",
             "wf/test.toml: step `a`: field `args.p.step`: a step cannot read its own output",
             "wf/test.toml: step `a`: field `args.p.pointer`: `token` is not a JSON pointer (it must start with '/')",
             "wf/test.toml: step `a`: field `wait_for[0]`: unknown step `phantom`",

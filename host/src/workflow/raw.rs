@@ -73,6 +73,10 @@ pub(super) struct RawStep {
     /// A policy step's deny: `fail` the step (the default) or `continue`
     /// with `{"allowed": false, ...}` as its output.
     pub(super) on_deny: Option<String>,
+    /// Waits for a time instead of running a component (see `wait`).
+    pub(super) sleep: Option<RawSleep>,
+    /// Waits for a signal instead of running a component (see `wait`).
+    pub(super) signal: Option<RawSignal>,
     #[serde(flatten)]
     pub(super) limits: RawLimits,
 }
@@ -131,4 +135,25 @@ pub(super) struct RawArg {
     /// A `step` argument that is `null` when the step was skipped (instead
     /// of skipping this step too).
     pub(super) optional: Option<bool>,
+    /// The token that may send the signal signal step `wait_token` waits for.
+    pub(super) wait_token: Option<String>,
+}
+
+/// `[steps.sleep]`: `for = "10m"`, or `until` a time an argument gives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSleep {
+    #[serde(rename = "for")]
+    pub(super) duration: Option<String>,
+    pub(super) until: Option<RawArg>,
+}
+
+/// `[steps.signal]`: the signal's name, how long to wait, and what then.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSignal {
+    pub(super) name: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) on_timeout: Option<String>,
+    pub(super) default: Option<serde_json::Value>,
 }

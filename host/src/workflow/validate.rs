@@ -78,6 +78,10 @@ pub(super) fn validate(
     let mut steps: Vec<StepSpec> = Vec::new();
     let mut composed = BTreeMap::new();
     for s in &raw.steps {
+        if s.sleep.is_some() || s.signal.is_some() {
+            steps.extend(wait_step(&raw, s, &seen, &mut p));
+            continue;
+        }
         match (&s.component, &s.compose) {
             (Some(c), None) => {
                 let component = if c.ends_with(".wasm") || c.contains('/') {
@@ -111,6 +115,11 @@ pub(super) fn validate(
         }
     }
     graph(&raw, &steps, &seen, &mut p);
+    let mut waits = Vec::new();
+    super::wait::check(&steps, &mut waits);
+    for (step, field, message) in waits {
+        p.add(Some(&step), Some(field), message);
+    }
     let on_crash = match raw.on_crash.as_deref() {
         None | Some("resume") => OnCrash::Resume,
         Some("undo") => OnCrash::Undo,
@@ -269,6 +278,30 @@ fn step(
         limits: step_limits,
         idempotency_header,
     }
+}
+
+/// A `sleep` or `signal` step: its kind (see `wait`), its condition and
+/// `wait_for`, and a sleep's `until` argument.
+fn wait_step(
+    raw: &RawWorkflow,
+    s: &RawStep,
+    seen: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> Option<StepSpec> {
+    let mut problems = Vec::new();
+    let kind = super::wait::kind(s, &mut problems);
+    for (field, message) in problems {
+        p.add(Some(&s.name), Some(field), message);
+    }
+    let mut spec = step(raw, s, std::path::PathBuf::new(), seen, p);
+    spec.kind = kind?;
+    spec.args = BTreeMap::new();
+    if let Some(until) = s.sleep.as_ref().and_then(|sl| sl.until.as_ref())
+        && let Some(source) = argument(raw, s, "sleep.until", until, seen, p)
+    {
+        spec.args.insert("until".into(), source);
+    }
+    Some(spec)
 }
 
 /// Headers a step's idempotency key may not be sent in: the host sets or
@@ -457,6 +490,7 @@ fn argument(
         a.step.is_some(),
         a.value.is_some(),
         a.element.is_some(),
+        a.wait_token.is_some(),
     ]
     .iter()
     .filter(|x| **x)
@@ -465,7 +499,7 @@ fn argument(
         p.add(
             step,
             field(""),
-            "set exactly one of `input`, `step`, `value` or `element`".into(),
+            "set exactly one of `input`, `step`, `value`, `element` or `wait_token`".into(),
         );
         return None;
     }
@@ -533,6 +567,9 @@ fn argument(
         ArgSource::Element {
             pointer: Some(ptr.clone()).filter(|p| !p.is_empty()),
         }
+    } else if let Some(wait) = &a.wait_token {
+        // That it names a signal step is checked once every step is known.
+        ArgSource::WaitToken { step: wait.clone() }
     } else {
         ArgSource::Value(a.value.clone().unwrap_or(serde_json::Value::Null))
     })

@@ -16,6 +16,9 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
     // elsewhere and can be sent again.
     let status = match report.outcome.as_str() {
         "succeeded" => 200,
+        // Parked in the journal, waiting for a time or a signal: the
+        // answer comes from `Location` (`GET /v1/runs/ID?wait=`).
+        "waiting" => 202,
         "aborted" => 503,
         _ => 422,
     };
@@ -32,6 +35,11 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
         "duration_ms": report.duration_ms,
         "report": format!("/v1/runs/{}", report.run_id),
     });
+    let mut body = body;
+    if status == 202 {
+        body["status"] = json!("waiting");
+        body["location"] = json!(format!("/v1/runs/{}", report.run_id));
+    }
     (status, body)
 }
 
@@ -52,6 +60,11 @@ pub(super) fn respond(status: u16, body: &Value, replayed: bool) -> Response {
         {
             headers.insert(name, v);
         }
+    }
+    if let Some(location) = body["location"].as_str()
+        && let Ok(v) = HeaderValue::from_str(location)
+    {
+        headers.insert(axum::http::header::LOCATION, v);
     }
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -101,6 +114,15 @@ pub(super) async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value),
                     "run `{run_id}` of this Idempotency-Key was aborted: {}",
                     run.error.unwrap_or_default()
                 )));
+            }
+            // Waiting for a time or a signal: where its answer will be.
+            Some(run) if run.status == "waiting" => {
+                let location = format!("/v1/runs/{run_id}");
+                return Ok((
+                    202,
+                    json!({ "run_id": run_id, "workflow": run.workflow, "trace_id": run.trace_id,
+                            "status": "waiting", "location": location }),
+                ));
             }
             Some(run) if run.status != "running" => {
                 let at = *finished_at.get_or_insert(waited);
@@ -190,11 +212,7 @@ pub(super) fn accepted(
         "location": location,
     });
     let mut response = respond(StatusCode::ACCEPTED.as_u16(), &body, replayed);
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        headers.insert(axum::http::header::LOCATION, v);
-    }
-    headers.insert(
+    response.headers_mut().insert(
         "preference-applied",
         HeaderValue::from_static("respond-async"),
     );

@@ -130,13 +130,17 @@ async fn run_state(app: &Inner, id: &str) -> Result<RunState, Response> {
         "owner": run.owner,
         "started_at_ms": run.started_at_ms,
         "journal_entries": run.entries,
+        // A waiting run: what for, since when, until when at the latest.
+        "waiting_for": run.waiting_for,
+        "waiting_since_ms": run.waiting_since_ms,
+        "wake_at_ms": run.wake_at_ms,
         // What runs now, when the run executes on this host.
         "running_steps": here.as_ref().map(|r| &r.running),
         "attempts_ended": here.as_ref().map(|r| r.attempts_ended),
     });
     Ok(RunState {
         // Ended without a stored report (journaled by an older braid).
-        ended: run.status != "running",
+        ended: run.status != "running" && run.status != "waiting",
         response: axum::Json(body).into_response(),
     })
 }

@@ -3,15 +3,18 @@
 //! across hosts), the answer a run gets, and its stored report.
 //!
 //! Rooms: `ask` reads and checks a run request; `answer` what a run's
-//! caller gets (also from a stored report).
+//! caller gets (also from a stored report); `control` a run's state,
+//! long-polls and cancels; `signal` signals to waiting runs.
 //!
 //! Must not know wasmtime.
 
 mod answer;
 mod ask;
 mod control;
+mod signal;
 
 pub(super) use control::{cancel_run, get_run, pass_on_cancels};
+pub(super) use signal::send_signal;
 
 use super::{Inner, error};
 use crate::registry::Served;
@@ -251,7 +254,11 @@ async fn launch(
             Ok(report) => in_flight.ended(&report.outcome, report.degraded, report.duration_ms),
             Err(_) => in_flight.refused(),
         }
-        if let Ok(report) = &result {
+        // A run that waits is exported once it has ended, by the host
+        // that ends it.
+        if let Ok(report) = &result
+            && report.outcome != "waiting"
+        {
             inner.metrics.run_finished(report);
             // Its report was stored with its terminal record.
             if let Some(otel) = &inner.otel {
