@@ -746,14 +746,34 @@ for = "3s"
     let served = spawn_waiting(&workflow, &[]);
     let (traceparent, _) = new_trace();
     let run_id = start_async(&served, "early", &api, &traceparent);
-    let sent = signal(
-        &served.addr,
+    // Through `braid runs signal`, before the run reaches its wait.
+    let server = format!("http://{}", served.addr);
+    let sent = braid(&[
+        "runs",
+        "signal",
         &run_id,
         "approval",
-        &[ADMIN],
+        "--data",
         r#"{"early": true}"#,
-    );
-    assert_eq!(sent.status, 202, "{}", sent.body);
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+    ]);
+    assert_eq!(sent.status.code(), Some(0), "{}", stderr(&sent));
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("signal approval delivered"));
+    let twice = braid(&[
+        "runs",
+        "signal",
+        &run_id,
+        "approval",
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+    ]);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(stderr(&twice).contains("HTTP 409"), "{}", stderr(&twice));
     let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(
@@ -836,4 +856,53 @@ fn a_waiting_run_is_cancelled_and_undone() {
     );
     let late = signal(&served.addr, &run_id, "approval", &[ADMIN], "{}");
     assert_eq!(late.status, 409);
+}
+
+#[test]
+fn a_signal_sent_through_another_host_of_a_shared_postgresql_journal_wakes_the_run_once() {
+    let url = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fresh_database());
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = waiting_workflow(
+        dir.path(),
+        "approving",
+        &approval_steps("1h", ""),
+        "approval",
+    );
+    let host = |name: &str| {
+        Served::spawn(
+            &workflow,
+            &["--store", url.as_str(), "--admin-token", TOKEN],
+            &[("HOSTNAME", name)],
+        )
+    };
+    let (first, second) = (host("host-0"), host("host-1"));
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&first, "approving", &api, &traceparent);
+    let waiting = wait_for_status(&second, &run_id, "waiting");
+    assert!(
+        str_of(&waiting, "/owner").starts_with("host-0"),
+        "{waiting}"
+    );
+    let sent = signal(
+        &second.addr,
+        &run_id,
+        "approval",
+        &[ADMIN],
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let done = first.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Either host may have woken it; one did, once.
+    let decided = notifications(&api, "decided");
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(calls(&api, &trace_id, "/oauth/token"), 1);
+    assert_eq!(
+        calls(&api, &trace_id, "/notifications"),
+        2,
+        "ask and after, once each"
+    );
 }

@@ -7,7 +7,7 @@ use super::super::host::open_stores;
 use super::super::{Exit, StateArgs, print_json};
 use super::remote::Server;
 use anyhow::anyhow;
-use braid::journal::{CancelAsked, RunJournal};
+use braid::journal::{CancelAsked, RunJournal, SignalSent};
 use clap::Args;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -204,6 +204,68 @@ pub async fn cancel(run_id: String, reason: Option<String>, reach: Reach) -> Res
                 .as_str()
                 .map(|r| format!("  reason: {r}"))
                 .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// `braid runs signal RUN_ID NAME`: sends the signal a run's signal step
+/// waits for, with `data` (JSON) as the step's output.
+pub async fn signal(
+    run_id: String,
+    name: String,
+    data: Option<String>,
+    token: Option<String>,
+    reach: Reach,
+) -> Result<u8, Exit> {
+    let data = data.unwrap_or_else(|| "null".into());
+    let payload: Value =
+        serde_json::from_str(&data).map_err(|e| Exit(2, anyhow!("--data is not JSON: {e}")))?;
+    let (place, json) = reach.open().await?;
+    let answer = match &place {
+        Place::Server(server, admin) => {
+            let path = format!("/v1/runs/{run_id}/signals/{name}");
+            let token = token.as_deref().or(admin.as_deref());
+            let (status, body) = server
+                .send("POST", &path, token, Some(payload), ASK_LIMIT)
+                .await
+                .map_err(|e| Exit(1, e))?;
+            if status != 202 {
+                return Err(failed(status, &body));
+            }
+            body
+        }
+        // Straight in the journal: whoever holds it needs no token. The
+        // name is checked by the server only.
+        Place::Journal(journal) => match journal
+            .send_signal(&run_id, &name, &payload.to_string(), "")
+            .await
+            .map_err(|e| Exit(1, e.into()))?
+        {
+            SignalSent::Delivered => {
+                json!({ "run_id": run_id, "signal": name, "status": "delivered" })
+            }
+            SignalSent::AlreadySent => {
+                return Err(Exit(
+                    1,
+                    anyhow!("run `{run_id}` was sent signal `{name}` already"),
+                ));
+            }
+            SignalSent::Ended { status } => {
+                return Err(Exit(
+                    1,
+                    anyhow!("run `{run_id}` has ended `{status}`: it takes no more signals"),
+                ));
+            }
+            SignalSent::Unknown => return Err(Exit(2, anyhow!("no run `{run_id}`"))),
+        },
+    };
+    if json {
+        print_json(&answer)?;
+    } else {
+        println!(
+            "{run_id}  signal {name} {}",
+            answer["status"].as_str().unwrap_or("")
         );
     }
     Ok(0)

@@ -50,6 +50,20 @@ enum RunsAction {
         #[command(flatten)]
         reach: control::Reach,
     },
+    /// Sends a run the signal its signal step waits for: `--data` (JSON)
+    /// becomes the step's output.
+    Signal {
+        run_id: String,
+        name: String,
+        /// The signal's body (JSON; default `null`).
+        #[arg(long)]
+        data: Option<String>,
+        /// The wait's token (else the admin token), through a server.
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
     /// Cancels a running run: its steps stop, what it completed is undone,
     /// and it ends `cancelled` (on whichever host owns it).
     Cancel {
@@ -80,6 +94,13 @@ pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
             timeout,
             reach,
         }) => return control::wait(run_id, timeout, reach).await,
+        Some(RunsAction::Signal {
+            run_id,
+            name,
+            data,
+            token,
+            reach,
+        }) => return control::signal(run_id, name, data, token, reach).await,
         Some(RunsAction::Cancel {
             run_id,
             reason,
