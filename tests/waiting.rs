@@ -906,3 +906,75 @@ fn a_signal_sent_through_another_host_of_a_shared_postgresql_journal_wakes_the_r
         "ask and after, once each"
     );
 }
+
+/// Reference workflow 3: the policy allows u-200 at once; u-100 needs an
+/// approver, who answers with the token the run sent them.
+#[test]
+fn the_access_approval_reference_workflow_waits_for_the_approver_it_asked() {
+    let api = SampleApi::start(None);
+    let served = Served::spawn(
+        &root().join("workflows/access-approval.toml"),
+        &["--admin-token", TOKEN],
+        &[],
+    );
+    let start = |user: &str| {
+        let input = json!({ "api_base": api.base(), "user_id": user });
+        let r = http(
+            &served.addr,
+            "POST",
+            "/v1/workflows/access-approval/runs",
+            &[],
+            &input.to_string(),
+        );
+        (r.status, r.json())
+    };
+    // Allowed: no wait, an answer at once.
+    let (status, admin) = start("u-200");
+    assert_eq!(status, 200, "{admin}");
+    assert_eq!(admin["result"]["approval"], Value::Null);
+    assert!(admin["result"]["granted"].is_object(), "{admin}");
+
+    // Needs approval: the caller that waited on its POST gets 202 when the
+    // run parks, with where to find its end.
+    let (status, asked) = start("u-100");
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["status"], "waiting");
+    let run_id = str_of(&asked, "/run_id").to_string();
+    let location = str_of(&asked, "/location").to_string();
+    let waiting = wait_for_status(&served, &run_id, "waiting");
+    assert!(
+        str_of(&waiting, "/waiting_for").contains("signal `approval`"),
+        "{waiting}"
+    );
+    let mail = notifications(&api, "approval needed");
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let token = str_of(&mail[0], "/about").to_string();
+    let bearer = format!("Bearer {token}");
+    let sent = signal(
+        &served.addr,
+        &run_id,
+        "approval",
+        &[("authorization", bearer.as_str())],
+        r#"{"approved": true, "by": "grace@example.com"}"#,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let done = served.get(&format!("{location}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["decision"]["allowed"], false);
+    assert_eq!(done["result"]["approval"]["approved"], true);
+    assert!(done["result"]["granted"].is_object(), "{done}");
+    assert_eq!(done["result"]["denied"], Value::Null);
+    assert_eq!(step(&done, "notify_denied")["outcome"], "skipped");
+    // The token is good for this run's wait only.
+    let (status, other) = start("u-100");
+    assert_eq!(status, 202, "{other}");
+    let other_id = str_of(&other, "/run_id").to_string();
+    let reused = signal(
+        &served.addr,
+        &other_id,
+        "approval",
+        &[("authorization", bearer.as_str())],
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(reused.status, 401, "{}", reused.body);
+}
