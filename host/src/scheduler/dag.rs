@@ -14,7 +14,7 @@ use super::{
 };
 use crate::journal::JournalEntry;
 use crate::report::{ComposeReport, EventRecord, RunRecorder, StepReport};
-use crate::workflow::{ArgSource, StepKind, StepSpec, ValueRef, Workflow};
+use crate::workflow::{StepKind, StepSpec, ValueRef, Workflow};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -329,7 +329,7 @@ impl<E: StepExecutor> Scheduler<E> {
         state: &mut RunState,
         step: &StepSpec,
     ) -> Result<(), String> {
-        let input = build_input(step, run, &state.outputs)?.to_string();
+        let input = super::input::build_input(step, run, &state.outputs)?.to_string();
         state.inputs_of.insert(step.name.clone(), input.clone());
         let mut base = AttemptContext {
             step: step.name.clone(),
@@ -479,61 +479,6 @@ impl RunState {
             }
         }
     }
-}
-
-/// Builds a step's input object from its argument sources.
-pub(super) fn build_input(
-    step: &StepSpec,
-    run: &RunCtx,
-    outputs: &HashMap<String, Value>,
-) -> Result<Value, String> {
-    let mut obj = serde_json::Map::new();
-    for (name, source) in &step.args {
-        if let ArgSource::Element { .. } = source {
-            // Filled in for each element (`map`).
-            continue;
-        }
-        let value = source_value(source, &format!("argument `{name}`"), run, outputs)?;
-        obj.insert(name.clone(), value);
-    }
-    Ok(Value::Object(obj))
-}
-
-/// The value `source` names (`what` names it in errors): an input, a
-/// constant, or a step's output (`null` for an optional one of a step
-/// that was skipped).
-pub(super) fn source_value(
-    source: &ArgSource,
-    what: &str,
-    run: &RunCtx,
-    outputs: &HashMap<String, Value>,
-) -> Result<Value, String> {
-    Ok(match source {
-        ArgSource::Input(input) => run.inputs.get(input).cloned().unwrap_or(Value::Null),
-        ArgSource::WaitToken { step } => Value::String(super::wait::wait_token(run, step)),
-        ArgSource::Value(v) => v.clone(),
-        ArgSource::Element { .. } => {
-            return Err(format!("{what}: `element` only applies to a map step"));
-        }
-        ArgSource::Step {
-            step: dep,
-            pointer,
-            optional,
-        } => {
-            let Some(output) = outputs.get(dep) else {
-                if *optional {
-                    return Ok(Value::Null);
-                }
-                return Err(format!("{what}: step `{dep}` has no output"));
-            };
-            match pointer {
-                None => output.clone(),
-                Some(p) => output.pointer(p).cloned().ok_or_else(|| {
-                    format!("{what}: pointer `{p}` matches nothing in the output of step `{dep}`")
-                })?,
-            }
-        }
-    })
 }
 
 /// One report per step: those that started, in the order they started,

@@ -13,7 +13,7 @@
 //! Must not know wasmtime or how an attempt runs (that is `attempt`).
 
 use super::attempt::run_step;
-use super::dag::{build_input, source_value};
+use super::input::{build_input, source_value};
 use super::{AttemptContext, RunCtx, Scheduler, StepExecutor, StepOutcome};
 use super::{Completed, RunState};
 use crate::journal::JournalEntry;

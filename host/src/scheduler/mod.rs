@@ -21,6 +21,7 @@ mod attempt;
 mod compose;
 mod dag;
 pub mod executor;
+mod input;
 mod lease;
 mod map;
 mod resume;
@@ -354,6 +355,14 @@ struct RunCtx {
     resumed: Option<Resumed>,
     /// Fired when the run is cancelled (`POST /v1/runs/ID/cancel`).
     cancel: RunCancel,
+}
+
+impl RunCtx {
+    /// The token that may send signal step `step`'s signal in this run: an
+    /// HMAC of the run's secret, so only who was handed it can send it.
+    fn wait_token(&self, step: &str) -> String {
+        self.base.keys.key(&self.run_id, step, "wait-token")
+    }
 }
 
 impl<E: StepExecutor> Scheduler<E> {

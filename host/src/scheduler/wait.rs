@@ -40,13 +40,7 @@ pub(super) enum Parking {
     NotNow,
 }
 
-/// The token that may send signal step `step`'s signal in this run: an
-/// HMAC of the run's secret, so only who was handed it can send it.
-pub(super) fn wait_token(run: &RunCtx, step: &str) -> String {
-    run.base.keys.key(&run.run_id, step, "wait-token")
-}
-
-/// [`wait_token`] of run `run_id` from its journaled secret (`RunStart`'s
+/// The token of signal step `step` (`RunCtx::wait_token`) of run `run_id` from its journaled secret (`RunStart`'s
 /// `idempotency_secret`), for checking a token a signal came with.
 pub fn wait_token_of(secret_hex: &str, run_id: &str, step: &str) -> String {
     super::KeySecret::from_hex(secret_hex).key(run_id, step, "wait-token")
@@ -113,7 +107,7 @@ impl<E: StepExecutor> Scheduler<E> {
         state: &mut RunState,
         step: &StepSpec,
     ) -> Result<(), String> {
-        let input = super::dag::build_input(step, run, &state.outputs)?;
+        let input = super::input::build_input(step, run, &state.outputs)?;
         state.inputs_of.insert(step.name.clone(), input.to_string());
         if !state.wait_due.contains_key(&step.name) {
             let due = due_of(step, &input, now_ms())?;
