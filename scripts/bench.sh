@@ -108,6 +108,10 @@ fi
   echo; echo "### Resuming 1,000 runs in flight after their host is dropped (zero-latency API)"
   echo
   $BRAID bench --mode resume --runs 1000
+  echo; echo "### Runs that wait: parked, signalled and woken; timers all due at once woken by a fresh host"
+  echo
+  $BRAID bench --mode waiting --runs 10000
+  $BRAID bench --mode waiting --runs 100000 | tail -1
   echo; echo "### Per step attempt"
   $BRAID bench --mode attempt --executor sandbox --runs 2000
   echo; echo "### Component load: first (compile) vs cached (braid inspect, compile + check + pre-instantiate)"

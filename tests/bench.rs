@@ -231,3 +231,39 @@ fn bench_maps_noop_over_elements_on_both_executors() {
         assert!(l["runs"].as_u64().expect("runs") >= 2, "{l}");
     }
 }
+
+#[test]
+fn bench_waiting_parks_runs_out_of_memory_and_wakes_every_one() {
+    components();
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = braid(&[
+        "bench",
+        "--workflow",
+        reference_workflow().to_str().expect("utf-8"),
+        "--mode",
+        "waiting",
+        "--runs",
+        "40",
+        "--json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_stdout(&out);
+    assert_eq!(r["runs"], 40);
+    assert_eq!(
+        r["held_in_memory"], 0,
+        "parked runs are rows, not tasks: {r}"
+    );
+    assert_eq!(r["signalled_succeeded"], 40, "{r}");
+    assert_eq!(r["timers_succeeded"], 40, "{r}");
+    // A woken run's next step starts after its time, never before.
+    assert!(
+        r["timer_p50_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{r}"
+    );
+    assert!(
+        r["journal_bytes_per_run"].as_f64().is_some_and(|b| b > 0.0),
+        "{r}"
+    );
+}

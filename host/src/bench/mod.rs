@@ -17,6 +17,7 @@ mod native;
 pub mod resume;
 pub mod serve;
 pub mod suite;
+pub mod waiting;
 
 pub use claims::{ClaimRung, claim_rung};
 pub use native::NativeExecutor;

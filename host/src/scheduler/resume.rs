@@ -80,9 +80,14 @@ impl<E: StepExecutor> Scheduler<E> {
             incoming,
             Some(resumed),
         );
-        tracing::warn!(parent: &ctx.span, trace_id = %ctx.trace_id, previous_owner = %run.previous_owner,
-            reused = state.order.len(), failed_before = state.failure.is_some(),
-            "resuming a run whose host died");
+        if run.woken {
+            tracing::info!(parent: &ctx.span, trace_id = %ctx.trace_id, waits = state.waiting.len(),
+                "carrying on a run woken from its wait");
+        } else {
+            tracing::warn!(parent: &ctx.span, trace_id = %ctx.trace_id, previous_owner = %run.previous_owner,
+                reused = state.order.len(), failed_before = state.failure.is_some(),
+                "resuming a run whose host died");
+        }
         // Until this run returns, this host's recovery leaves it alone.
         for wait in &state.waiting {
             ctx.base

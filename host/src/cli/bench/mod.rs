@@ -127,6 +127,10 @@ enum BenchMode {
     /// `braid serve`'s resident set before, during and after an open-loop
     /// burst at the first `--rate` for `--duration-s`.
     ServeMemory,
+    /// Runs that wait: `--runs` runs parked on a signal (memory and journal
+    /// bytes per waiting run), signalled and woken (signals/s), then
+    /// `--runs` timers due at once woken by a fresh host (due -> next step).
+    Waiting,
     All,
 }
 
@@ -178,6 +182,9 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     if args.mode == BenchMode::Resume {
         return bench_resume(&args).await;
     }
+    if args.mode == BenchMode::Waiting {
+        return bench_waiting(&args).await;
+    }
     if matches!(args.mode, BenchMode::Serve | BenchMode::ServeMemory) {
         return serve::exec(&args).await;
     }
@@ -191,6 +198,7 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
         | BenchMode::Scaling
         | BenchMode::Claims
         | BenchMode::Resume
+        | BenchMode::Waiting
         | BenchMode::Serve
         | BenchMode::ServeMemory => (false, false, false),
         BenchMode::All => (true, true, true),
@@ -383,6 +391,59 @@ async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
     // kill: every run still in flight then must be carried on.
     Ok(
         if r.succeeded == r.in_flight_at_kill && r.tokens_issued == r.runs {
+            0
+        } else {
+            1
+        },
+    )
+}
+
+/// `braid bench --mode waiting`: what waiting runs cost, and waking them.
+async fn bench_waiting(args: &BenchArgs) -> Result<u8, Exit> {
+    let reference =
+        braid::workflow::Workflow::load(&args.workflow).map_err(|e| Exit(2, e.into()))?;
+    let components = reference
+        .step("aggregate")
+        .and_then(|s| s.component.parent())
+        .and_then(|dir| std::path::absolute(dir).ok())
+        .ok_or_else(|| Exit(2, anyhow::anyhow!("the workflow has no `aggregate` step")))?;
+    let r = braid::bench::waiting::waiting(
+        &components,
+        args.state.cache_dir(),
+        args.state.durability.into(),
+        args.runs,
+    )
+    .await
+    .map_err(|e| match e {
+        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
+        SuiteError::Run(_) => Exit(1, e.into()),
+    })?;
+    if args.json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "| waiting runs | parked/s | held in memory | RSS per run | journal per run | signals/s | signalled runs ended in | timer: due -> next step p50 / p99 / max |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {} | {:.0} | {} | {:.0} B ({:.0} -> {:.0} MiB) | {:.0} B | {:.0} | {:.0} ms | {:.0} / {:.0} / {:.0} ms |",
+            r.runs,
+            r.parked_per_s,
+            r.held_in_memory,
+            r.rss_bytes_per_run,
+            r.rss_before_mib,
+            r.rss_parked_mib,
+            r.journal_bytes_per_run,
+            r.signals_per_s,
+            r.signalled_runs_end_ms,
+            r.timer_p50_ms,
+            r.timer_p99_ms,
+            r.timer_max_ms
+        );
+    }
+    Ok(
+        if r.held_in_memory == 0 && r.signalled_succeeded == r.runs && r.timers_succeeded == r.runs
+        {
             0
         } else {
             1
