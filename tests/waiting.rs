@@ -946,9 +946,34 @@ fn the_access_approval_reference_workflow_waits_for_the_approver_it_asked() {
         str_of(&waiting, "/waiting_for").contains("signal `approval`"),
         "{waiting}"
     );
+    // The viewer lists it as waiting, with what for, and its page says so.
+    let list = served.get("/ui/runs");
+    assert_eq!(list.status, 200);
+    let table = list.body.split("id=\"waiting\"").nth(1).unwrap_or_default();
+    assert!(table.contains(&run_id), "{}", list.body);
+    assert!(
+        table.contains("step `approval`: signal `approval` until "),
+        "{table}"
+    );
+    let page = served.get(&format!("/ui/runs/{run_id}"));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("data-run-outcome=\"waiting\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("signal `approval` until"),
+        "{}",
+        page.body
+    );
     let mail = notifications(&api, "approval needed");
     assert_eq!(mail.len(), 1, "{mail:?}");
     let token = str_of(&mail[0], "/about").to_string();
+    assert!(
+        !page.body.contains(&token),
+        "the viewer never shows a wait's token"
+    );
     let bearer = format!("Bearer {token}");
     let sent = signal(
         &served.addr,

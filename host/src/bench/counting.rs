@@ -199,6 +199,9 @@ impl RunJournal for CountedJournal {
     ) -> Result<Option<crate::journal::RunStart>, JournalError> {
         self.inner.run_start(run_id).await
     }
+    async fn waiting_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        self.inner.waiting_runs(limit).await
+    }
     async fn request_cancel(
         &self,
         run_id: &str,

@@ -521,6 +521,11 @@ pub trait RunJournal: Send + Sync + 'static {
     /// The runs still `running` (on any host sharing the journal), oldest
     /// first, at most `limit`.
     async fn running_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError>;
+    /// The runs waiting (parked: a time or a signal to come), the soonest
+    /// to wake first, at most `limit`.
+    async fn waiting_runs(&self, _limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        Err(no_waits())
+    }
     /// The runs of trace `trace_id`, running or ended, oldest first, at
     /// most `limit` (indexed: what the viewer's trace page finds).
     async fn runs_of_trace(

@@ -105,6 +105,20 @@ pub(super) async fn runs_page(
     } else {
         Ok(Vec::new())
     };
+    // Runs parked in the journal, waiting for a time or a signal.
+    let waiting = if first_page {
+        app.journal
+            .waiting_runs(ELSEWHERE_LISTED)
+            .await
+            .map(|runs| {
+                runs.into_iter()
+                    .filter(|r| wanted(&query, &r.workflow, &r.trace_id))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(Vec::new())
+    };
     let names = app.live.names();
     let workflow = query.workflow.as_deref();
     let status = query.outcome.as_deref();
@@ -119,7 +133,7 @@ pub(super) async fn runs_page(
             } }
             label { " outcome " select name="status" {
                 option value="" { "any" }
-                @for s in ["succeeded", "failed", "aborted"] {
+                @for s in ["succeeded", "failed", "cancelled", "aborted"] {
                     option value=(s) selected[status == Some(s)] { (s) }
                 }
             } }
@@ -167,6 +181,7 @@ pub(super) async fn runs_page(
                 },
                 Err(e) => { p.error { "Runs running elsewhere: " (e) } },
             }
+            (waiting_table(&waiting))
         }
         h2 { "Finished" }
         table.runs #finished {
@@ -222,6 +237,36 @@ fn current_steps(run: &InFlight) -> String {
         .join(", ")
 }
 
+/// The runs parked in the journal: what each waits for, since when, and
+/// when it wakes at the latest.
+fn waiting_table(waiting: &Result<Vec<RunRecord>, String>) -> Markup {
+    html! {
+        @match waiting {
+            Ok(runs) if runs.is_empty() => {},
+            Ok(runs) => {
+                h2 { "Waiting" }
+                p.muted { "Runs parked in the journal until a time or a signal comes (no host holds them); any host of the store carries one on when it does." }
+                table.runs #waiting {
+                    thead { tr { th { "run" } th { "workflow" } th { "waiting for" } th { "since (UTC)" } th { "until (UTC)" } th { "trace id" } } }
+                    tbody {
+                        @for r in runs {
+                            tr data-run=(r.run_id) {
+                                td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
+                                td { (r.workflow) }
+                                td { (r.waiting_for.as_deref().unwrap_or("")) }
+                                td { (r.waiting_since_ms.map(waterfall::utc).unwrap_or_default()) }
+                                td { (r.wake_at_ms.map(waterfall::utc).unwrap_or_default()) }
+                                td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }
+                            }
+                        }
+                    }
+                }
+            },
+            Err(e) => { p.error { "Waiting runs: " (e) } },
+        }
+    }
+}
+
 /// `/ui/runs/{id}`: one finished run's waterfall; a run still going says
 /// so (here: with its current steps, and the page reloads when it ends);
 /// `404` for an unknown id.
@@ -241,6 +286,7 @@ pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<Strin
             }
             return match app.journal.run(&id).await {
                 Ok(Some(run)) if run.status == "running" => running_elsewhere(&app, &run),
+                Ok(Some(run)) if run.status == "waiting" => waiting_run(&app, &run),
                 Ok(_) => message(
                     StatusCode::NOT_FOUND,
                     "Run not found",
@@ -304,6 +350,31 @@ fn running_elsewhere(app: &Inner, run: &RunRecord) -> Response {
         p.muted { "Running on another host; reload to see its waterfall once it ends." }
     };
     let running = Running {
+        status: &run.status,
+        run_id: &run.run_id,
+        workflow: &run.workflow,
+        trace_id: &run.trace_id,
+        started_at_ms: run.started_at_ms,
+    };
+    running_page(app, running, details, after)
+}
+
+/// A run parked in the journal: what it waits for, and how an operator
+/// answers or cancels it.
+fn waiting_run(app: &Inner, run: &RunRecord) -> Response {
+    let details = html! {
+        dt { "waiting for" } dd #waiting-for { (run.waiting_for.as_deref().unwrap_or("")) }
+        dt { "waiting since" } dd { (run.waiting_since_ms.map(waterfall::utc).unwrap_or_default()) }
+        dt { "wakes at the latest" } dd { (run.wake_at_ms.map(waterfall::utc).unwrap_or_default()) }
+        dt { "parked by" } dd { code { (run.owner) } }
+    };
+    let after = html! {
+        p.muted { "Waiting in the journal: no host holds it. Send its signal, or cancel it:" }
+        pre { "curl -X POST " (format!("/v1/runs/{}/signals/NAME", run.run_id)) " -H 'authorization: Bearer WAIT_OR_ADMIN_TOKEN' -H 'content-type: application/json' -d '{...}'\n"
+              "curl -X POST " (format!("/v1/runs/{}/cancel", run.run_id)) " -H 'authorization: Bearer ADMIN_TOKEN'" }
+    };
+    let running = Running {
+        status: &run.status,
         run_id: &run.run_id,
         workflow: &run.workflow,
         trace_id: &run.trace_id,
@@ -314,6 +385,8 @@ fn running_elsewhere(app: &Inner, run: &RunRecord) -> Response {
 
 /// What every running run's page shows.
 struct Running<'a> {
+    /// `running`, or `waiting` (parked).
+    status: &'a str,
     run_id: &'a str,
     workflow: &'a str,
     trace_id: &'a str,
@@ -323,6 +396,7 @@ struct Running<'a> {
 impl<'a> From<&'a InFlight> for Running<'a> {
     fn from(run: &'a InFlight) -> Self {
         Running {
+            status: "running",
             run_id: &run.run_id,
             workflow: &run.workflow,
             trace_id: &run.trace_id,
@@ -335,7 +409,7 @@ impl<'a> From<&'a InFlight> for Running<'a> {
 /// facts) and `after` (below them).
 fn running_page(app: &Inner, run: Running<'_>, details: Markup, after: Markup) -> Response {
     let body = html! {
-        h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome="running" { "running" } }
+        h1 { "Run " code { (run.run_id) } " " span.outcome.running data-run-outcome=(run.status) { (run.status) } }
         dl.meta {
             dt { "workflow" } dd { (run.workflow) }
             dt { "trace id" } dd data-trace-id=(run.trace_id) { (trace_ids(app, run.trace_id)) }

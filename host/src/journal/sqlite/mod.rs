@@ -455,6 +455,13 @@ impl RunJournal for SqliteJournal {
             .await
     }
 
+    async fn waiting_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        let tail = "WHERE r.status = 'waiting' ORDER BY r.wake_at_ms, r.run_id LIMIT ?1";
+        self.db
+            .call(move |conn| select_runs(conn, tail, params![limit as i64]))
+            .await
+    }
+
     async fn runs_of_trace(
         &self,
         trace_id: &str,

@@ -469,6 +469,15 @@ impl RunJournal for PostgresJournal {
         Ok(rows.iter().map(run_record).collect())
     }
 
+    async fn waiting_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
+        let sql = format!(
+            "{SELECT_RUNS} WHERE r.status = 'waiting' ORDER BY r.wake_at_ms, r.run_id LIMIT $1"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query("listing waiting runs", &sql, &[&limit]).await?;
+        Ok(rows.iter().map(run_record).collect())
+    }
+
     async fn runs_of_trace(
         &self,
         trace_id: &str,
