@@ -594,6 +594,13 @@ for = "4s"
     let what = str_of(&waiting, "/waiting_for");
     assert!(what.starts_with("step `nap`: sleep until "), "{waiting}");
     assert!(waiting["wake_at_ms"].as_u64().is_some(), "{waiting}");
+    // It left the host: no longer in flight here, counted as parked.
+    let metrics = served.get("/metrics").body;
+    assert!(metrics.contains("braid_runs_in_flight 0"), "{metrics}");
+    assert!(
+        metrics.contains("braid_runs_parked_total{workflow=\"napping\"} 1"),
+        "{metrics}"
+    );
     // Parked: the host holds no task for it; kill -9 it and start again.
     served.kill();
     served.restart();

@@ -79,6 +79,7 @@ pub struct Metrics {
     runs_refused: Family<WorkflowLabels, Counter>,
     in_flight: Gauge,
     waiting: Gauge,
+    parked: Family<WorkflowLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,6 +104,7 @@ impl Metrics {
             runs_refused: Family::default(),
             in_flight: Gauge::default(),
             waiting: Gauge::default(),
+            parked: Family::default(),
             registry: Registry::with_prefix("braid"),
         };
         m.registry.register(
@@ -167,7 +169,23 @@ impl Metrics {
             "Runs waiting for a place among the runs in flight (--admission-wait-ms)",
             m.waiting.clone(),
         );
+        m.registry.register(
+            "runs_parked",
+            "Times a run left this host to wait in the journal for a time or a signal (sleep and signal steps)",
+            m.parked.clone(),
+        );
         m
+    }
+
+    /// A run this host started left it to wait in the journal: it is no
+    /// longer in flight here (the host that wakes it counts it again).
+    pub fn run_parked(&self, workflow: &str) {
+        self.in_flight.dec();
+        self.parked
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.to_string(),
+            })
+            .inc();
     }
 
     /// One more (`true`) or one less run waiting for a place.

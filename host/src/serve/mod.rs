@@ -346,10 +346,11 @@ impl Server {
     pub fn resumed_hook(&self) -> crate::recovery::ResumedHook {
         let inner = Arc::clone(&self.inner);
         Arc::new(move |report| {
+            inner.metrics.run_started();
             if report.outcome == "waiting" {
+                inner.metrics.run_parked(&report.workflow);
                 return;
             }
-            inner.metrics.run_started();
             inner.metrics.run_finished(report);
             if let Some(otel) = &inner.otel {
                 otel.export(report);
