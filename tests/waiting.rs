@@ -591,6 +591,14 @@ for = "4s"
     let started = Instant::now();
     let run_id = start_async(&served, "napping", &api, &traceparent);
     let waiting = wait_for_status(&served, &run_id, "waiting");
+    let listed = served
+        .get("/v1/runs?status=waiting&workflow=napping")
+        .json();
+    assert_eq!(listed[0]["run_id"], run_id.as_str(), "{listed}");
+    assert_eq!(
+        served.get("/v1/runs?status=waiting&workflow=other").json(),
+        json!([])
+    );
     let what = str_of(&waiting, "/waiting_for");
     assert!(what.starts_with("step `nap`: sleep until "), "{waiting}");
     assert!(waiting["wake_at_ms"].as_u64().is_some(), "{waiting}");
@@ -1009,4 +1017,69 @@ fn the_access_approval_reference_workflow_waits_for_the_approver_it_asked() {
         r#"{"approved": true}"#,
     );
     assert_eq!(reused.status, 401, "{}", reused.body);
+}
+
+/// In headless Chromium: a waiting run's page says what it waits for; its
+/// signal form refuses a wrong token and, with the wait's token, finishes
+/// the run (the page turns into its waterfall).
+#[test]
+fn a_waiting_runs_page_shows_its_wait_and_its_signal_form_finishes_it_in_chromium() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = waiting_workflow(
+        dir.path(),
+        "approving",
+        &approval_steps("1h", ""),
+        "approval",
+    );
+    let served = spawn_waiting(&workflow, &[]);
+    let (traceparent, _) = new_trace();
+    let run_id = start_async(&served, "approving", &api, &traceparent);
+    wait_for_status(&served, &run_id, "waiting");
+    let token = str_of(&notifications(&api, "approval needed")[0], "/about").to_string();
+    let addr = served.addr.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let browser = crate::viewer::Browser::launch();
+        let mut page = browser.open(&format!("http://{addr}/ui/runs/{run_id}")).await;
+        let waits = page
+            .wait_for(
+                "the waiting run's page",
+                "document.readyState === 'complete' && document.querySelector('[data-run-outcome]').dataset.runOutcome === 'waiting' && document.getElementById('waiting-for').textContent",
+            )
+            .await;
+        assert!(
+            waits.as_str().is_some_and(|w| w.starts_with("step `approval`: signal `approval` until ")),
+            "{waits}"
+        );
+        let send = |token: &str| {
+            format!(
+                "(() => {{ const f = document.getElementById('signal-form');
+                   f.querySelector('[name=token]').value = '{token}';
+                   f.querySelector('[name=body]').value = '{{\"approved\": true, \"by\": \"viewer\"}}';
+                   f.querySelector('button').click(); return true; }})()"
+            )
+        };
+        page.eval(&send("not-the-token")).await.expect("submit");
+        let refused = page
+            .wait_for(
+                "the refusal",
+                "(() => { const a = document.getElementById('control-answer').textContent; return a.startsWith('401') && a; })()",
+            )
+            .await;
+        assert!(refused.as_str().is_some_and(|a| a.contains("wait's token")), "{refused}");
+        page.eval(&send(&token)).await.expect("submit");
+        let outcome = page
+            .wait_for(
+                "the run's waterfall",
+                "document.querySelector('.waterfall') && document.querySelector('[data-run-outcome]').dataset.runOutcome",
+            )
+            .await;
+        assert_eq!(outcome, "succeeded");
+    });
+    let decided = notifications(&api, "decided");
+    assert_eq!(
+        decided[0]["about"],
+        json!({"approved": true, "by": "viewer"})
+    );
 }

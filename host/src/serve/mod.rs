@@ -590,6 +590,25 @@ async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) ->
         Ok(query) => query,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
+    // Runs without a report yet: from the journal's records.
+    let unfinished = match query.outcome.as_deref() {
+        Some("waiting") => Some(app.journal.waiting_runs(query.limit).await),
+        Some("running") => Some(app.journal.running_runs(query.limit).await),
+        _ => None,
+    };
+    if let Some(found) = unfinished {
+        return match found {
+            Ok(runs) => {
+                let runs: Vec<_> = runs
+                    .into_iter()
+                    .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
+                    .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+                    .collect();
+                axum::Json(runs).into_response()
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+    }
     match app.journal.recent_reports(query.clone()).await {
         Ok(list) => {
             let next = RunsQuery::next_page(&query, &list);

@@ -368,10 +368,29 @@ fn waiting_run(app: &Inner, run: &RunRecord) -> Response {
         dt { "wakes at the latest" } dd { (run.wake_at_ms.map(waterfall::utc).unwrap_or_default()) }
         dt { "parked by" } dd { code { (run.owner) } }
     };
+    // The signal it waits for, as `waiting_for` names it (the first).
+    let signal = run
+        .waiting_for
+        .as_deref()
+        .and_then(|w| w.split_once("signal `"))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_default();
     let after = html! {
-        p.muted { "Waiting in the journal: no host holds it. Send its signal, or cancel it:" }
-        pre { "curl -X POST " (format!("/v1/runs/{}/signals/NAME", run.run_id)) " -H 'authorization: Bearer WAIT_OR_ADMIN_TOKEN' -H 'content-type: application/json' -d '{...}'\n"
-              "curl -X POST " (format!("/v1/runs/{}/cancel", run.run_id)) " -H 'authorization: Bearer ADMIN_TOKEN'" }
+        p.muted { "Waiting in the journal: no host holds it. Send its signal (with the wait's token or the admin token), or cancel it (admin token):" }
+        form.control #signal-form {
+            label { "signal " input name="name" value=(signal) size="16"; }
+            label { " body (JSON) " textarea name="body" rows="2" cols="40" { "{\"approved\": true}" } }
+            label { " token " input type="password" name="token" autocomplete="off" size="24"; }
+            " " button type="submit" { "Send signal" }
+        }
+        form.control #cancel-form {
+            label { "reason " input name="reason" size="30"; }
+            label { " admin token " input type="password" name="token" autocomplete="off" size="24"; }
+            " " button type="submit" { "Cancel run" }
+        }
+        p.muted #control-answer {}
+        script { (PreEscaped(CONTROL_SCRIPT)) }
     };
     let running = Running {
         status: &run.status,
@@ -517,6 +536,8 @@ const RUNS_SCRIPT: &str = include_str!("assets/runs.js");
 /// A running run's page: its current steps follow the run; when it ends
 /// the page reloads into the waterfall.
 const RUN_SCRIPT: &str = include_str!("assets/run.js");
+/// A waiting run's signal and cancel forms.
+const CONTROL_SCRIPT: &str = include_str!("assets/control.js");
 
 /// The workflows the served ones compose that are not served themselves:
 /// each one's DAG, from the text the composing workflow pinned (so a compose
