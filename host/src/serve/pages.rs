@@ -349,14 +349,7 @@ fn running_elsewhere(app: &Inner, run: &RunRecord) -> Response {
     let after = html! {
         p.muted { "Running on another host; reload to see its waterfall once it ends." }
     };
-    let running = Running {
-        status: &run.status,
-        run_id: &run.run_id,
-        workflow: &run.workflow,
-        trace_id: &run.trace_id,
-        started_at_ms: run.started_at_ms,
-    };
-    running_page(app, running, details, after)
+    running_page(app, Running::from(run), details, after)
 }
 
 /// A run parked in the journal: what it waits for, and how an operator
@@ -392,14 +385,7 @@ fn waiting_run(app: &Inner, run: &RunRecord) -> Response {
         p.muted #control-answer {}
         script { (PreEscaped(CONTROL_SCRIPT)) }
     };
-    let running = Running {
-        status: &run.status,
-        run_id: &run.run_id,
-        workflow: &run.workflow,
-        trace_id: &run.trace_id,
-        started_at_ms: run.started_at_ms,
-    };
-    running_page(app, running, details, after)
+    running_page(app, Running::from(run), details, after)
 }
 
 /// What every running run's page shows.
@@ -410,6 +396,18 @@ struct Running<'a> {
     workflow: &'a str,
     trace_id: &'a str,
     started_at_ms: u64,
+}
+
+impl<'a> From<&'a RunRecord> for Running<'a> {
+    fn from(run: &'a RunRecord) -> Self {
+        Running {
+            status: &run.status,
+            run_id: &run.run_id,
+            workflow: &run.workflow,
+            trace_id: &run.trace_id,
+            started_at_ms: run.started_at_ms,
+        }
+    }
 }
 
 impl<'a> From<&'a InFlight> for Running<'a> {

@@ -266,10 +266,7 @@ pub async fn exec(args: BenchArgs) -> Result<u8, Exit> {
     };
     let outcome = braid::bench::suite::run(&plan, &progress)
         .await
-        .map_err(|e| match e {
-            SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
-            SuiteError::Run(_) => Exit(1, e.into()),
-        })?;
+        .map_err(suite_exit)?;
     let results = outcome.loads;
     let attempt = outcome.attempt;
     let violations: usize = results.iter().map(|r| r.trace_violations.len()).sum();
@@ -357,6 +354,15 @@ async fn bench_claims(args: &BenchArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
+/// A benchmark's failure as an exit: 2 for bad input or setup, 1 when a
+/// run went wrong.
+pub(super) fn suite_exit(e: SuiteError) -> Exit {
+    match e {
+        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
+        SuiteError::Run(_) => Exit(1, e.into()),
+    }
+}
+
 /// `braid bench --mode resume`: the runs of a killed host carried on.
 async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
     let r = braid::bench::resume::resume_after_kill(
@@ -366,10 +372,7 @@ async fn bench_resume(args: &BenchArgs) -> Result<u8, Exit> {
         args.runs,
     )
     .await
-    .map_err(|e| match e {
-        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
-        SuiteError::Run(_) => Exit(1, e.into()),
-    })?;
+    .map_err(suite_exit)?;
     if args.json {
         print_json(&r)?;
     } else {
@@ -414,10 +417,7 @@ async fn bench_waiting(args: &BenchArgs) -> Result<u8, Exit> {
         args.runs,
     )
     .await
-    .map_err(|e| match e {
-        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
-        SuiteError::Run(_) => Exit(1, e.into()),
-    })?;
+    .map_err(suite_exit)?;
     if args.json {
         print_json(&r)?;
     } else {

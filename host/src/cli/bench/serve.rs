@@ -4,7 +4,6 @@
 use super::{BenchArgs, BenchMode};
 use crate::cli::{Exit, print_json};
 use braid::bench::serve::{CAPACITY_SHARE, ServeBench, ServeLoad, ServeResult, ServeTarget};
-use braid::bench::suite::SuiteError;
 use std::time::Duration;
 
 /// Runs of the closed loop that measures capacity (100 clients): long
@@ -24,10 +23,9 @@ pub async fn exec(args: &BenchArgs) -> Result<u8, Exit> {
         extra_args: args.serve_args.clone(),
         latencies,
     };
-    let bench = ServeBench::start(&target).await.map_err(|e| match e {
-        SuiteError::Input(_) | SuiteError::Setup(_) => Exit(2, e.into()),
-        SuiteError::Run(_) => Exit(1, e.into()),
-    })?;
+    let bench = ServeBench::start(&target)
+        .await
+        .map_err(super::suite_exit)?;
     // Connections opened and code paths warmed before anything is measured.
     bench
         .drive(ServeLoad::Closed {

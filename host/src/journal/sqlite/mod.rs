@@ -362,19 +362,12 @@ impl RunJournal for SqliteJournal {
                 if n != 1 {
                     continue;
                 }
-                taken.push(AbandonedRun {
-                    start: read_start(conn, &run_id)?,
-                    previous_owner: owner,
-                    fence: RunFence {
-                        run_id: run_id.clone(),
-                        owner: new_owner.clone(),
-                        epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
-                    },
-                    started_at_ms: u64::try_from(started_at).unwrap_or(0),
-                    entries: read_entries(conn, &run_id)?,
-                    woken: false,
-                    cancel_reason: None,
-                });
+                let next = RunFence {
+                    run_id: run_id.clone(),
+                    owner: new_owner.clone(),
+                    epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
+                };
+                taken.push(taken_run(conn, next, owner, started_at)?);
             }
             Ok(taken)
         })
@@ -716,6 +709,25 @@ impl RunJournal for SqliteJournal {
             })
             .await
     }
+}
+
+/// A run just taken over under `fence` from `previous_owner`, with its
+/// start and journal read (after the take-over: every accepted write).
+fn taken_run(
+    conn: &Connection,
+    fence: RunFence,
+    previous_owner: String,
+    started_at_ms: i64,
+) -> Result<AbandonedRun, JournalError> {
+    Ok(AbandonedRun {
+        start: read_start(conn, &fence.run_id)?,
+        entries: read_entries(conn, &fence.run_id)?,
+        previous_owner,
+        fence,
+        started_at_ms: u64::try_from(started_at_ms).unwrap_or(0),
+        woken: false,
+        cancel_reason: None,
+    })
 }
 
 /// Runs as [`RunRecord`]s; `tail` filters and orders (`r` is `runs`).

@@ -3,7 +3,7 @@
 //! requests, and a run's start (for checking a wait's token). One write
 //! transaction each, so one host wakes each run.
 
-use super::{read_entries, read_start, unavailable};
+use super::{read_start, taken_run, unavailable};
 use crate::db::{Db, ms};
 use crate::journal::{
     AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent,
@@ -103,18 +103,15 @@ pub(super) async fn take_over_waiting(
                 params![run_id, new_owner, ms(now + lease.as_millis() as u64)],
             )
             .map_err(unavailable)?;
+            let next = RunFence {
+                run_id: run_id.clone(),
+                owner: new_owner.clone(),
+                epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
+            };
             taken.push(AbandonedRun {
-                start: read_start(conn, &run_id)?,
-                previous_owner: owner,
-                fence: RunFence {
-                    run_id: run_id.clone(),
-                    owner: new_owner.clone(),
-                    epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
-                },
-                started_at_ms: u64::try_from(started_at).unwrap_or(0),
-                entries: read_entries(conn, &run_id)?,
                 woken: true,
                 cancel_reason,
+                ..taken_run(conn, next, owner, started_at)?
             });
         }
         Ok(taken)

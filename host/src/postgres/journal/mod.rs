@@ -90,6 +90,33 @@ impl PostgresJournal {
         .map_err(journal_error)
     }
 
+    /// A run just taken over by `new_owner`, from a take-over's row
+    /// (`run_id, previous owner, start, epoch, started_at_ms`), its journal
+    /// read after the new epoch committed: every entry the old owner got
+    /// in is there, and no later one can be (`append`).
+    async fn taken_run(
+        &self,
+        row: &tokio_postgres::Row,
+        new_owner: &str,
+    ) -> Result<AbandonedRun, JournalError> {
+        let run_id: String = row.get(0);
+        let start: RunStart = serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
+        let entries = self.entries(&run_id).await?;
+        Ok(AbandonedRun {
+            start,
+            previous_owner: row.get(1),
+            fence: RunFence {
+                run_id,
+                owner: new_owner.to_string(),
+                epoch: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+            },
+            started_at_ms: to_ms(row.get(4)),
+            entries,
+            woken: false,
+            cancel_reason: None,
+        })
+    }
+
     async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
         let rows = self
             .query(
@@ -386,25 +413,7 @@ impl RunJournal for PostgresJournal {
         .map_err(journal_error)?;
         let mut taken = Vec::new();
         for row in rows {
-            let run_id: String = row.get(0);
-            let start: RunStart =
-                serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
-            // Read after the new epoch committed: every entry the old
-            // owner got in is here, and no later one can be (`append`).
-            let entries = self.entries(&run_id).await?;
-            taken.push(AbandonedRun {
-                start,
-                previous_owner: row.get(1),
-                fence: RunFence {
-                    run_id,
-                    owner: new_owner.to_string(),
-                    epoch: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
-                },
-                started_at_ms: to_ms(row.get(4)),
-                entries,
-                woken: false,
-                cancel_reason: None,
-            });
+            taken.push(self.taken_run(&row, new_owner).await?);
         }
         Ok(taken)
     }

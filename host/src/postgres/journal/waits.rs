@@ -78,21 +78,10 @@ pub(super) async fn take_over_waiting(
     .map_err(journal_error)?;
     let mut taken = Vec::new();
     for row in rows {
-        let run_id: String = row.get(0);
-        let start: RunStart = serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
-        let entries = j.entries(&run_id).await?;
         taken.push(AbandonedRun {
-            start,
-            previous_owner: row.get(1),
-            fence: RunFence {
-                run_id,
-                owner: new_owner.to_string(),
-                epoch: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
-            },
-            started_at_ms: to_ms(row.get(4)),
-            entries,
             woken: true,
             cancel_reason: row.get(5),
+            ..j.taken_run(&row, new_owner).await?
         });
     }
     Ok(taken)
