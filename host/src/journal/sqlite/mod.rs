@@ -367,7 +367,7 @@ impl RunJournal for SqliteJournal {
                     owner: new_owner.clone(),
                     epoch: u64::try_from(old_epoch).unwrap_or(0) + 1,
                 };
-                taken.push(taken_run(conn, next, owner, started_at)?);
+                taken.push(waits::taken_run(conn, next, owner, started_at)?);
             }
             Ok(taken)
         })
@@ -709,25 +709,6 @@ impl RunJournal for SqliteJournal {
             })
             .await
     }
-}
-
-/// A run just taken over under `fence` from `previous_owner`, with its
-/// start and journal read (after the take-over: every accepted write).
-fn taken_run(
-    conn: &Connection,
-    fence: RunFence,
-    previous_owner: String,
-    started_at_ms: i64,
-) -> Result<AbandonedRun, JournalError> {
-    Ok(AbandonedRun {
-        start: read_start(conn, &fence.run_id)?,
-        entries: read_entries(conn, &fence.run_id)?,
-        previous_owner,
-        fence,
-        started_at_ms: u64::try_from(started_at_ms).unwrap_or(0),
-        woken: false,
-        cancel_reason: None,
-    })
 }
 
 /// Runs as [`RunRecord`]s; `tail` filters and orders (`r` is `runs`).

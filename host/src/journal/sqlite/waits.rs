@@ -3,7 +3,7 @@
 //! requests, and a run's start (for checking a wait's token). One write
 //! transaction each, so one host wakes each run.
 
-use super::{read_start, taken_run, unavailable};
+use super::{read_entries, read_start, unavailable};
 use crate::db::{Db, ms};
 use crate::journal::{
     AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent,
@@ -266,4 +266,23 @@ pub(super) async fn cancel_requests(
         .map_err(unavailable)
     })
     .await
+}
+
+/// A run just taken over under `fence` from `previous_owner`, with its
+/// start and journal read (after the take-over: every accepted write).
+pub(super) fn taken_run(
+    conn: &rusqlite::Connection,
+    fence: RunFence,
+    previous_owner: String,
+    started_at_ms: i64,
+) -> Result<AbandonedRun, JournalError> {
+    Ok(AbandonedRun {
+        start: read_start(conn, &fence.run_id)?,
+        entries: read_entries(conn, &fence.run_id)?,
+        previous_owner,
+        fence,
+        started_at_ms: u64::try_from(started_at_ms).unwrap_or(0),
+        woken: false,
+        cancel_reason: None,
+    })
 }
