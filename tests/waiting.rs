@@ -1005,6 +1005,30 @@ fn the_access_approval_reference_workflow_waits_for_the_approver_it_asked() {
     assert!(done["result"]["granted"].is_object(), "{done}");
     assert_eq!(done["result"]["denied"], Value::Null);
     assert_eq!(step(&done, "notify_denied")["outcome"], "skipped");
+    // The report shows inputs and outputs, never the wait's token.
+    assert!(
+        str_of(&done, "/input").contains("\"user_id\":\"u-100\""),
+        "{done}"
+    );
+    let asked_input = str_of(step(&done, "ask_approver"), "/input");
+    assert!(
+        asked_input.contains("\"about\":\"(wait token: hidden)\""),
+        "{asked_input}"
+    );
+    assert!(str_of(step(&done, "approval"), "/output").contains("grace@example.com"));
+    let page = served.get(&format!("/ui/runs/{run_id}")).body;
+    assert!(page.contains("data-io=\"ask_approver\""), "{page}");
+    assert!(page.contains("(wait token: hidden)"), "{page}");
+    assert!(
+        !page.contains(&token),
+        "the waterfall never shows a wait's token"
+    );
+    assert!(
+        !served
+            .get(&format!("/v1/runs/{run_id}"))
+            .body
+            .contains(&token)
+    );
     // The token is good for this run's wait only.
     let (status, other) = start("u-100");
     assert_eq!(status, 202, "{other}");

@@ -26,7 +26,9 @@
 //! by this one's recovery loop.
 
 use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
-use crate::report::{AttemptReport, RunRecorder, RunReport, StepReport, UndoReport};
+use crate::report::{
+    AttemptReport, MAX_SHOWN_BYTES, RunRecorder, RunReport, StepReport, UndoReport, bounded,
+};
 use crate::sandbox::{PreparedComponent, Sandbox, SandboxExecutor};
 use crate::scheduler::{
     AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, stored_report, undo_step,
@@ -544,6 +546,8 @@ fn aborted_report(
             map: None,
             compose: None,
             wait: None,
+            input: e.input.clone().map(|i| bounded(i, MAX_SHOWN_BYTES)),
+            output: e.output.clone().map(|o| bounded(o, MAX_SHOWN_BYTES)),
             start_ms: 0.0,
             duration_ms: 0.0,
             parallel_with: Vec::new(),
@@ -584,6 +588,7 @@ fn aborted_report(
         degraded: false,
         error: Some(error.to_string()),
         result: None,
+        input: Some(bounded(start.input.to_string(), MAX_SHOWN_BYTES)),
         steps,
         events,
         http_calls,

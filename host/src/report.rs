@@ -27,13 +27,17 @@ pub struct RunReport {
     pub continued_trace: bool,
     pub started_at_ms: u64,
     pub duration_ms: f64,
-    /// `succeeded`, `failed`, or `aborted` (a run whose host lost it, or
-    /// that recovery undid after its host died; see `braid recover`).
+    /// `succeeded`, `failed`, `cancelled`, `aborted` (a run whose host
+    /// lost it, or that recovery undid after its host died; see `braid
+    /// recover`), or `waiting` (parked; not a final report).
     pub outcome: String,
     /// True when a step's compensation substituted its output (`continue-with`).
     pub degraded: bool,
     pub error: Option<String>,
     pub result: Option<serde_json::Value>,
+    /// The run's input as JSON text, cut past [`MAX_SHOWN_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
     /// In the order the steps started.
     pub steps: Vec<StepReport>,
     /// Guest telemetry events, guest log lines and host events, in order.
@@ -98,6 +102,10 @@ impl Dropped {
 /// Longest error text the host keeps (a step's, an undo's, a policy's, a
 /// trap's): past it the text is cut, saying how many bytes were cut.
 pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+
+/// Longest input or output (JSON text) a report shows of a run or a step;
+/// past it the text is cut like an error's.
+pub const MAX_SHOWN_BYTES: usize = 4 * 1024;
 
 /// `text`, cut to at most `max` bytes (on a character boundary) with a note
 /// of how many bytes were cut.
@@ -168,6 +176,12 @@ pub struct StepReport {
     /// signal that ended it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitReport>,
+    /// The step's input and output as JSON text, each cut past
+    /// [`MAX_SHOWN_BYTES`]; a wait token in its input is hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// Milliseconds from the run's start.
     pub start_ms: f64,
     pub duration_ms: f64,

@@ -431,6 +431,33 @@ impl RunState {
     }
 }
 
+/// A step's input as its report shows it: a wait token hidden (whoever
+/// reads the report must not be able to send the signal), cut past
+/// [`crate::report::MAX_SHOWN_BYTES`].
+fn shown_input(step: Option<&StepSpec>, input: &str) -> String {
+    let tokens: Vec<&String> = step
+        .map(|s| {
+            s.args
+                .iter()
+                .filter(|(_, a)| matches!(a, crate::workflow::ArgSource::WaitToken { .. }))
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = match serde_json::from_str::<Value>(input) {
+        Ok(Value::Object(mut obj)) if !tokens.is_empty() => {
+            for name in tokens {
+                if obj.contains_key(name) {
+                    obj.insert(name.clone(), Value::String("(wait token: hidden)".into()));
+                }
+            }
+            Value::Object(obj).to_string()
+        }
+        _ => input.to_string(),
+    };
+    crate::report::bounded(text, crate::report::MAX_SHOWN_BYTES)
+}
+
 /// Resolves at `at`, or never (`None`).
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -573,6 +600,12 @@ pub(super) fn build_step_reports<E: StepExecutor>(
                 _ => None,
             }),
             wait: wf.step(&name).and_then(|s| state.wait_report(s)),
+            input: state
+                .inputs_of
+                .get(&name)
+                .map(|i| shown_input(wf.step(&name), i)),
+            output: (state.outputs.get(&name))
+                .map(|o| crate::report::bounded(o.to_string(), crate::report::MAX_SHOWN_BYTES)),
             name,
             component,
             component_sha256,

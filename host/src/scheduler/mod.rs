@@ -624,6 +624,7 @@ impl<E: StepExecutor> Scheduler<E> {
         let RunCtx {
             wf,
             run_id,
+            inputs,
             incoming,
             trace_id,
             run_span,
@@ -685,6 +686,10 @@ impl<E: StepExecutor> Scheduler<E> {
             degraded,
             error,
             result,
+            input: Some(crate::report::bounded(
+                Value::Object(inputs).to_string(),
+                crate::report::MAX_SHOWN_BYTES,
+            )),
             steps,
             events,
             http_calls,

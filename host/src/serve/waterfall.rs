@@ -140,6 +140,8 @@ pub fn render(
         @if let Some(error) = report["error"].as_str() {
             p.error data-run-error { (error) }
         }
+        @let result = (!report["result"].is_null()).then(|| report["result"].to_string());
+        (io("input and result", "run", report["input"].as_str(), result.as_deref()))
         dl.meta {
             dt { "workflow" } dd { (text(report, "workflow")) }
             dt { "trace id" } dd data-trace-id=(text(report, "trace_id")) {
@@ -172,6 +174,19 @@ pub fn render(
 }
 
 /// A step's row, its attempts (each with what it did) and compensations.
+/// A run's or step's input and output (bounded JSON text), folded.
+fn io(label: &str, of: &str, input: Option<&str>, output: Option<&str>) -> Markup {
+    html! {
+        @if input.is_some() || output.is_some() {
+            details.io data-io=(of) {
+                summary.muted { (label) }
+                @if let Some(i) = input { pre.input { (i) } }
+                @if let Some(o) = output { pre.output { (o) } }
+            }
+        }
+    }
+}
+
 fn step_rows(
     axis: &Axis,
     step: &Value,
@@ -195,6 +210,7 @@ fn step_rows(
             " sha256 " code title=(sha) { (sha.get(..12).unwrap_or(sha)) }
             @if swapped { " " strong data-swapped { "(hot-swapped since)" } }
         }
+        (io("input and output", name, step["input"].as_str(), step["output"].as_str()))
         @if let Some(e) = step["error"].as_str() { p.error data-step-error=(name) { (e) } }
         @if let Some(why) = step["skipped_because"].as_str() {
             p.muted.skipped data-skipped=(name) { "skipped: " (why) }

@@ -182,6 +182,7 @@ impl RunReportView {
             degraded: self.degraded,
             error: self.error,
             result: self.result,
+            input: None,
             steps: Vec::new(),
             events: Vec::new(),
             http_calls: Vec::new(),
