@@ -89,20 +89,20 @@ fn workflows(components: &Path, dir: &Path) -> std::io::Result<(PathBuf, PathBuf
 }
 
 /// Starts `runs` runs of `wf` (input `input`) on `scheduler`, at most
-/// [`STARTING`] at once, each until it parks; how many parked.
+/// [`STARTING`] at once, each until it parks; the ids of those that parked.
 async fn park_all<E: crate::scheduler::StepExecutor>(
     scheduler: &Scheduler<E>,
     wf: &Arc<Workflow>,
     runs: usize,
     input: serde_json::Value,
-) -> Result<usize, SuiteError> {
+) -> Result<Vec<String>, SuiteError> {
     let mut set = tokio::task::JoinSet::new();
-    let mut parked = 0;
+    let mut parked = Vec::new();
     for _ in 0..runs {
         if set.len() >= STARTING
             && let Some(done) = set.join_next().await
         {
-            parked += usize::from(done.map_err(run_error)? == "waiting");
+            parked.extend(done.map_err(run_error)?);
         }
         let (scheduler, request) = (
             scheduler.clone(),
@@ -113,14 +113,12 @@ async fn park_all<E: crate::scheduler::StepExecutor>(
             },
         );
         set.spawn(async move {
-            match scheduler.run(request).await {
-                Ok(report) => report.outcome,
-                Err(e) => e.to_string(),
-            }
+            let report = scheduler.run(request).await.ok()?;
+            (report.outcome == "waiting").then_some(report.run_id)
         });
     }
     while let Some(done) = set.join_next().await {
-        parked += usize::from(done.map_err(run_error)? == "waiting");
+        parked.extend(done.map_err(run_error)?);
     }
     Ok(parked)
 }
@@ -206,23 +204,20 @@ pub async fn waiting(
     // components, pools, the allocator's arenas).
     let half = (runs / 2).max(1);
     let t0 = Instant::now();
-    let mut parked = park_all(&first, &signal_wf, runs - half, serde_json::json!({})).await?;
+    let mut ids = park_all(&first, &signal_wf, runs - half, serde_json::json!({})).await?;
     let (rss_before, bytes_before) = (rss_mib(), journal_bytes(&scratch.dir));
-    parked += park_all(&first, &signal_wf, half, serde_json::json!({})).await?;
+    ids.extend(park_all(&first, &signal_wf, half, serde_json::json!({})).await?);
     let parking = t0.elapsed();
-    if parked != runs {
-        return Err(run_error(format!("only {parked} of {runs} runs parked")));
+    if ids.len() != runs {
+        return Err(run_error(format!(
+            "only {} of {runs} runs parked",
+            ids.len()
+        )));
     }
     let (rss_parked, bytes_parked) = (rss_mib(), journal_bytes(&scratch.dir));
     let held_in_memory = local.list().len();
 
     // 2. Signal them all, then wake them.
-    let waiting = journal.runs().await.map_err(run_error)?;
-    let ids: Vec<String> = waiting
-        .into_iter()
-        .filter(|r| r.status == "waiting")
-        .map(|r| r.run_id)
-        .collect();
     let t1 = Instant::now();
     for id in &ids {
         journal
@@ -246,7 +241,8 @@ pub async fn waiting(
         runs,
         serde_json::json!({ "wake_at": due }),
     )
-    .await?;
+    .await?
+    .len();
     if parked != runs {
         return Err(run_error(format!(
             "only {parked} of {runs} sleeping runs parked in time"

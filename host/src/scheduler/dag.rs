@@ -444,8 +444,11 @@ fn shown_input(step: Option<&StepSpec>, input: &str) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    if tokens.is_empty() {
+        return crate::report::bounded(input.to_string(), crate::report::MAX_SHOWN_BYTES);
+    }
     let text = match serde_json::from_str::<Value>(input) {
-        Ok(Value::Object(mut obj)) if !tokens.is_empty() => {
+        Ok(Value::Object(mut obj)) => {
             for name in tokens {
                 if obj.contains_key(name) {
                     obj.insert(name.clone(), Value::String("(wait token: hidden)".into()));

@@ -18,25 +18,27 @@ use tokio::io::AsyncWriteExt;
 /// installed one at a time).
 pub(super) const MAX_UPLOADS_AT_ONCE: usize = 4;
 
+/// Whether two secrets are equal, compared without an early exit on the
+/// first differing byte.
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Checks `Authorization: Bearer <admin token>`.
 /// The refusal, if the caller is not the admin.
 pub(super) fn refuse_unless_admin(app: &Inner, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &app.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "component changes over HTTP are disabled: start braid serve with --admin-token (or BRAID_ADMIN_TOKEN)",
+            "admin endpoints (component changes, cancel) are disabled: start braid serve with --admin-token (or BRAID_ADMIN_TOKEN)",
         ));
     };
     let given = header_str(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
-    // Compare without an early exit on the first differing byte.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
+    if given.is_some_and(|g| same_secret(g, token)) {
         None
     } else {
         Some(error(

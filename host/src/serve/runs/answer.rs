@@ -22,7 +22,7 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
         "aborted" => 503,
         _ => 422,
     };
-    let body = json!({
+    let mut body = json!({
         "run_id": report.run_id,
         "workflow": report.workflow,
         "trace_id": report.trace_id,
@@ -35,7 +35,6 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
         "duration_ms": report.duration_ms,
         "report": format!("/v1/runs/{}", report.run_id),
     });
-    let mut body = body;
     if status == 202 {
         body["status"] = json!("waiting");
         body["location"] = json!(format!("/v1/runs/{}", report.run_id));

@@ -98,7 +98,7 @@ fn input_of(bytes: &[u8]) -> Result<Value, String> {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(other) => Err(format!(
             "the body must be a JSON object of run inputs, not {}",
-            kind_of(&other)
+            crate::workflow::json_kind(&other)
         )),
         Err(e) => Err(format!("the body is not JSON: {e}")),
     }
@@ -130,17 +130,6 @@ fn prefers(headers: &HeaderMap, preference: &str) -> bool {
         .flat_map(|v| v.split(','))
         .map(|p| p.split([';', '=']).next().unwrap_or_default().trim())
         .any(|token| token.eq_ignore_ascii_case(preference))
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

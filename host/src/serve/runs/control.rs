@@ -197,21 +197,14 @@ pub(in crate::serve) async fn cancel_run(
             // At once if the run executes here; else its owner finds the
             // request within `CANCEL_POLL`.
             let here = app.local.cancel(&id, &reason);
-            let mut response = (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({
-                    "run_id": id,
-                    "status": "cancelling",
-                    "reason": reason,
-                    "on_this_host": here,
-                    "location": format!("/v1/runs/{id}"),
-                })),
-            )
-                .into_response();
-            if let Ok(location) = header::HeaderValue::from_str(&format!("/v1/runs/{id}")) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
+            let body = json!({
+                "run_id": id,
+                "status": "cancelling",
+                "reason": reason,
+                "on_this_host": here,
+                "location": format!("/v1/runs/{id}"),
+            });
+            super::answer::respond(202, &body, false)
         }
         CancelAsked::Ended { status } if status == "cancelled" => (
             StatusCode::OK,

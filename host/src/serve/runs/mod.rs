@@ -254,18 +254,18 @@ async fn launch(
             Ok(report) => in_flight.ended(&report.outcome, report.degraded, report.duration_ms),
             Err(_) => in_flight.refused(),
         }
-        // A run that waits is counted and exported once it has ended, by
-        // the host that ends it.
-        if let Ok(report) = &result
-            && report.outcome == "waiting"
-        {
-            inner.metrics.run_parked(&report.workflow);
-        } else if let Ok(report) = &result {
-            inner.metrics.run_finished(report);
-            // Its report was stored with its terminal record.
-            if let Some(otel) = &inner.otel {
-                otel.export(report);
+        match &result {
+            // A run that waits is counted and exported once it has ended,
+            // by the host that ends it.
+            Ok(report) if report.outcome == "waiting" => inner.metrics.run_parked(&report.workflow),
+            Ok(report) => {
+                inner.metrics.run_finished(report);
+                // Its report was stored with its terminal record.
+                if let Some(otel) = &inner.otel {
+                    otel.export(report);
+                }
             }
+            Err(_) => {}
         }
         let _ = ended_tx.send(result);
     });

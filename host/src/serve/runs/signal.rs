@@ -3,14 +3,15 @@
 //! whichever host carries the run on, also when it comes before the run
 //! reaches its wait.
 
+use super::super::admin::same_secret;
 use super::super::{Inner, error, header_fields, header_str, origin, read_body};
 use crate::journal::SignalSent;
 use crate::trace::IncomingTrace;
 use crate::workflow::Workflow;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -86,22 +87,14 @@ pub(in crate::serve) async fn send_signal(
     };
     match app.journal.send_signal(&id, &name, &payload, &sender).await {
         Ok(SignalSent::Delivered) => {
-            let location = format!("/v1/runs/{id}");
-            let mut response = (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({
-                    "run_id": id,
-                    "signal": name,
-                    "step": step.name,
-                    "status": "delivered",
-                    "location": location,
-                })),
-            )
-                .into_response();
-            if let Ok(v) = header::HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            response
+            let body = json!({
+                "run_id": id,
+                "signal": name,
+                "step": step.name,
+                "status": "delivered",
+                "location": format!("/v1/runs/{id}"),
+            });
+            super::answer::respond(202, &body, false)
         }
         Ok(SignalSent::AlreadySent) => error(
             StatusCode::CONFLICT,
@@ -126,11 +119,11 @@ fn authorize(
 ) -> Option<Response> {
     let bearer = header_str(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
     let given = [bearer, query];
-    if given.iter().flatten().any(|g| same(g, token)) {
+    if given.iter().flatten().any(|g| same_secret(g, token)) {
         return None;
     }
     if let Some(admin) = &app.admin_token
-        && bearer.is_some_and(|g| same(g, admin))
+        && bearer.is_some_and(|g| same_secret(g, admin))
     {
         return None;
     }
@@ -138,15 +131,6 @@ fn authorize(
         StatusCode::UNAUTHORIZED,
         "a signal needs the wait's token (Authorization: Bearer TOKEN, or ?token=) or the admin token",
     ))
-}
-
-/// Compares without an early exit on the first differing byte.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// The signal's body as JSON text (`null` for none), at most
