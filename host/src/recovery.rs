@@ -435,6 +435,7 @@ impl Recoverer {
                 limits: crate::workflow::StepLimits::default(),
                 idempotency_header: None,
                 deny_continues: false,
+                on_failure: None,
             };
             let ctx = AttemptContext {
                 run_id: start.run_id.clone(),

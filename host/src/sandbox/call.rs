@@ -184,6 +184,7 @@ impl Sandbox {
             limits: crate::workflow::StepLimits::default(),
             idempotency_header: None,
             deny_continues: false,
+            on_failure: None,
         };
         let ctx = AttemptContext {
             run_id: "policy-eval".into(),

@@ -202,6 +202,7 @@ fn expanded(wf: &Workflow, name: &str, sub: Sub<'_>) -> Vec<StepSpec> {
         limits: StepLimits::default(),
         idempotency_header: None,
         deny_continues: false,
+        on_failure: None,
     };
     let mut start = node(prefix.clone(), StepKind::SubflowStart);
     start.wait_for = sub.step.wait_for.clone();

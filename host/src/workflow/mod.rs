@@ -14,6 +14,7 @@
 
 mod compose;
 mod condition;
+mod failure;
 mod map;
 mod raw;
 mod validate;
@@ -21,6 +22,7 @@ mod wait;
 
 pub use compose::MAX_COMPOSE_DEPTH;
 pub use condition::{Condition, MAX_CONDITION_DEPTH, MAX_CONDITION_TESTS, Test, ValueRef};
+pub use failure::{DEFAULT_SUSPEND_FOR, MIN_SUSPEND_FOR, OnFailure};
 pub use map::{
     DEFAULT_ELEMENT_ARG, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARALLEL, MAX_ELEMENTS, MAX_PARALLEL,
     MapSpec, Tolerance,
@@ -174,6 +176,9 @@ pub struct StepSpec {
     /// A policy step's deny is its output (`{"allowed": false, ...}`)
     /// instead of its failure (`on_deny = "continue"`).
     pub deny_continues: bool,
+    /// What the run does when this step fails for good (`None`: what the
+    /// workflow's `on_failure` says).
+    pub on_failure: Option<OnFailure>,
 }
 
 /// The header an opted-in step's requests carry its idempotency key in,
@@ -377,6 +382,10 @@ pub struct Workflow {
     pub result: String,
     /// What recovery does with a run whose host died (`on_crash`).
     pub on_crash: OnCrash,
+    /// What a run does when a step fails for good, unless the step says.
+    pub on_failure: OnFailure,
+    /// How long a suspended run waits for `resume` or `abort`.
+    pub suspend_for: Duration,
     /// The definition's text, as loaded: journaled with each run, so the
     /// host that resumes a run runs the definition the run started with.
     /// With compose steps, it carries the composed workflows' texts too
@@ -409,6 +418,13 @@ impl Workflow {
             }],
         })?;
         Self::from_toml(&text, path)
+    }
+
+    /// Whether a run is suspended (not undone) when step `name` (a map's
+    /// element: its map step) fails for good.
+    pub fn suspends(&self, name: &str) -> bool {
+        let step = self.step_of_call(name).map(|(s, _)| s);
+        step.and_then(|s| s.on_failure).unwrap_or(self.on_failure) == OnFailure::Suspend
     }
 
     /// The signal step waiting for signal `name`, if one does.

@@ -17,6 +17,11 @@ pub(super) struct RawWorkflow {
     pub(super) result: String,
     /// `resume` (the default) or `undo`.
     pub(super) on_crash: Option<String>,
+    /// `undo` (the default) or `suspend`: what a step that failed for good
+    /// does to the run (a step's own `on_failure` wins).
+    pub(super) on_failure: Option<String>,
+    /// How long a suspended run waits for an operator (`24h` by default).
+    pub(super) suspend_for: Option<String>,
     #[serde(default)]
     pub(super) inputs: BTreeMap<String, RawInput>,
     #[serde(default)]
@@ -73,6 +78,8 @@ pub(super) struct RawStep {
     /// A policy step's deny: `fail` the step (the default) or `continue`
     /// with `{"allowed": false, ...}` as its output.
     pub(super) on_deny: Option<String>,
+    /// `undo` or `suspend`: overrides the workflow's `on_failure`.
+    pub(super) on_failure: Option<String>,
     /// Waits for a time instead of running a component (see `wait`).
     pub(super) sleep: Option<RawSleep>,
     /// Waits for a signal instead of running a component (see `wait`).

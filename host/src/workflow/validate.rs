@@ -132,6 +132,18 @@ pub(super) fn validate(
             OnCrash::Resume
         }
     };
+    let on_failure = raw
+        .on_failure
+        .as_deref()
+        .map_or(Ok(Default::default()), super::OnFailure::parse);
+    let on_failure = on_failure.unwrap_or_else(|e| {
+        p.add(None, Some("on_failure".into()), e);
+        Default::default()
+    });
+    let suspend_for = super::failure::suspend_for(raw.suspend_for.as_deref()).unwrap_or_else(|e| {
+        p.add(None, Some("suspend_for".into()), e);
+        super::DEFAULT_SUSPEND_FOR
+    });
 
     if !p.list.is_empty() {
         return Err(DefinitionError { problems: p.list });
@@ -157,6 +169,8 @@ pub(super) fn validate(
         steps,
         result: raw.result,
         on_crash,
+        on_failure,
+        suspend_for,
         definition: String::new(),
         composed,
     })
@@ -272,6 +286,11 @@ fn step(
                 false
             }
         },
+        on_failure: s.on_failure.as_deref().and_then(|text| {
+            super::OnFailure::parse(text)
+                .map_err(|e| p.add(step, Some("on_failure".into()), e))
+                .ok()
+        }),
         timeout,
         max_retries,
         allowed_hosts,
