@@ -486,6 +486,7 @@ async fn recover_losing_the_lease(state: &std::path::Path) -> Vec<braid::recover
         history_dir: None,
         max_concurrency: 16,
         on_resumed: None,
+        live: None,
     }
     .recover()
     .await

@@ -1129,6 +1129,7 @@ async fn a_run_recovery_aborts_has_a_stored_report() {
             history_dir: None,
             max_concurrency: 4,
             on_resumed: None,
+            live: None,
         }
         .recover()
         .await

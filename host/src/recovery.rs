@@ -25,13 +25,14 @@
 //! recovered like any other once its lease has run out, by another host or
 //! by this one's recovery loop.
 
-use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal};
+use crate::journal::{AbandonedRun, JournalError, LocalRuns, RunJournal, Unsuspend};
 use crate::report::{
     AttemptReport, MAX_SHOWN_BYTES, RunRecorder, RunReport, StepReport, UndoReport, bounded,
 };
 use crate::sandbox::{PreparedComponent, Sandbox, SandboxExecutor};
 use crate::scheduler::{
-    AttemptContext, JournalUndoLog, RUN_LEASE, Scheduler, StepExecutor, stored_report, undo_step,
+    AttemptContext, JournalUndoLog, LEFT_TO_RECOVERY, RUN_LEASE, Scheduler, StepExecutor,
+    TAKEN_OVER, stored_report, undo_step,
 };
 use crate::store::ClaimStore;
 use crate::trace::{AttemptTrace, SpanId, TraceFlags, TraceId, TraceState};
@@ -92,10 +93,18 @@ pub struct Recoverer {
     /// Called with each resumed run's report when it ends (`braid serve`
     /// counts it in its metrics and exports its spans).
     pub on_resumed: Option<ResumedHook>,
+    /// The components a workflow runs now, by workflow name (`braid
+    /// serve`'s live versions, hot swaps included): what a suspended run
+    /// an operator resumes goes on with. `None`, or a workflow it does not
+    /// serve: the component files as they are now.
+    pub live: Option<LiveComponents>,
 }
 
 /// What a host does with the report of a run it resumed.
 pub type ResumedHook = Arc<dyn Fn(&RunReport) + Send + Sync>;
+
+/// The executor a served workflow runs its new runs with, by name.
+pub type LiveComponents = Arc<dyn Fn(&str) -> Option<Arc<SandboxExecutor>> + Send + Sync>;
 
 /// How often `braid serve` looks for abandoned runs: well within a run
 /// lease, so a dead host's runs are taken over soon after its leases run out.
@@ -156,7 +165,7 @@ impl Recoverer {
         for run in abandoned {
             match self.resume_plan(&run, &mut loaded) {
                 Ok(Some((wf, executor))) => {
-                    let scheduler = base.with_executor(Arc::new(executor));
+                    let scheduler = base.with_executor(executor);
                     resuming.spawn(async move {
                         let resumed = scheduler.resume(wf, &run, &CancellationToken::new()).await;
                         (run, resumed)
@@ -177,7 +186,13 @@ impl Recoverer {
             };
             match resumed {
                 // It lost its lease to another recoverer, which finishes it.
-                Ok(report) if report.outcome == "aborted" => {
+                Ok(report)
+                    if report.outcome == "aborted"
+                        && matches!(
+                            report.error.as_deref(),
+                            Some(TAKEN_OVER | LEFT_TO_RECOVERY)
+                        ) =>
+                {
                     tracing::warn!(run_id = %report.run_id, "another host took this resumed run over; it finishes the run");
                 }
                 Ok(report) => {
@@ -212,7 +227,7 @@ impl Recoverer {
         &self,
         run: &AbandonedRun,
         loaded: &mut Loaded,
-    ) -> Result<Option<(Arc<Workflow>, SandboxExecutor)>, String> {
+    ) -> Result<Option<(Arc<Workflow>, Arc<SandboxExecutor>)>, String> {
         let start = &run.start;
         if start.definition.is_empty() {
             return Err(
@@ -226,6 +241,11 @@ impl Recoverer {
         if wf.on_crash == OnCrash::Undo && !run.woken {
             return Ok(None);
         }
+        // Resumed by an operator: on the components live now (the fixed
+        // version, after a hot swap).
+        if run.unsuspend == Some(Unsuspend::Resume) {
+            return self.live_plan(wf, run).map(Some);
+        }
         let mut components = Vec::new();
         for (step, path, sha) in &start.components {
             let prepared = match loaded.entry((PathBuf::from(path), sha.clone())) {
@@ -238,7 +258,28 @@ impl Recoverer {
             components.push((step.clone(), prepared));
         }
         let executor = SandboxExecutor::from_shared(Arc::clone(&self.sandbox), components);
-        Ok(Some((Arc::new(wf), executor)))
+        Ok(Some((Arc::new(wf), Arc::new(executor))))
+    }
+
+    /// The workflow and executor to go on with a suspended run that was
+    /// resumed: the components live now (`live`, else the files as they are).
+    fn live_plan(
+        &self,
+        wf: Workflow,
+        run: &AbandonedRun,
+    ) -> Result<(Arc<Workflow>, Arc<SandboxExecutor>), String> {
+        if let Some(executor) = self.live.as_ref().and_then(|live| live(&wf.name)) {
+            return Ok((Arc::new(wf), executor));
+        }
+        let mut components = Vec::new();
+        for (step, path, _) in &run.start.components {
+            let prepared = self.sandbox.load(Path::new(path)).map_err(|e| {
+                format!("cannot resume: step `{step}`'s component does not load: {e}")
+            })?;
+            components.push((step.clone(), Arc::new(prepared)));
+        }
+        let executor = SandboxExecutor::from_shared(Arc::clone(&self.sandbox), components);
+        Ok((Arc::new(wf), Arc::new(executor)))
     }
 
     /// The component version `sha256` a run's step started with: the file

@@ -69,6 +69,23 @@ pub struct Resumed {
     pub reused_steps: Vec<String>,
     /// If the run had already failed: its error (the new host only undid).
     pub failed_before: Option<String>,
+    /// A suspended run's end of suspension: `resume`, `abort` or
+    /// `deadline` (none: not suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsuspended: Option<String>,
+    /// Steps whose component version differs from the one the run started
+    /// with (a run resumed after a hot swap runs today's versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub component_changes: Vec<ComponentChange>,
+}
+
+/// A step of a resumed run that runs another component version than the
+/// run started with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ComponentChange {
+    pub step: String,
+    pub from_sha256: String,
+    pub to_sha256: String,
 }
 
 /// What the host did not keep or print for a run: records past a step

@@ -75,6 +75,16 @@ pub trait ClaimStore: Send + Sync + 'static {
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
     /// Every stored claim, live or expired, oldest first.
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError>;
+    /// The claims `run_id` holds whose lease has not run out (a suspended
+    /// run's, to keep held while it waits).
+    async fn held_by(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        let now = self.clock_ms().await?;
+        let all = self.list().await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.run_id == run_id && c.expires_at_ms > now)
+            .collect())
+    }
     /// Deletes at most `batch` claims whose lease has run out and that the
     /// retention does not keep: expired for longer than `max_age`, or past
     /// the newest `max_kept` expired ones (a released claim is gone
@@ -155,6 +165,7 @@ CREATE TABLE IF NOT EXISTS claims (
     metadata      TEXT NOT NULL,
     workflow      TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS claims_run ON claims(run_id);
 ";
 
 const COLUMNS: &str = "claim_id, work_item, run_id, trace_id, span_id, step, owner, claimed_at_ms, expires_at_ms, metadata, workflow";
@@ -338,6 +349,24 @@ impl ClaimStore for SqliteClaimStore {
                     .map_err(unavailable)?;
                 let rows = stmt
                     .query_map(params![run_id], row_to_claim)
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn held_by(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        let run_id = run_id.to_string();
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM claims WHERE run_id = ?1 AND expires_at_ms > ?2
+                         ORDER BY claimed_at_ms, work_item"
+                    ))
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![run_id, ms(now_ms())], row_to_claim)
                     .map_err(unavailable)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
             })

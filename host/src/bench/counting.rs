@@ -171,6 +171,25 @@ impl RunJournal for CountedJournal {
             .park(fence, wake_at_ms, signals_seen, waiting_for)
             .await
     }
+    async fn suspend(
+        &self,
+        fence: &RunFence,
+        deadline: u64,
+        why: &str,
+    ) -> Result<bool, JournalError> {
+        self.writes.journal();
+        self.inner.suspend(fence, deadline, why).await
+    }
+    async fn request_unsuspend(
+        &self,
+        run_id: &str,
+        ask: &crate::journal::Unsuspend,
+    ) -> Result<crate::journal::UnsuspendAsked, JournalError> {
+        self.inner.request_unsuspend(run_id, ask).await
+    }
+    async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        self.inner.entries(run_id).await
+    }
     async fn take_over_waiting(
         &self,
         new_owner: &str,

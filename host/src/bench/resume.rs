@@ -125,6 +125,7 @@ pub async fn resume_after_kill(
         history_dir: None,
         max_concurrency: 4096,
         on_resumed: None,
+        live: None,
     };
     let t1 = Instant::now();
     let recovered = recoverer.recover_runs(abandoned).await.map_err(run_error)?;

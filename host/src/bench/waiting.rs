@@ -197,6 +197,7 @@ pub async fn waiting(
         history_dir: None,
         max_concurrency: 4096,
         on_resumed: None,
+        live: None,
     };
 
     // 1. Park them, in two halves: memory and journal per waiting run are

@@ -40,6 +40,7 @@ impl Host {
             history_dir: Some(state_dir.join("component-history")),
             max_concurrency,
             on_resumed: None,
+            live: None,
         }
     }
 }

@@ -231,6 +231,7 @@ pub async fn exec(args: ServeArgs) -> Result<u8, Exit> {
     // exported like the server's own.
     let mut recoverer = host.recoverer(&state.state_dir, max_concurrency);
     recoverer.on_resumed = Some(server.resumed_hook());
+    recoverer.live = Some(server.live_components());
     // Waiting runs whose time, signal or cancel has come are woken and
     // carried on here (or by another host of the store, whichever looks first).
     let waking = recoverer.clone().spawn_wake_loop();

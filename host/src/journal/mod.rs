@@ -163,6 +163,15 @@ impl JournalEntry {
             ..JournalEntry::run_failed(error)
         }
     }
+
+    /// A suspended run was aborted (by an operator, or its deadline): a
+    /// host that takes it over winds it down, and it ends `aborted`.
+    pub fn run_aborted(error: &str) -> JournalEntry {
+        JournalEntry {
+            outcome: "aborted".into(),
+            ..JournalEntry::run_failed(error)
+        }
+    }
 }
 
 /// A step that completed and was not undone, as recovery needs it.
@@ -193,6 +202,54 @@ pub struct AbandonedRun {
     pub woken: bool,
     /// Why the run was asked to cancel, if it was.
     pub cancel_reason: Option<String>,
+    /// Taken from `suspended`: what ends the suspension (none when it was
+    /// woken to be cancelled).
+    pub unsuspend: Option<Unsuspend>,
+}
+
+/// What ends a suspended run's suspension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsuspend {
+    /// An operator asked to go on: the failed step runs again, on the
+    /// components live then.
+    Resume,
+    /// An operator asked to undo the run (`reason`, if given).
+    Abort { reason: Option<String> },
+    /// Nobody resumed or aborted it within its `suspend_for`.
+    Deadline,
+}
+
+impl Unsuspend {
+    /// How the journal keeps the request (`suspend_action`).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Unsuspend::Resume => "resume",
+            Unsuspend::Abort { .. } => "abort",
+            Unsuspend::Deadline => "deadline",
+        }
+    }
+
+    /// The request a suspended run's row keeps (`None`: none, the deadline).
+    pub fn from_row(action: Option<&str>, note: Option<String>) -> Unsuspend {
+        match action {
+            Some("resume") => Unsuspend::Resume,
+            Some(_) => Unsuspend::Abort { reason: note },
+            None => Unsuspend::Deadline,
+        }
+    }
+}
+
+/// What [`RunJournal::request_unsuspend`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsuspendAsked {
+    /// The run is suspended, and asked (or had been asked the same).
+    Asked,
+    /// The run was asked otherwise first (`resume` or `abort`), which stands.
+    AskedOtherwise { pending: String },
+    /// The run is not suspended: its status.
+    NotSuspended { status: String },
+    /// The journal does not know the run.
+    Unknown,
 }
 
 impl AbandonedRun {
@@ -206,6 +263,14 @@ impl AbandonedRun {
         self.entries
             .iter()
             .any(|e| e.kind == "run-failed" && e.outcome == "cancelled")
+    }
+
+    /// Whether the run was aborted while suspended (its `run-failed` entry
+    /// says so).
+    pub fn aborted(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.kind == "run-failed" && e.outcome == "aborted")
     }
 
     /// Why the run failed, if its journal says it did (`run-failed`).
@@ -580,7 +645,36 @@ pub trait RunJournal: Send + Sync + 'static {
     ) -> Result<bool, JournalError> {
         Err(no_waits())
     }
-    /// Takes over at most `limit` waiting runs whose wake time has come
+    /// Suspends a running run held under `fence` whose step failed for good
+    /// (`why`, also what it waits for): it becomes `suspended` (no lease, no
+    /// host) until an operator resumes or aborts it
+    /// ([`RunJournal::request_unsuspend`]), or until `deadline_ms`, when it
+    /// is woken to be aborted; at once if it was asked to cancel.
+    /// `Ok(false)`: the run is no longer `fence`'s (nothing changed).
+    async fn suspend(
+        &self,
+        _fence: &RunFence,
+        _deadline_ms: u64,
+        _why: &str,
+    ) -> Result<bool, JournalError> {
+        Err(no_waits())
+    }
+    /// Asks suspended run `run_id` to resume or abort (not
+    /// [`Unsuspend::Deadline`]); it is woken at once. Any host may ask, no
+    /// fence. A repeat of the same request changes nothing.
+    async fn request_unsuspend(
+        &self,
+        _run_id: &str,
+        _ask: &Unsuspend,
+    ) -> Result<UnsuspendAsked, JournalError> {
+        Err(no_waits())
+    }
+    /// Run `run_id`'s journal, in the order it was written (empty: unknown
+    /// run or no entries): what a restart reuses.
+    async fn entries(&self, _run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        Err(no_waits())
+    }
+    /// Takes over at most `limit` waiting (or suspended) runs whose wake time has come
     /// (soonest first), as `new_owner` under the next epoch with a lease of
     /// `lease`: they are `running` again, to be carried on (`woken`). Of
     /// several callers, exactly one gets each run.

@@ -173,6 +173,16 @@ impl ClaimStore for PostgresClaimStore {
         Ok(rows.iter().map(row_to_claim).collect())
     }
 
+    async fn held_by(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
+        let client = self.pg.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM braid_claims WHERE run_id = $1 AND expires_at_ms > {DB_NOW_MS}
+             ORDER BY claimed_at_ms, work_item"
+        );
+        let rows = client.query(&sql, &[&run_id]).await.map_err(unavailable)?;
+        Ok(rows.iter().map(row_to_claim).collect())
+    }
+
     async fn list(&self) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
         let client = self.pg.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM braid_claims ORDER BY claimed_at_ms, work_item");

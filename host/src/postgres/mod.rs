@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 
 /// The schema version this build writes; older versions are migrated on open.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Arbitrary, fixed key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6272_6169_6400_0001;
@@ -131,6 +131,16 @@ CREATE TABLE IF NOT EXISTS braid_signals (
     at_ms       BIGINT NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+",
+    // Version 7: suspended runs (`suspend`, `request_unsuspend`): what an
+    // operator asked of one, woken like a waiting run (one index for both).
+    // Nullable: no rewrite.
+    "
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS suspend_action TEXT;
+ALTER TABLE braid_runs ADD COLUMN IF NOT EXISTS suspend_note TEXT;
+CREATE INDEX IF NOT EXISTS braid_runs_parked ON braid_runs(wake_at_ms)
+    WHERE status IN ('waiting', 'suspended');
+DROP INDEX IF EXISTS braid_runs_waking;
 ",
 ];
 

@@ -88,13 +88,27 @@ impl<E: StepExecutor> Scheduler<E> {
             if state.failure.is_none() && run.cancel.reason().is_some() {
                 state.stop_cancelled(run);
             }
-            if state.failure.is_none() {
+            if state.failure.is_none() && state.suspended.is_none() {
                 self.start_ready(run, state).await;
             }
             if state.failure.is_some() {
                 // Stop whatever is still running: the run has failed.
                 state.stop.cancel();
                 state.stop_waits(run);
+            } else if state.suspended.is_some() {
+                // Nothing more starts; once the steps in flight have ended,
+                // the run is suspended in the journal.
+                if state.tasks.is_empty() {
+                    match self.suspend(run, state).await {
+                        super::wait::Parking::Parked => return Stopped::Parked,
+                        super::wait::Parking::Fenced => {
+                            state.stop_fenced();
+                            fenced = true;
+                        }
+                        super::wait::Parking::NotNow => state.cannot_suspend(run).await,
+                    }
+                    continue;
+                }
             } else if state.tasks.is_empty() && self.parks(run, state) {
                 // What came meanwhile (a resumed run's signal) ends first.
                 let waits = state.waiting.len();
@@ -498,6 +512,9 @@ impl RunState {
             StepOutcome::Failed(e) => {
                 self.outcomes.insert(name.clone(), "failed".into());
                 self.errors.insert(name.clone(), e.clone());
+                if self.suspends_on(run, &name, &e) {
+                    return;
+                }
                 if self.failure.is_none() {
                     self.failure = Some(format!("step `{name}` failed: {e}"));
                     self.stop.cancel();
@@ -557,7 +574,10 @@ pub(super) fn build_step_reports<E: StepExecutor>(
     }
     let mut reports = Vec::new();
     for name in names {
-        let (component, component_sha256) = executor.component_of(&name);
+        let (component, component_sha256) = match state.ran_with.get(&name) {
+            Some(journaled) => journaled.clone(),
+            None => executor.component_of(&name),
+        };
         let timeline = timelines.get(&name).cloned().unwrap_or_default();
         let (start_ms, duration_ms) = match interval(&name) {
             Some((a, b)) => (recorder.offset_ms(a), (b - a).as_secs_f64() * 1000.0),

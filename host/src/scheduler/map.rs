@@ -374,7 +374,7 @@ impl<E: StepExecutor> Scheduler<E> {
             run.base.recorder.step_finished(&name, Instant::now());
             map_event(run, &name, m, "step.failed", &why);
             state.step_ended(run, name, StepOutcome::Failed(why));
-        } else if state.failure.is_none() {
+        } else if state.failure.is_none() && state.suspended.is_none() {
             self.go_on_with_map(run, state, &name).await;
         }
     }

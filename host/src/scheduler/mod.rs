@@ -26,6 +26,7 @@ mod lease;
 mod map;
 mod resume;
 mod saga;
+mod suspend;
 #[cfg(test)]
 mod tests;
 mod wait;
@@ -37,6 +38,7 @@ pub use lease::{
 pub use map::{MAX_MAP_OUTPUT_BYTES, MAX_REPORTED_ELEMENTS};
 pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
+pub use suspend::{ABORTED_BY_OPERATOR, CLAIM_MARGIN};
 pub use wait::{PARK_AFTER, SIGNAL_POLL, wait_token_of};
 
 use crate::journal::{
@@ -191,6 +193,16 @@ struct RunState {
     failure_journaled: bool,
     /// The run's failure is a cancel: it ends `cancelled`.
     cancelled: bool,
+    /// The run's failure is the abort of its suspension: it ends `aborted`.
+    aborted: bool,
+    /// The step whose failure for good suspends the run, and its error
+    /// (see `suspend`).
+    suspended: Option<(String, String)>,
+    /// The run left memory: it waits (or is suspended) in the journal.
+    parked: bool,
+    /// The component (file, sha256) each step completed with before the
+    /// run was resumed, as journaled (a resumed run may run others).
+    ran_with: HashMap<String, (String, String)>,
     /// When each wait step started ends at the latest (ms since the
     /// epoch), as journaled.
     wait_due: HashMap<String, u64>,
@@ -595,6 +607,7 @@ impl<E: StepExecutor> Scheduler<E> {
                 l.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             drop(lease);
+            state.parked = true;
             let ending = saga::Ending {
                 undo: Vec::new(),
                 released_claims: Vec::new(),
@@ -648,15 +661,20 @@ impl<E: StepExecutor> Scheduler<E> {
             failure,
             degraded,
             cancelled: state_cancelled,
-            waiting: state_waiting,
+            aborted: state_aborted,
+            suspended,
+            parked,
             ..
         } = state;
         let result = outputs.get(&wf.result).cloned();
-        let parked = !state_waiting.is_empty() && failure.is_none();
         let (outcome, error) = match (&failure, &result) {
             _ if handed_over.is_some() => ("aborted", handed_over.map(str::to_string)),
-            _ if parked => ("waiting", None),
+            _ if parked => match suspended {
+                Some((step, e)) => ("suspended", Some(format!("step `{step}` failed: {e}"))),
+                None => ("waiting", None),
+            },
             (Some(f), _) if state_cancelled => ("cancelled", Some(f.clone())),
+            (Some(f), _) if state_aborted => ("aborted", Some(f.clone())),
             (None, Some(_)) => ("succeeded", None),
             (Some(f), _) => ("failed", Some(f.clone())),
             (None, None) => (

@@ -11,7 +11,7 @@
 use super::{Completed, RunState};
 use super::{Scheduler, StepExecutor};
 use crate::journal::{AbandonedRun, JournalEntry};
-use crate::report::{Resumed, RunReport};
+use crate::report::{ComponentChange, Resumed, RunReport};
 use crate::trace::{IncomingTrace, SpanId, TraceFlags, TraceId, TraceParent, TraceState};
 use crate::workflow::Workflow;
 use serde_json::Value;
@@ -62,7 +62,19 @@ impl<E: StepExecutor> Scheduler<E> {
         let Value::Object(inputs) = start.input.clone() else {
             return Err(ResumeError::Input);
         };
-        let state = state_from_journal(&wf, run)?;
+        let mut state = state_from_journal(&wf, run)?;
+        let component_changes = start
+            .components
+            .iter()
+            .filter_map(|(step, _, from)| {
+                let (_, to) = self.executor.component_of(step);
+                (!to.is_empty() && to != *from).then(|| ComponentChange {
+                    step: step.clone(),
+                    from_sha256: from.clone(),
+                    to_sha256: to,
+                })
+            })
+            .collect();
         let resumed = Resumed {
             previous_owner: run.previous_owner.clone(),
             owner: self.owner.clone(),
@@ -71,6 +83,8 @@ impl<E: StepExecutor> Scheduler<E> {
                 .cloned()
                 .collect(),
             failed_before: state.failure.clone(),
+            unsuspended: None,
+            component_changes,
         };
         let mut ctx = self.run_ctx(
             wf,
@@ -111,6 +125,10 @@ impl<E: StepExecutor> Scheduler<E> {
                 ..Default::default()
             })
             .await;
+        let unsuspended = self.end_suspension(&ctx, &mut state, run).await;
+        if let Some(r) = ctx.resumed.as_mut() {
+            r.unsuspended = unsuspended.map(str::to_string);
+        }
         Ok(self.drive(ctx, state, lease, cancel).await)
     }
 }
@@ -143,6 +161,11 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
             continue;
         }
         state.outputs.insert(e.step.clone(), output);
+        if let (Some(c), Some(sha)) = (&e.component, &e.component_sha256) {
+            state
+                .ran_with
+                .insert(e.step.clone(), (c.clone(), sha.clone()));
+        }
         // `succeeded` or `compensated`, as the journal says (a map's own
         // completion, `mapped`, is its step's success).
         let outcome = if e.outcome == "mapped" {
@@ -186,5 +209,6 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
     state.failure = run.failure();
     state.failure_journaled = state.failure.is_some();
     state.cancelled = run.cancelled();
+    state.aborted = run.aborted();
     Ok(state)
 }

@@ -34,7 +34,7 @@ pub(super) fn refuse_unless_admin(app: &Inner, headers: &HeaderMap) -> Option<Re
     let Some(token) = &app.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "admin endpoints (component changes, cancel) are disabled: start braid serve with --admin-token (or BRAID_ADMIN_TOKEN)",
+            "admin endpoints (component changes, cancel, resume, abort) are disabled: start braid serve with --admin-token (or BRAID_ADMIN_TOKEN)",
         ));
     };
     let given = header_str(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));

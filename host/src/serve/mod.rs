@@ -283,6 +283,8 @@ impl Server {
             .route("/v1/runs", get(list_runs))
             .route("/v1/runs/{id}", get(runs::get_run))
             .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+            .route("/v1/runs/{id}/resume", post(runs::resume_run))
+            .route("/v1/runs/{id}/abort", post(runs::abort_run))
             .route("/v1/runs/{id}/signals/{name}", post(runs::send_signal))
             .route("/v1/components", get(list_components))
             .route("/v1/components/{name}", put(upload_component))
@@ -340,6 +342,16 @@ impl Server {
         })
     }
 
+    /// The components each served workflow runs now (hot swaps included):
+    /// what a suspended run an operator resumes goes on with.
+    pub fn live_components(&self) -> crate::recovery::LiveComponents {
+        let inner = Arc::clone(&self.inner);
+        Arc::new(move |workflow| {
+            let served = inner.live.workflow(workflow)?;
+            Some(Arc::clone(served.scheduler.executor()))
+        })
+    }
+
     /// What the server does with a run recovery resumed here (it ran
     /// outside any request): counts it in `/metrics` and exports its spans,
     /// as for the server's own runs. Its report is already stored.
@@ -347,7 +359,7 @@ impl Server {
         let inner = Arc::clone(&self.inner);
         Arc::new(move |report| {
             inner.metrics.run_started();
-            if report.outcome == "waiting" {
+            if report.outcome == "waiting" || report.outcome == "suspended" {
                 inner.metrics.run_parked(&report.workflow);
                 return;
             }

@@ -20,7 +20,7 @@ pub struct Reach {
     /// of `--state-dir` / `--store` is read and written directly.
     #[arg(long)]
     server: Option<Server>,
-    /// The server's admin token (cancel only).
+    /// The server's admin token (cancel, resume, abort; a signal without `--token`).
     #[arg(long, env = "BRAID_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Print the run's JSON.
@@ -31,13 +31,13 @@ pub struct Reach {
 }
 
 /// Where a run is asked about.
-enum Place {
+pub(super) enum Place {
     Server(Server, Option<String>),
     Journal(Arc<dyn RunJournal>),
 }
 
 impl Reach {
-    async fn open(self) -> Result<(Place, bool), Exit> {
+    pub(super) async fn open(self) -> Result<(Place, bool), Exit> {
         let place = match self.server {
             Some(server) => Place::Server(server, self.admin_token),
             None => Place::Journal(open_stores(&self.state).await?.journal),
@@ -47,9 +47,9 @@ impl Reach {
 }
 
 /// One answer of a server: a request that failed says why.
-const ASK_LIMIT: Duration = Duration::from_secs(30);
+pub(super) const ASK_LIMIT: Duration = Duration::from_secs(30);
 
-fn failed(status: u16, body: &Value) -> Exit {
+pub(super) fn failed(status: u16, body: &Value) -> Exit {
     let why = body["error"]
         .as_str()
         .map_or_else(|| body.to_string(), str::to_string);

@@ -1,13 +1,16 @@
 //! `braid runs`: lists journaled runs (running, succeeded, failed,
 //! cancelled, aborted); `braid runs prune` deletes finished ones past the
-//! retention; `show`, `wait` and `cancel` act on one run (`control`),
+//! retention; `show`, `wait`, `signal` and `cancel` act on one run
+//! (`control`), `resume` and `abort` on a suspended one (`suspended`),
 //! through a server (`remote`) or the journal.
 
 mod control;
 mod remote;
+mod suspended;
 
 use super::host::open_stores;
 use super::{Exit, RetainArgs, StateArgs, print_json};
+use braid::journal::Unsuspend;
 use clap::{Args, Subcommand};
 use std::time::Duration;
 
@@ -74,6 +77,23 @@ enum RunsAction {
         #[command(flatten)]
         reach: control::Reach,
     },
+    /// Resumes a suspended run: its failed step runs again, on the
+    /// components live now (a hot-swapped fix), and the run goes on.
+    Resume {
+        run_id: String,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
+    /// Aborts a suspended run: what it completed is undone, its claims
+    /// released, and it ends `aborted`.
+    Abort {
+        run_id: String,
+        /// Why (kept in the run's error and report).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
 }
 
 pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
@@ -106,6 +126,14 @@ pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
             reason,
             reach,
         }) => return control::cancel(run_id, reason, reach).await,
+        Some(RunsAction::Resume { run_id, reach }) => {
+            return suspended::unsuspend(run_id, Unsuspend::Resume, reach).await;
+        }
+        Some(RunsAction::Abort {
+            run_id,
+            reason,
+            reach,
+        }) => return suspended::unsuspend(run_id, Unsuspend::Abort { reason }, reach).await,
         None => {}
     }
     let list = open_stores(&state)

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS runs (
     owner            TEXT NOT NULL,
     epoch            INTEGER NOT NULL DEFAULT 1, -- the owner's fence (RunFence)
     lease_expires_ms INTEGER NOT NULL,
-    status           TEXT NOT NULL,   -- running | waiting | succeeded | failed | cancelled | aborted
+    status           TEXT NOT NULL,   -- running | waiting | suspended | succeeded | failed | cancelled | aborted
     degraded         INTEGER NOT NULL DEFAULT 0,
     error            TEXT,
     started_at_ms    INTEGER NOT NULL,
@@ -450,7 +450,8 @@ impl RunJournal for SqliteJournal {
     }
 
     async fn waiting_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
-        let tail = "WHERE r.status = 'waiting' ORDER BY r.wake_at_ms, r.run_id LIMIT ?1";
+        let tail =
+            "WHERE r.status IN ('waiting', 'suspended') ORDER BY r.wake_at_ms, r.run_id LIMIT ?1";
         self.db
             .call(move |conn| select_runs(conn, tail, params![limit as i64]))
             .await
@@ -597,6 +598,28 @@ impl RunJournal for SqliteJournal {
         run_ids: &[String],
     ) -> Result<Vec<(String, String)>, JournalError> {
         waits::cancel_requests(&self.db, run_ids).await
+    }
+
+    async fn suspend(
+        &self,
+        fence: &RunFence,
+        deadline: u64,
+        why: &str,
+    ) -> Result<bool, JournalError> {
+        waits::suspend(&self.db, fence, deadline, why).await
+    }
+
+    async fn request_unsuspend(
+        &self,
+        run_id: &str,
+        ask: &Unsuspend,
+    ) -> Result<UnsuspendAsked, JournalError> {
+        waits::request_unsuspend(&self.db, run_id, ask).await
+    }
+
+    async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        let run_id = run_id.to_string();
+        self.db.call(move |conn| read_entries(conn, &run_id)).await
     }
 
     async fn ping(&self) -> Result<(), JournalError> {

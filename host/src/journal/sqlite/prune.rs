@@ -22,10 +22,10 @@ pub(super) async fn prune(
             let doomed: Vec<String> = conn
                 .prepare_cached(
                     "SELECT run_id FROM runs
-                     WHERE status NOT IN ('running', 'waiting')
+                     WHERE status NOT IN ('running', 'waiting', 'suspended')
                        AND (COALESCE(finished_at_ms, started_at_ms) < ?1
                             OR run_id NOT IN (
-                              SELECT run_id FROM runs WHERE status NOT IN ('running', 'waiting')
+                              SELECT run_id FROM runs WHERE status NOT IN ('running', 'waiting', 'suspended')
                               ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
                               LIMIT ?2))
                      ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id

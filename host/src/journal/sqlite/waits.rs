@@ -6,23 +6,28 @@
 use super::{read_entries, read_start, unavailable};
 use crate::db::{Db, ms};
 use crate::journal::{
-    AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent,
+    AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent, Unsuspend,
+    UnsuspendAsked,
 };
 use crate::store::now_ms;
 use rusqlite::{OptionalExtension, params};
 use std::time::Duration;
 
-/// What waiting runs need on top of the base schema: on `runs`, when a
-/// waiting run is woken, what it waits for, since when, and how many
-/// signals it was sent; the signals, one per name and run, kept until the
+/// What waiting and suspended runs need on top of the base schema: on
+/// `runs`, when a waiting run is woken, what it waits for, since when, how
+/// many signals it was sent, and what an operator asked of a suspended run; the signals, one per name and run, kept until the
 /// run is pruned.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), crate::db::DbUnavailable> {
     crate::db::add_column(conn, "runs", "wake_at_ms", "INTEGER")?;
     crate::db::add_column(conn, "runs", "waiting_for", "TEXT")?;
     crate::db::add_column(conn, "runs", "waiting_since_ms", "INTEGER")?;
     crate::db::add_column(conn, "runs", "signal_count", "INTEGER NOT NULL DEFAULT 0")?;
+    crate::db::add_column(conn, "runs", "suspend_action", "TEXT")?;
+    crate::db::add_column(conn, "runs", "suspend_note", "TEXT")?;
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS runs_waking ON runs(wake_at_ms) WHERE status = 'waiting';
+        "DROP INDEX IF EXISTS runs_waking;
+         CREATE INDEX IF NOT EXISTS runs_parked ON runs(wake_at_ms)
+             WHERE status IN ('waiting', 'suspended');
          CREATE TABLE IF NOT EXISTS signals (
              run_id      TEXT NOT NULL,
              name        TEXT NOT NULL,
@@ -78,27 +83,47 @@ pub(super) async fn take_over_waiting(
     let new_owner = new_owner.to_string();
     db.write(move |conn| {
         let now = now_ms();
-        let due: Vec<(String, String, i64, i64, Option<String>)> = conn
+        let due: Vec<Due> = conn
             .prepare_cached(
-                "SELECT run_id, owner, epoch, started_at_ms, cancel_reason FROM runs
-                     WHERE status = 'waiting' AND wake_at_ms <= ?1
+                "SELECT run_id, owner, epoch, started_at_ms, cancel_reason, status,
+                        suspend_action, suspend_note FROM runs
+                     WHERE status IN ('waiting', 'suspended') AND wake_at_ms <= ?1
                      ORDER BY wake_at_ms LIMIT ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_map(params![ms(now), limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok(Due {
+                        run_id: r.get(0)?,
+                        owner: r.get(1)?,
+                        epoch: r.get(2)?,
+                        started_at: r.get(3)?,
+                        cancel_reason: r.get(4)?,
+                        suspended: r.get::<_, String>(5)? == "suspended",
+                        action: r.get(6)?,
+                        note: r.get(7)?,
+                    })
                 })?
                 .collect()
             })
             .map_err(unavailable)?;
         let mut taken = Vec::new();
-        for (run_id, owner, old_epoch, started_at, cancel_reason) in due {
+        for due in due {
+            let Due {
+                run_id,
+                owner,
+                epoch: old_epoch,
+                started_at,
+                cancel_reason,
+                ..
+            } = &due;
+            let (run_id, owner, old_epoch, started_at) =
+                (run_id.clone(), owner.clone(), *old_epoch, *started_at);
             // In the write transaction: no other host takes it meanwhile.
             crate::db::exec(
                 conn,
                 "UPDATE runs SET status = 'running', owner = ?2, lease_expires_ms = ?3,
                        epoch = epoch + 1, wake_at_ms = NULL, waiting_for = NULL,
-                       waiting_since_ms = NULL
+                       waiting_since_ms = NULL, suspend_action = NULL, suspend_note = NULL
                      WHERE run_id = ?1",
                 params![run_id, new_owner, ms(now + lease.as_millis() as u64)],
             )
@@ -110,11 +135,106 @@ pub(super) async fn take_over_waiting(
             };
             taken.push(AbandonedRun {
                 woken: true,
-                cancel_reason,
+                cancel_reason: cancel_reason.clone(),
+                unsuspend: due.unsuspend(),
                 ..taken_run(conn, next, owner, started_at)?
             });
         }
         Ok(taken)
+    })
+    .await
+}
+
+/// A waiting or suspended run whose wake time has come, as read.
+struct Due {
+    run_id: String,
+    owner: String,
+    epoch: i64,
+    started_at: i64,
+    cancel_reason: Option<String>,
+    suspended: bool,
+    action: Option<String>,
+    note: Option<String>,
+}
+
+impl Due {
+    /// What ends its suspension (none: not suspended, or to be cancelled).
+    fn unsuspend(&self) -> Option<Unsuspend> {
+        (self.suspended && (self.action.is_some() || self.cancel_reason.is_none()))
+            .then(|| Unsuspend::from_row(self.action.as_deref(), self.note.clone()))
+    }
+}
+
+pub(super) async fn suspend(
+    db: &Db,
+    fence: &RunFence,
+    deadline_ms: u64,
+    why: &str,
+) -> Result<bool, JournalError> {
+    let (fence, why) = (fence.clone(), why.to_string());
+    db.write(move |conn| {
+        let now = ms(now_ms());
+        let n = crate::db::exec(
+            conn,
+            // Woken at once when a cancel was asked since the run looked.
+            "UPDATE runs SET status = 'suspended', waiting_for = ?4, waiting_since_ms = ?5,
+                   wake_at_ms = CASE WHEN cancel_reason IS NOT NULL THEN ?5 ELSE ?6 END,
+                   suspend_action = NULL, suspend_note = NULL
+                 WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 AND status = 'running'",
+            params![
+                fence.run_id,
+                fence.owner,
+                fence.stored_epoch(),
+                why,
+                now,
+                ms(deadline_ms)
+            ],
+        )
+        .map_err(unavailable)?;
+        Ok(n == 1)
+    })
+    .await
+}
+
+pub(super) async fn request_unsuspend(
+    db: &Db,
+    run_id: &str,
+    ask: &Unsuspend,
+) -> Result<UnsuspendAsked, JournalError> {
+    let (run_id, action) = (run_id.to_string(), ask.action());
+    let note = match ask {
+        Unsuspend::Abort { reason } => reason.clone(),
+        _ => None,
+    };
+    db.write(move |conn| {
+        let pending: Option<String> = conn
+            .query_row(
+                "UPDATE runs SET suspend_action = COALESCE(suspend_action, ?2),
+                       suspend_note = CASE WHEN suspend_action IS NULL THEN ?3 ELSE suspend_note END,
+                       wake_at_ms = ?4
+                     WHERE run_id = ?1 AND status = 'suspended'
+                     RETURNING suspend_action",
+                params![run_id, action, note, ms(now_ms())],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        match pending {
+            Some(p) if p == action => return Ok(UnsuspendAsked::Asked),
+            Some(pending) => return Ok(UnsuspendAsked::AskedOtherwise { pending }),
+            None => {}
+        }
+        let status: Option<String> = conn
+            .query_row(
+                "SELECT status FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        Ok(status.map_or(UnsuspendAsked::Unknown, |status| {
+            UnsuspendAsked::NotSuspended { status }
+        }))
     })
     .await
 }
@@ -139,7 +259,8 @@ pub(super) async fn send_signal(
             .map_err(unavailable)?;
         match status.as_deref() {
             None => return Ok(SignalSent::Unknown),
-            Some("running" | "waiting") => {}
+            // A suspended run takes it once resumed.
+            Some("running" | "waiting" | "suspended") => {}
             Some(other) => {
                 return Ok(SignalSent::Ended {
                     status: other.to_string(),
@@ -221,8 +342,8 @@ pub(super) async fn request_cancel(
         let asked: Option<String> = conn
             .query_row(
                 "UPDATE runs SET cancel_reason = COALESCE(cancel_reason, ?2),
-                       wake_at_ms = CASE WHEN status = 'waiting' THEN ?3 ELSE wake_at_ms END
-                     WHERE run_id = ?1 AND status IN ('running', 'waiting')
+                       wake_at_ms = CASE WHEN status = 'running' THEN wake_at_ms ELSE ?3 END
+                     WHERE run_id = ?1 AND status IN ('running', 'waiting', 'suspended')
                      RETURNING cancel_reason",
                 params![run_id, reason, ms(now_ms())],
                 |r| r.get(0),
@@ -284,5 +405,6 @@ pub(super) fn taken_run(
         started_at_ms: u64::try_from(started_at_ms).unwrap_or(0),
         woken: false,
         cancel_reason: None,
+        unsuspend: None,
     })
 }

@@ -19,7 +19,7 @@ use super::{CallError, DB_NOW_MS, PgPool, with_retry};
 use crate::journal::{
     AbandonedRun, CancelAsked, JournalEntry, JournalError, OwnerIsDead, Pruned, ReportQuery,
     ReportSummary, Retention, RunFence, RunJournal, RunRecord, RunStart, Signal, SignalSent,
-    StoredReport,
+    StoredReport, Unsuspend, UnsuspendAsked,
 };
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ impl PostgresJournal {
     ) -> Result<AbandonedRun, JournalError> {
         let run_id: String = row.get(0);
         let start: RunStart = serde_json::from_str(row.get::<_, &str>(2)).map_err(json_error)?;
-        let entries = self.entries(&run_id).await?;
+        let entries = self.read_entries(&run_id).await?;
         Ok(AbandonedRun {
             start,
             previous_owner: row.get(1),
@@ -114,10 +114,11 @@ impl PostgresJournal {
             entries,
             woken: false,
             cancel_reason: None,
+            unsuspend: None,
         })
     }
 
-    async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+    async fn read_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
         let rows = self
             .query(
                 "reading a run's journal",
@@ -480,7 +481,7 @@ impl RunJournal for PostgresJournal {
 
     async fn waiting_runs(&self, limit: usize) -> Result<Vec<RunRecord>, JournalError> {
         let sql = format!(
-            "{SELECT_RUNS} WHERE r.status = 'waiting' ORDER BY r.wake_at_ms, r.run_id LIMIT $1"
+            "{SELECT_RUNS} WHERE r.status IN ('waiting', 'suspended') ORDER BY r.wake_at_ms, r.run_id LIMIT $1"
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.query("listing waiting runs", &sql, &[&limit]).await?;
@@ -579,10 +580,10 @@ impl RunJournal for PostgresJournal {
         let sql = format!(
             "WITH doomed AS (
                SELECT run_id FROM braid_runs
-               WHERE status NOT IN ('running', 'waiting')
+               WHERE status NOT IN ('running', 'waiting', 'suspended')
                  AND (COALESCE(finished_at_ms, started_at_ms) < {DB_NOW_MS} - $1
                       OR run_id NOT IN (
-                        SELECT run_id FROM braid_runs WHERE status NOT IN ('running', 'waiting')
+                        SELECT run_id FROM braid_runs WHERE status NOT IN ('running', 'waiting', 'suspended')
                         ORDER BY COALESCE(finished_at_ms, started_at_ms) DESC, run_id DESC
                         LIMIT $2))
                ORDER BY COALESCE(finished_at_ms, started_at_ms), run_id
@@ -670,6 +671,27 @@ impl RunJournal for PostgresJournal {
         run_ids: &[String],
     ) -> Result<Vec<(String, String)>, JournalError> {
         waits::cancel_requests(self, run_ids).await
+    }
+
+    async fn suspend(
+        &self,
+        fence: &RunFence,
+        deadline: u64,
+        why: &str,
+    ) -> Result<bool, JournalError> {
+        waits::suspend(self, fence, deadline, why).await
+    }
+
+    async fn request_unsuspend(
+        &self,
+        run_id: &str,
+        ask: &Unsuspend,
+    ) -> Result<UnsuspendAsked, JournalError> {
+        waits::request_unsuspend(self, run_id, ask).await
+    }
+
+    async fn entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        self.read_entries(run_id).await
     }
 
     async fn ping(&self) -> Result<(), JournalError> {

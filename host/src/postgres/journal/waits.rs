@@ -5,7 +5,8 @@
 
 use super::{PostgresJournal, journal_error, json_error, lease_ms, now, to_ms};
 use crate::journal::{
-    AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent,
+    AbandonedRun, CancelAsked, JournalError, RunFence, RunStart, Signal, SignalSent, Unsuspend,
+    UnsuspendAsked,
 };
 use crate::postgres::{CallError, DB_NOW_MS};
 use std::time::Duration;
@@ -53,15 +54,17 @@ pub(super) async fn take_over_waiting(
     // times they were computed by).
     let sql = format!(
         "WITH due AS (
-           SELECT run_id, owner FROM braid_runs
-           WHERE status = 'waiting' AND wake_at_ms <= $3::bigint
+           SELECT run_id, owner, status, suspend_action, suspend_note FROM braid_runs
+           WHERE status IN ('waiting', 'suspended') AND wake_at_ms <= $3::bigint
            ORDER BY wake_at_ms LIMIT $4::bigint
            FOR UPDATE SKIP LOCKED)
          UPDATE braid_runs r SET status = 'running', owner = $1,
            lease_expires_ms = {DB_NOW_MS} + $2, epoch = r.epoch + 1,
-           wake_at_ms = NULL, waiting_for = NULL, waiting_since_ms = NULL
+           wake_at_ms = NULL, waiting_for = NULL, waiting_since_ms = NULL,
+           suspend_action = NULL, suspend_note = NULL
          FROM due WHERE r.run_id = due.run_id
-         RETURNING r.run_id, due.owner, r.start, r.epoch, r.started_at_ms, r.cancel_reason"
+         RETURNING r.run_id, due.owner, r.start, r.epoch, r.started_at_ms, r.cancel_reason,
+           due.status, due.suspend_action, due.suspend_note"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Not repeated, as `take_over_abandoned`: a lost commit leaves the
@@ -78,13 +81,88 @@ pub(super) async fn take_over_waiting(
     .map_err(journal_error)?;
     let mut taken = Vec::new();
     for row in rows {
+        let cancel_reason: Option<String> = row.get(5);
+        let action: Option<String> = row.get(7);
+        // Suspended: what ends it (none when it is to be cancelled).
+        let unsuspend = (row.get::<_, &str>(6) == "suspended"
+            && (action.is_some() || cancel_reason.is_none()))
+        .then(|| Unsuspend::from_row(action.as_deref(), row.get(8)));
         taken.push(AbandonedRun {
             woken: true,
-            cancel_reason: row.get(5),
+            cancel_reason,
+            unsuspend,
             ..j.taken_run(&row, new_owner).await?
         });
     }
     Ok(taken)
+}
+
+pub(super) async fn suspend(
+    j: &PostgresJournal,
+    fence: &RunFence,
+    deadline_ms: u64,
+    why: &str,
+) -> Result<bool, JournalError> {
+    // Woken at once when a cancel was asked since the run looked.
+    let n = j
+        .execute(
+            "suspending a run",
+            "UPDATE braid_runs SET status = 'suspended', waiting_for = $4::text,
+               waiting_since_ms = $5::bigint,
+               wake_at_ms = CASE WHEN cancel_reason IS NOT NULL THEN $5::bigint ELSE $6::bigint END,
+               suspend_action = NULL, suspend_note = NULL
+             WHERE run_id = $1 AND owner = $2 AND epoch = $3 AND status = 'running'",
+            &[
+                &fence.run_id,
+                &fence.owner,
+                &fence.stored_epoch(),
+                &why,
+                &now(),
+                &i64::try_from(deadline_ms).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub(super) async fn request_unsuspend(
+    j: &PostgresJournal,
+    run_id: &str,
+    ask: &Unsuspend,
+) -> Result<UnsuspendAsked, JournalError> {
+    let note = match ask {
+        Unsuspend::Abort { reason } => reason.clone(),
+        _ => None,
+    };
+    // One statement: the request if the run is suspended (the first one
+    // stands), else its status.
+    let rows = j
+        .query(
+            "asking a suspended run to resume or abort",
+            "WITH asked AS (
+               UPDATE braid_runs SET suspend_action = COALESCE(suspend_action, $2),
+                 suspend_note = CASE WHEN suspend_action IS NULL THEN $3 ELSE suspend_note END,
+                 wake_at_ms = $4::bigint
+               WHERE run_id = $1 AND status = 'suspended' RETURNING suspend_action)
+             SELECT true, suspend_action FROM asked
+             UNION ALL
+             SELECT false, status FROM braid_runs
+             WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM asked)",
+            &[&run_id, &ask.action(), &note, &now()],
+        )
+        .await?;
+    Ok(match rows.first() {
+        Some(row) if row.get::<_, bool>(0) => {
+            let pending: String = row.get(1);
+            if pending == ask.action() {
+                UnsuspendAsked::Asked
+            } else {
+                UnsuspendAsked::AskedOtherwise { pending }
+            }
+        }
+        Some(row) => UnsuspendAsked::NotSuspended { status: row.get(1) },
+        None => UnsuspendAsked::Unknown,
+    })
 }
 
 pub(super) async fn send_signal(
@@ -103,7 +181,7 @@ pub(super) async fn send_signal(
              kept AS (
                INSERT INTO braid_signals (run_id, name, payload, traceparent, at_ms)
                SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint
-               FROM run WHERE run.status IN ('running', 'waiting')
+               FROM run WHERE run.status IN ('running', 'waiting', 'suspended')
                ON CONFLICT (run_id, name) DO NOTHING RETURNING 1),
              woken AS (
                UPDATE braid_runs SET signal_count = signal_count + 1,
@@ -120,7 +198,7 @@ pub(super) async fn send_signal(
     let status: String = row.get(0);
     Ok(match (status.as_str(), row.get::<_, bool>(1)) {
         (_, true) => SignalSent::Delivered,
-        ("running" | "waiting", false) => SignalSent::AlreadySent,
+        ("running" | "waiting" | "suspended", false) => SignalSent::AlreadySent,
         _ => SignalSent::Ended { status },
     })
 }
@@ -178,8 +256,9 @@ pub(super) async fn request_cancel(
             "asking a run to cancel",
             "WITH asked AS (
                UPDATE braid_runs SET cancel_reason = COALESCE(cancel_reason, $2),
-                 wake_at_ms = CASE WHEN status = 'waiting' THEN $3::bigint ELSE wake_at_ms END
-               WHERE run_id = $1 AND status IN ('running', 'waiting') RETURNING cancel_reason)
+                 wake_at_ms = CASE WHEN status = 'running' THEN wake_at_ms ELSE $3::bigint END
+               WHERE run_id = $1 AND status IN ('running', 'waiting', 'suspended')
+               RETURNING cancel_reason)
              SELECT true, cancel_reason FROM asked
              UNION ALL
              SELECT false, status FROM braid_runs

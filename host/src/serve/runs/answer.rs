@@ -16,9 +16,10 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
     // elsewhere and can be sent again.
     let status = match report.outcome.as_str() {
         "succeeded" => 200,
-        // Parked in the journal, waiting for a time or a signal: the
-        // answer comes from `Location` (`GET /v1/runs/ID?wait=`).
-        "waiting" => 202,
+        // Parked in the journal, waiting for a time or a signal, or
+        // suspended until an operator resumes or aborts it: the answer
+        // comes from `Location` (`GET /v1/runs/ID?wait=`).
+        "waiting" | "suspended" => 202,
         "aborted" => 503,
         _ => 422,
     };
@@ -36,7 +37,7 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
         "report": format!("/v1/runs/{}", report.run_id),
     });
     if status == 202 {
-        body["status"] = json!("waiting");
+        body["status"] = json!(report.outcome);
         body["location"] = json!(format!("/v1/runs/{}", report.run_id));
     }
     (status, body)
@@ -114,13 +115,14 @@ pub(super) async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value),
                     run.error.unwrap_or_default()
                 )));
             }
-            // Waiting for a time or a signal: where its answer will be.
-            Some(run) if run.status == "waiting" => {
+            // Waiting for a time or a signal, or suspended: where its
+            // answer will be.
+            Some(run) if run.status == "waiting" || run.status == "suspended" => {
                 let location = format!("/v1/runs/{run_id}");
                 return Ok((
                     202,
                     json!({ "run_id": run_id, "workflow": run.workflow, "trace_id": run.trace_id,
-                            "status": "waiting", "location": location }),
+                            "status": run.status, "location": location }),
                 ));
             }
             Some(run) if run.status != "running" => {

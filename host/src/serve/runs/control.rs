@@ -130,7 +130,8 @@ async fn run_state(app: &Inner, id: &str) -> Result<RunState, Response> {
         "owner": run.owner,
         "started_at_ms": run.started_at_ms,
         "journal_entries": run.entries,
-        // A waiting run: what for, since when, until when at the latest.
+        // A waiting run: what for, since when, until when at the latest
+        // (a suspended one: why, since when, its deadline).
         "waiting_for": run.waiting_for,
         "waiting_since_ms": run.waiting_since_ms,
         "wake_at_ms": run.wake_at_ms,
@@ -140,7 +141,7 @@ async fn run_state(app: &Inner, id: &str) -> Result<RunState, Response> {
     });
     Ok(RunState {
         // Ended without a stored report (journaled by an older braid).
-        ended: run.status != "running" && run.status != "waiting",
+        ended: !matches!(run.status.as_str(), "running" | "waiting" | "suspended"),
         response: axum::Json(body).into_response(),
     })
 }
@@ -184,7 +185,7 @@ pub(in crate::serve) async fn cancel_run(
     if let Some(refused) = super::super::admin::refuse_unless_admin(&app, &headers) {
         return refused;
     }
-    let reason = match cancel_reason(&headers, body).await {
+    let reason = match reason_of(&headers, body, "cancelled by the operator").await {
         Ok(reason) => reason,
         Err(refused) => return *refused,
     };
@@ -219,12 +220,16 @@ pub(in crate::serve) async fn cancel_run(
     }
 }
 
-/// The reason a cancel request gives (`{"reason": "..."}`; none: "cancelled
-/// by the operator"), or its refusal.
-async fn cancel_reason(headers: &HeaderMap, body: Body) -> Result<String, Box<Response>> {
-    let bytes = read_body(body, MAX_CANCEL_BODY, "cancel request body").await?;
+/// The reason a cancel or abort request gives (`{"reason": "..."}`; none:
+/// `default`), or its refusal.
+pub(super) async fn reason_of(
+    headers: &HeaderMap,
+    body: Body,
+    default: &str,
+) -> Result<String, Box<Response>> {
+    let bytes = read_body(body, MAX_CANCEL_BODY, "request body").await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok("cancelled by the operator".into());
+        return Ok(default.into());
     }
     origin::require_json(headers)?;
     let bad = |why: String| Box::new(error(StatusCode::BAD_REQUEST, why));
@@ -232,7 +237,7 @@ async fn cancel_reason(headers: &HeaderMap, body: Body) -> Result<String, Box<Re
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let reason = match &asked {
         Value::Object(fields) => match fields.get("reason") {
-            None | Some(Value::Null) => "cancelled by the operator".to_string(),
+            None | Some(Value::Null) => default.to_string(),
             Some(Value::String(r)) => r.trim().to_string(),
             Some(_) => return Err(bad("`reason` must be a string".into())),
         },

@@ -4,7 +4,8 @@
 //!
 //! Rooms: `ask` reads and checks a run request; `answer` what a run's
 //! caller gets (also from a stored report); `control` a run's state,
-//! long-polls and cancels; `signal` signals to waiting runs.
+//! long-polls and cancels; `signal` signals to waiting runs; `suspended`
+//! resuming and aborting suspended runs.
 //!
 //! Must not know wasmtime.
 
@@ -12,9 +13,11 @@ mod answer;
 mod ask;
 mod control;
 mod signal;
+mod suspended;
 
 pub(super) use control::{cancel_run, get_run, pass_on_cancels};
 pub(super) use signal::send_signal;
+pub(super) use suspended::{abort_run, resume_run};
 
 use super::{Inner, error};
 use crate::registry::Served;
@@ -257,7 +260,9 @@ async fn launch(
         match &result {
             // A run that waits is counted and exported once it has ended,
             // by the host that ends it.
-            Ok(report) if report.outcome == "waiting" => inner.metrics.run_parked(&report.workflow),
+            Ok(report) if report.outcome == "waiting" || report.outcome == "suspended" => {
+                inner.metrics.run_parked(&report.workflow)
+            }
             Ok(report) => {
                 inner.metrics.run_finished(report);
                 // Its report was stored with its terminal record.

@@ -1,0 +1,69 @@
+//! `braid runs resume|abort RUN_ID`: ends a suspended run's suspension,
+//! through a server (`--server URL`) or straight in the journal, where a
+//! `braid serve`'s wake loop takes the request up.
+
+use super::control::{ASK_LIMIT, Place, Reach, failed};
+use crate::cli::{Exit, print_json};
+use anyhow::anyhow;
+use braid::journal::{Unsuspend, UnsuspendAsked};
+use serde_json::json;
+
+/// Asks suspended run `run_id` to resume (the failed step runs again) or
+/// abort (undone, `reason` kept in its error).
+pub async fn unsuspend(run_id: String, what: Unsuspend, reach: Reach) -> Result<u8, Exit> {
+    let (place, json) = reach.open().await?;
+    let status = match what {
+        Unsuspend::Resume => "resuming",
+        _ => "aborting",
+    };
+    let answer = match &place {
+        Place::Server(server, token) => {
+            let path = format!("/v1/runs/{run_id}/{}", what.action());
+            let body = match &what {
+                Unsuspend::Abort {
+                    reason: Some(reason),
+                } => Some(json!({ "reason": reason })),
+                _ => None,
+            };
+            let (code, body) = server
+                .send("POST", &path, token.as_deref(), body, ASK_LIMIT)
+                .await
+                .map_err(|e| Exit(1, e))?;
+            if code != 202 {
+                return Err(failed(code, &body));
+            }
+            body
+        }
+        Place::Journal(journal) => {
+            let asked = journal
+                .request_unsuspend(&run_id, &what)
+                .await
+                .map_err(|e| Exit(1, e.into()))?;
+            let action = what.action();
+            match asked {
+                UnsuspendAsked::Asked => json!({ "run_id": run_id, "status": status }),
+                UnsuspendAsked::AskedOtherwise { pending } => {
+                    return Err(Exit(
+                        1,
+                        anyhow!("run `{run_id}` was asked to {pending} already; that stands"),
+                    ));
+                }
+                UnsuspendAsked::NotSuspended { status } => {
+                    return Err(Exit(
+                        1,
+                        anyhow!(
+                            "run `{run_id}` is {status}, not suspended: there is nothing to {action}"
+                        ),
+                    ));
+                }
+                UnsuspendAsked::Unknown => return Err(Exit(2, anyhow!("no run `{run_id}`"))),
+            }
+        }
+    };
+    if json {
+        print_json(&answer)?;
+    } else {
+        println!("{run_id}  {}", answer["status"].as_str().unwrap_or(status));
+    }
+    Ok(0)
+}
