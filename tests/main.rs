@@ -20,5 +20,6 @@ mod scaffold;
 mod serve;
 mod stores;
 mod support;
+mod suspend;
 mod viewer;
 mod waiting;

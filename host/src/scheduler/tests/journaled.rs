@@ -474,6 +474,7 @@ async fn a_run_resumed_inside_a_map_reuses_the_elements_done_and_runs_the_rest()
         entries,
         woken: false,
         cancel_reason: None,
+        unsuspend: None,
     };
 
     let resume = |entries| {

@@ -1,0 +1,383 @@
+//! Suspended runs (`on_failure = "suspend"`, issue 28) on both journals,
+//! with a scripted executor: a run whose step fails for good is
+//! suspended (nothing undone, its claims held to its deadline), and ends
+//! its suspension once: resumed (the failed step runs again, nothing
+//! before it does, the claims get their leases back), aborted by an
+//! operator or by its deadline (undone, `aborted`), or cancelled.
+
+use crate::support::fresh_database;
+use braid::journal::{JournalEntry, RunJournal, SqliteJournal, Unsuspend, UnsuspendAsked};
+use braid::postgres::{PgPool, PostgresClaimStore, PostgresJournal};
+use braid::scheduler::{
+    AttemptContext, CLAIM_MARGIN, Compensation, RUN_LEASE, RunRequest, Scheduler, StepExecutor,
+    StepFailure,
+};
+use braid::store::{ClaimRequest, ClaimStore, SqliteClaimStore, now_ms};
+use braid::trace::IncomingTrace;
+use braid::workflow::{StepSpec, Workflow};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// `a` (reversible) -> `b`, which suspends the run when it fails.
+fn chain(suspend_for: &str) -> Arc<Workflow> {
+    let text = format!(
+        r#"
+        name = "suspending"
+        result = "b"
+        on_failure = "suspend"
+        suspend_for = "{suspend_for}"
+        [inputs.x]
+        [[steps]]
+        name = "a"
+        component = "a"
+        args.x = {{ input = "x" }}
+        [[steps]]
+        name = "b"
+        component = "b"
+        args.a = {{ step = "a" }}
+    "#
+    );
+    Arc::new(Workflow::from_toml(&text, Path::new("suspending.toml")).expect("workflow"))
+}
+
+/// Steps answer their name, except those `broken`, which fail for good;
+/// calls and undos are kept in order.
+#[derive(Default)]
+struct Scripted {
+    broken: Mutex<HashSet<String>>,
+    calls: Mutex<Vec<String>>,
+    undone: Mutex<Vec<String>>,
+    version: &'static str,
+}
+
+impl Scripted {
+    fn broken(step: &str, version: &'static str) -> Arc<Scripted> {
+        let s = Scripted {
+            version,
+            ..Default::default()
+        };
+        s.broken.lock().expect("lock").insert(step.into());
+        Arc::new(s)
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+    fn undone(&self) -> Vec<String> {
+        self.undone.lock().expect("lock").clone()
+    }
+}
+
+impl StepExecutor for Scripted {
+    fn component_of(&self, step: &str) -> (String, String) {
+        (format!("{step}.wasm"), format!("{step}-{}", self.version))
+    }
+    fn is_reversible(&self, step: &str) -> bool {
+        step == "a"
+    }
+    async fn execute(
+        &self,
+        step: &StepSpec,
+        _: AttemptContext,
+        _: String,
+    ) -> Result<String, StepFailure> {
+        self.calls.lock().expect("lock").push(step.name.clone());
+        if self.broken.lock().expect("lock").contains(&step.name) {
+            return Err(StepFailure::Fatal(format!("{} is broken", step.name)));
+        }
+        Ok(format!("{{\"step\":\"{}\"}}", step.name))
+    }
+    async fn compensate(
+        &self,
+        _: &StepSpec,
+        _: AttemptContext,
+        _: String,
+        _: StepFailure,
+    ) -> Result<Compensation, StepFailure> {
+        Ok(Compensation::GiveUp)
+    }
+    async fn undo(
+        &self,
+        step: &StepSpec,
+        _: AttemptContext,
+        _: String,
+        _: String,
+    ) -> Result<(), StepFailure> {
+        self.undone.lock().expect("lock").push(step.name.clone());
+        Ok(())
+    }
+}
+
+struct Stores {
+    name: &'static str,
+    journal: Arc<dyn RunJournal>,
+    claims: Arc<dyn ClaimStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn both_stores() -> Vec<Stores> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Stores {
+        name: "sqlite",
+        journal: Arc::new(SqliteJournal::open(dir.path()).expect("journal")),
+        claims: Arc::new(SqliteClaimStore::open(dir.path()).expect("claims")),
+        _dir: Some(dir),
+    };
+    let pg = PgPool::open(&fresh_database().await, 8)
+        .await
+        .expect("postgres opens");
+    let postgres = Stores {
+        name: "postgres",
+        journal: Arc::new(PostgresJournal::new(pg.clone())),
+        claims: Arc::new(PostgresClaimStore::new(pg)),
+        _dir: None,
+    };
+    vec![sqlite, postgres]
+}
+
+fn scheduler(s: &Stores, exec: Arc<Scripted>, owner: &str) -> Scheduler<Scripted> {
+    Scheduler::new(exec, 4)
+        .with_journal(Arc::clone(&s.journal), owner.into())
+        .with_claims(Arc::clone(&s.claims))
+        .with_reports()
+}
+
+/// Starts a run of `wf` (as run `run_id`, which holds a claim on
+/// `item` for 60 s) whose step `b` fails for good: it is suspended.
+async fn suspended_run(s: &Stores, wf: &Arc<Workflow>, run_id: &str, item: &str) {
+    let claim = s
+        .claims
+        .claim(ClaimRequest {
+            work_item: item.into(),
+            lease: Duration::from_secs(60),
+            run_id: run_id.into(),
+            trace_id: "0".repeat(32),
+            span_id: "0".repeat(16),
+            step: "a".into(),
+            owner: "host-a:1".into(),
+            metadata: "{}".into(),
+            workflow: wf.name.clone(),
+        })
+        .await
+        .expect("claim");
+    let exec = Scripted::broken("b", "v1");
+    let request = RunRequest {
+        workflow: Arc::clone(wf),
+        input: serde_json::json!({"x": 1}),
+        trace: IncomingTrace::from_headers(None, None),
+    };
+    let report = scheduler(s, Arc::clone(&exec), "host-a:1")
+        .run_as(request, run_id.into(), &CancellationToken::new())
+        .await
+        .expect("started");
+    let name = s.name;
+    assert_eq!(report.outcome, "suspended", "{name}: {:?}", report.error);
+    assert_eq!(
+        report.error.as_deref(),
+        Some("step `b` failed: fatal: b is broken")
+    );
+    assert_eq!(exec.calls(), ["a", "b"], "{name}");
+    assert!(exec.undone().is_empty(), "{name}: nothing undone");
+    let record = s.journal.run(run_id).await.expect("read").expect("known");
+    assert_eq!(record.status, "suspended", "{name}");
+    let why = record.waiting_for.unwrap_or_default();
+    assert!(
+        why.starts_with("suspended: step `b` failed: fatal: b is broken"),
+        "{name}: {why}"
+    );
+    // Held to the deadline (and the margin), not its own 60 s.
+    let held = s.claims.held_by(run_id).await.expect("claims");
+    assert_eq!(held.len(), 1, "{name}");
+    let deadline = record.wake_at_ms.expect("deadline");
+    assert!(held[0].expires_at_ms >= deadline + CLAIM_MARGIN.as_millis() as u64 - 1_000);
+    assert!(held[0].claim_id == claim.claim_id);
+}
+
+/// Takes the run over from `suspended` (as a wake loop does) and carries
+/// it on with `exec`.
+async fn wake(s: &Stores, wf: &Arc<Workflow>, exec: Arc<Scripted>) -> braid::report::RunReport {
+    let mut taken = s
+        .journal
+        .take_over_waiting("host-b:2", RUN_LEASE, 10)
+        .await
+        .expect("take over");
+    assert_eq!(taken.len(), 1, "{}: one run woken", s.name);
+    let run = taken.remove(0);
+    scheduler(s, exec, "host-b:2")
+        .resume(Arc::clone(wf), &run, &CancellationToken::new())
+        .await
+        .expect("resumed")
+}
+
+#[tokio::test]
+async fn a_suspended_run_resumed_runs_its_failed_step_again_and_nothing_before_it() {
+    for s in both_stores().await {
+        let wf = chain("1h");
+        suspended_run(&s, &wf, "run-s1", "item-1").await;
+        // Not woken before anyone asks (its deadline is an hour away).
+        let early = s.journal.take_over_waiting("host-b:2", RUN_LEASE, 10).await;
+        assert!(early.expect("look").is_empty(), "{}", s.name);
+        let resume = s
+            .journal
+            .request_unsuspend("run-s1", &Unsuspend::Resume)
+            .await;
+        assert_eq!(resume.expect("asked"), UnsuspendAsked::Asked);
+        let again = s
+            .journal
+            .request_unsuspend("run-s1", &Unsuspend::Resume)
+            .await;
+        assert_eq!(
+            again.expect("asked"),
+            UnsuspendAsked::Asked,
+            "a repeat is the same"
+        );
+        let abort = Unsuspend::Abort { reason: None };
+        let other = s.journal.request_unsuspend("run-s1", &abort).await;
+        assert_eq!(
+            other.expect("asked"),
+            UnsuspendAsked::AskedOtherwise {
+                pending: "resume".into()
+            }
+        );
+        // Fixed: version 2 of the components.
+        let fixed = Arc::new(Scripted {
+            version: "v2",
+            ..Default::default()
+        });
+        let report = wake(&s, &wf, Arc::clone(&fixed)).await;
+        let name = s.name;
+        assert_eq!(report.outcome, "succeeded", "{name}: {:?}", report.error);
+        assert_eq!(fixed.calls(), ["b"], "{name}: `a` is not run again");
+        let resumed = report.resumed.clone().expect("resumed");
+        assert_eq!(resumed.unsuspended.as_deref(), Some("resume"));
+        assert_eq!(resumed.reused_steps, ["a"]);
+        let step_sha = |n: &str| {
+            let s = report.steps.iter().find(|s| s.name == n).expect("step");
+            s.component_sha256.clone()
+        };
+        assert_eq!(
+            step_sha("a"),
+            "a-v1",
+            "{name}: `a` ran on the first version"
+        );
+        assert_eq!(step_sha("b"), "b-v2", "{name}: `b` on the fixed one");
+        // The claim has its unused lease back (about 60 s, not the deadline's).
+        let held = s.claims.held_by("run-s1").await.expect("claims");
+        assert_eq!(held.len(), 1, "{name}");
+        assert!(
+            held[0].expires_at_ms <= now_ms() + 61_000,
+            "{name}: {held:?}"
+        );
+        let record = s.journal.run("run-s1").await.expect("read").expect("known");
+        assert_eq!(record.status, "succeeded", "{name}");
+        // Ended: nothing to resume.
+        let late = s
+            .journal
+            .request_unsuspend("run-s1", &Unsuspend::Resume)
+            .await;
+        assert_eq!(
+            late.expect("asked"),
+            UnsuspendAsked::NotSuspended {
+                status: "succeeded".into()
+            }
+        );
+        let unknown = s
+            .journal
+            .request_unsuspend("run-none", &Unsuspend::Resume)
+            .await;
+        assert_eq!(unknown.expect("asked"), UnsuspendAsked::Unknown);
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_run_aborted_by_an_operator_or_its_deadline_is_undone_and_aborted() {
+    for s in both_stores().await {
+        let name = s.name;
+        let wf = chain("1h");
+        suspended_run(&s, &wf, "run-s2", "item-2").await;
+        let abort = Unsuspend::Abort {
+            reason: Some("the fix is not coming".into()),
+        };
+        let asked = s.journal.request_unsuspend("run-s2", &abort).await;
+        assert_eq!(asked.expect("asked"), UnsuspendAsked::Asked);
+        let exec = Arc::new(Scripted::default());
+        let report = wake(&s, &wf, Arc::clone(&exec)).await;
+        assert_eq!(report.outcome, "aborted", "{name}");
+        assert_eq!(
+            report.error.as_deref(),
+            Some(
+                "run aborted by an operator: the fix is not coming (step `b` had failed: fatal: b is broken)"
+            )
+        );
+        assert!(exec.calls().is_empty(), "{name}: nothing runs");
+        assert_eq!(exec.undone(), ["a"], "{name}: `a` undone");
+        assert!(
+            s.claims.held_by("run-s2").await.expect("claims").is_empty(),
+            "{name}"
+        );
+        let record = s.journal.run("run-s2").await.expect("read").expect("known");
+        assert_eq!(record.status, "aborted", "{name}");
+        let journal = s.journal.entries("run-s2").await.expect("entries");
+        let kinds: Vec<&str> = journal
+            .iter()
+            .map(|e: &JournalEntry| e.kind.as_str())
+            .collect();
+        assert!(kinds.contains(&"suspended"), "{name}: {kinds:?}");
+
+        // Nobody answers within `suspend_for`: aborted at the deadline.
+        let wf = chain("1s");
+        suspended_run(&s, &wf, "run-s3", "item-3").await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let exec = Arc::new(Scripted::default());
+        let report = wake(&s, &wf, Arc::clone(&exec)).await;
+        assert_eq!(report.outcome, "aborted", "{name}");
+        let error = report.error.unwrap_or_default();
+        assert!(
+            error.starts_with("run aborted: suspended for 1s and neither resumed nor aborted"),
+            "{name}: {error}"
+        );
+        assert_eq!(exec.undone(), ["a"], "{name}");
+        assert_eq!(
+            report.resumed.and_then(|r| r.unsuspended).as_deref(),
+            Some("deadline")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_run_is_cancelled_and_a_signal_for_it_is_kept() {
+    for s in both_stores().await {
+        let name = s.name;
+        let wf = chain("1h");
+        suspended_run(&s, &wf, "run-s4", "item-4").await;
+        let sent = s.journal.send_signal("run-s4", "later", "{}", "").await;
+        assert_eq!(
+            sent.expect("sent"),
+            braid::journal::SignalSent::Delivered,
+            "{name}"
+        );
+        let asked = s.journal.request_cancel("run-s4", "no longer needed").await;
+        assert!(
+            matches!(
+                asked.expect("asked"),
+                braid::journal::CancelAsked::Asked { .. }
+            ),
+            "{name}"
+        );
+        let exec = Arc::new(Scripted::default());
+        let report = wake(&s, &wf, Arc::clone(&exec)).await;
+        assert_eq!(report.outcome, "cancelled", "{name}");
+        assert_eq!(
+            report.error.as_deref(),
+            Some("run cancelled: no longer needed")
+        );
+        assert!(exec.calls().is_empty(), "{name}");
+        assert_eq!(exec.undone(), ["a"], "{name}");
+        assert!(
+            s.claims.held_by("run-s4").await.expect("claims").is_empty(),
+            "{name}"
+        );
+    }
+}
