@@ -5,7 +5,8 @@
 //! before it does, the claims get their leases back), aborted by an
 //! operator or by its deadline (undone, `aborted`), or cancelled.
 
-use crate::support::fresh_database;
+use crate::support::*;
+use crate::waiting::{ADMIN, TOKEN, calls, spawn_waiting, start_async, wait_for_status};
 use braid::journal::{JournalEntry, RunJournal, SqliteJournal, Unsuspend, UnsuspendAsked};
 use braid::postgres::{PgPool, PostgresClaimStore, PostgresJournal};
 use braid::scheduler::{
@@ -15,6 +16,7 @@ use braid::scheduler::{
 use braid::store::{ClaimRequest, ClaimStore, SqliteClaimStore, now_ms};
 use braid::trace::IncomingTrace;
 use braid::workflow::{StepSpec, Workflow};
+use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -380,4 +382,219 @@ async fn a_suspended_run_is_cancelled_and_a_signal_for_it_is_kept() {
             "{name}"
         );
     }
+}
+
+/// A workflow of its own components directory (a hot swap writes the
+/// fixed version back there): `authenticate`, then `check` (the hostile
+/// guest told to panic: broken until a fix is uploaded), then `after`
+/// notifies with `check`'s output. A failure suspends the run.
+fn broken_workflow(dir: &Path, suspend_for: &str) -> std::path::PathBuf {
+    let components = dir.join("components");
+    std::fs::create_dir_all(&components).expect("mkdir");
+    for (from, to) in [
+        ("authenticate", "authenticate"),
+        ("notify", "notify"),
+        ("hostile", "check"),
+    ] {
+        std::fs::copy(
+            crate::support::components().join(format!("{from}.wasm")),
+            components.join(format!("{to}.wasm")),
+        )
+        .expect("copy component");
+    }
+    let text = format!(
+        r#"
+name = "fixable"
+result = "after"
+components_dir = "{}"
+on_failure = "suspend"
+suspend_for = "{suspend_for}"
+[inputs.api_base]
+[inputs.user_id]
+[defaults]
+timeout_ms = 20000
+max_retries = 0
+allowed_hosts = ["127.0.0.1", "localhost"]
+
+[[steps]]
+name = "authenticate"
+component = "authenticate"
+args.api_base = {{ input = "api_base" }}
+args.user_id = {{ input = "user_id" }}
+
+[[steps]]
+name = "check"
+component = "check"
+wait_for = ["authenticate"]
+args.mode = {{ value = "panic" }}
+
+[[steps]]
+name = "after"
+component = "notify"
+args.api_base = {{ input = "api_base" }}
+args.token = {{ step = "authenticate", pointer = "/access_token" }}
+args.to = {{ value = "requester@example.com" }}
+args.subject = {{ value = "checked" }}
+args.about = {{ step = "check" }}
+"#,
+        components.display()
+    );
+    let path = dir.join("fixable.toml");
+    std::fs::write(&path, text).expect("write workflow");
+    path
+}
+
+fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    http(addr, "POST", path, headers, body)
+}
+
+/// Suspended, the server killed and started again, the broken step fixed
+/// by a hot swap, resumed over HTTP: the run succeeds, `authenticate` is
+/// not called again, and the report names the version change.
+#[test]
+fn a_suspended_run_survives_a_restart_and_resumes_on_the_hot_swapped_fix() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = broken_workflow(dir.path(), "1h");
+    let mut served = spawn_waiting(&workflow, &[]);
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "fixable", &api, &traceparent);
+    let now = wait_for_status(&served, &run_id, "suspended");
+    let why = str_of(&now, "/waiting_for");
+    assert!(
+        why.starts_with("suspended: step `check` failed: trap: guest trapped"),
+        "{now}"
+    );
+    assert!(now["wake_at_ms"].as_u64().expect("deadline") > now_ms() + 3_500_000);
+    served.kill();
+    served.restart();
+    let addr = served.addr.clone();
+    let run = format!("/v1/runs/{run_id}");
+
+    // Refused, and nothing changes: no token, an unknown run, a body.
+    let resume = format!("{run}/resume");
+    assert_eq!(post(&addr, &resume, &[], "").status, 401);
+    let unknown = post(&addr, "/v1/runs/run-0000000000000000/resume", &[ADMIN], "");
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    let body = post(
+        &addr,
+        &resume,
+        &[ADMIN, ("content-type", "application/json")],
+        r#"{"from": "check"}"#,
+    );
+    assert_eq!(body.status, 400, "{}", body.body);
+    let cancel_signal = post(&addr, &format!("{run}/signals/nope"), &[ADMIN], "{}");
+    assert_eq!(cancel_signal.status, 404, "{}", cancel_signal.body);
+    assert_eq!(served.get(&run).json()["status"], "suspended");
+
+    // The fix: `noop` answers its input instead of panicking.
+    let fix = crate::serve::component_bytes("noop");
+    let broken = crate::serve::sha(&crate::serve::component_bytes("hostile"));
+    let (status, put) =
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(crate::serve::request_async(
+                &addr,
+                "PUT",
+                "/v1/components/check",
+                &format!("authorization: Bearer {TOKEN}\r\n"),
+                &fix,
+            ));
+    assert_eq!(status, 200, "{put}");
+    let resumed = post(&addr, &resume, &[ADMIN], "");
+    assert_eq!(resumed.status, 202, "{}", resumed.body);
+    assert_eq!(resumed.header("location").as_deref(), Some(run.as_str()));
+    let done = served.get(&format!("{run}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let output = str_of(step(&done, "check"), "/output");
+    assert_eq!(output, r#"{"mode":"panic"}"#, "the fix answered its input");
+    assert_eq!(
+        calls(&api, &trace_id, "/oauth/token"),
+        1,
+        "not called again"
+    );
+    assert_eq!(calls(&api, &trace_id, "/notifications"), 1);
+    assert_eq!(done["resumed"]["unsuspended"], "resume");
+    assert_eq!(done["resumed"]["reused_steps"], json!(["authenticate"]));
+    let change = &done["resumed"]["component_changes"];
+    assert_eq!(change[0]["step"], "check", "{done}");
+    assert_eq!(change[0]["from_sha256"], broken.as_str());
+    assert_eq!(change[0]["to_sha256"], crate::serve::sha(&fix).as_str());
+    assert_eq!(
+        step(&done, "check")["component_sha256"],
+        crate::serve::sha(&fix).as_str()
+    );
+    assert_eq!(done["trace_id"], trace_id.as_str(), "one trace throughout");
+    let again = post(&addr, &resume, &[ADMIN], "");
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.body.contains("is succeeded, not suspended"),
+        "{}",
+        again.body
+    );
+}
+
+/// Aborted from the CLI through the server, and at the deadline: undone
+/// (`authenticate`'s token revoked once), `aborted`.
+#[test]
+fn a_suspended_run_is_aborted_from_the_cli_or_by_its_deadline_and_undone() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = broken_workflow(dir.path(), "3s");
+    let served = spawn_waiting(&workflow, &[]);
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "fixable", &api, &traceparent);
+    wait_for_status(&served, &run_id, "suspended");
+    let server = format!("http://{}", served.addr);
+    let out = braid(&[
+        "runs",
+        "abort",
+        &run_id,
+        "--reason",
+        "won't fix",
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "aborted", "{done}");
+    let error = str_of(&done, "/error");
+    assert!(
+        error.starts_with(
+            "run aborted by an operator: won't fix (step `check` had failed: trap: guest trapped"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("hostile guest panics on purpose"), "{error}");
+    assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1, "undone once");
+    assert_eq!(step(&done, "check")["outcome"], "failed");
+    let resume = braid(&[
+        "runs",
+        "resume",
+        &run_id,
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+    ]);
+    assert_eq!(resume.status.code(), Some(1), "{}", stderr(&resume));
+    assert!(
+        stderr(&resume).contains("is aborted, not suspended"),
+        "{}",
+        stderr(&resume)
+    );
+
+    // Nobody answers: aborted at the deadline (3 s), by the wake loop.
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "fixable", &api, &traceparent);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "aborted", "{done}");
+    assert!(
+        str_of(&done, "/error")
+            .starts_with("run aborted: suspended for 3s and neither resumed nor aborted"),
+        "{done}"
+    );
+    assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1, "undone once");
 }

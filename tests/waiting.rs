@@ -8,9 +8,9 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "s3cret-admin";
-const ASYNC: (&str, &str) = ("prefer", "respond-async");
-const ADMIN: (&str, &str) = ("authorization", "Bearer s3cret-admin");
+pub(crate) const TOKEN: &str = "s3cret-admin";
+pub(crate) const ASYNC: (&str, &str) = ("prefer", "respond-async");
+pub(crate) const ADMIN: (&str, &str) = ("authorization", "Bearer s3cret-admin");
 
 /// A server of the reference workflow with roomy step timeouts (a step
 /// made slow by the sample API waits rather than times out) and the admin
@@ -63,7 +63,7 @@ fn cancel(addr: &str, run_id: &str, headers: &[(&str, &str)], body: &str) -> Htt
     )
 }
 
-fn calls(api: &SampleApi, trace_id: &str, path: &str) -> usize {
+pub(crate) fn calls(api: &SampleApi, trace_id: &str, path: &str) -> usize {
     api.requests(Some(trace_id))
         .iter()
         .filter(|r| r["path"] == path)
@@ -508,13 +508,18 @@ timeout = "{timeout}"
     )
 }
 
-fn spawn_waiting(workflow: &std::path::Path, extra: &[&str]) -> Served {
+pub(crate) fn spawn_waiting(workflow: &std::path::Path, extra: &[&str]) -> Served {
     let mut args = vec!["--admin-token", TOKEN];
     args.extend_from_slice(extra);
     Served::spawn(workflow, &args, &[])
 }
 
-fn start_async(served: &Served, workflow: &str, api: &SampleApi, traceparent: &str) -> String {
+pub(crate) fn start_async(
+    served: &Served,
+    workflow: &str,
+    api: &SampleApi,
+    traceparent: &str,
+) -> String {
     let input = json!({ "api_base": api.base(), "user_id": "u-100" });
     let r = http(
         &served.addr,
@@ -528,7 +533,7 @@ fn start_async(served: &Served, workflow: &str, api: &SampleApi, traceparent: &s
 }
 
 /// Waits until `GET /v1/runs/ID` says `status`; returns what it said.
-fn wait_for_status(served: &Served, run_id: &str, status: &str) -> Value {
+pub(crate) fn wait_for_status(served: &Served, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = served.get(&format!("/v1/runs/{run_id}")).json();
