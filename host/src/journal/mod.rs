@@ -729,7 +729,7 @@ pub trait RunJournal: Send + Sync + 'static {
 /// The steps a run completed and has not undone, in completion order, from
 /// its journal entries. A step completes once per run, so an entry written
 /// twice (a write retried after a lost acknowledgement) counts once.
-fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
+pub fn completed_steps(entries: &[JournalEntry]) -> Vec<CompletedStep> {
     let undone: HashSet<&str> = entries
         .iter()
         .filter(|e| e.kind == "undo" && e.outcome == "undone")

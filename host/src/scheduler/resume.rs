@@ -137,14 +137,29 @@ impl<E: StepExecutor> Scheduler<E> {
 /// (a compensated step's substitute too), the completions still to undo in
 /// their order, and the run's failure if it had failed.
 fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, ResumeError> {
+    let mut state = state_from_entries(wf, &run.entries)?;
+    state.failure = run.failure();
+    state.failure_journaled = state.failure.is_some();
+    state.cancelled = run.cancelled();
+    state.aborted = run.aborted();
+    Ok(state)
+}
+
+/// What a run's journal `entries` say it did: each completed step's
+/// output and input, the completions still to undo in their order, the
+/// waits started and not ended.
+pub(super) fn state_from_entries(
+    wf: &Workflow,
+    entries: &[JournalEntry],
+) -> Result<RunState, ResumeError> {
     let mut state = RunState::default();
     // When each wait step started ends at the latest, as first journaled.
-    for e in run.entries.iter().filter(|e| e.kind == "wait") {
+    for e in entries.iter().filter(|e| e.kind == "wait") {
         if let Ok(due) = e.outcome.parse::<u64>() {
             state.wait_due.entry(e.step.clone()).or_insert(due);
         }
     }
-    for e in &run.entries {
+    for e in entries {
         if e.kind != "completed" || state.outputs.contains_key(&e.step) {
             continue;
         }
@@ -184,8 +199,7 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
             .split_once('.')
             .is_some_and(|(s, _)| state.outputs.contains_key(s))
     });
-    state.completed = run
-        .completed()
+    state.completed = crate::journal::completed_steps(entries)
         .into_iter()
         .filter_map(|c| {
             let (_, element) = wf.step_of_call(&c.step)?;
@@ -198,7 +212,7 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
         .collect();
     // Waits that had started and not ended go on waiting, from when they
     // were journaled (not started again).
-    for e in run.entries.iter().filter(|e| e.kind == "wait") {
+    for e in entries.iter().filter(|e| e.kind == "wait") {
         if !state.outputs.contains_key(&e.step) && state.waiting.insert(e.step.clone()) {
             state.order.push(e.step.clone());
             state
@@ -206,9 +220,5 @@ fn state_from_journal(wf: &Workflow, run: &AbandonedRun) -> Result<RunState, Res
                 .insert(e.step.clone(), e.input.clone().unwrap_or_default());
         }
     }
-    state.failure = run.failure();
-    state.failure_journaled = state.failure.is_some();
-    state.cancelled = run.cancelled();
-    state.aborted = run.aborted();
     Ok(state)
 }
