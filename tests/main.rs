@@ -14,6 +14,7 @@ mod languages;
 mod multihost;
 mod policies;
 mod reference;
+mod restart;
 mod resume;
 mod sandbox;
 mod scaffold;

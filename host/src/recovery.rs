@@ -638,5 +638,6 @@ fn aborted_report(
         released_claims: released_claims.to_vec(),
         dropped,
         resumed: None,
+        restarted_from: None,
     }
 }

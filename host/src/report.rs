@@ -55,6 +55,24 @@ pub struct RunReport {
     /// carried it on (`on_crash = "resume"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
+    /// Set when the run restarts an ended run from one of its steps
+    /// (`POST /v1/runs/ID/restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_from: Option<RestartedFrom>,
+}
+
+/// The run a restarted run restarts, and what it took over from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RestartedFrom {
+    /// The run restarted.
+    pub run_id: String,
+    /// The step the restart ran again from (it, and every step after it).
+    pub step: String,
+    /// The old run's steps whose journaled outputs were used (not called
+    /// again), in the order they completed.
+    pub reused_steps: Vec<String>,
+    /// The old run's trace: the restart is a new trace of its own.
+    pub trace_id: String,
 }
 
 /// How a resumed run was taken over.

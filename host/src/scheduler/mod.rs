@@ -24,6 +24,7 @@ pub mod executor;
 mod input;
 mod lease;
 mod map;
+mod restart;
 mod resume;
 mod saga;
 mod suspend;
@@ -36,6 +37,7 @@ pub use lease::{
     LEASE_FENCE, LEASE_UNRENEWED, LEFT_TO_RECOVERY, RECLAIM_WAIT, RUN_LEASE, TAKEN_OVER,
 };
 pub use map::{MAX_MAP_OUTPUT_BYTES, MAX_REPORTED_ELEMENTS};
+pub use restart::{Prior, RestartError};
 pub use resume::ResumeError;
 pub use saga::{JournalUndoLog, MAX_COMPENSATION_RETRIES, UNDO_RETRIES, UndoLog, undo_step};
 pub use suspend::{ABORTED_BY_OPERATOR, CLAIM_MARGIN};
@@ -122,6 +124,9 @@ pub enum RunError {
     /// this host died, so it is refused before any step runs.
     #[error("run not started: {0}")]
     JournalUnavailable(JournalError),
+    /// What a restart would reuse cannot be read (a damaged journal).
+    #[error("run not restarted: {0}")]
+    Restart(String),
 }
 
 /// The error of a run aborted by [`Scheduler::run_until`]'s cancellation.
@@ -365,6 +370,8 @@ struct RunCtx {
     started: Instant,
     /// Set when this host carries on a run another host started.
     resumed: Option<Resumed>,
+    /// Set when the run restarts an ended run from one of its steps.
+    restarted: Option<crate::report::RestartedFrom>,
     /// Fired when the run is cancelled (`POST /v1/runs/ID/cancel`).
     cancel: RunCancel,
 }
@@ -501,10 +508,28 @@ impl<E: StepExecutor> Scheduler<E> {
         cancel: &CancellationToken,
         started: impl FnOnce(String) + Send,
     ) -> Result<RunReport, RunError> {
+        self.run_restarted(request, run_id, None, cancel, started)
+            .await
+    }
+
+    /// [`Scheduler::run_as_then`] of a run that restarts an ended one
+    /// (`prior`: what it reuses of it; see [`Prior`]), or of a new run.
+    pub async fn run_restarted(
+        &self,
+        request: RunRequest,
+        run_id: String,
+        prior: Option<Prior>,
+        cancel: &CancellationToken,
+        started: impl FnOnce(String) + Send,
+    ) -> Result<RunReport, RunError> {
         let wf = request.workflow;
         let inputs = wf.bind_inputs(&request.input)?;
         let incoming = request.trace;
         let mut run = self.run_ctx(wf, run_id, SpanId::random(), inputs, incoming, None);
+        let state = match &prior {
+            Some(prior) => restart::restarted_state(&run, prior).map_err(RunError::Restart)?,
+            None => RunState::default(),
+        };
         if let Some(why) = &run.incoming.rejected {
             tracing::warn!(parent: &run.span, trace_id = %run.trace_id, "{why}");
         }
@@ -516,8 +541,15 @@ impl<E: StepExecutor> Scheduler<E> {
             tracing::error!(parent: &run.span, trace_id = %run.trace_id, "run refused: {e}");
             RunError::JournalUnavailable(e)
         })?;
+        if let Some(prior) = prior {
+            tracing::info!(parent: &run.span, trace_id = %run.trace_id, from_run = %prior.from.run_id,
+                step = %prior.from.step, reused = prior.from.reused_steps.len(), "run restarts an ended run");
+            // The old run's completions it reuses are its own from now on.
+            run.log.append_all(prior.reused).await;
+            run.restarted = Some(prior.from);
+        }
         started(run.incoming.parent.with_parent(run.run_span).to_string());
-        Ok(self.drive(run, RunState::default(), lease, cancel).await)
+        Ok(self.drive(run, state, lease, cancel).await)
     }
 
     /// What every phase of a run shares, for a run starting now or resumed.
@@ -583,6 +615,7 @@ impl<E: StepExecutor> Scheduler<E> {
             run_span,
             span,
             resumed,
+            restarted: None,
             cancel: RunCancel::default(),
         }
     }
@@ -646,6 +679,7 @@ impl<E: StepExecutor> Scheduler<E> {
             started_at_ms,
             started,
             resumed,
+            restarted,
             log,
             ..
         } = run;
@@ -715,6 +749,7 @@ impl<E: StepExecutor> Scheduler<E> {
             released_claims,
             dropped,
             resumed,
+            restarted_from: restarted,
         };
         if let (Some(j), Some(fence)) = (&self.journal, &log.fence)
             && handed_over.is_none()

@@ -285,6 +285,7 @@ impl Server {
             .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
             .route("/v1/runs/{id}/resume", post(runs::resume_run))
             .route("/v1/runs/{id}/abort", post(runs::abort_run))
+            .route("/v1/runs/{id}/restart", post(runs::restart_run))
             .route("/v1/runs/{id}/signals/{name}", post(runs::send_signal))
             .route("/v1/components", get(list_components))
             .route("/v1/components/{name}", put(upload_component))

@@ -191,6 +191,7 @@ impl RunReportView {
             released_claims: Vec::new(),
             dropped: crate::report::Dropped::default(),
             resumed: None,
+            restarted_from: None,
         }
     }
 }

@@ -5,24 +5,27 @@
 //! Rooms: `ask` reads and checks a run request; `answer` what a run's
 //! caller gets (also from a stored report); `control` a run's state,
 //! long-polls and cancels; `signal` signals to waiting runs; `suspended`
-//! resuming and aborting suspended runs.
+//! resuming and aborting suspended runs; `restart` restarting an ended
+//! run from a step.
 //!
 //! Must not know wasmtime.
 
 mod answer;
 mod ask;
 mod control;
+mod restart;
 mod signal;
 mod suspended;
 
 pub(super) use control::{cancel_run, get_run, pass_on_cancels};
+pub(super) use restart::restart_run;
 pub(super) use signal::send_signal;
 pub(super) use suspended::{abort_run, resume_run};
 
 use super::{Inner, error};
 use crate::registry::Served;
 use crate::report::RunReport;
-use crate::scheduler::{RunError, RunRequest, new_run_id};
+use crate::scheduler::{Prior, RunError, RunRequest, new_run_id};
 use crate::trace::IncomingTrace;
 use crate::workflow::OnCrash;
 use answer::{accepted, answer_of, respond, run_response};
@@ -46,7 +49,8 @@ pub(in crate::serve) async fn start_run(State(app): State<Arc<Inner>>, ask: RunA
             Err(resp) => resp,
         },
         (None, true) => {
-            let started = execute_detached(&app, &ask.served, ask.input, ask.trace, new_run_id());
+            let started =
+                execute_detached(&app, &ask.served, ask.input, ask.trace, new_run_id(), None);
             started.await.unwrap_or_else(|refused| refused)
         }
         (Some(key), false) => start_idempotent(&app, ask, key).await,
@@ -95,7 +99,7 @@ async fn start_idempotent_detached(app: &Arc<Inner>, ask: RunAsk, key: String) -
         trace,
         ..
     } = ask;
-    match execute_detached(app, &served, input, trace, run_id.clone()).await {
+    match execute_detached(app, &served, input, trace, run_id.clone(), None).await {
         Ok(answer) => answer,
         Err(refused) => {
             // Not started (503: its start could not be journaled, or no
@@ -221,6 +225,7 @@ async fn launch(
     input: Value,
     trace: IncomingTrace,
     run_id: String,
+    prior: Option<Prior>,
 ) -> Result<Launched, Response> {
     let request = RunRequest {
         workflow: Arc::clone(&served.workflow),
@@ -252,7 +257,9 @@ async fn launch(
         let on_start = move |traceparent| {
             let _ = started_tx.send(traceparent);
         };
-        let result = scheduler.run_as_then(request, id, &abort, on_start).await;
+        let result = scheduler
+            .run_restarted(request, id, prior, &abort, on_start)
+            .await;
         match &result {
             Ok(report) => in_flight.ended(&report.outcome, report.degraded, report.duration_ms),
             Err(_) => in_flight.refused(),
@@ -289,7 +296,7 @@ async fn execute(
     trace: IncomingTrace,
     run_id: String,
 ) -> Result<(u16, Value), Response> {
-    let launched = launch(app, served, input, trace, run_id).await?;
+    let launched = launch(app, served, input, trace, run_id, None).await?;
     match launched.ended.await {
         // This host lost the run's lease and another took the run over to
         // carry it on (`on_crash = "resume"`): the run's answer is the one
@@ -305,16 +312,18 @@ async fn execute(
     }
 }
 
-/// Starts a run and answers `202 Accepted` once its start is journaled
-/// (`Prefer: respond-async`), without waiting for it to end.
+/// Starts a run (a restart of an ended run, with `prior`) and answers
+/// `202 Accepted` once its start is journaled (`Prefer: respond-async`),
+/// without waiting for it to end.
 async fn execute_detached(
     app: &Arc<Inner>,
     served: &Served,
     input: Value,
     trace: IncomingTrace,
     run_id: String,
+    prior: Option<Prior>,
 ) -> Result<Response, Response> {
-    let launched = launch(app, served, input, trace, run_id).await?;
+    let launched = launch(app, served, input, trace, run_id, prior).await?;
     match launched.started.await {
         Ok(traceparent) => {
             let trace_id = traceparent
@@ -343,6 +352,7 @@ fn refusal(e: RunError) -> Response {
     match e {
         RunError::Input(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         RunError::JournalUnavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        RunError::Restart(_) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
