@@ -190,4 +190,41 @@ fn a_failed_and_a_succeeded_run_restart_from_a_middle_step_without_calling_what_
         .find(|r| r["run_id"] == third_id)
         .expect("listed");
     assert!(record["entries"].as_u64().expect("count") >= 4, "{record}");
+
+    // From the CLI, through the server (a restart runs steps: a server).
+    let server = format!("http://{}", served.addr);
+    let out = braid(&[
+        "runs",
+        "restart",
+        third_id,
+        "--from",
+        "after",
+        "--server",
+        &server,
+        "--admin-token",
+        TOKEN,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fourth = json_stdout(&out);
+    let fourth_id = str_of(&fourth, "/run_id");
+    let done = served.get(&format!("/v1/runs/{fourth_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["restarted_from"]["run_id"], third_id);
+    let state = served.state_dir().to_str().expect("utf-8").to_string();
+    let local = braid(&[
+        "runs",
+        "restart",
+        third_id,
+        "--from",
+        "after",
+        "--state-dir",
+        &state,
+    ]);
+    assert_eq!(local.status.code(), Some(2), "{}", stderr(&local));
+    assert!(
+        stderr(&local).contains("name the server that runs it"),
+        "{}",
+        stderr(&local)
+    );
 }

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow once and print its step tree (or, with --json, its report).
+    /// Run a workflow once and print its step tree (or, with --json, its report). Exit 0: it succeeded; 1: it failed; 3: it was suspended (`on_failure = "suspend"`).
     Run(cli::run::RunArgs),
     /// Validate workflow definitions and the components they name.
     Check(cli::check::CheckArgs),

@@ -96,6 +96,18 @@ pub async fn exec(args: RunArgs) -> Result<u8, Exit> {
     printed.map_err(|e| Exit(1, e.into()))?;
     if report.outcome == "succeeded" {
         Ok(0)
+    } else if report.outcome == "suspended" {
+        if !json {
+            eprintln!(
+                "run {} suspended (trace {}): {}\n  it waits in the state directory: `braid runs resume {}` (after fixing the step) or `braid runs abort {}`; a `braid serve` on this state directory carries it on",
+                report.run_id,
+                report.trace_id,
+                report.error.as_deref().unwrap_or("a step failed"),
+                report.run_id,
+                report.run_id,
+            );
+        }
+        Ok(3)
     } else {
         if !json {
             eprintln!(

@@ -84,6 +84,17 @@ enum RunsAction {
         #[command(flatten)]
         reach: control::Reach,
     },
+    /// Restarts an ended run from a step (through a server): a new run
+    /// with its input reuses what the old run's steps before STEP did and
+    /// runs STEP and what follows on the components served now.
+    Restart {
+        run_id: String,
+        /// The step to run again from.
+        #[arg(long)]
+        from: String,
+        #[command(flatten)]
+        reach: control::Reach,
+    },
     /// Aborts a suspended run: what it completed is undone, its claims
     /// released, and it ends `aborted`.
     Abort {
@@ -129,6 +140,11 @@ pub async fn exec(args: RunsArgs) -> Result<u8, Exit> {
         Some(RunsAction::Resume { run_id, reach }) => {
             return suspended::unsuspend(run_id, Unsuspend::Resume, reach).await;
         }
+        Some(RunsAction::Restart {
+            run_id,
+            from,
+            reach,
+        }) => return suspended::restart(run_id, from, reach).await,
         Some(RunsAction::Abort {
             run_id,
             reason,

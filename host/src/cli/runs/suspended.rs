@@ -1,6 +1,7 @@
 //! `braid runs resume|abort RUN_ID`: ends a suspended run's suspension,
 //! through a server (`--server URL`) or straight in the journal, where a
-//! `braid serve`'s wake loop takes the request up.
+//! `braid serve`'s wake loop takes the request up; `braid runs restart
+//! RUN_ID --from STEP` (through a server, which runs it).
 
 use super::control::{ASK_LIMIT, Place, Reach, failed};
 use crate::cli::{Exit, print_json};
@@ -64,6 +65,44 @@ pub async fn unsuspend(run_id: String, what: Unsuspend, reach: Reach) -> Result<
         print_json(&answer)?;
     } else {
         println!("{run_id}  {}", answer["status"].as_str().unwrap_or(status));
+    }
+    Ok(0)
+}
+
+/// Restarts ended run `run_id` from step `from`, through a server; prints
+/// the new run (`202`: started).
+pub async fn restart(run_id: String, from: String, reach: Reach) -> Result<u8, Exit> {
+    let (place, json) = reach.open().await?;
+    let Place::Server(server, token) = &place else {
+        return Err(Exit(
+            2,
+            anyhow!(
+                "a restart runs steps: name the server that runs it with --server http://HOST:PORT"
+            ),
+        ));
+    };
+    let path = format!("/v1/runs/{run_id}/restart");
+    let (code, body) = server
+        .send(
+            "POST",
+            &path,
+            token.as_deref(),
+            Some(json!({ "from": from })),
+            ASK_LIMIT,
+        )
+        .await
+        .map_err(|e| Exit(1, e))?;
+    if code != 202 {
+        return Err(failed(code, &body));
+    }
+    if json {
+        print_json(&body)?;
+    } else {
+        println!(
+            "{}  restarts {run_id} from `{from}`  trace {}",
+            body["run_id"].as_str().unwrap_or(""),
+            body["trace_id"].as_str().unwrap_or("")
+        );
     }
     Ok(0)
 }
