@@ -598,3 +598,67 @@ fn a_suspended_run_is_aborted_from_the_cli_or_by_its_deadline_and_undone() {
     );
     assert_eq!(calls(&api, &trace_id, "/oauth/revoke"), 1, "undone once");
 }
+
+/// In headless Chromium: a suspended run's page says why; after a fix is
+/// uploaded, its resume form (with the admin token) finishes the run, and
+/// the waterfall says the suspension ended by `resume`.
+#[test]
+fn a_suspended_runs_page_resumes_it_in_chromium() {
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = spawn_waiting(&broken_workflow(dir.path(), "1h"), &[]);
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "fixable", &api, &traceparent);
+    wait_for_status(&served, &run_id, "suspended");
+    let addr = served.addr.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status, put) = runtime.block_on(crate::serve::request_async(
+        &addr,
+        "PUT",
+        "/v1/components/check",
+        &format!("authorization: Bearer {TOKEN}\r\n"),
+        &crate::serve::component_bytes("noop"),
+    ));
+    assert_eq!(status, 200, "{put}");
+    runtime.block_on(async {
+        let browser = crate::viewer::Browser::launch();
+        let mut page = browser
+            .open(&format!("http://{addr}/ui/runs/{run_id}"))
+            .await;
+        let why = page
+            .wait_for(
+                "the suspended run's page",
+                "document.readyState === 'complete' && document.querySelector('[data-run-outcome]').dataset.runOutcome === 'suspended' && document.getElementById('waiting-for').textContent",
+            )
+            .await;
+        assert!(
+            why.as_str()
+                .is_some_and(|w| w.starts_with("suspended: step `check` failed: trap")),
+            "{why}"
+        );
+        let resume = |token: &str| {
+            format!(
+                "(() => {{ const f = document.getElementById('resume-form');
+                   f.querySelector('[name=token]').value = '{token}';
+                   f.querySelector('button').click(); return true; }})()"
+            )
+        };
+        page.eval(&resume("not-the-token")).await.expect("submit");
+        let refused = page
+            .wait_for(
+                "the refusal",
+                "(() => { const a = document.getElementById('control-answer').textContent; return a.startsWith('401') && a; })()",
+            )
+            .await;
+        assert!(refused.as_str().is_some_and(|a| a.contains("admin token")), "{refused}");
+        page.eval(&resume(TOKEN)).await.expect("submit");
+        let outcome = page
+            .wait_for(
+                "the run's waterfall",
+                "document.querySelector('.waterfall') && document.querySelector('[data-unsuspended]') && document.querySelector('[data-run-outcome]').dataset.runOutcome",
+            )
+            .await;
+        assert_eq!(outcome, "succeeded");
+    });
+    assert_eq!(calls(&api, &trace_id, "/oauth/token"), 1);
+}

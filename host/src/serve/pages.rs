@@ -245,7 +245,7 @@ fn waiting_table(waiting: &Result<Vec<RunRecord>, String>) -> Markup {
             Ok(runs) if runs.is_empty() => {},
             Ok(runs) => {
                 h2 { "Waiting" }
-                p.muted { "Runs parked in the journal until a time or a signal comes (no host holds them); any host of the store carries one on when it does." }
+                p.muted { "Runs parked in the journal until a time or a signal comes, and suspended runs (a step failed for good) until an operator resumes or aborts them or their deadline passes. No host holds them; any host of the store carries one on." }
                 table.runs #waiting {
                     thead { tr { th { "run" } th { "workflow" } th { "waiting for" } th { "since (UTC)" } th { "until (UTC)" } th { "trace id" } } }
                     tbody {
@@ -287,6 +287,7 @@ pub(super) async fn run_page(State(app): State<Arc<Inner>>, Path(id): Path<Strin
             return match app.journal.run(&id).await {
                 Ok(Some(run)) if run.status == "running" => running_elsewhere(&app, &run),
                 Ok(Some(run)) if run.status == "waiting" => waiting_run(&app, &run),
+                Ok(Some(run)) if run.status == "suspended" => suspended_run(&app, &run),
                 Ok(_) => message(
                     StatusCode::NOT_FOUND,
                     "Run not found",
@@ -388,9 +389,35 @@ fn waiting_run(app: &Inner, run: &RunRecord) -> Response {
     running_page(app, Running::from(run), details, after)
 }
 
+/// A suspended run (a step failed for good, `on_failure = "suspend"`):
+/// why, its deadline, and how an operator resumes, aborts or cancels it.
+fn suspended_run(app: &Inner, run: &RunRecord) -> Response {
+    let details = html! {
+        dt { "suspended" } dd #waiting-for { (run.waiting_for.as_deref().unwrap_or("")) }
+        dt { "since" } dd { (run.waiting_since_ms.map(waterfall::utc).unwrap_or_default()) }
+        dt { "aborted at" } dd { (run.wake_at_ms.map(waterfall::utc).unwrap_or_default()) " unless resumed" }
+        dt { "suspended by" } dd { code { (run.owner) } }
+    };
+    let after = html! {
+        p.muted { "Suspended in the journal, nothing undone. Resume it (its failed step runs again, on the component live now: upload a fix first), or abort it (what it did is undone). Admin token:" }
+        form.control #resume-form {
+            label { "admin token " input type="password" name="token" autocomplete="off" size="24"; }
+            " " button type="submit" { "Resume run" }
+        }
+        form.control #abort-form {
+            label { "reason " input name="reason" size="30"; }
+            label { " admin token " input type="password" name="token" autocomplete="off" size="24"; }
+            " " button type="submit" { "Abort run" }
+        }
+        p.muted #control-answer {}
+        script { (PreEscaped(CONTROL_SCRIPT)) }
+    };
+    running_page(app, Running::from(run), details, after)
+}
+
 /// What every running run's page shows.
 struct Running<'a> {
-    /// `running`, or `waiting` (parked).
+    /// `running`, `waiting` (parked) or `suspended`.
     status: &'a str,
     run_id: &'a str,
     workflow: &'a str,

@@ -150,6 +150,7 @@ pub fn render(
             dt { "run span" } dd { (copyable(text(report, "span_id"))) }
             dt { "started" } dd { (utc(report["started_at_ms"].as_u64().unwrap_or(0))) }
             dt { "duration" } dd { (ms(num(report, "duration_ms"))) }
+            (lineage(report))
         }
         div.waterfall {
             (row("run", &[("span", text(report, "span_id")), ("outcome", outcome)],
@@ -173,7 +174,33 @@ pub fn render(
     }
 }
 
-/// A step's row, its attempts (each with what it did) and compensations.
+/// Where the run came from, when it did not simply start: the run it
+/// restarts (and from which step), or how it was resumed (a host's crash,
+/// a suspension ended, components changed since it started).
+fn lineage(report: &Value) -> Markup {
+    let restarted = &report["restarted_from"];
+    let resumed = &report["resumed"];
+    html! {
+        @if restarted.is_object() {
+            dt { "restarts" } dd data-restarted-from=(text(restarted, "run_id")) {
+                a href={ "/ui/runs/" (text(restarted, "run_id")) } { code { (text(restarted, "run_id")) } }
+                " from step " code { (text(restarted, "step")) } ", reusing "
+                @let reused: Vec<&str> = list(restarted, "reused_steps").iter().filter_map(Value::as_str).collect();
+                @if reused.is_empty() { "nothing" } @else { (reused.join(", ")) }
+            }
+        }
+        @if let Some(how) = resumed["unsuspended"].as_str() {
+            dt { "suspension" } dd data-unsuspended=(how) { "ended by " (how) }
+        }
+        @for c in list(resumed, "component_changes") {
+            dt { "new version" } dd {
+                code { (text(c, "step")) } " "
+                span.muted { (text(c, "from_sha256").get(..12).unwrap_or("")) " → " (text(c, "to_sha256").get(..12).unwrap_or("")) }
+            }
+        }
+    }
+}
+
 /// A run's or step's input and output (bounded JSON text), folded.
 fn io(label: &str, of: &str, input: Option<&str>, output: Option<&str>) -> Markup {
     html! {

@@ -1,4 +1,5 @@
-// A waiting run's page (included by pages.rs): its signal and cancel forms.
+// A waiting or suspended run's page (included by pages.rs): its signal and
+// cancel forms, or its resume and abort forms.
 // The token is typed by the operator, sent once as a bearer token to this
 // server's own API, and kept nowhere. On 202 the page waits for the run to
 // end (GET /v1/runs/ID?wait=) and reloads.
@@ -26,6 +27,10 @@
       const f = new FormData(form);
       if (form.id === 'signal-form') {
         send(api + '/signals/' + encodeURIComponent(f.get('name')), f.get('token'), f.get('body') || 'null');
+      } else if (form.id === 'resume-form') {
+        send(api + '/resume', f.get('token'), '{}');
+      } else if (form.id === 'abort-form') {
+        send(api + '/abort', f.get('token'), JSON.stringify({ reason: f.get('reason') || 'aborted from the viewer' }));
       } else {
         send(api + '/cancel', f.get('token'), JSON.stringify({ reason: f.get('reason') || 'cancelled from the viewer' }));
       }
