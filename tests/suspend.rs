@@ -218,6 +218,17 @@ async fn a_suspended_run_resumed_runs_its_failed_step_again_and_nothing_before_i
     for s in both_stores().await {
         let wf = chain("1h");
         suspended_run(&s, &wf, "run-s1", "item-1").await;
+        // Retention never deletes a suspended run.
+        let none = braid::journal::Retention {
+            max_age: Duration::ZERO,
+            max_runs: 0,
+        };
+        s.journal.prune(none, 100).await.expect("prune");
+        assert!(
+            s.journal.run("run-s1").await.expect("read").is_some(),
+            "{}",
+            s.name
+        );
         // Not woken before anyone asks (its deadline is an hour away).
         let early = s.journal.take_over_waiting("host-b:2", RUN_LEASE, 10).await;
         assert!(early.expect("look").is_empty(), "{}", s.name);
@@ -483,6 +494,10 @@ fn a_suspended_run_survives_a_restart_and_resumes_on_the_hot_swapped_fix() {
         r#"{"from": "check"}"#,
     );
     assert_eq!(body.status, 400, "{}", body.body);
+    let listed = served.get("/v1/runs?status=suspended").json();
+    assert_eq!(listed[0]["run_id"], run_id.as_str(), "{listed}");
+    let waiting = served.get("/v1/runs?status=waiting").json();
+    assert_eq!(waiting, json!([]), "suspended is not waiting");
     let cancel_signal = post(&addr, &format!("{run}/signals/nope"), &[ADMIN], "{}");
     assert_eq!(cancel_signal.status, 404, "{}", cancel_signal.body);
     assert_eq!(served.get(&run).json()["status"], "suspended");
@@ -661,4 +676,73 @@ fn a_suspended_runs_page_resumes_it_in_chromium() {
         assert_eq!(outcome, "succeeded");
     });
     assert_eq!(calls(&api, &trace_id, "/oauth/token"), 1);
+}
+
+/// Two hosts on one PostgreSQL journal: a run suspended on one is resumed
+/// through the other (after the fix is rolled out to both) and succeeds
+/// once; another is cancelled through the other host and undone.
+#[test]
+fn a_suspended_run_is_resumed_or_cancelled_through_another_host_of_a_shared_postgresql_journal() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let url = runtime.block_on(fresh_database());
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = broken_workflow(dir.path(), "1h");
+    let host = |name: &str| {
+        crate::serve::Served::spawn(
+            &workflow,
+            &["--store", url.as_str(), "--admin-token", TOKEN],
+            &[("HOSTNAME", name)],
+        )
+    };
+    let (first, second) = (host("host-0"), host("host-1"));
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&first, "fixable", &api, &traceparent);
+    let (cancel_tp, cancel_trace) = new_trace();
+    let doomed = start_async(&first, "fixable", &api, &cancel_tp);
+    let now = wait_for_status(&second, &run_id, "suspended");
+    assert!(str_of(&now, "/owner").starts_with("host-0"), "{now}");
+    wait_for_status(&second, &doomed, "suspended");
+
+    let cancelled = post(
+        &second.addr,
+        &format!("/v1/runs/{doomed}/cancel"),
+        &[ADMIN],
+        r#"{"reason": "not worth fixing"}"#,
+    );
+    assert_eq!(cancelled.status, 202, "{}", cancelled.body);
+    let done = first.get(&format!("/v1/runs/{doomed}?wait=60s")).json();
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["error"], "run cancelled: not worth fixing");
+    assert_eq!(
+        calls(&api, &cancel_trace, "/oauth/revoke"),
+        1,
+        "undone once"
+    );
+
+    for served in [&first, &second] {
+        let (status, put) = runtime.block_on(crate::serve::request_async(
+            &served.addr,
+            "PUT",
+            "/v1/components/check",
+            &format!("authorization: Bearer {TOKEN}\r\n"),
+            &crate::serve::component_bytes("noop"),
+        ));
+        assert_eq!(status, 200, "{put}");
+    }
+    let resumed = post(
+        &second.addr,
+        &format!("/v1/runs/{run_id}/resume"),
+        &[ADMIN],
+        "",
+    );
+    assert_eq!(resumed.status, 202, "{}", resumed.body);
+    let done = first.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        calls(&api, &trace_id, "/oauth/token"),
+        1,
+        "not called again"
+    );
+    assert_eq!(calls(&api, &trace_id, "/notifications"), 1, "once");
 }

@@ -605,7 +605,8 @@ async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) ->
     };
     // Runs without a report yet: from the journal's records.
     let unfinished = match query.outcome.as_deref() {
-        Some("waiting") => Some(app.journal.waiting_runs(query.limit).await),
+        // Both are parked: one listing, filtered by status below.
+        Some("waiting" | "suspended") => Some(app.journal.waiting_runs(query.limit).await),
         Some("running") => Some(app.journal.running_runs(query.limit).await),
         _ => None,
     };
@@ -616,6 +617,7 @@ async fn list_runs(State(app): State<Arc<Inner>>, Query(q): Query<RunsQuery>) ->
                     .into_iter()
                     .filter(|r| query.workflow.as_ref().is_none_or(|w| *w == r.workflow))
                     .filter(|r| query.trace_id.as_ref().is_none_or(|t| *t == r.trace_id))
+                    .filter(|r| query.outcome.as_ref().is_none_or(|s| *s == r.status))
                     .collect();
                 axum::Json(runs).into_response()
             }
