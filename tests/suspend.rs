@@ -518,7 +518,7 @@ fn a_suspended_run_survives_a_restart_and_resumes_on_the_hot_swapped_fix() {
     assert_eq!(status, 200, "{put}");
     let resumed = post(&addr, &resume, &[ADMIN], "");
     assert_eq!(resumed.status, 202, "{}", resumed.body);
-    assert_eq!(resumed.header("location").as_deref(), Some(run.as_str()));
+    assert_eq!(resumed.header("location"), Some(run.as_str()));
     let done = served.get(&format!("{run}?wait=60s")).json();
     assert_eq!(done["status"], "succeeded", "{done}");
     let output = str_of(step(&done, "check"), "/output");

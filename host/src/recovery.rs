@@ -116,6 +116,10 @@ pub const WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 /// Most waiting runs one host wakes per look.
 pub const WAKE_BATCH: usize = 500;
 
+/// What a taken-over run goes on with: its definition and the executor of
+/// its components.
+type Plan = (Arc<Workflow>, Arc<SandboxExecutor>);
+
 /// Prepared components by (file, sha256), shared by the runs of one pass.
 type Loaded = HashMap<(PathBuf, String), Arc<PreparedComponent>>;
 
@@ -223,11 +227,7 @@ impl Recoverer {
     /// The workflow and executor to resume `run` with, as it started;
     /// `Ok(None)`: its workflow says `on_crash = "undo"`; `Err`: why it
     /// cannot be resumed here.
-    fn resume_plan(
-        &self,
-        run: &AbandonedRun,
-        loaded: &mut Loaded,
-    ) -> Result<Option<(Arc<Workflow>, Arc<SandboxExecutor>)>, String> {
+    fn resume_plan(&self, run: &AbandonedRun, loaded: &mut Loaded) -> Result<Option<Plan>, String> {
         let start = &run.start;
         if start.definition.is_empty() {
             return Err(
@@ -263,11 +263,7 @@ impl Recoverer {
 
     /// The workflow and executor to go on with a suspended run that was
     /// resumed: the components live now (`live`, else the files as they are).
-    fn live_plan(
-        &self,
-        wf: Workflow,
-        run: &AbandonedRun,
-    ) -> Result<(Arc<Workflow>, Arc<SandboxExecutor>), String> {
+    fn live_plan(&self, wf: Workflow, run: &AbandonedRun) -> Result<Plan, String> {
         if let Some(executor) = self.live.as_ref().and_then(|live| live(&wf.name)) {
             return Ok((Arc::new(wf), executor));
         }
