@@ -623,10 +623,31 @@ fn a_suspended_runs_page_resumes_it_in_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let served = spawn_waiting(&broken_workflow(dir.path(), "1h"), &[]);
     let (traceparent, trace_id) = new_trace();
-    let run_id = start_async(&served, "fixable", &api, &traceparent);
-    wait_for_status(&served, &run_id, "suspended");
     let addr = served.addr.clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // The runs page, open as the run starts, moves it to "Waiting" live.
+    let run_id = runtime.block_on(async {
+        let browser = crate::viewer::Browser::launch();
+        let mut page = browser.open(&format!("http://{addr}/ui/runs")).await;
+        page.wait_for("the runs page", "document.readyState === 'complete' && document.getElementById('waiting-runs').hidden").await;
+        // The page's event stream is open before the run starts.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let run_id = start_async(&served, "fixable", &api, &traceparent);
+        let live = page
+            .wait_for(
+                "the parked run's row",
+                &format!("(() => {{ const tr = document.querySelector('#waiting tr[data-run=\"{run_id}\"]'); return tr && !document.getElementById('waiting-runs').hidden && tr.dataset.live; }})()"),
+            )
+            .await;
+        assert_eq!(live, "suspended");
+        let finished = page
+            .eval(&format!("!!document.querySelector('#finished tr[data-run=\"{run_id}\"]')"))
+            .await
+            .expect("eval");
+        assert_eq!(finished, false, "not listed as finished");
+        run_id
+    });
+    wait_for_status(&served, &run_id, "suspended");
     let (status, put) = runtime.block_on(crate::serve::request_async(
         &addr,
         "PUT",

@@ -240,29 +240,31 @@ fn current_steps(run: &InFlight) -> String {
 /// The runs parked in the journal: what each waits for, since when, and
 /// when it wakes at the latest.
 fn waiting_table(waiting: &Result<Vec<RunRecord>, String>) -> Markup {
+    let runs = match waiting {
+        Ok(runs) => runs.as_slice(),
+        Err(e) => return html! { p.error { "Waiting runs: " (e) } },
+    };
+    // Always there (hidden while empty): the live script adds a run that
+    // parks while the page is open.
     html! {
-        @match waiting {
-            Ok(runs) if runs.is_empty() => {},
-            Ok(runs) => {
-                h2 { "Waiting" }
-                p.muted { "Runs parked in the journal until a time or a signal comes, and suspended runs (a step failed for good) until an operator resumes or aborts them or their deadline passes. No host holds them; any host of the store carries one on." }
-                table.runs #waiting {
-                    thead { tr { th { "run" } th { "workflow" } th { "waiting for" } th { "since (UTC)" } th { "until (UTC)" } th { "trace id" } } }
-                    tbody {
-                        @for r in runs {
-                            tr data-run=(r.run_id) {
-                                td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
-                                td { (r.workflow) }
-                                td { (r.waiting_for.as_deref().unwrap_or("")) }
-                                td { (r.waiting_since_ms.map(waterfall::utc).unwrap_or_default()) }
-                                td { (r.wake_at_ms.map(waterfall::utc).unwrap_or_default()) }
-                                td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }
-                            }
+        section #waiting-runs hidden[runs.is_empty()] {
+            h2 { "Waiting" }
+            p.muted { "Runs parked in the journal until a time or a signal comes, and suspended runs (a step failed for good) until an operator resumes or aborts them or their deadline passes. No host holds them; any host of the store carries one on." }
+            table.runs #waiting {
+                thead { tr { th { "run" } th { "workflow" } th { "waiting for" } th { "since (UTC)" } th { "until (UTC)" } th { "trace id" } } }
+                tbody {
+                    @for r in runs {
+                        tr data-run=(r.run_id) {
+                            td { a href={ "/ui/runs/" (r.run_id) } { code { (r.run_id) } } }
+                            td { (r.workflow) }
+                            td { (r.waiting_for.as_deref().unwrap_or("")) }
+                            td { (r.waiting_since_ms.map(waterfall::utc).unwrap_or_default()) }
+                            td { (r.wake_at_ms.map(waterfall::utc).unwrap_or_default()) }
+                            td { a href={ "/ui/traces/" (r.trace_id) } { code { (r.trace_id) } } }
                         }
                     }
                 }
-            },
-            Err(e) => { p.error { "Waiting runs: " (e) } },
+            }
         }
     }
 }

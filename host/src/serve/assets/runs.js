@@ -1,12 +1,14 @@
 // The runs page's live part (included by pages.rs): follows GET /ui/events,
 // keeps "In flight here" current and adds each run that ends (and matches
-// the page's filters) to the top of "Finished". No framework; DOM calls only.
+// the page's filters) to the top of "Finished", or of "Waiting" when it
+// parks (waiting or suspended). No framework; DOM calls only.
 (() => {
   const live = document.getElementById('live');
   if (!live || !window.EventSource) return;
   const want = live.dataset;
   const flight = document.querySelector('#in-flight tbody');
   const done = document.querySelector('#finished tbody');
+  const parked = document.querySelector('#waiting tbody');
   const runs = new Map();
   const matches = r => (!want.workflow || r.workflow === want.workflow) && (!want.trace || r.trace_id === want.trace);
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
@@ -38,6 +40,15 @@
   on('refused', c => { if (runs.delete(c.run_id)) show(); });
   on('ended', e => {
     if (runs.delete(e.run_id)) show();
+    if (e.outcome === 'waiting' || e.outcome === 'suspended') {
+      if (!parked || !matches(e) || [...parked.children].some(tr => tr.dataset.run === e.run_id)) return;
+      const tr = el('tr'); tr.dataset.run = e.run_id; tr.dataset.live = e.outcome;
+      cell(tr, runLink(e.run_id)); cell(tr, e.workflow); cell(tr, el('span', e.outcome + ' (open the run for what)', 'muted'));
+      cell(tr, utc(Date.now())); cell(tr, ''); cell(tr, traceLink(e.trace_id));
+      parked.prepend(tr);
+      document.getElementById('waiting-runs').hidden = false;
+      return;
+    }
     if (!matches(e) || (want.status && want.status !== e.outcome)) return;
     if ([...done.children].some(tr => tr.dataset.run === e.run_id)) return;
     const tr = el('tr'); tr.dataset.run = e.run_id; tr.dataset.live = 'ended';
