@@ -8,7 +8,8 @@ and appends every span it receives to --out as one JSON line:
 
   {"trace_id", "span_id", "parent_span_id", "name", "kind", "start_unix_nano",
    "end_unix_nano", "attributes": {...}, "status_code", "status_message",
-   "flags", "resource": {...}, "scope"}
+   "flags", "links": [{"trace_id", "span_id", "attributes"}], "resource": {...},
+   "scope"}
 
 Usage: otlp-receiver.py --out spans.jsonl --ports-file ports.txt
 (the ports file gets `grpc=PORT` and `http=PORT` once both listen).
@@ -63,6 +64,9 @@ def record(request, out_path):
                     "status_code": trace_pb2.Status.StatusCode.Name(span.status.code),
                     "status_message": span.status.message,
                     "flags": span.flags,
+                    "links": [{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+                               "attributes": attributes(link.attributes)}
+                              for link in span.links],
                     "resource": resource,
                     "scope": ss.scope.name,
                 }))

@@ -1211,6 +1211,71 @@ fn braid_serve_exports_each_run_as_one_span_tree_over_otlp_grpc() {
     drop(served);
 }
 
+/// A signal step's span is linked to the span of the request that sent
+/// the signal: the sender's trace and the run's are tied in the backend.
+#[test]
+fn a_signal_steps_span_links_to_the_span_that_sent_the_signal() {
+    use crate::waiting::{
+        ADMIN, approval_steps, notifications, signal, start_async, waiting_workflow,
+    };
+    let receiver = Receiver::start();
+    let api = SampleApi::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflow = waiting_workflow(
+        dir.path(),
+        "approving",
+        &approval_steps("1h", ""),
+        "approval",
+    );
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let served = Served::spawn(
+        &workflow,
+        &["--admin-token", crate::waiting::TOKEN],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let (traceparent, trace_id) = new_trace();
+    let run_id = start_async(&served, "approving", &api, &traceparent);
+    crate::waiting::wait_for_status(&served, &run_id, "waiting");
+    assert_eq!(notifications(&api, "approval needed").len(), 1);
+    let sender = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let sent = signal(
+        &served.addr,
+        &run_id,
+        "approval",
+        &[ADMIN, ("traceparent", sender)],
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let done = served.get(&format!("/v1/runs/{run_id}?wait=60s")).json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait = loop {
+        let spans = receiver.spans(&trace_id, 1);
+        if let Some(s) = spans.iter().find(|s| s["name"] == "signal approval") {
+            break s.clone();
+        }
+        assert!(Instant::now() < deadline, "no wait span: {spans:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        wait["parent_span_id"], done["span_id"],
+        "a child of the run span"
+    );
+    assert_eq!(wait["attributes"]["braid.signal"], "approval");
+    assert_eq!(
+        wait["links"][0]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(wait["links"][0]["span_id"], "00f067aa0ba902b7");
+    assert_eq!(
+        wait["links"][0]["attributes"]["braid.link"],
+        "signal sender"
+    );
+}
+
 #[test]
 fn braid_run_exports_its_run_over_otlp_http() {
     let receiver = Receiver::start();

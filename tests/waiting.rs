@@ -444,7 +444,7 @@ fn braid_runs_shows_waits_for_and_cancels_a_run_through_the_server_or_the_journa
 /// A workflow of the real components: authenticate, then `middle` (TOML
 /// of wait steps, and what comes before them), then `after` notifies
 /// with the output of step `about`.
-fn waiting_workflow(
+pub(crate) fn waiting_workflow(
     dir: &std::path::Path,
     name: &str,
     middle: &str,
@@ -485,7 +485,7 @@ args.about = {{ step = "{about}" }}
 }
 
 /// `ask` sends the approver the wait's token; `approval` waits for it.
-fn approval_steps(timeout: &str, on_timeout: &str) -> String {
+pub(crate) fn approval_steps(timeout: &str, on_timeout: &str) -> String {
     format!(
         r#"
 [[steps]]
@@ -546,7 +546,7 @@ pub(crate) fn wait_for_status(served: &Served, run_id: &str, status: &str) -> Va
 }
 
 /// The notifications the sample API got for trace `trace_id`.
-fn notifications(api: &SampleApi, subject: &str) -> Vec<Value> {
+pub(crate) fn notifications(api: &SampleApi, subject: &str) -> Vec<Value> {
     let all = http(
         api.base().trim_start_matches("http://"),
         "GET",
@@ -563,7 +563,7 @@ fn notifications(api: &SampleApi, subject: &str) -> Vec<Value> {
         .collect()
 }
 
-fn signal(
+pub(crate) fn signal(
     addr: &str,
     run_id: &str,
     name: &str,

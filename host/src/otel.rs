@@ -453,6 +453,49 @@ fn group_span(
     )
 }
 
+/// A wait step's span (`sleep STEP` or `signal STEP`, a child of the run
+/// span over the wait), its id derived from the run span and the step; a
+/// signal step's is linked to the span of the request that sent the
+/// signal (its `traceparent`), tying the sender's trace to the run's.
+fn wait_span(
+    f: &Factory,
+    report: &RunReport,
+    step: &crate::report::StepReport,
+    wait: &crate::report::WaitReport,
+) -> SpanData {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}/wait/{}", report.span_id, step.name));
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id[0] |= 1; // never the invalid all-zero id
+    let mut attrs = vec![KeyValue::new("braid.wait.kind", wait.kind.clone())];
+    if let Some(name) = &wait.signal {
+        attrs.push(KeyValue::new("braid.signal", name.clone()));
+    }
+    let mut span = group_span(
+        f,
+        report,
+        step,
+        (&wait.kind, &hex::encode(id), &report.span_id),
+        attrs,
+    );
+    let sender = wait.signal_traceparent.as_deref().map(TraceParent::parse);
+    if let Some(Ok(tp)) = sender {
+        let context = SpanContext::new(
+            TraceId::from_bytes(tp.trace_id.to_bytes()),
+            SpanId::from_bytes(tp.parent_id.to_bytes()),
+            TraceFlags::new(tp.flags.bits()),
+            true,
+            TraceState::default(),
+        );
+        let attrs = vec![KeyValue::new("braid.link", "signal sender")];
+        span.links
+            .links
+            .push(opentelemetry::trace::Link::new(context, attrs, 0));
+    }
+    span
+}
+
 /// A map step's span and, unless they were sent live, the attempts of the
 /// elements its report shows (the others are only counted).
 fn map_spans<'r>(
@@ -533,6 +576,9 @@ pub fn spans(report: &RunReport, root_kind: SpanKind, attempts_sent: bool) -> Ve
     for step in &report.steps {
         if let Some(map) = &step.map {
             out.extend(map_spans(&f, report, step, map, attempts_sent, &mut sent));
+        }
+        if let Some(wait) = step.wait.as_ref().filter(|_| step.outcome != "skipped") {
+            out.push(wait_span(&f, report, step, wait));
         }
         if let Some(c) = &step.compose {
             let attrs = vec![KeyValue::new("braid.compose.workflow", c.workflow.clone())];
