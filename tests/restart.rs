@@ -14,25 +14,9 @@ use std::path::Path;
 /// `after` (notifies). Its own components directory (a hot swap writes
 /// there). A failure undoes the run.
 fn restartable(dir: &Path) -> std::path::PathBuf {
-    let components = dir.join("components");
-    std::fs::create_dir_all(&components).expect("mkdir");
-    for (from, to) in [
-        ("authenticate", "authenticate"),
-        ("notify", "notify"),
-        ("hostile", "ping"),
-        ("hostile", "check"),
-    ] {
-        std::fs::copy(
-            crate::support::components().join(format!("{from}.wasm")),
-            components.join(format!("{to}.wasm")),
-        )
-        .expect("copy component");
-    }
-    let text = format!(
-        r#"
+    let body = r#"
 name = "restartable"
 result = "after"
-components_dir = "{}"
 [inputs.api_base]
 [inputs.user_id]
 [inputs.ping_url]
@@ -44,36 +28,42 @@ allowed_hosts = ["127.0.0.1", "localhost"]
 [[steps]]
 name = "ping"
 component = "ping"
-args.mode = {{ value = "http" }}
-args.url = {{ input = "ping_url" }}
+args.mode = { value = "http" }
+args.url = { input = "ping_url" }
 
 [[steps]]
 name = "check"
 component = "check"
 wait_for = ["ping"]
-args.mode = {{ value = "panic" }}
+args.mode = { value = "panic" }
 
 [[steps]]
 name = "authenticate"
 component = "authenticate"
 wait_for = ["check"]
-args.api_base = {{ input = "api_base" }}
-args.user_id = {{ input = "user_id" }}
+args.api_base = { input = "api_base" }
+args.user_id = { input = "user_id" }
 
 [[steps]]
 name = "after"
 component = "notify"
-args.api_base = {{ input = "api_base" }}
-args.token = {{ step = "authenticate", pointer = "/access_token" }}
-args.to = {{ value = "requester@example.com" }}
-args.subject = {{ value = "restarted" }}
-args.about = {{ step = "check" }}
-"#,
-        components.display()
-    );
-    let path = dir.join("restartable.toml");
-    std::fs::write(&path, text).expect("write workflow");
-    path
+args.api_base = { input = "api_base" }
+args.token = { step = "authenticate", pointer = "/access_token" }
+args.to = { value = "requester@example.com" }
+args.subject = { value = "restarted" }
+args.about = { step = "check" }
+"#;
+    private_workflow(
+        dir,
+        "restartable",
+        &[
+            ("authenticate", "authenticate"),
+            ("notify", "notify"),
+            ("hostile", "ping"),
+            ("hostile", "check"),
+        ],
+        body,
+    )
 }
 
 fn restart(addr: &str, run_id: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {

@@ -236,6 +236,30 @@ pub fn reference_input(api: &SampleApi, user: &str, work_item: &str) -> String {
 }
 
 /// Writes a workflow file next to the real components.
+/// A workflow `NAME.toml` in `dir` with a components directory of its own
+/// (`dir/components`, where a hot swap writes), holding a copy of each
+/// built component `from` as `to.wasm`.
+pub fn private_workflow(
+    dir: &Path,
+    name: &str,
+    components: &[(&str, &str)],
+    body: &str,
+) -> PathBuf {
+    let own = dir.join("components");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    for (from, to) in components {
+        std::fs::copy(
+            self::components().join(format!("{from}.wasm")),
+            own.join(format!("{to}.wasm")),
+        )
+        .expect("copy component");
+    }
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!("components_dir = \"{}\"\n{body}", own.display());
+    std::fs::write(&path, text).expect("write workflow");
+    path
+}
+
 pub fn write_workflow(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     let text = format!("components_dir = \"{}\"\n{body}", components().display());

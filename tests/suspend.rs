@@ -400,24 +400,10 @@ async fn a_suspended_run_is_cancelled_and_a_signal_for_it_is_kept() {
 /// guest told to panic: broken until a fix is uploaded), then `after`
 /// notifies with `check`'s output. A failure suspends the run.
 fn broken_workflow(dir: &Path, suspend_for: &str) -> std::path::PathBuf {
-    let components = dir.join("components");
-    std::fs::create_dir_all(&components).expect("mkdir");
-    for (from, to) in [
-        ("authenticate", "authenticate"),
-        ("notify", "notify"),
-        ("hostile", "check"),
-    ] {
-        std::fs::copy(
-            crate::support::components().join(format!("{from}.wasm")),
-            components.join(format!("{to}.wasm")),
-        )
-        .expect("copy component");
-    }
-    let text = format!(
+    let body = format!(
         r#"
 name = "fixable"
 result = "after"
-components_dir = "{}"
 on_failure = "suspend"
 suspend_for = "{suspend_for}"
 [inputs.api_base]
@@ -447,12 +433,18 @@ args.token = {{ step = "authenticate", pointer = "/access_token" }}
 args.to = {{ value = "requester@example.com" }}
 args.subject = {{ value = "checked" }}
 args.about = {{ step = "check" }}
-"#,
-        components.display()
+"#
     );
-    let path = dir.join("fixable.toml");
-    std::fs::write(&path, text).expect("write workflow");
-    path
+    private_workflow(
+        dir,
+        "fixable",
+        &[
+            ("authenticate", "authenticate"),
+            ("notify", "notify"),
+            ("hostile", "check"),
+        ],
+        &body,
+    )
 }
 
 fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
