@@ -5,7 +5,7 @@
 //! scheduler; the coordination capability is its only caller besides the CLI.
 
 use crate::db::{Db, DbUnavailable, Durability, ms};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -221,7 +221,10 @@ impl From<DbUnavailable> for ClaimStoreError {
 #[async_trait::async_trait]
 impl ClaimStore for SqliteClaimStore {
     async fn claim(&self, r: ClaimRequest) -> Result<ClaimRecord, ClaimStoreError> {
-        self.db.call(move |conn| {
+        // In the writer's group commit: claims made at the same moment
+        // share one transaction and one sync (each is answered only once
+        // it is committed), under a savepoint of its own.
+        self.db.write(move |conn| {
             let now = now_ms();
             let record = ClaimRecord {
                 claim_id: new_claim_id(),
@@ -239,11 +242,8 @@ impl ClaimStore for SqliteClaimStore {
             // One write transaction: take the item if it is free, its lease
             // ran out or the same run holds it (a retried or resumed step
             // claims again); otherwise read the holder under the same lock.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
             let granted: Option<String> = crate::db::query_row(
-                &tx,
+                conn,
                     &format!(
                         "INSERT INTO claims ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                          ON CONFLICT(work_item) DO UPDATE SET
@@ -273,20 +273,18 @@ impl ClaimStore for SqliteClaimStore {
                 )
                 .optional()
                 .map_err(unavailable)?;
-            let result = if granted.is_some() {
+            if granted.is_some() {
                 Ok(record)
             } else {
                 let holder = crate::db::query_row(
-                    &tx,
+                    conn,
                         &format!("SELECT {COLUMNS} FROM claims WHERE work_item = ?1"),
                         params![record.work_item],
                         row_to_claim,
                     )
                     .map_err(unavailable)?;
                 Err(ClaimStoreError::Conflict(Box::new(holder)))
-            };
-            tx.commit().map_err(unavailable)?;
-            result
+            }
         })
         .await
     }
@@ -299,7 +297,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<ClaimRecord, ClaimStoreError> {
         let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let now = now_ms();
                 let until =
                     now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
@@ -323,7 +321,7 @@ impl ClaimStore for SqliteClaimStore {
     async fn release(&self, claim_id: &str, run_id: &str) -> Result<(), ClaimStoreError> {
         let (claim_id, run_id) = (claim_id.to_string(), run_id.to_string());
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let n = crate::db::exec(
                     conn,
                     "DELETE FROM claims WHERE claim_id = ?1 AND run_id = ?2",
@@ -341,7 +339,7 @@ impl ClaimStore for SqliteClaimStore {
     async fn release_all(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
         let run_id = run_id.to_string();
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
                         "DELETE FROM claims WHERE run_id = ?1 RETURNING {COLUMNS}"
@@ -358,7 +356,7 @@ impl ClaimStore for SqliteClaimStore {
     async fn held_by(&self, run_id: &str) -> Result<Vec<ClaimRecord>, ClaimStoreError> {
         let run_id = run_id.to_string();
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM claims WHERE run_id = ?1 AND expires_at_ms > ?2
