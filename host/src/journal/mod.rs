@@ -207,6 +207,18 @@ pub struct AbandonedRun {
     pub unsuspend: Option<Unsuspend>,
 }
 
+/// Whether a run with this status (or a report with this outcome) waits in
+/// the journal, held by no host: `waiting` (for a time or a signal) or
+/// `suspended` (for an operator). It has not ended.
+pub fn is_parked(status: &str) -> bool {
+    matches!(status, "waiting" | "suspended")
+}
+
+/// Whether a run with this status has ended (not `running`, not parked).
+pub fn has_ended(status: &str) -> bool {
+    status != "running" && !is_parked(status)
+}
+
 /// What ends a suspended run's suspension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unsuspend {

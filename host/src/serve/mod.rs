@@ -360,7 +360,7 @@ impl Server {
         let inner = Arc::clone(&self.inner);
         Arc::new(move |report| {
             inner.metrics.run_started();
-            if report.outcome == "waiting" || report.outcome == "suspended" {
+            if crate::journal::is_parked(&report.outcome) {
                 inner.metrics.run_parked(&report.workflow);
                 return;
             }

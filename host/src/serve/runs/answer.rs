@@ -19,7 +19,7 @@ pub(super) fn run_response(report: &RunReport) -> (u16, Value) {
         // Parked in the journal, waiting for a time or a signal, or
         // suspended until an operator resumes or aborts it: the answer
         // comes from `Location` (`GET /v1/runs/ID?wait=`).
-        "waiting" | "suspended" => 202,
+        parked if crate::journal::is_parked(parked) => 202,
         "aborted" => 503,
         _ => 422,
     };
@@ -117,7 +117,7 @@ pub(super) async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value),
             }
             // Waiting for a time or a signal, or suspended: where its
             // answer will be.
-            Some(run) if run.status == "waiting" || run.status == "suspended" => {
+            Some(run) if crate::journal::is_parked(&run.status) => {
                 let location = format!("/v1/runs/{run_id}");
                 return Ok((
                     202,
@@ -125,7 +125,7 @@ pub(super) async fn answer_of(app: &Inner, run_id: &str) -> Result<(u16, Value),
                             "status": run.status, "location": location }),
                 ));
             }
-            Some(run) if run.status != "running" => {
+            Some(run) if crate::journal::has_ended(&run.status) => {
                 let at = *finished_at.get_or_insert(waited);
                 if waited > at + REPORT_LAG {
                     return Err(conflict(format!(

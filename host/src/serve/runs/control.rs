@@ -141,7 +141,7 @@ async fn run_state(app: &Inner, id: &str) -> Result<RunState, Response> {
     });
     Ok(RunState {
         // Ended without a stored report (journaled by an older braid).
-        ended: !matches!(run.status.as_str(), "running" | "waiting" | "suspended"),
+        ended: crate::journal::has_ended(&run.status),
         response: axum::Json(body).into_response(),
     })
 }

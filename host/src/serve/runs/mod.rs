@@ -267,7 +267,7 @@ async fn launch(
         match &result {
             // A run that waits is counted and exported once it has ended,
             // by the host that ends it.
-            Ok(report) if report.outcome == "waiting" || report.outcome == "suspended" => {
+            Ok(report) if crate::journal::is_parked(&report.outcome) => {
                 inner.metrics.run_parked(&report.workflow)
             }
             Ok(report) => {

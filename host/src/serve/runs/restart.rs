@@ -37,7 +37,7 @@ pub(in crate::serve) async fn restart_run(
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run `{id}`")),
         Err(e) => return unavailable(e),
     };
-    if matches!(run.status.as_str(), "running" | "waiting" | "suspended") {
+    if !crate::journal::has_ended(&run.status) {
         return error(
             StatusCode::CONFLICT,
             format!(
