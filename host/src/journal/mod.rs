@@ -241,12 +241,47 @@ impl Unsuspend {
         }
     }
 
-    /// The request a suspended run's row keeps (`None`: none, the deadline).
-    pub fn from_row(action: Option<&str>, note: Option<String>) -> Unsuspend {
+    /// What ends the suspension of a run woken from `status`, as its row
+    /// keeps it: the operator's `action` (and `note`, an abort's reason),
+    /// else its deadline. `None`: it was not suspended, or it was woken to
+    /// be cancelled (`cancel_asked`) and nobody asked anything else.
+    pub fn of_woken(
+        status: &str,
+        action: Option<&str>,
+        note: Option<String>,
+        cancel_asked: bool,
+    ) -> Option<Unsuspend> {
         match action {
-            Some("resume") => Unsuspend::Resume,
-            Some(_) => Unsuspend::Abort { reason: note },
-            None => Unsuspend::Deadline,
+            _ if status != "suspended" => None,
+            Some("resume") => Some(Unsuspend::Resume),
+            Some(_) => Some(Unsuspend::Abort { reason: note }),
+            None if cancel_asked => None,
+            None => Some(Unsuspend::Deadline),
+        }
+    }
+
+    /// What a run asked this is doing, for answers: `resuming` or `aborting`.
+    pub fn doing(&self) -> &'static str {
+        match self {
+            Unsuspend::Resume => "resuming",
+            _ => "aborting",
+        }
+    }
+}
+
+impl UnsuspendAsked {
+    /// Why run `run_id` was not asked `ask` (`None`: it was).
+    pub fn refusal(&self, run_id: &str, ask: &Unsuspend) -> Option<String> {
+        let action = ask.action();
+        match self {
+            UnsuspendAsked::Asked => None,
+            UnsuspendAsked::AskedOtherwise { pending } => Some(format!(
+                "run `{run_id}` was asked to {pending} already; that stands (not {action})"
+            )),
+            UnsuspendAsked::NotSuspended { status } => Some(format!(
+                "run `{run_id}` is {status}, not suspended: there is nothing to {action}"
+            )),
+            UnsuspendAsked::Unknown => Some(format!("no run `{run_id}`")),
         }
     }
 }

@@ -13,10 +13,6 @@ use serde_json::json;
 /// abort (undone, `reason` kept in its error).
 pub async fn unsuspend(run_id: String, what: Unsuspend, reach: Reach) -> Result<u8, Exit> {
     let (place, json) = reach.open().await?;
-    let status = match what {
-        Unsuspend::Resume => "resuming",
-        _ => "aborting",
-    };
     let answer = match &place {
         Place::Server(server, token) => {
             let path = format!("/v1/runs/{run_id}/{}", what.action());
@@ -40,31 +36,20 @@ pub async fn unsuspend(run_id: String, what: Unsuspend, reach: Reach) -> Result<
                 .request_unsuspend(&run_id, &what)
                 .await
                 .map_err(|e| Exit(1, e.into()))?;
-            let action = what.action();
-            match asked {
-                UnsuspendAsked::Asked => json!({ "run_id": run_id, "status": status }),
-                UnsuspendAsked::AskedOtherwise { pending } => {
-                    return Err(Exit(
-                        1,
-                        anyhow!("run `{run_id}` was asked to {pending} already; that stands"),
-                    ));
-                }
-                UnsuspendAsked::NotSuspended { status } => {
-                    return Err(Exit(
-                        1,
-                        anyhow!(
-                            "run `{run_id}` is {status}, not suspended: there is nothing to {action}"
-                        ),
-                    ));
-                }
-                UnsuspendAsked::Unknown => return Err(Exit(2, anyhow!("no run `{run_id}`"))),
+            match asked.refusal(&run_id, &what) {
+                None => json!({ "run_id": run_id, "status": what.doing() }),
+                Some(why) if asked == UnsuspendAsked::Unknown => return Err(Exit(2, anyhow!(why))),
+                Some(why) => return Err(Exit(1, anyhow!(why))),
             }
         }
     };
     if json {
         print_json(&answer)?;
     } else {
-        println!("{run_id}  {}", answer["status"].as_str().unwrap_or(status));
+        println!(
+            "{run_id}  {}",
+            answer["status"].as_str().unwrap_or(what.doing())
+        );
     }
     Ok(0)
 }

@@ -92,32 +92,35 @@ pub(super) async fn take_over_waiting(
             )
             .and_then(|mut stmt| {
                 stmt.query_map(params![ms(now), limit as i64], |r| {
+                    let cancel_reason: Option<String> = r.get(4)?;
+                    let (status, action): (String, Option<String>) = (r.get(5)?, r.get(6)?);
                     Ok(Due {
                         run_id: r.get(0)?,
                         owner: r.get(1)?,
                         epoch: r.get(2)?,
                         started_at: r.get(3)?,
-                        cancel_reason: r.get(4)?,
-                        suspended: r.get::<_, String>(5)? == "suspended",
-                        action: r.get(6)?,
-                        note: r.get(7)?,
+                        unsuspend: Unsuspend::of_woken(
+                            &status,
+                            action.as_deref(),
+                            r.get(7)?,
+                            cancel_reason.is_some(),
+                        ),
+                        cancel_reason,
                     })
                 })?
                 .collect()
             })
             .map_err(unavailable)?;
         let mut taken = Vec::new();
-        for due in due {
-            let Due {
-                run_id,
-                owner,
-                epoch: old_epoch,
-                started_at,
-                cancel_reason,
-                ..
-            } = &due;
-            let (run_id, owner, old_epoch, started_at) =
-                (run_id.clone(), owner.clone(), *old_epoch, *started_at);
+        for Due {
+            run_id,
+            owner,
+            epoch: old_epoch,
+            started_at,
+            cancel_reason,
+            unsuspend,
+        } in due
+        {
             // In the write transaction: no other host takes it meanwhile.
             crate::db::exec(
                 conn,
@@ -135,8 +138,8 @@ pub(super) async fn take_over_waiting(
             };
             taken.push(AbandonedRun {
                 woken: true,
-                cancel_reason: cancel_reason.clone(),
-                unsuspend: due.unsuspend(),
+                cancel_reason,
+                unsuspend,
                 ..taken_run(conn, next, owner, started_at)?
             });
         }
@@ -152,17 +155,7 @@ struct Due {
     epoch: i64,
     started_at: i64,
     cancel_reason: Option<String>,
-    suspended: bool,
-    action: Option<String>,
-    note: Option<String>,
-}
-
-impl Due {
-    /// What ends its suspension (none: not suspended, or to be cancelled).
-    fn unsuspend(&self) -> Option<Unsuspend> {
-        (self.suspended && (self.action.is_some() || self.cancel_reason.is_none()))
-            .then(|| Unsuspend::from_row(self.action.as_deref(), self.note.clone()))
-    }
+    unsuspend: Option<Unsuspend>,
 }
 
 pub(super) async fn suspend(

@@ -83,10 +83,12 @@ pub(super) async fn take_over_waiting(
     for row in rows {
         let cancel_reason: Option<String> = row.get(5);
         let action: Option<String> = row.get(7);
-        // Suspended: what ends it (none when it is to be cancelled).
-        let unsuspend = (row.get::<_, &str>(6) == "suspended"
-            && (action.is_some() || cancel_reason.is_none()))
-        .then(|| Unsuspend::from_row(action.as_deref(), row.get(8)));
+        let unsuspend = Unsuspend::of_woken(
+            row.get(6),
+            action.as_deref(),
+            row.get(8),
+            cancel_reason.is_some(),
+        );
         taken.push(AbandonedRun {
             woken: true,
             cancel_reason,

@@ -70,28 +70,17 @@ async fn ask(app: &Inner, id: &str, what: Unsuspend) -> Response {
         Ok(asked) => asked,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let action = what.action();
-    match asked {
+    let status = match &asked {
         UnsuspendAsked::Asked => {
-            let status = match what {
-                Unsuspend::Resume => "resuming",
-                _ => "aborting",
-            };
             let body = json!({
                 "run_id": id,
-                "status": status,
+                "status": what.doing(),
                 "location": format!("/v1/runs/{id}"),
             });
-            super::answer::respond(202, &body, false)
+            return super::answer::respond(202, &body, false);
         }
-        UnsuspendAsked::AskedOtherwise { pending } => error(
-            StatusCode::CONFLICT,
-            format!("run `{id}` was asked to {pending} already; that stands (not {action})"),
-        ),
-        UnsuspendAsked::NotSuspended { status } => error(
-            StatusCode::CONFLICT,
-            format!("run `{id}` is {status}, not suspended: there is nothing to {action}"),
-        ),
-        UnsuspendAsked::Unknown => error(StatusCode::NOT_FOUND, format!("no run `{id}`")),
-    }
+        UnsuspendAsked::Unknown => StatusCode::NOT_FOUND,
+        _ => StatusCode::CONFLICT,
+    };
+    error(status, asked.refusal(id, &what).unwrap_or_default())
 }
