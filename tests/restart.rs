@@ -132,16 +132,7 @@ fn a_failed_and_a_succeeded_run_restart_from_a_middle_step_without_calling_what_
     assert_eq!(list("runs", served.state_dir()).len(), 1, "none started");
 
     // The fix, then the failed run restarted from `check`.
-    let (status, put) =
-        tokio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(crate::serve::request_async(
-                &addr,
-                "PUT",
-                "/v1/components/check",
-                &format!("authorization: Bearer {TOKEN}\r\n"),
-                &crate::serve::component_bytes("noop"),
-            ));
+    let (status, put) = crate::suspend::upload_fix(&addr);
     assert_eq!(status, 200, "{put}");
     let second = restarted(&served, &failed_id, "check");
     assert_eq!(second["status"], "succeeded", "{second}");

@@ -451,6 +451,20 @@ fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpRes
     http(addr, "POST", path, headers, body)
 }
 
+/// Uploads the fix for step `check` (`noop`, which answers its input) to
+/// the server at `addr`; what it answered.
+pub(crate) fn upload_fix(addr: &str) -> (u16, String) {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(crate::serve::request_async(
+            addr,
+            "PUT",
+            "/v1/components/check",
+            &format!("authorization: Bearer {TOKEN}\r\n"),
+            &crate::serve::component_bytes("noop"),
+        ))
+}
+
 /// Suspended, the server killed and started again, the broken step fixed
 /// by a hot swap, resumed over HTTP: the run succeeds, `authenticate` is
 /// not called again, and the report names the version change.
@@ -497,16 +511,7 @@ fn a_suspended_run_survives_a_restart_and_resumes_on_the_hot_swapped_fix() {
     // The fix: `noop` answers its input instead of panicking.
     let fix = crate::serve::component_bytes("noop");
     let broken = crate::serve::sha(&crate::serve::component_bytes("hostile"));
-    let (status, put) =
-        tokio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(crate::serve::request_async(
-                &addr,
-                "PUT",
-                "/v1/components/check",
-                &format!("authorization: Bearer {TOKEN}\r\n"),
-                &fix,
-            ));
+    let (status, put) = upload_fix(&addr);
     assert_eq!(status, 200, "{put}");
     let resumed = post(&addr, &resume, &[ADMIN], "");
     assert_eq!(resumed.status, 202, "{}", resumed.body);
@@ -640,13 +645,7 @@ fn a_suspended_runs_page_resumes_it_in_chromium() {
         run_id
     });
     wait_for_status(&served, &run_id, "suspended");
-    let (status, put) = runtime.block_on(crate::serve::request_async(
-        &addr,
-        "PUT",
-        "/v1/components/check",
-        &format!("authorization: Bearer {TOKEN}\r\n"),
-        &crate::serve::component_bytes("noop"),
-    ));
+    let (status, put) = upload_fix(&addr);
     assert_eq!(status, 200, "{put}");
     runtime.block_on(async {
         let browser = crate::viewer::Browser::launch();
@@ -734,13 +733,7 @@ fn a_suspended_run_is_resumed_or_cancelled_through_another_host_of_a_shared_post
     );
 
     for served in [&first, &second] {
-        let (status, put) = runtime.block_on(crate::serve::request_async(
-            &served.addr,
-            "PUT",
-            "/v1/components/check",
-            &format!("authorization: Bearer {TOKEN}\r\n"),
-            &crate::serve::component_bytes("noop"),
-        ));
+        let (status, put) = upload_fix(&served.addr);
         assert_eq!(status, 200, "{put}");
     }
     let resumed = post(
