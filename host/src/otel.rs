@@ -454,7 +454,7 @@ fn group_span(
 }
 
 /// A wait step's span (`sleep STEP` or `signal STEP`, a child of the run
-/// span over the wait), its id derived from the run span and the step; a
+/// span over the wait, its id the report's); a
 /// signal step's is linked to the span of the request that sent the
 /// signal (its `traceparent`), tying the sender's trace to the run's.
 fn wait_span(
@@ -463,11 +463,6 @@ fn wait_span(
     step: &crate::report::StepReport,
     wait: &crate::report::WaitReport,
 ) -> SpanData {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{}/wait/{}", report.span_id, step.name));
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
-    id[0] |= 1; // never the invalid all-zero id
     let mut attrs = vec![KeyValue::new("braid.wait.kind", wait.kind.clone())];
     if let Some(name) = &wait.signal {
         attrs.push(KeyValue::new("braid.signal", name.clone()));
@@ -476,7 +471,7 @@ fn wait_span(
         f,
         report,
         step,
-        (&wait.kind, &hex::encode(id), &report.span_id),
+        (&wait.kind, &wait.span_id, &report.span_id),
         attrs,
     );
     let sender = wait.signal_traceparent.as_deref().map(TraceParent::parse);

@@ -232,6 +232,10 @@ pub struct StepReport {
 pub struct WaitReport {
     /// `sleep` or `signal`.
     pub kind: String,
+    /// The wait's span (a child of the run span), derived from the run's
+    /// span and the step like a compose step's.
+    #[serde(default)]
+    pub span_id: String,
     /// The signal's name (a signal step).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,

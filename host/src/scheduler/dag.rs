@@ -622,7 +622,7 @@ pub(super) fn build_step_reports<E: StepExecutor>(
                 }),
                 _ => None,
             }),
-            wait: wf.step(&name).and_then(|s| state.wait_report(s)),
+            wait: wf.step(&name).and_then(|s| state.wait_report(s, run_span)),
             input: state
                 .inputs_of
                 .get(&name)

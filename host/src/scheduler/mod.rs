@@ -527,7 +527,10 @@ impl<E: StepExecutor> Scheduler<E> {
         let incoming = request.trace;
         let mut run = self.run_ctx(wf, run_id, SpanId::random(), inputs, incoming, None);
         let state = match &prior {
-            Some(prior) => restart::restarted_state(&run, prior).map_err(RunError::Restart)?,
+            // The reused completions, as a resumed run's journal gives them
+            // (`Err`: a reused output is not JSON, the old journal damaged).
+            Some(prior) => resume::state_from_entries(&run.wf, &prior.reused)
+                .map_err(|e| RunError::Restart(e.to_string()))?,
             None => RunState::default(),
         };
         if let Some(why) = &run.incoming.rejected {

@@ -12,7 +12,6 @@
 //!
 //! Must not know wasmtime or where components come from.
 
-use super::{RunCtx, RunState};
 use crate::journal::JournalEntry;
 use crate::report::RestartedFrom;
 use crate::workflow::{StepKind, Workflow};
@@ -173,13 +172,6 @@ fn run_again<'w>(wf: &'w Workflow, from: &str) -> HashSet<&'w str> {
             return again;
         }
     }
-}
-
-/// The state a restarted run starts from: the reused completions, as a
-/// resumed run's journal would give them. `Err`: a reused output is not
-/// JSON (the old journal is damaged).
-pub(super) fn restarted_state(run: &RunCtx, prior: &Prior) -> Result<RunState, String> {
-    super::resume::state_from_entries(&run.wf, &prior.reused).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -44,9 +44,7 @@ impl RunState {
         }
         true
     }
-}
 
-impl RunState {
     /// The run could not be suspended (the journal did not answer): it
     /// fails instead, and is undone.
     pub(super) async fn cannot_suspend(&mut self, run: &RunCtx) {

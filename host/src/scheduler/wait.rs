@@ -372,7 +372,11 @@ impl RunState {
     }
 
     /// A wait step's report part.
-    pub(super) fn wait_report(&self, step: &StepSpec) -> Option<WaitReport> {
+    pub(super) fn wait_report(
+        &self,
+        step: &StepSpec,
+        run_span: crate::trace::SpanId,
+    ) -> Option<WaitReport> {
         let (kind, signal) = match &step.kind {
             StepKind::Sleep(_) => ("sleep", None),
             StepKind::Signal(sig) => ("signal", Some(sig.name.clone())),
@@ -381,6 +385,7 @@ impl RunState {
         let sent = self.signalled.get(&step.name);
         Some(WaitReport {
             kind: kind.into(),
+            span_id: super::compose::compose_span(run_span, &step.name).to_string(),
             signal,
             until_ms: self.wait_due.get(&step.name).copied().unwrap_or(0),
             signal_traceparent: sent.map(|(tp, _)| tp.clone()),
