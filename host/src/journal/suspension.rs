@@ -69,7 +69,7 @@ impl UnsuspendAsked {
     }
 }
 
-/// What [`RunJournal::request_unsuspend`] found.
+/// What [`super::RunJournal::request_unsuspend`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsuspendAsked {
     /// The run is suspended, and asked (or had been asked the same).
